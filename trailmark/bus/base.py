@@ -1,0 +1,57 @@
+"""The event-bus interface that every stage talks to; embedded log and Kafka both implement it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+
+class BusError(Exception):
+    """Base of bus errors. ``BusUnavailable`` means retry later, never dead-letter."""
+
+
+class BusUnavailable(BusError):
+    """The broker or log cannot take or give records right now (dependency unavailable)."""
+
+
+class Producer(Protocol):
+    async def send_batch(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Append (key, value) records; returns only once they are durable (acked / fsynced).
+
+        Records with the same key keep their relative order. Raises BusUnavailable.
+        """
+
+
+class Consumer(Protocol):
+    async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        """Next records for this group, waiting up to ``timeout_s`` when there are none."""
+
+    async def commit(self) -> None:
+        """Mark every record returned by poll so far as done (call after the output is written)."""
+
+    async def close(self) -> None: ...
+
+    def lag(self) -> int:
+        """Records not yet consumed by this group (best effort, for /metrics)."""
+
+
+class EventBus(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None: ...
+
+    def producer(self) -> Producer: ...
+
+    def consumer(self, topic: str, group: str) -> Consumer: ...

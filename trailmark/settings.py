@@ -1,0 +1,74 @@
+"""One settings tree, read from the environment once (prefix TRAILMARK_) and handed to each stage.
+
+Nested sections use ``__``: ``TRAILMARK_JOURNEYS__SESSION_TIMEOUT_S=900``. ``PORT`` and ``DATA_DIR``
+are also accepted unprefixed, as the README promises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from enrich.settings import EnrichSettings
+
+
+class CollectorSettings(BaseModel):
+    max_body_bytes: int = 512 * 1024  # as Segment: 500 KB per batch request
+    max_event_bytes: int = 32 * 1024  # as Segment: 32 KB per event
+    max_batch_events: int = 2500
+    max_clock_skew_s: float = 7 * 24 * 3600  # skew corrections larger than this are ignored
+    trust_forwarded_for: bool = False  # take the client IP from X-Forwarded-For (behind a proxy)
+
+
+class BusSettings(BaseModel):
+    kind: Literal["embedded", "kafka"] = "embedded"
+    topic_raw: str = "trailmark.raw"
+    topic_enriched: str = "trailmark.enriched"
+    topic_dead_letter: str = "trailmark.dead_letter"
+    group_enrich: str = "trailmark-enrich"
+    group_journeys: str = "trailmark-journeys"
+    partitions: int = 3
+    replication: int = 1
+    linger_ms: int = 5
+    max_batch_bytes: int = 1024 * 1024
+    compression: Literal["lz4", "zstd", "gzip", "none"] = "lz4"
+    spool_dir: Path | None = None  # where the collector spools when the broker is down
+
+
+class StorageSettings(BaseModel):
+    database: str = "trailmark"
+    batch_rows: int = 20000  # the journey builder writes at most this many events per insert
+    flush_interval_s: float = 0.5
+
+
+class JourneySettings(BaseModel):
+    session_timeout_s: int = 30 * 60
+    conversions: list[str] = ["Order Completed", "Signed Up", "form_submit"]
+    lookback_days: int = 30
+    time_decay_half_life_days: float = 7.0
+    stages_file: Path | None = None
+    include_bots: bool = False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRAILMARK_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, validation_alias=AliasChoices("TRAILMARK_PORT", "PORT", "port"))
+    data_dir: Path = Field(
+        Path("data"), validation_alias=AliasChoices("TRAILMARK_DATA_DIR", "DATA_DIR", "data_dir")
+    )
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    clickhouse_url: str | None = None  # http(s)://user:pass@host:8123 ; unset = embedded chDB
+    log_level: str = "info"
+
+    collector: CollectorSettings = CollectorSettings()
+    bus: BusSettings = BusSettings()
+    storage: StorageSettings = StorageSettings()
+    enrich: EnrichSettings = EnrichSettings()
+    journeys: JourneySettings = JourneySettings()
