@@ -1,0 +1,7 @@
+"""Enrich stage: RawEvent -> EnrichedEvent (page, referrer, campaign, channel, user agent, geo, contact)."""
+
+from enrich.enricher import Enricher
+from enrich.errors import PoisonEvent
+from enrich.settings import EnrichSettings
+
+__all__ = ["Enricher", "EnrichSettings", "PoisonEvent"]
