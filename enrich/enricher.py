@@ -46,6 +46,16 @@ class Enricher:
             from enrich.useragent import UserAgentParser
 
             self._ua = UserAgentParser(detect_bots=s.bots, cache_size=s.cache_size)
+        self._geo = None
+        if s.geo:
+            from enrich.geo import GeoLookup
+
+            self._geo = GeoLookup(s.geo_db, s.geo_asn_db, s.geo_fallback, s.cache_size)
+        self._contact = None
+        if s.contact and (s.email or s.phone or s.names):
+            from enrich.contact import ContactParser
+
+            self._contact = ContactParser(s.cache_size)
         self._groups = None
         if s.content_group and s.content_groups:
             from enrich.content import ContentGrouper
@@ -64,6 +74,12 @@ class Enricher:
             steps.append(("content_group", self._content_group))
         if self._ua is not None:
             steps.append(("user_agent", self._user_agent))
+        if self._geo is not None:
+            steps.append(("geo", self._geo_step))
+        if s.truncate_ip:
+            steps.append(("privacy", self._privacy))
+        if self._contact is not None:
+            steps.append(("contact", self._contact_step))
         self._steps = steps
 
     # -- public -------------------------------------------------------------------------------
@@ -201,6 +217,92 @@ class Enricher:
             out["is_bot"] = True
             out["bot_name"] = info.bot_name
             out["ua_device_type"] = "bot"
+
+    def _geo_step(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+        assert self._geo is not None
+        ip = _str(raw.get("ip")) or _str(_dict(raw.get("context")).get("ip"))
+        if not ip:
+            return
+        g = self._geo.lookup(ip)
+        if g.country or g.org:
+            out["geo_country"] = g.country
+            out["geo_region"] = g.region
+            out["geo_city"] = g.city
+            out["geo_lat"] = g.lat
+            out["geo_lon"] = g.lon
+            out["geo_timezone"] = g.timezone
+            out["geo_asn"] = g.asn
+            out["geo_org"] = g.org
+
+    def _privacy(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+        """Runs after geo, so the lookup saw the full address and storage never does."""
+        if site is not None and site.get("keep_full_ip"):
+            return
+        from enrich.geo import truncate_ip
+
+        if ip := _str(raw.get("ip")):
+            out["ip"] = truncate_ip(ip)
+        ctx = _dict(raw.get("context"))
+        if _str(ctx.get("ip")):
+            out["context"] = {**ctx, "ip": truncate_ip(_str(ctx["ip"]))}
+
+    def _contact_step(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+        assert self._contact is not None
+        s = self.settings
+        traits = _dict(raw.get("traits"))
+        ctx_traits = _dict(_dict(raw.get("context")).get("traits"))
+        props = _dict(raw.get("properties"))
+        if not (traits or ctx_traits or props):
+            return
+        found = self._find(traits, ctx_traits, props, raw.get("type") == "identify")
+        if not found:
+            return
+        errors: list[str] = out["enrich_errors"]
+        if s.email and (email := found.get("email")):
+            try:
+                e = self._contact.email(email[:320])
+            except Exception as exc:
+                errors.append(f"email: {type(exc).__name__}: {exc}"[:300])
+            else:
+                out["email"], out["email_domain"] = e.email, e.domain
+                out["email_free"], out["email_disposable"] = e.free, e.disposable
+                out["company_domain"], out["company_name"] = e.company_domain, e.company_name
+        if s.phone and (phone := found.get("phone")):
+            try:
+                p = self._contact.phone(phone[:64], out["geo_country"])
+            except Exception as exc:
+                errors.append(f"phone: {type(exc).__name__}: {exc}"[:300])
+            else:
+                out["phone_e164"], out["phone_country"] = p.e164, p.country
+                out["phone_carrier"], out["phone_line_type"] = p.carrier, p.line_type
+                out["phone_timezone"] = p.timezone
+        if s.names:
+            first, last = found.get("first", "").strip(), found.get("last", "").strip()
+            if (not first or not last) and (full := found.get("full")):
+                try:
+                    f2, l2 = self._contact.name(full[:200])
+                except Exception as exc:
+                    errors.append(f"names: {type(exc).__name__}: {exc}"[:300])
+                else:
+                    first, last = first or f2, last or l2
+            out["first_name"], out["last_name"] = first[:200], last[:200]
+
+    @staticmethod
+    def _find(
+        traits: dict[str, Any], ctx_traits: dict[str, Any], props: dict[str, Any], identify: bool
+    ) -> dict[str, str]:
+        from enrich.contact import find_contact
+
+        # A track event's properties.name is a person only when the same properties carry contact
+        # data (a form submit); otherwise it is a product, plan or form name.
+        found = find_contact(traits, ctx_traits)
+        if props and not identify:
+            from_props = find_contact(props, allow_full_name=(False,))
+            if "email" in from_props or "phone" in from_props:
+                from_props = find_contact(props)
+            for k, v in from_props.items():
+                found.setdefault(k, v)
+        return found
 
 
 def _search_term(query: str, params: tuple[str, ...]) -> str:
