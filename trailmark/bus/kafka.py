@@ -1,0 +1,349 @@
+"""EventBus on a real Kafka cluster via aiokafka: durable, keyed, at-least-once.
+
+Broker trouble (unreachable, timeouts, leader moves) surfaces as ``BusUnavailable`` so stages
+retry or spool instead of dead-lettering; anything else aiokafka raises becomes ``BusError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    KafkaUnavailableError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+    for_code,
+)
+
+from trailmark.bus.base import BusError, BusUnavailable, Message
+from trailmark.settings import BusSettings
+
+log = logging.getLogger(__name__)
+
+_COMPRESSION: dict[str, str | None] = {"lz4": "lz4", "zstd": "zstd", "gzip": "gzip", "none": None}
+# The group rebalanced under us: the records will be redelivered to the new owner (at-least-once),
+# so a failed commit is not an error the caller can act on.
+_REBALANCED = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError, RebalanceInProgressError)
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Whether retrying later can help: connection, timeout and retriable broker errors."""
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError | KafkaUnavailableError):
+        return True
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    return isinstance(exc, OSError | TimeoutError)
+
+
+def _bus_error(exc: BaseException, what: str) -> BusError:
+    if _is_unavailable(exc):
+        return BusUnavailable(f"kafka {what}: {exc}")
+    return BusError(f"kafka {what}: {exc}")
+
+
+@asynccontextmanager
+async def _mapped(what: str, timeout_s: float) -> AsyncIterator[None]:
+    """Bound a broker call and translate aiokafka errors into the bus's two error kinds."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise _bus_error(exc, what) from exc
+
+
+class KafkaProducer:
+    """Idempotent producer (acks=all): a retried batch is never duplicated or reordered."""
+
+    def __init__(self, bus: KafkaBus) -> None:
+        self._bus = bus
+
+    async def send_batch(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        if not records:
+            return
+        producer = await self._bus._ensure_producer()
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            # Twice the request timeout: metadata wait + batch expiry are each bounded by it.
+            async with _mapped(f"send to {topic}", 2 * self._bus.request_timeout_s + 1):
+                try:
+                    for key, value in records:
+                        futures.append(await producer.send(topic, value=value, key=key))
+                finally:
+                    # Await every queued record even if a later send failed, so no future is orphaned.
+                    results = await asyncio.gather(*futures, return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+        except BusError:
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+            raise
+
+
+class _Tracker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+    """Drops offsets of revoked partitions so a commit never moves a partition we no longer own."""
+
+    def __init__(self, pending: dict[TopicPartition, int]) -> None:
+        self._pending = pending
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self._pending.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.debug("kafka partitions assigned: %s", sorted(str(tp) for tp in assigned))
+
+
+class KafkaConsumer:
+    """Group consumer with manual commits: offsets advance only when the caller says its output is done."""
+
+    def __init__(self, bus: KafkaBus, topic: str, group: str) -> None:
+        self._bus = bus
+        self._topic = topic
+        self._group = group
+        self._pending: dict[TopicPartition, int] = {}  # next offset to commit, per owned partition
+        self._consumer: Any = None
+        self._closed = False
+
+    async def _ensure_started(self) -> Any:
+        """Connect on first poll (consumer() is sync); a failed start is retried on the next poll."""
+        if self._closed:
+            raise BusError("consumer is closed")
+        if self._consumer is not None:
+            return self._consumer
+        bus = self._bus
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bus.bootstrap,
+            group_id=self._group,
+            client_id=f"{bus.client_id}-{self._group}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Joins can legitimately take longer than a produce; keep them above the session timeout.
+            request_timeout_ms=max(bus.request_timeout_ms, 30_000),
+            metadata_max_age_ms=30_000,
+        )
+        consumer.subscribe([self._topic], listener=_Tracker(self._pending))
+        try:
+            async with _mapped(f"connect consumer {self._group}", bus.request_timeout_s + 1):
+                await consumer.start()
+        except BusError:
+            await _quietly(consumer.stop())
+            raise
+        self._consumer = consumer
+        return consumer
+
+    async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        consumer = await self._ensure_started()
+        try:
+            batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise _bus_error(exc, f"poll {self._topic}") from exc
+        out: list[Message] = []
+        owned = consumer.assignment()
+        for tp, records in batches.items():
+            if not records or tp not in owned:
+                continue
+            self._pending[tp] = records[-1].offset + 1
+            out.extend(
+                Message(
+                    topic=r.topic,
+                    partition=r.partition,
+                    offset=r.offset,
+                    key=r.key if r.key is not None else b"",
+                    value=r.value if r.value is not None else b"",
+                )
+                for r in records
+            )
+        return out
+
+    async def commit(self) -> None:
+        if self._consumer is None or not self._pending:
+            return
+        offsets = dict(self._pending)
+        try:
+            async with _mapped(f"commit {self._group}", self._bus.request_timeout_s + 1):
+                await self._consumer.commit(offsets)
+        except BusError as exc:
+            if isinstance(exc.__cause__, _REBALANCED):
+                log.warning("kafka commit skipped, group %s rebalanced: %s", self._group, exc.__cause__)
+                return
+            raise
+        for tp, offset in offsets.items():
+            if self._pending.get(tp) == offset:
+                del self._pending[tp]
+
+    async def close(self) -> None:
+        """Leave the group (so the partitions move at once) without committing anything."""
+        self._closed = True
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await _quietly(consumer.stop())
+        self._bus._consumers.discard(self)
+
+    def lag(self) -> int:
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        total = 0
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            pos = _position(consumer, tp)
+            if high is not None and pos is not None:
+                total += max(0, int(high) - pos)
+        return total
+
+
+def _position(consumer: Any, tp: TopicPartition) -> int | None:
+    """Sync read of the fetch position (aiokafka's position() is async); None when unknown."""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        return int(state.position) if state is not None and state.has_valid_position else None
+    except (AttributeError, KafkaError, KeyError):
+        return None
+
+
+async def _quietly(aw: Any) -> None:
+    try:
+        await aw
+    except Exception as exc:  # noqa: BLE001 - best-effort cleanup must not mask the real error
+        log.debug("kafka cleanup failed: %s", exc)
+
+
+class KafkaBus:
+    """Kafka implementation of the EventBus protocol.
+
+    ``start`` raises ``BusUnavailable`` when the broker is down, but the bus stays usable:
+    ``send_batch`` / ``poll`` reconnect on their next call, so a collector can spool meanwhile.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        settings: BusSettings,
+        *,
+        request_timeout_s: float = 10.0,
+        client_id: str = "trailmark",
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.settings = settings
+        self.request_timeout_s = request_timeout_s
+        self.client_id = client_id
+        self._producer: Any = None
+        self._producer_lock = asyncio.Lock()
+        self._consumers: set[KafkaConsumer] = set()
+
+    @property
+    def request_timeout_ms(self) -> int:
+        return int(self.request_timeout_s * 1000)
+
+    async def start(self) -> None:
+        await self._ensure_producer()
+
+    async def _ensure_producer(self) -> Any:
+        async with self._producer_lock:
+            if self._producer is not None:
+                return self._producer
+            s = self.settings
+            try:
+                producer = self._new_producer(s)
+            except RuntimeError as exc:  # aiokafka's "Compression library for lz4 not found"
+                raise BusError(f"kafka producer: {exc} (pip install 'aiokafka[lz4]', i.e. cramjam)") from exc
+            try:
+                async with _mapped("connect producer", self.request_timeout_s + 1):
+                    await producer.start()
+            except BusError:
+                await _quietly(producer.stop())
+                raise
+            self._producer = producer
+            return producer
+
+    def _new_producer(self, s: BusSettings) -> Any:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.client_id}-producer",
+            acks="all",
+            enable_idempotence=True,
+            compression_type=_COMPRESSION[s.compression],
+            linger_ms=s.linger_ms,
+            max_batch_size=s.max_batch_bytes,
+            max_request_size=max(s.max_batch_bytes, 1024 * 1024),
+            request_timeout_ms=self.request_timeout_ms,
+            metadata_max_age_ms=30_000,
+        )
+
+    async def stop(self) -> None:
+        """Flush and close the producer (pending records are delivered first), then close consumers."""
+        for consumer in list(self._consumers):
+            await consumer.close()
+        async with self._producer_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                async with _mapped("flush producer", 2 * self.request_timeout_s + 1):
+                    await producer.flush()
+            finally:
+                await _quietly(producer.stop())
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        """Create the missing topics; existing ones are left as they are (partition count included)."""
+        if not topics:
+            return
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.client_id}-admin",
+            request_timeout_ms=self.request_timeout_ms,
+        )
+        try:
+            async with _mapped("ensure topics", 3 * self.request_timeout_s + 1):
+                await admin.start()
+                existing = set(await admin.list_topics())
+                missing = [t for t in dict.fromkeys(topics) if t not in existing]
+                if missing:
+                    resp = await admin.create_topics(
+                        [
+                            NewTopic(
+                                name=t,
+                                num_partitions=self.settings.partitions,
+                                replication_factor=self.settings.replication,
+                            )
+                            for t in missing
+                        ]
+                    )
+                    _check_create(resp)
+                    log.info("kafka topics created: %s", ", ".join(missing))
+        finally:
+            await _quietly(admin.close())
+
+    def producer(self) -> KafkaProducer:
+        return KafkaProducer(self)
+
+    def consumer(self, topic: str, group: str) -> KafkaConsumer:
+        consumer = KafkaConsumer(self, topic, group)
+        self._consumers.add(consumer)
+        return consumer
+
+
+def _check_create(resp: Any) -> None:
+    """Raise the first per-topic error of a CreateTopics response, except 'already exists' (a race)."""
+    for entry in resp.topic_errors:
+        topic, code = entry[0], entry[1]
+        if code == 0:
+            continue
+        err = for_code(code)
+        if err is TopicAlreadyExistsError:
+            continue
+        message = entry[2] if len(entry) > 2 else ""
+        raise err(f"{topic}: {message}")
