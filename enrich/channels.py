@@ -30,7 +30,9 @@ _PAID = re.compile(r"^(.*cp.*|ppc|retargeting|paid.*)$")
 _SHOP_CAMPAIGN = re.compile(r"^(.*(([^a-df-z]|^)shop|shopping).*)$")
 _EMAIL = re.compile(r"email|e-mail|e_mail|e mail|newsletter")
 _DISPLAY = frozenset({"display", "banner", "expandable", "interstitial", "cpm"})
-_SOCIAL_MEDIUM = frozenset({"social", "social-network", "social-media", "sm", "social network", "social media"})
+_SOCIAL_MEDIUM = frozenset(
+    {"social", "social-network", "social-media", "sm", "social network", "social media"}
+)
 _GOOGLE_MS_ADS = frozenset({"gclid", "gbraid", "wbraid", "msclkid"})
 _SOCIAL_ADS = frozenset({"ttclid", "li_fat_id", "twclid"})
 
@@ -64,8 +66,15 @@ CHANNEL_RULES: list[Rule] = [
     ("Referral", lambda t: t.medium in ("referral", "app", "link")),
     ("Audio", lambda t: t.medium == "audio"),
     ("SMS", lambda t: t.source == "sms" or t.medium == "sms"),
-    ("Mobile Push Notifications", lambda t: t.medium.endswith("push") or "mobile" in t.medium
-     or "notification" in t.medium or t.source == "firebase"),
+    (
+        "Mobile Push Notifications",
+        lambda t: (
+            t.medium.endswith("push")
+            or "mobile" in t.medium
+            or "notification" in t.medium
+            or t.source == "firebase"
+        ),
+    ),
     ("Internal", lambda t: not t.tagged and t.referrer_type == "internal"),
 ]
 

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from enrich.channels import Touch, channel_for
 from enrich.errors import PoisonEvent
-from enrich.referrers import ReferrerClassifier
+from enrich.referrers import VIDEO_SITES, ReferrerClassifier, is_shopping
 from enrich.settings import EnrichSettings
 from enrich.urls import campaign_from_context, parse_query, split_url
 from schemas.events import ENRICHED_DEFAULTS, EnrichedEvent, RawEvent, Site
@@ -185,12 +185,10 @@ class Enricher:
             medium = {"search": "organic", "social": "social", "email": "email"}.get(rtype, "referral")
         category = ""
         if known is not None:
-            from enrich.referrers import VIDEO_SITES
-
             category = "video" if known.name in VIDEO_SITES else known.type
             if category == "other":
                 category = ""
-        if not category and _is_shopping(source):
+        if not category and is_shopping(source):
             category = "shopping"
         touch = Touch(source, medium, out["utm_campaign"].lower(), category, ctype, tagged, rtype)
         out["channel"] = channel_for(touch)
@@ -313,9 +311,3 @@ def _search_term(query: str, params: tuple[str, ...]) -> str:
         if vals := qs.get(p):
             return vals[0].strip()[:500]
     return ""
-
-
-def _is_shopping(source: str) -> bool:
-    from enrich.referrers import SHOPPING_HOSTS
-
-    return bool(source) and any(h in source for h in SHOPPING_HOSTS)

@@ -129,7 +129,7 @@ class GeoLookup:
         else:
             info = NO_GEO
         if self._asn_db is not None:
-            rec = self._asn_db.get(text)
+            rec: Any = self._asn_db.get(text)
             if isinstance(rec, dict):
                 info = info._replace(
                     asn=int(rec.get("autonomous_system_number") or 0),
@@ -147,8 +147,9 @@ class GeoLookup:
         subs = rec.get("subdivisions")
         region = ""
         if isinstance(subs, list) and subs and isinstance(subs[0], dict):
-            region = str(subs[0].get("iso_code") or "") or _name(subs[0])
-        loc = rec.get("location") if isinstance(rec.get("location"), dict) else {}
+            region = _name(subs[0]) or str(subs[0].get("iso_code") or "")
+        loc_rec = rec.get("location")
+        loc: dict[str, Any] = loc_rec if isinstance(loc_rec, dict) else {}
         tz = str(loc.get("time_zone") or "") or self._tz.get(cc, "")
         return GeoInfo(
             country=cc,

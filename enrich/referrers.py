@@ -6,7 +6,8 @@ so the data ships here instead, trimmed to the hosts that matter for web traffic
 
 A host ``name.*`` matches that registrable-domain label under any public suffix
 (``google.*`` -> google.com, google.co.uk, google.de ...). Other hosts match themselves and any
-subdomain (``facebook.com`` -> l.facebook.com, m.facebook.com).
+subdomain (``facebook.com`` -> l.facebook.com, m.facebook.com). Android apps send
+``android-app://<package>/`` referrers; their package names are listed as hosts too.
 """
 
 from __future__ import annotations
@@ -23,9 +24,20 @@ class Referrer(NamedTuple):
 # (type, name, hosts, search-term params)
 REFERRERS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     # --- email (listed first: mail.google.com must not fall into google.* search) ---
-    ("email", "Gmail", ("mail.google.com", "inbox.google.com"), ()),
-    ("email", "Outlook.com", ("outlook.live.com", "mail.live.com", "outlook.office.com",
-                              "outlook.office365.com", "outlook.cloud.microsoft"), ()),
+    ("email", "Gmail", ("mail.google.com", "inbox.google.com", "com.google.android.gm"), ()),
+    (
+        "email",
+        "Outlook.com",
+        (
+            "outlook.live.com",
+            "mail.live.com",
+            "outlook.office.com",
+            "outlook.office365.com",
+            "outlook.cloud.microsoft",
+            "com.microsoft.office.outlook",
+        ),
+        (),
+    ),
     ("email", "Yahoo! Mail", ("mail.yahoo.com", "mail.yahoo.co.jp", "mail.yahoo.net"), ()),
     ("email", "AOL Mail", ("mail.aol.com",), ()),
     ("email", "Proton Mail", ("mail.proton.me", "mail.protonmail.com"), ()),
@@ -33,7 +45,12 @@ REFERRERS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("email", "Zoho Mail", ("mail.zoho.com", "mail.zoho.eu"), ()),
     ("email", "Yandex Mail", ("mail.yandex.ru", "mail.yandex.com"), ()),
     ("email", "Mail.ru", ("e.mail.ru", "touch.mail.ru"), ()),
-    ("email", "GMX", ("gmx.net", "gmx.de", "gmx.com", "navigator.gmx.net", "deref-gmx.net", "deref-gmx.com"), ()),
+    (
+        "email",
+        "GMX",
+        ("gmx.net", "gmx.de", "gmx.com", "navigator.gmx.net", "deref-gmx.net", "deref-gmx.com"),
+        (),
+    ),
     ("email", "Web.de", ("web.de", "deref-web.de", "deref-web-02.de"), ()),
     ("email", "T-Online Mail", ("email.t-online.de",), ()),
     ("email", "Fastmail", ("fastmail.com", "app.fastmail.com"), ()),
@@ -45,10 +62,20 @@ REFERRERS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("email", "Libero Mail", ("mail.libero.it",), ()),
     ("email", "Rediffmail", ("mail.rediff.com",), ()),
     # --- search ---
-    ("search", "Google", ("google.*", "googleadservices.com", "news.google.com"), ("q", "query")),
+    (
+        "search",
+        "Google",
+        ("google.*", "googleadservices.com", "news.google.com", "com.google.android.googlequicksearchbox"),
+        ("q", "query"),
+    ),
     ("search", "Bing", ("bing.com", "cn.bing.com"), ("q", "Q")),
     ("search", "Yahoo!", ("search.yahoo.*", "yahoo.*"), ("p", "q")),
-    ("search", "DuckDuckGo", ("duckduckgo.com", "duck.com", "html.duckduckgo.com", "lite.duckduckgo.com"), ("q",)),
+    (
+        "search",
+        "DuckDuckGo",
+        ("duckduckgo.com", "duck.com", "html.duckduckgo.com", "lite.duckduckgo.com"),
+        ("q",),
+    ),
     ("search", "Yandex", ("yandex.*", "ya.ru"), ("text",)),
     ("search", "Baidu", ("baidu.com", "m.baidu.com"), ("wd", "word", "kw")),
     ("search", "Ecosia", ("ecosia.org",), ("q",)),
@@ -71,12 +98,17 @@ REFERRERS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("search", "Swisscows", ("swisscows.com",), ("query",)),
     ("search", "Perplexity", ("perplexity.ai",), ("q",)),
     # --- social ---
-    ("social", "Facebook", ("facebook.com", "fb.com", "fb.me", "messenger.com"), ()),
-    ("social", "Instagram", ("instagram.com",), ()),
+    (
+        "social",
+        "Facebook",
+        ("facebook.com", "fb.com", "fb.me", "messenger.com", "com.facebook.katana", "com.facebook.orca"),
+        (),
+    ),
+    ("social", "Instagram", ("instagram.com", "com.instagram.android"), ()),
     ("social", "Threads", ("threads.net", "threads.com"), ()),
-    ("social", "Twitter", ("t.co", "twitter.com", "x.com"), ()),
-    ("social", "LinkedIn", ("linkedin.com", "lnkd.in"), ()),
-    ("social", "Reddit", ("reddit.com", "redd.it"), ()),
+    ("social", "Twitter", ("t.co", "twitter.com", "x.com", "com.twitter.android"), ()),
+    ("social", "LinkedIn", ("linkedin.com", "lnkd.in", "com.linkedin.android"), ()),
+    ("social", "Reddit", ("reddit.com", "redd.it", "com.reddit.frontpage"), ()),
     ("social", "Pinterest", ("pinterest.*", "pin.it"), ()),
     ("social", "YouTube", ("youtube.com", "youtu.be", "m.youtube.com"), ()),
     ("social", "TikTok", ("tiktok.com",), ()),
@@ -89,7 +121,7 @@ REFERRERS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("social", "Bluesky", ("bsky.app",), ()),
     ("social", "Mastodon", ("mastodon.social", "mastodon.online", "mstdn.social"), ()),
     ("social", "Discord", ("discord.com", "discordapp.com"), ()),
-    ("social", "Telegram", ("t.me", "telegram.org", "web.telegram.org"), ()),
+    ("social", "Telegram", ("t.me", "telegram.org", "web.telegram.org", "org.telegram.messenger"), ()),
     ("social", "WhatsApp", ("whatsapp.com", "wa.me", "web.whatsapp.com"), ()),
     ("social", "Hacker News", ("news.ycombinator.com",), ()),
     ("social", "Medium", ("medium.com",), ()),
@@ -97,7 +129,7 @@ REFERRERS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("social", "Vimeo", ("vimeo.com",), ()),
     ("social", "Twitch", ("twitch.tv",), ()),
     ("social", "LINE", ("line.me",), ()),
-    ("social", "Slack", ("slack.com", "app.slack.com"), ()),
+    ("social", "Slack", ("slack.com", "app.slack.com", "com.slack"), ()),
     ("social", "Stack Overflow", ("stackoverflow.com", "stackexchange.com"), ()),
     ("social", "GitHub", ("github.com",), ()),
     ("social", "Flickr", ("flickr.com",), ()),
@@ -112,10 +144,32 @@ REFERRERS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
 
 # Hosts that are video platforms (GA4 "Organic Video"/"Paid Video") and shopping sites.
 VIDEO_SITES = frozenset({"YouTube", "Vimeo", "TikTok", "Twitch"})
-SHOPPING_HOSTS = (
-    "amazon.", "ebay.", "etsy.", "shopping.google.", "walmart.", "aliexpress.", "shopify.", "idealo.",
-    "alibaba.", "rakuten.", "mercadolibre.", "zalando.", "target.com", "bestbuy.com", "otto.de",
+# Shopping sites by domain label (GA4's "Paid/Organic Shopping" source list, abridged).
+SHOPPING_LABELS = frozenset(
+    {
+        "amazon",
+        "ebay",
+        "etsy",
+        "walmart",
+        "aliexpress",
+        "shopify",
+        "idealo",
+        "alibaba",
+        "rakuten",
+        "mercadolibre",
+        "zalando",
+        "target",
+        "bestbuy",
+        "otto",
+        "google_shopping",
+        "shopping",
+    }
 )
+
+
+def is_shopping(source: str) -> bool:
+    """``amazon``, ``amazon.de``, ``www.ebay.co.uk``, ``shopping.google.com`` -> True."""
+    return any(label in SHOPPING_LABELS for label in source.lower().replace("-", "_").split("."))
 
 
 def build_index() -> tuple[dict[str, Referrer], dict[str, Referrer]]:
@@ -132,10 +186,25 @@ def build_index() -> tuple[dict[str, Referrer], dict[str, Referrer]]:
 
 # utm_source spellings that name a known referrer without being one of its hosts.
 SOURCE_ALIASES = {
-    "fb": "Facebook", "ig": "Instagram", "tw": "Twitter", "li": "LinkedIn", "yt": "YouTube",
-    "adwords": "Google", "googleads": "Google", "google_ads": "Google", "google-ads": "Google",
-    "bingads": "Bing", "bing_ads": "Bing", "microsoft": "Bing", "microsoftads": "Bing", "msn": "Bing",
-    "meta": "Facebook", "x": "Twitter", "newsletter": "", "gmail": "Gmail", "outlook": "Outlook.com",
+    "fb": "Facebook",
+    "ig": "Instagram",
+    "tw": "Twitter",
+    "li": "LinkedIn",
+    "yt": "YouTube",
+    "adwords": "Google",
+    "googleads": "Google",
+    "google_ads": "Google",
+    "google-ads": "Google",
+    "bingads": "Bing",
+    "bing_ads": "Bing",
+    "microsoft": "Bing",
+    "microsoftads": "Bing",
+    "msn": "Bing",
+    "meta": "Facebook",
+    "x": "Twitter",
+    "newsletter": "",
+    "gmail": "Gmail",
+    "outlook": "Outlook.com",
 }
 
 

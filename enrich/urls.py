@@ -15,8 +15,22 @@ UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content
 CLICK_IDS = ("gclid", "gbraid", "wbraid", "dclid", "msclkid", "fbclid", "ttclid", "li_fat_id", "twclid")
 # Parameters moved out of page_query into campaign fields (plus other pure tracking noise).
 TRACKING_PARAMS = frozenset(
-    (*UTM_KEYS, "utm_id", "utm_source_platform", "utm_creative_format", "utm_marketing_tactic",
-     *CLICK_IDS, "_gl", "mc_cid", "mc_eid", "_hsenc", "_hsmi", "igshid", "srsltid", "yclid")
+    (
+        *UTM_KEYS,
+        "utm_id",
+        "utm_source_platform",
+        "utm_creative_format",
+        "utm_marketing_tactic",
+        *CLICK_IDS,
+        "_gl",
+        "mc_cid",
+        "mc_eid",
+        "_hsenc",
+        "_hsmi",
+        "igshid",
+        "srsltid",
+        "yclid",
+    )
 )
 
 
@@ -29,7 +43,7 @@ class SplitUrl(NamedTuple):
 
 @lru_cache(maxsize=50000)
 def split_url(url: str) -> SplitUrl:
-    """Split a URL into lower-cased host (no ``www.`` kept as-is: hosts are compared by domain), path, query."""
+    """Split a URL into lower-cased host, path and query (the raw URL is kept as given)."""
     if not url:
         return SplitUrl("", "", "", "")
     parts = urlsplit(url.strip())

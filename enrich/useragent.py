@@ -96,8 +96,8 @@ class UserAgentParser:
             return True, m.group(1)
         if m := _CLIENT_LIB.search(ua):
             return True, m.group(1).rstrip("/")
-        if device_family == "Spider":
-            return True, _bot_name(ua) or ua_family
+        if device_family == "Spider":  # uap-core knows it: its family is the canonical bot name
+            return True, (ua_family if ua_family != "Other" else "") or _bot_name(ua) or "Spider"
         if self._crawlers.is_crawler(ua):
             return True, _bot_name(ua) or self._crawlers.get_matches() or ua_family
         return False, ""
@@ -117,8 +117,10 @@ class UserAgentParser:
             dtype = ""
         else:
             dtype = _device_type(ua, os_name, dev_family)
-        if dev_family == "Other" and not brand:
-            model = ""
+        if is_bot or (dev_family == "Other" and not brand):
+            brand = model = ""  # uap-core's "Spider"/"Desktop" for bots is not a device
+        elif brand.startswith("Generic"):
+            brand = ""  # "Generic_Android_Tablet": a class, not a maker
         return UAInfo(
             browser=browser if browser != "Other" else "",
             browser_version=_version(agent.major, agent.minor, agent.patch) if agent else "",

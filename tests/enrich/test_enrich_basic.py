@@ -1,5 +1,6 @@
-from enrich import Enricher, EnrichSettings, PoisonEvent
 import pytest
+
+from enrich import Enricher, EnrichSettings, PoisonEvent
 
 
 def test_basic_page_event():
