@@ -104,11 +104,12 @@ class ContactParser:
 
         v = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=True)
         email = v.normalized.lower()
-        domain = v.ascii_domain.lower()
+        domain = v.domain.lower()  # Unicode form (IDNA-decoded): what people read in a CRM
         ext = self._tld.extract_str(domain)
         registered = f"{ext.domain}.{ext.suffix}" if ext.domain and ext.suffix else domain
+        ascii_domain = v.ascii_domain.lower()
         free = domain in self._free or registered in self._free
-        disposable = domain in self._disposable or registered in self._disposable
+        disposable = any(d in self._disposable for d in (domain, ascii_domain, registered))
         company_domain = company_name = ""
         if not free and not disposable:
             company_domain = registered

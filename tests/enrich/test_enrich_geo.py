@@ -3,10 +3,10 @@
 import ipaddress
 
 import pytest
-from conftest import page_event
 
 from enrich import Enricher, EnrichSettings
 from enrich.geo import GeoLookup, truncate_ip
+from tests.enrich.helpers import page_event
 
 # Facts stable for years: who the RIRs assigned these blocks to.
 PUBLIC = [

@@ -1,7 +1,8 @@
 """Referrers, campaign tags, click ids and channel grouping on real URLs."""
 
 import pytest
-from conftest import page_event
+
+from tests.enrich.helpers import page_event
 
 PAGE = "https://www.example.com/landing"
 

@@ -2,9 +2,9 @@
 
 import pytest
 import ua_parser
-from conftest import page_event
 
 from enrich.useragent import UserAgentParser
+from tests.enrich.helpers import page_event
 
 CHROME_WIN = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/131.0.0.0 Safari/537.36")
