@@ -14,11 +14,10 @@ Stage contract:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_type_hints
-
-from typing_extensions import NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, get_type_hints
 
 from pydantic import ConfigDict, TypeAdapter
+from typing_extensions import TypedDict
 
 EVENT_TYPES = ("track", "page", "screen", "identify", "alias", "group")
 EventType = Literal["track", "page", "screen", "identify", "alias", "group"]

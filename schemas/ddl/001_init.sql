@@ -109,11 +109,10 @@ CREATE TABLE IF NOT EXISTS {db}.sessions_data
     converted Bool,
     conversions UInt32,
     version UInt64,
-    INDEX idx_anon anonymous_id TYPE bloom_filter(0.01) GRANULARITY 1
+    INDEX idx_session session_id TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(version)
-PARTITION BY toYYYYMM(start)
-ORDER BY (site_id, session_id)
+ORDER BY (site_id, anonymous_id, session_id)
 ;
 CREATE TABLE IF NOT EXISTS {db}.touchpoints_data
 (
@@ -129,12 +128,10 @@ CREATE TABLE IF NOT EXISTS {db}.touchpoints_data
     source LowCardinality(String),
     medium LowCardinality(String),
     campaign LowCardinality(String),
-    stage LowCardinality(String),
-    INDEX idx_anon anonymous_id TYPE bloom_filter(0.01) GRANULARITY 1
+    stage LowCardinality(String)
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(timestamp)
-ORDER BY (site_id, touchpoint_id, kind)
+ORDER BY (site_id, anonymous_id, touchpoint_id, kind)
 ;
 CREATE TABLE IF NOT EXISTS {db}.identities_data
 (
@@ -144,7 +141,10 @@ CREATE TABLE IF NOT EXISTS {db}.identities_data
     user_id String,
     email String,
     first_seen SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
-    last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+    last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    INDEX idx_contact contact_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_user user_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_email email TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (site_id, anonymous_id, contact_id, user_id, email)
@@ -171,7 +171,8 @@ CREATE TABLE IF NOT EXISTS {db}.contacts_data
     field_sources String COMMENT 'JSON object: field -> message_id/source that last set it',
     first_seen DateTime64(3, 'UTC'),
     last_seen DateTime64(3, 'UTC'),
-    version UInt64
+    version UInt64,
+    INDEX idx_email email TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (site_id, contact_id)

@@ -1,0 +1,52 @@
+# trailmark: `make run` (install + run the embedded pipeline), `make test` (install + real Kafka + all tests).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+KAFKA_SH := deploy/kafka/kafka.sh
+KAFKA_RUN_DIR ?= $(CURDIR)/.cache/kafka/run
+export KAFKA_RUN_DIR
+
+.PHONY: install run test lint browser tracker kafka-up kafka-down bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/trailmark up
+
+# Debian's chromium for the browser tests (Playwright drives /usr/bin/chromium; it never downloads one).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The committed ingest/static/t.js is what the package serves; this rebuilds it from tracker_js/src.
+tracker:
+	npm ci --prefix tracker_js --no-audit --no-fund --silent
+	node tracker_js/build.mjs
+
+test: install browser
+	@trap '$(KAFKA_SH) stop >/dev/null 2>&1 || true' EXIT; \
+	bash $(KAFKA_SH) start && \
+	TRAILMARK_TEST_KAFKA_BOOTSTRAP=$$(cat $(KAFKA_RUN_DIR)/bootstrap) $(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+kafka-up:
+	bash $(KAFKA_SH) start
+
+kafka-down:
+	bash $(KAFKA_SH) stop
+
+bench: install
+	$(BIN)/python bench/collector.py
+
+clean:
+	rm -rf data .cache bench/out

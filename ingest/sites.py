@@ -1,0 +1,41 @@
+"""Key lookup for the collector: write keys identify a site; read keys never write."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from schemas import Site
+
+
+@dataclass
+class SiteKeys:
+    by_write_key: dict[str, Site] = field(default_factory=dict)
+    read_keys: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, sites: Iterable[Site]) -> SiteKeys:
+        sites = list(sites)
+        return cls({s["write_key"]: s for s in sites}, {s["read_key"] for s in sites})
+
+    def origin_allowed(self, site: Site, origin: str | None) -> bool:
+        if origin is None:
+            return True  # server-side clients and sendBeacon from the same origin send none
+        allowed = site.get("origins") or ["*"]
+        return "*" in allowed or origin in allowed
+
+    def any_origin_allowed(self, origin: str) -> bool:
+        return any(self.origin_allowed(s, origin) for s in self.by_write_key.values())
+
+
+def basic_auth_user(header: str | None) -> str | None:
+    """The user name of an HTTP Basic header (Segment sends the write key as user name)."""
+    if not header or not header[:6].lower() == "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.split(":", 1)[0] or None

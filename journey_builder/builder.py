@@ -1,0 +1,422 @@
+"""Enriched events -> sessions, touchpoints, identities, contacts, stages, events in ClickHouse.
+
+The builder is the single writer for its visitors (the bus keys records by site + visitor), so it
+keeps each visitor's open session in memory and reloads it from ClickHouse after a restart.
+Write order makes redelivery harmless: derived tables first (versioned / replacing, so a re-derived
+row collapses), ``events`` last; an event already in ``events`` (looked up by visitor + messageId on
+the primary key) is skipped. So at-least-once delivery stores every event exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from journey_builder.stages import PURCHASE, StageRules
+from schemas import EnrichedEvent
+from trailmark.settings import JourneySettings
+from trailmark.storage.base import Storage
+
+_NS = uuid.UUID("6f1d8a52-3c1b-4c8e-9a53-1f0e7b7f2d10")
+FORM_EVENTS = {"$form_submit", "form_submit", "Form Submitted"}
+CONTACT_EVENTS = {"Contact Requested", "Support Requested", "Chat Started", "$contact"}
+CONTACT_FIELDS = (
+    "email", "email_domain", "email_free", "email_disposable", "company_domain", "company_name",
+    "phone_e164", "phone_country", "phone_carrier", "phone_line_type", "first_name", "last_name",
+)
+
+
+def ch_time(iso: str) -> str:
+    """'2026-01-01T10:00:00.000Z' -> ClickHouse's '2026-01-01 10:00:00.000'."""
+    return iso[:10] + " " + iso[11:23] if iso else "1970-01-01 00:00:00.000"
+
+
+def epoch_ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def visitor_id(ev: EnrichedEvent) -> str:
+    """The device-level id: anonymousId, or ``user:<userId>`` for server-side calls without one."""
+    return ev["anonymous_id"] or f"user:{ev['user_id']}"
+
+
+def _campaign_key(ev: EnrichedEvent) -> str:
+    parts = (ev["utm_source"], ev["utm_medium"], ev["utm_campaign"], ev["click_id"])
+    return "|".join(parts) if any(parts) else ""
+
+
+@dataclass
+class SessionState:
+    session_id: str
+    anonymous_id: str
+    start: str
+    end: str
+    end_ms: int
+    campaign_key: str
+    referrer_host: str
+    channel: str
+    source: str
+    medium: str
+    campaign: str
+    click_id_type: str
+    entry_page: str
+    exit_page: str = ""
+    user_id: str = ""
+    pageviews: int = 0
+    events: int = 0
+    conversions: int = 0
+    device: str = ""
+    browser: str = ""
+    os: str = ""
+    country: str = ""
+
+    def row(self, site_id: str, version: int) -> dict[str, Any]:
+        return {
+            "site_id": site_id, "session_id": self.session_id, "anonymous_id": self.anonymous_id,
+            "user_id": self.user_id, "start": ch_time(self.start), "end": ch_time(self.end),
+            "pageviews": self.pageviews, "events": self.events, "entry_page": self.entry_page,
+            "exit_page": self.exit_page, "referrer_host": self.referrer_host, "channel": self.channel,
+            "source": self.source, "medium": self.medium, "campaign": self.campaign,
+            "click_id_type": self.click_id_type, "device": self.device, "browser": self.browser,
+            "os": self.os, "country": self.country, "converted": self.conversions > 0,
+            "conversions": self.conversions, "version": version,
+        }
+
+
+@dataclass
+class VisitorState:
+    session: SessionState | None = None
+    sessions: int = 0
+    contact_id: str = ""
+    stages: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Output:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    touchpoints: list[dict[str, Any]] = field(default_factory=list)
+    identities: list[dict[str, Any]] = field(default_factory=list)
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    skipped_duplicates: int = 0
+    skipped_bots: int = 0
+
+
+class JourneyBuilder:
+    def __init__(self, storage: Storage, settings: JourneySettings, max_visitors: int = 500_000) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.rules = StageRules.load(settings.stages_file)
+        self.conversions = set(settings.conversions)
+        self.timeout_ms = settings.session_timeout_s * 1000
+        self.max_visitors = max_visitors
+        self.visitors: OrderedDict[tuple[str, str], VisitorState] = OrderedDict()
+        self.email_contacts: dict[tuple[str, str], str] = {}
+        self.contacts: dict[tuple[str, str], dict[str, Any]] = {}
+
+    # ---- public -------------------------------------------------------------------------------
+
+    def process(self, batch: Sequence[EnrichedEvent]) -> Output:
+        """Derive and write everything for one batch; returns what was written (for metrics/tests)."""
+        fresh = self._drop_seen(batch)
+        out = Output(skipped_duplicates=len(batch) - len(fresh))
+        if not fresh:
+            return out
+        fresh.sort(key=lambda e: (e["site_id"], visitor_id(e), e["timestamp"]))
+        self._load_visitors(fresh)
+        self._load_contacts(fresh)
+        for ev in fresh:
+            if ev["is_bot"] and not self.settings.include_bots:
+                out.skipped_bots += 1
+                out.events.append(self._event_row(ev, "", ""))  # kept in events, out of journeys
+                continue
+            self._apply(ev, out)
+        self._write(out)
+        self._evict()
+        return out
+
+    # ---- dedup and state loading -------------------------------------------------------------
+
+    def _drop_seen(self, batch: Sequence[EnrichedEvent]) -> list[EnrichedEvent]:
+        unique: dict[tuple[str, str], EnrichedEvent] = {}
+        for ev in batch:
+            unique.setdefault((ev["site_id"], ev["message_id"]), ev)
+        if not unique:
+            return []
+        db = self.storage.database
+        visitors = sorted({(e["site_id"], visitor_id(e)) for e in unique.values()})
+        seen = self.storage.query(
+            f"SELECT site_id, message_id FROM {db}.events WHERE (site_id, anonymous_id) IN "
+            "{visitors:Array(Tuple(String, String))} AND message_id IN {ids:Array(String)}",
+            {"visitors": visitors, "ids": [m for _, m in unique]},
+        )
+        known = {(r["site_id"], r["message_id"]) for r in seen}
+        return [ev for k, ev in unique.items() if k not in known]
+
+    def _load_visitors(self, events: Iterable[EnrichedEvent]) -> None:
+        missing = sorted({(e["site_id"], visitor_id(e)) for e in events} - self.visitors.keys())
+        if not missing:
+            return
+        db = self.storage.database
+        for key in missing:
+            self.visitors[key] = VisitorState()
+        rows = self.storage.query(
+            f"SELECT site_id, anonymous_id, count() AS n, argMax(session_id, end) AS session_id,"
+            f" argMax(tuple(start, end, entry_page, exit_page, referrer_host, channel, source, medium, campaign,"
+            f" click_id_type, pageviews, events, conversions, user_id, device, browser, os, country), end) AS s"
+            f" FROM {db}.sessions_data FINAL WHERE (site_id, anonymous_id) IN"
+            " {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
+            {"v": missing},
+        )
+        for r in rows:
+            s = r["s"]
+            start, end = (str(x).replace(" ", "T") + "Z" for x in (s[0], s[1]))
+            state = self.visitors[(r["site_id"], r["anonymous_id"])]
+            state.sessions = int(r["n"])
+            state.session = SessionState(
+                session_id=r["session_id"], anonymous_id=r["anonymous_id"], start=start, end=end,
+                end_ms=epoch_ms(end), campaign_key="", referrer_host=s[4], channel=s[5], source=s[6],
+                medium=s[7], campaign=s[8], click_id_type=s[9], entry_page=s[2], exit_page=s[3],
+                pageviews=int(s[10]), events=int(s[11]), conversions=int(s[12]), user_id=s[13],
+                device=s[14], browser=s[15], os=s[16], country=s[17],
+            )
+            state.session.campaign_key = "|".join((s[6], s[7], s[8], "")) if any(s[6:9]) else ""
+        for r in self.storage.query(
+            f"SELECT site_id, anonymous_id, argMax(contact_id, last_seen) AS contact_id FROM {db}.identities_data"
+            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
+            {"v": missing},
+        ):
+            self.visitors[(r["site_id"], r["anonymous_id"])].contact_id = r["contact_id"]
+        for r in self.storage.query(
+            f"SELECT site_id, anonymous_id, groupUniqArray(stage) AS stages FROM {db}.stage_transitions_data"
+            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
+            {"v": missing},
+        ):
+            self.visitors[(r["site_id"], r["anonymous_id"])].stages = set(r["stages"])
+
+    def _load_contacts(self, events: Iterable[EnrichedEvent]) -> None:
+        emails = sorted({(e["site_id"], e["email"]) for e in events if e["email"]} - self.email_contacts.keys())
+        if not emails:
+            return
+        db = self.storage.database
+        for r in self.storage.query(
+            f"SELECT site_id, email, argMax(contact_id, version) AS contact_id FROM {db}.contacts_data"
+            " WHERE (site_id, email) IN {v:Array(Tuple(String, String))} GROUP BY site_id, email",
+            {"v": emails},
+        ):
+            self.email_contacts[(r["site_id"], r["email"])] = r["contact_id"]
+
+    def _contact(self, site_id: str, contact_id: str) -> dict[str, Any]:
+        key = (site_id, contact_id)
+        if key not in self.contacts:
+            rows = self.storage.query(
+                f"SELECT * FROM {self.storage.database}.contacts_data FINAL"
+                " WHERE site_id = {s:String} AND contact_id = {c:String}",
+                {"s": site_id, "c": contact_id},
+            )
+            if rows:
+                row = rows[0]
+                row["traits"] = orjson.loads(row["traits"] or "{}")
+                row["field_sources"] = orjson.loads(row["field_sources"] or "{}")
+            else:
+                row = {"site_id": site_id, "contact_id": contact_id, "user_id": "", "traits": {},
+                       "field_sources": {}, "first_seen": "", "last_seen": ""}
+                for f in CONTACT_FIELDS:
+                    row[f] = False if f in ("email_free", "email_disposable") else ""
+                row["country"] = ""
+            self.contacts[key] = row
+        return self.contacts[key]
+
+    # ---- per event ------------------------------------------------------------------------------
+
+    def _apply(self, ev: EnrichedEvent, out: Output) -> None:
+        site_id = ev["site_id"]
+        anon = visitor_id(ev)
+        visitor = self.visitors.setdefault((site_id, anon), VisitorState())
+        self.visitors.move_to_end((site_id, anon))
+        ts, ts_ms = ev["timestamp"], epoch_ms(ev["timestamp"])
+        session, new_session = self._session_for(visitor, ev, anon, ts, ts_ms)
+        kind, name = ev["type"], ev["event"]
+        if kind in ("page", "screen"):
+            session.pageviews += 1
+            session.exit_page = ev["page_path"] or session.exit_page
+        session.events += 1
+        if ts_ms >= session.end_ms:
+            session.end, session.end_ms = ts, ts_ms
+        if ev["user_id"]:
+            session.user_id = ev["user_id"]
+        is_conversion = (kind == "track" and name in self.conversions) or (
+            name in FORM_EVENTS and "form_submit" in self.conversions
+        )
+        if is_conversion:
+            session.conversions += 1
+        out.sessions[session.session_id] = session.row(site_id, time.time_ns())
+        if new_session:
+            out.touchpoints.append(self._touchpoint(ev, session, session.session_id, "session_start", session.start))
+        contact_id = self._identify(ev, visitor, anon, out)
+        interaction = ("conversion" if is_conversion else "form_submit" if name in FORM_EVENTS
+                       else "contact" if name in CONTACT_EVENTS else "identify" if kind == "identify" else "")
+        stage = ""
+        entered = self.rules.entered(event=name, path=ev["page_path"] if kind in ("page", "screen") else "",
+                                     sessions=visitor.sessions, entered=visitor.stages,
+                                     new_session=new_session)
+        if is_conversion and PURCHASE not in visitor.stages:
+            visitor.stages.add(PURCHASE)
+        for rule in entered:
+            visitor.stages.add(rule.stage)
+            stage = rule.stage
+            out.stages.append({"site_id": site_id, "anonymous_id": anon, "stage": rule.stage,
+                               "entered_at": ch_time(ts), "rule": rule.name, "message_id": ev["message_id"]})
+        if interaction:
+            tp = self._touchpoint(ev, session, ev["message_id"], interaction, ts)
+            tp["stage"] = stage or self._current_stage(visitor)
+            out.touchpoints.append(tp)
+        elif new_session and out.touchpoints and out.touchpoints[-1]["touchpoint_id"] == session.session_id:
+            out.touchpoints[-1]["stage"] = stage or self._current_stage(visitor)
+        out.events.append(self._event_row(ev, session.session_id, contact_id))
+
+    def _current_stage(self, visitor: VisitorState) -> str:
+        for stage in ("Advocacy", "Retention", "Decision", "Consideration", "Awareness"):
+            if stage in visitor.stages:
+                return stage
+        return ""
+
+    def _session_for(
+        self, visitor: VisitorState, ev: EnrichedEvent, anon: str, ts: str, ts_ms: int
+    ) -> tuple[SessionState, bool]:
+        s = visitor.session
+        campaign = _campaign_key(ev)
+        external = ev["referrer_type"] not in ("", "direct", "internal") and ev["type"] in ("page", "screen")
+        if s is not None:
+            expired = ts_ms - s.end_ms > self.timeout_ms
+            new_campaign = bool(campaign) and campaign != s.campaign_key
+            new_referrer = external and ev["referrer_host"] != s.referrer_host and not campaign
+            late = ts_ms < s.end_ms  # an event older than the open session's last one joins it
+            if late or not (expired or new_campaign or new_referrer):
+                return s, False
+        session_id = str(uuid.uuid5(_NS, f"{ev['site_id']}|{anon}|{ev['message_id']}"))
+        s = SessionState(
+            session_id=session_id, anonymous_id=anon, start=ts, end=ts, end_ms=ts_ms, campaign_key=campaign,
+            referrer_host=ev["referrer_host"], channel=ev["channel"] or "Direct",
+            source=ev["utm_source"] or ev["referrer_name"] or ev["referrer_host"],
+            medium=ev["utm_medium"] or ev["referrer_type"], campaign=ev["utm_campaign"],
+            click_id_type=ev["click_id_type"], entry_page=ev["page_path"], exit_page=ev["page_path"],
+            device=ev["ua_device_type"], browser=ev["ua_browser"], os=ev["ua_os"], country=ev["geo_country"],
+        )
+        visitor.session = s
+        visitor.sessions += 1
+        return s, True
+
+    def _touchpoint(
+        self, ev: EnrichedEvent, s: SessionState, tp_id: str, kind: str, ts: str
+    ) -> dict[str, Any]:
+        return {"site_id": ev["site_id"], "touchpoint_id": tp_id, "session_id": s.session_id,
+                "anonymous_id": s.anonymous_id, "timestamp": ch_time(ts), "kind": kind, "event": ev["event"],
+                "page_path": ev["page_path"] or s.exit_page, "channel": s.channel, "source": s.source,
+                "medium": s.medium, "campaign": s.campaign, "stage": ""}
+
+    def _identify(self, ev: EnrichedEvent, visitor: VisitorState, anon: str, out: Output) -> str:
+        site_id = ev["site_id"]
+        email = ev["email"]
+        user_id = ev["user_id"]
+        if not (user_id or email):
+            return visitor.contact_id
+        known_by_email = self.email_contacts.get((site_id, email), "") if email else ""
+        contact_id = f"user:{user_id}" if user_id else (known_by_email or visitor.contact_id or f"email:{email}")
+        ts = ch_time(ev["timestamp"])
+        links = [anon]
+        if ev["type"] == "alias" and ev["previous_id"]:
+            links.append(ev["previous_id"])
+        if known_by_email and known_by_email != contact_id:
+            links.extend(self._anonymous_ids_of(site_id, known_by_email))  # merge the email contact
+        if visitor.contact_id and visitor.contact_id != contact_id and visitor.contact_id.startswith("email:"):
+            links.extend(self._anonymous_ids_of(site_id, visitor.contact_id))
+        for a in dict.fromkeys(links):
+            out.identities.append({"site_id": site_id, "anonymous_id": a, "contact_id": contact_id,
+                                   "user_id": user_id, "email": email, "first_seen": ts, "last_seen": ts})
+        visitor.contact_id = contact_id
+        if email:
+            self.email_contacts[(site_id, email)] = contact_id
+        self._merge_contact(ev, contact_id, out)
+        return contact_id
+
+    def _anonymous_ids_of(self, site_id: str, contact_id: str) -> list[str]:
+        rows = self.storage.query(
+            f"SELECT DISTINCT anonymous_id FROM {self.storage.database}.identities_data"
+            " WHERE site_id = {s:String} AND contact_id = {c:String}",
+            {"s": site_id, "c": contact_id},
+        )
+        ids = [r["anonymous_id"] for r in rows]
+        ids += [v.session.anonymous_id for (s, _), v in self.visitors.items()
+                if s == site_id and v.contact_id == contact_id and v.session is not None]
+        return ids
+
+    def _merge_contact(self, ev: EnrichedEvent, contact_id: str, out: Output) -> None:
+        """Latest non-empty value wins; ``field_sources`` records which event set each field."""
+        c = self._contact(ev["site_id"], contact_id)
+        source = f"{ev['type']}:{ev['message_id']}"
+        fields = [f for f in CONTACT_FIELDS if isinstance(ev[f], str) and ev[f]]  # type: ignore[literal-required]
+        if ev["email"]:  # the flags describe the email, so they change only with it
+            fields += ["email_free", "email_disposable"]
+        for f in fields:
+            value = ev[f]  # type: ignore[literal-required]
+            if c.get(f) != value:
+                c[f] = value
+                c["field_sources"][f] = source
+        if ev["user_id"]:
+            c["user_id"] = ev["user_id"]
+        if ev["geo_country"]:
+            c["country"] = ev["geo_country"]
+        for k, v in (ev["traits"] or {}).items():
+            if v not in ("", None):
+                c["traits"][k] = v
+        ts = ch_time(ev["timestamp"])
+        c["first_seen"] = min(c["first_seen"] or ts, ts)
+        c["last_seen"] = max(c["last_seen"] or ts, ts)
+        row = dict(c)
+        row["traits"] = orjson.dumps(c["traits"]).decode()
+        row["field_sources"] = orjson.dumps(c["field_sources"]).decode()
+        row["version"] = time.time_ns()
+        out.contacts[contact_id] = row
+
+    @staticmethod
+    def _event_row(ev: EnrichedEvent, session_id: str, contact_id: str) -> dict[str, Any]:
+        row: dict[str, Any] = dict(ev)
+        row.pop("v", None)
+        row.pop("previous_id", None)
+        row.pop("group_id", None)
+        row["anonymous_id"] = visitor_id(ev)
+        row["session_id"] = session_id
+        row["contact_id"] = contact_id
+        for f in ("timestamp", "original_timestamp", "sent_at", "received_at"):
+            row[f] = ch_time(row[f])
+        for f in ("properties", "traits", "context"):
+            row[f] = orjson.dumps(row[f]).decode()
+        return row
+
+    # ---- writing --------------------------------------------------------------------------------
+
+    def _write(self, out: Output) -> None:
+        st = self.storage
+        st.insert("sessions_data", list(out.sessions.values()))
+        st.insert("touchpoints_data", out.touchpoints)
+        st.insert("identities_data", out.identities)
+        st.insert("contacts_data", list(out.contacts.values()))
+        st.insert("stage_transitions_data", out.stages)
+        st.insert("events", out.events)  # last: its presence marks the batch as done
+
+    def _evict(self) -> None:
+        while len(self.visitors) > self.max_visitors:
+            self.visitors.popitem(last=False)
+        if len(self.contacts) > self.max_visitors:
+            self.contacts.clear()
+        if len(self.email_contacts) > self.max_visitors:
+            self.email_contacts.clear()

@@ -1,0 +1,89 @@
+"""SQL behind the read API. Every query filters on the primary key prefix (site, visitor)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trailmark.storage.base import Storage
+
+
+def resolve(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str]] | None:
+    """(contact_id, anonymous ids) for a userId, email, contact id or anonymousId."""
+    db = storage.database
+    rows = storage.query(
+        f"SELECT DISTINCT contact_id FROM {db}.identities_data WHERE site_id = {{s:String}} AND ("
+        "contact_id IN ({c:String}, concat('user:', {c:String}), concat('email:', lower({c:String})))"
+        " OR user_id = {c:String} OR email = lower({c:String}) OR anonymous_id = {c:String})"
+        " ORDER BY startsWith(contact_id, 'user:') DESC LIMIT 1",
+        {"s": site_id, "c": contact},
+    )
+    if rows:
+        contact_id = rows[0]["contact_id"]
+        anon = storage.query(
+            f"SELECT anonymous_id FROM {db}.identity_map WHERE site_id = {{s:String}} AND anonymous_id IN"
+            f" (SELECT anonymous_id FROM {db}.identities_data WHERE site_id = {{s:String}}"
+            " AND contact_id = {c:String}) AND contact_id = {c:String}",
+            {"s": site_id, "c": contact_id},
+        )
+        return contact_id, sorted(r["anonymous_id"] for r in anon)
+    anonymous_id = contact.removeprefix("anon:")
+    seen = storage.query(
+        f"SELECT 1 AS x FROM {db}.sessions_data WHERE site_id = {{s:String}} AND anonymous_id = {{a:String}}"
+        " LIMIT 1",
+        {"s": site_id, "a": anonymous_id},
+    )
+    return (f"anon:{anonymous_id}", [anonymous_id]) if seen else None
+
+
+def journey(storage: Storage, site_id: str, contact: str) -> dict[str, Any] | None:
+    found = resolve(storage, site_id, contact)
+    if found is None:
+        return None
+    contact_id, anonymous_ids = found
+    db = storage.database
+    p = {"s": site_id, "a": anonymous_ids, "c": contact_id}
+    profile = storage.query(
+        f"SELECT * EXCEPT (version) FROM {db}.contacts_data FINAL WHERE site_id = {{s:String}}"
+        " AND contact_id = {c:String}",
+        p,
+    )
+    identities = storage.query(
+        f"SELECT anonymous_id, contact_id, user_id, email, min(first_seen) AS first_seen,"
+        f" max(last_seen) AS last_seen FROM {db}.identities_data WHERE site_id = {{s:String}}"
+        " AND anonymous_id IN {a:Array(String)} GROUP BY anonymous_id, contact_id, user_id, email"
+        " ORDER BY first_seen",
+        p,
+    )
+    sessions = storage.query(
+        f"SELECT session_id, anonymous_id, user_id, start, end, toUInt32(dateDiff('second', start, end))"
+        f" AS duration_s, pageviews, events, entry_page AS landing_page, exit_page, referrer_host, channel,"
+        f" source, medium, campaign, click_id_type, device, browser, os, country,"
+        f" pageviews <= 1 AND events <= 1 AS bounce, converted, conversions"
+        f" FROM {db}.sessions_data FINAL WHERE site_id = {{s:String}} AND anonymous_id IN {{a:Array(String)}}"
+        " ORDER BY start, session_id",
+        p,
+    )
+    touchpoints = storage.query(
+        f"SELECT touchpoint_id, session_id, anonymous_id, timestamp, kind, event, page_path, channel, source,"
+        f" medium, campaign, stage FROM {db}.touchpoints_data FINAL WHERE site_id = {{s:String}}"
+        " AND anonymous_id IN {a:Array(String)} ORDER BY timestamp, touchpoint_id",
+        p,
+    )
+    stages = storage.query(
+        f"SELECT t.stage AS stage, min(t.entered_at) AS entered_at, argMin(t.rule, t.entered_at) AS rule"
+        f" FROM {db}.stage_transitions_data AS t WHERE site_id = {{s:String}} AND anonymous_id IN {{a:Array(String)}}"
+        " GROUP BY stage ORDER BY entered_at",
+        p,
+    )
+    conversions = [t for t in touchpoints if t["kind"] == "conversion"]
+    return {
+        "site_id": site_id,
+        "contact_id": contact_id,
+        "contact": profile[0] if profile else None,
+        "anonymous_ids": anonymous_ids,
+        "identities": identities,
+        "sessions": sessions,
+        "touchpoints": touchpoints,
+        "stage_transitions": stages,
+        "conversions": conversions,
+    }

@@ -1,0 +1,126 @@
+"""Shared fixtures: a real ``trailmark up`` server in a subprocess (chDB allows one data path per
+process, so the server, not pytest, owns the store), and a clean environment for every test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``trailmark up`` on a free port and its own data dir; can be killed -9 and restarted."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.args = args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 60) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILMARK_")}
+        env.update(self.extra_env)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "trailmark.cli", "up", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir), *self.args],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+
+    @property
+    def site(self) -> dict[str, Any]:
+        site: dict[str, Any] = orjson.loads((self.data_dir / "keys.json").read_bytes())["sites"][0]
+        return site
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def post(self, path: str, body: Any, key: str | None = None, **kw: Any) -> httpx.Response:
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
+        headers = {"content-type": "application/json", "user-agent": CHROME_UA, **kw.pop("headers", {})}
+        auth = (key if key is not None else self.site["write_key"], "")
+        return httpx.post(self.url + path, content=content, headers=headers, auth=auth, timeout=30, **kw)
+
+    def read(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, headers={"authorization": f"Bearer {self.site['read_key']}"},
+                         timeout=30, **kw)
+
+    def sql(self, query: str) -> list[dict[str, Any]]:
+        r = httpx.post(self.url + "/v1/sql", json={"query": query},
+                       headers={"authorization": f"Bearer {self.site['read_key']}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        rows: list[dict[str, Any]] = r.json()["rows"]
+        return rows
+
+    def wait_for(self, query: str, expected: Any, timeout: float = 20) -> list[dict[str, Any]]:
+        """Poll a SQL query until its first value equals ``expected`` (the pipeline is async)."""
+        deadline = time.time() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.time() < deadline:
+            rows = self.sql(query)
+            if rows and next(iter(rows[0].values())) == expected:
+                return rows
+            time.sleep(0.2)
+        raise AssertionError(f"{query!r} never gave {expected!r}; last: {rows}")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("TRAILMARK_") and key != "TRAILMARK_TEST_KAFKA_BOOTSTRAP":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One embedded server for the tests that only post and read (fresh ids per test)."""
+    srv = Server(tmp_path_factory.mktemp("shared") / "data").start()
+    yield srv
+    srv.stop()

@@ -1,0 +1,157 @@
+"""The ASGI app for any set of roles: collector, enricher, journeys (builder + read API).
+
+``trailmark up`` runs all three in one process; the scale-out commands run one role each. The same
+code path serves both: only the bus (embedded log or Kafka) and the storage backend change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ingest.app import Collector, collector_router
+from ingest.sites import SiteKeys
+from journey_builder.read_api import read_router
+from schemas import Site
+from trailmark import __version__
+from trailmark.bus.base import EventBus
+from trailmark.runtime import DeadLetterSink, EnrichRunner, JourneyRunner, StageRunner
+from trailmark.settings import Settings
+from trailmark.storage import Storage, apply_migrations, open_storage
+
+log = logging.getLogger("trailmark")
+ROLES = frozenset({"collector", "enricher", "journeys"})
+
+
+def make_bus(settings: Settings) -> EventBus:
+    if settings.bus.kind == "kafka":
+        from trailmark.bus.kafka import KafkaBus
+
+        return KafkaBus(settings.kafka_bootstrap, settings.bus)
+    from trailmark.bus.embedded import EmbeddedBus
+
+    return EmbeddedBus(settings.data_dir / "log" / "events.sqlite3")
+
+
+class Runtime:
+    """What the lifespan starts and stops; exposed on ``app.state.runtime`` for health checks."""
+
+    def __init__(self, settings: Settings, roles: frozenset[str], sites: list[Site]) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.sites = sites
+        self.bus: EventBus = make_bus(settings)
+        self.storage: Storage | None = None
+        self.runners: list[StageRunner] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.ready = False
+
+    def storage_or_fail(self) -> Storage:
+        if self.storage is None:
+            raise RuntimeError("storage is not open in this process (journeys role not running)")
+        return self.storage
+
+    async def start(self) -> None:
+        b = self.settings.bus
+        await self.bus.start()
+        await self.bus.ensure_topics([b.topic_raw, b.topic_enriched, b.topic_dead_letter])
+        if "journeys" in self.roles:
+            self.storage = await asyncio.to_thread(open_storage, self.settings)
+            await asyncio.to_thread(apply_migrations, self.storage)
+            self.runners.append(JourneyRunner(self.bus, self.settings, self.storage))
+            self.runners.append(DeadLetterSink(self.bus, self.settings, self.storage))
+        if "enricher" in self.roles:
+            self.runners.append(EnrichRunner(self.bus, self.settings, {s["site_id"]: s for s in self.sites}))
+        for runner in self.runners:
+            self.tasks.append(asyncio.create_task(self._supervise(runner), name=runner.stage))
+        if self.settings.bus.kind == "embedded" and {"enricher", "journeys"} <= self.roles:
+            self.tasks.append(asyncio.create_task(self._truncate_log(), name="truncate"))
+        self.ready = True
+
+    async def _supervise(self, runner: StageRunner) -> None:
+        while not runner.stopping.is_set():
+            try:
+                await runner.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("stage %s crashed; restarting in 1 s", runner.stage)
+                await asyncio.sleep(1)
+
+    async def _truncate_log(self) -> None:
+        from trailmark.bus.embedded import EmbeddedBus
+
+        b = self.settings.bus
+        assert isinstance(self.bus, EmbeddedBus)
+        groups = {b.topic_raw: [b.group_enrich], b.topic_enriched: [b.group_journeys],
+                  b.topic_dead_letter: ["trailmark-dead-letters"]}
+        while True:
+            await asyncio.sleep(30)
+            for topic, gs in groups.items():
+                await asyncio.to_thread(self.bus.truncate_consumed, topic, gs)
+
+    async def stop(self) -> None:
+        """Graceful: let each runner finish and commit its batch, then close the bus."""
+        self.ready = False
+        for runner in self.runners:
+            runner.stopping.set()
+        done, pending = await asyncio.wait(self.tasks, timeout=10) if self.tasks else (set(), set())
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.bus.stop()
+
+
+def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = ROLES) -> FastAPI:
+    runtime = Runtime(settings, roles, sites)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="trailmark", version=__version__, lifespan=lifespan,
+                  description="Collector (Segment-compatible), customer journeys and read-only SQL.")
+    app.state.runtime = runtime
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse({"error": "invalid request", "detail": errors}, status_code=400)
+
+    if "collector" in roles:
+        keys = SiteKeys.of(sites)
+        collector = Collector(keys, runtime.bus.producer, settings.bus.topic_raw, settings.collector)
+        app.include_router(collector_router(collector))
+    if "journeys" in roles:
+        by_read = {s["read_key"]: s for s in sites}
+        app.include_router(read_router(runtime.storage_or_fail, lambda: by_read))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        alive = runtime.ready and all(not t.done() for t in runtime.tasks)
+        return JSONResponse({"ready": alive, "roles": sorted(roles)}, status_code=200 if alive else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

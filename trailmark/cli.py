@@ -1,0 +1,146 @@
+"""The ``trailmark`` command: run the pipeline (all stages or one) and query it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import httpx
+import orjson
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from trailmark.app import ROLES, create_app
+from trailmark.keys import KeysError, load_or_create
+from trailmark.settings import Settings
+
+app = typer.Typer(help="trailmark: website behaviour -> customer journeys in ClickHouse.", no_args_is_help=True)
+console = Console()
+
+Host = Annotated[str | None, typer.Option(help="listen address (default 127.0.0.1, env TRAILMARK_HOST)")]
+Port = Annotated[int | None, typer.Option(help="listen port (default 8000, env PORT)")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="data folder (default ./data, env DATA_DIR)")]
+Bus = Annotated[str | None, typer.Option("--bus", help="embedded (default) or kafka")]
+Kafka = Annotated[str | None, typer.Option("--kafka", help="Kafka bootstrap servers, host:port")]
+
+
+def _settings(host: str | None, port: int | None, data_dir: Path | None, bus: str | None,
+              kafka: str | None) -> Settings:
+    s = Settings()
+    if host:
+        s.host = host
+    if port:
+        s.port = port
+    if data_dir:
+        s.data_dir = data_dir
+    if kafka:
+        s.kafka_bootstrap = kafka
+        s.bus.kind = "kafka"
+    if bus:
+        if bus not in ("embedded", "kafka"):
+            raise typer.BadParameter("--bus must be embedded or kafka")
+        s.bus.kind = "kafka" if bus == "kafka" else "embedded"
+    return s
+
+
+def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
+    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sites, created = load_or_create(s.data_dir)
+    except KeysError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if announce:
+        site = sites[0]
+        base = f"http://{s.host}:{s.port}"
+        console.print(f"[bold]trailmark[/bold] {'created' if created else 'using'} {s.data_dir / 'keys.json'}")
+        console.print(f"  site:      {site['site_id']}")
+        console.print(f"  write key: {site['write_key']}")
+        console.print(f"  read key:  {site['read_key']}")
+        console.print("  script tag:")
+        print(f'    <script defer src="{base}/t.js" data-key="{site["write_key"]}"></script>', flush=True)
+        console.print(f"  journeys:  curl -H 'Authorization: Bearer {site['read_key']}' {base}/v1/journeys/ID")
+        console.print(f"  bus: {s.bus.kind}   storage: {'ClickHouse server' if s.clickhouse_url else 'chDB'}")
+    config = uvicorn.Config(create_app(s, sites, roles), host=s.host, port=s.port, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=15)
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def up(host: Host = None, port: Port = None, data_dir: DataDir = None, bus: Bus = None,
+       kafka: Kafka = None) -> None:
+    """Run collector + enrichment + journey builder in one process (embedded log + chDB by default)."""
+    _serve(_settings(host, port, data_dir, bus, kafka), ROLES, announce=True)
+
+
+@app.command()
+def collector(host: Host = None, port: Port = None, data_dir: DataDir = None, kafka: Kafka = None) -> None:
+    """Run only the collector (HTTP -> Kafka raw topic)."""
+    _serve(_settings(host, port, data_dir, "kafka", kafka), frozenset({"collector"}), announce=False)
+
+
+@app.command()
+def enricher(host: Host = None, port: Port = None, data_dir: DataDir = None, kafka: Kafka = None) -> None:
+    """Run only the enrichment stage (raw topic -> enriched topic); serves /metrics and /healthz."""
+    _serve(_settings(host, port, data_dir, "kafka", kafka), frozenset({"enricher"}), announce=False)
+
+
+@app.command("journey-builder")
+def journey_builder(host: Host = None, port: Port = None, data_dir: DataDir = None, kafka: Kafka = None) -> None:
+    """Run only the journey builder (enriched topic -> ClickHouse) and the read API."""
+    _serve(_settings(host, port, data_dir, "kafka", kafka), frozenset({"journeys"}), announce=False)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="one read-only ClickHouse query")],
+    url: Annotated[str, typer.Option(envvar="TRAILMARK_URL", help="the running server")] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, typer.Option(envvar="TRAILMARK_READ_KEY", help="read key (default: keys.json)")] = None,
+    data_dir: DataDir = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+) -> None:
+    """Run a read-only query against the running server (chDB allows one process per data path)."""
+    if key is None:
+        sites, _ = load_or_create(data_dir or Settings().data_dir)
+        key = sites[0]["read_key"]
+    try:
+        r = httpx.post(f"{url}/v1/sql", json={"query": query}, headers={"Authorization": f"Bearer {key}"},
+                       timeout=120)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach {url}: {exc}[/red]")
+        raise typer.Exit(2) from None
+    if r.status_code != 200:
+        console.print(f"[red]{r.status_code}: {r.json().get('detail', r.text)}[/red]")
+        raise typer.Exit(1)
+    rows = r.json()["rows"]
+    _print_rows(rows, fmt)  # type: ignore[arg-type]
+
+
+def _print_rows(rows: list[dict[str, object]], fmt: Literal["table", "csv", "json"]) -> None:
+    if fmt == "json":
+        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    columns = list(rows[0].keys()) if rows else []
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([row[c] for c in columns])
+        sys.stdout.write(out.getvalue())
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
+    console.print(table)
+    console.print(f"{len(rows)} row(s)")
+
+
+if __name__ == "__main__":
+    app()

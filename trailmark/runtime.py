@@ -1,0 +1,181 @@
+"""Stage runners: poll the bus, run a stage, write its output, then commit (at-least-once).
+
+A record a stage cannot process becomes a DeadLetter (raw payload, stage, reason, time, version) on
+the dead-letter topic and the stream goes on. Only "dependency unavailable" errors are retried, by
+not committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from prometheus_client import Counter, Gauge, Histogram
+
+from enrich import Enricher
+from journey_builder.builder import JourneyBuilder
+from schemas import SCHEMA_VERSION, DeadLetter, EnrichedEvent, Site
+from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
+from trailmark.settings import Settings
+from trailmark.storage.base import Storage, StorageUnavailable
+
+log = logging.getLogger("trailmark.runtime")
+
+PROCESSED = Counter("trailmark_stage_records_total", "Records handled by a stage", ["stage", "outcome"])
+LAG = Gauge("trailmark_consumer_lag", "Records not yet consumed", ["stage"])
+BATCH_SIZE = Histogram("trailmark_stage_batch_records", "Records per stage batch", ["stage"],
+                       buckets=(1, 10, 100, 1000, 5000, 20000))
+BATCH_SECONDS = Histogram("trailmark_stage_batch_seconds", "Seconds per stage batch", ["stage"])
+
+
+def dead_letter(stage: str, reason: str, payload: bytes) -> bytes:
+    try:
+        text, encoding = payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(payload).decode(), "base64"
+    record: DeadLetter = {"stage": stage, "reason": reason[:2000], "payload": text,
+                          "payload_encoding": encoding,  # type: ignore[typeddict-item]
+                          "failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                          "version": SCHEMA_VERSION}
+    return orjson.dumps(record)
+
+
+class StageRunner:
+    stage = "stage"
+
+    def __init__(self, bus: EventBus, settings: Settings, topic: str, group: str, batch: int) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.topic = topic
+        self.group = group
+        self.batch = batch
+        self.stopping = asyncio.Event()
+        self.consumer: Consumer | None = None
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        self.consumer = self.bus.consumer(self.topic, self.group)
+        backoff = 0.2
+        try:
+            while not self.stopping.is_set():
+                messages = await self.consumer.poll(self.batch, self.settings.storage.flush_interval_s)
+                LAG.labels(self.stage).set(self.consumer.lag())
+                if not messages:
+                    continue
+                started = time.perf_counter()
+                while True:
+                    try:
+                        await self.handle(messages)
+                        break
+                    except (BusUnavailable, StorageUnavailable) as exc:
+                        log.warning("%s: dependency unavailable, retrying: %s", self.stage, exc)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 5.0)
+                        if self.stopping.is_set():
+                            return  # not committed: redelivered on restart
+                backoff = 0.2
+                await self.consumer.commit()
+                BATCH_SIZE.labels(self.stage).observe(len(messages))
+                BATCH_SECONDS.labels(self.stage).observe(time.perf_counter() - started)
+        finally:
+            await self.consumer.close()
+
+
+class EnrichRunner(StageRunner):
+    stage = "enrich"
+
+    def __init__(self, bus: EventBus, settings: Settings, sites: dict[str, Site]) -> None:
+        super().__init__(bus, settings, settings.bus.topic_raw, settings.bus.group_enrich, 5000)
+        self.enricher = Enricher(settings.enrich)
+        self.sites = sites
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        good: list[tuple[bytes, bytes]] = []
+        bad: list[tuple[bytes, bytes]] = []
+        enrich = self.enricher.enrich
+        for m in messages:
+            try:
+                raw = orjson.loads(m.value)
+                out = enrich(raw, self.sites.get(raw.get("site_id", "")) if isinstance(raw, dict) else None)
+                good.append((m.key, orjson.dumps(out)))
+            except Exception as exc:  # any failure of one record is that record's dead letter
+                bad.append((m.key, dead_letter(self.stage, f"{type(exc).__name__}: {exc}", m.value)))
+        producer = self.bus.producer()
+        await producer.send_batch(self.settings.bus.topic_enriched, good)
+        await producer.send_batch(self.settings.bus.topic_dead_letter, bad)
+        PROCESSED.labels(self.stage, "ok").inc(len(good))
+        PROCESSED.labels(self.stage, "dead_letter").inc(len(bad))
+
+
+class JourneyRunner(StageRunner):
+    stage = "journeys"
+
+    def __init__(self, bus: EventBus, settings: Settings, storage: Storage) -> None:
+        super().__init__(bus, settings, settings.bus.topic_enriched, settings.bus.group_journeys,
+                         settings.storage.batch_rows)
+        self.storage = storage
+        self.builder = JourneyBuilder(storage, settings.journeys)
+        self.last_written = 0.0
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        events: list[EnrichedEvent] = []
+        bad: list[tuple[bytes, bytes]] = []
+        for m in messages:
+            try:
+                events.append(orjson.loads(m.value))
+            except orjson.JSONDecodeError as exc:
+                bad.append((m.key, dead_letter(self.stage, f"not JSON: {exc}", m.value)))
+        try:
+            await asyncio.to_thread(self.builder.process, events)
+        except StorageUnavailable:
+            raise
+        except Exception as exc:  # find the records that fail, dead-letter them, keep the rest
+            log.warning("journeys: batch failed (%s), retrying record by record", exc)
+            bad.extend(await self._one_by_one(events))
+        await self.bus.producer().send_batch(self.settings.bus.topic_dead_letter, bad)
+        PROCESSED.labels(self.stage, "ok").inc(len(events))
+        PROCESSED.labels(self.stage, "dead_letter").inc(len(bad))
+        self.last_written = time.time()
+
+    async def _one_by_one(self, events: list[EnrichedEvent]) -> list[tuple[bytes, bytes]]:
+        bad = []
+        for ev in events:
+            try:
+                await asyncio.to_thread(self.builder.process, [ev])
+            except StorageUnavailable:
+                raise
+            except Exception as exc:
+                bad.append((b"", dead_letter(self.stage, f"{type(exc).__name__}: {exc}", orjson.dumps(ev))))
+                self.builder.visitors.pop((ev.get("site_id", ""), ev.get("anonymous_id", "")), None)
+        return bad
+
+
+class DeadLetterSink(StageRunner):
+    """Copies dead letters into ClickHouse (``trailmark.dead_letters``) so they are queryable."""
+
+    stage = "dead_letters"
+
+    def __init__(self, bus: EventBus, settings: Settings, storage: Storage) -> None:
+        super().__init__(bus, settings, settings.bus.topic_dead_letter, "trailmark-dead-letters", 5000)
+        self.storage = storage
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        rows: list[dict[str, Any]] = []
+        for m in messages:
+            try:
+                rec = orjson.loads(m.value)
+                rec["failed_at"] = rec["failed_at"][:23].replace("T", " ")
+                rows.append(rec)
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                rows.append({"stage": "unknown", "reason": "unreadable dead letter", "payload": "",
+                             "payload_encoding": "utf-8", "failed_at": "1970-01-01 00:00:00.000",
+                             "version": SCHEMA_VERSION})
+        await asyncio.to_thread(self.storage.insert, "dead_letters", rows)

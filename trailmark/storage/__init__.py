@@ -1,0 +1,35 @@
+"""Storage: the SQL layer over chDB (embedded) and a ClickHouse server (clickhouse-connect)."""
+
+from __future__ import annotations
+
+from trailmark.settings import Settings
+from trailmark.storage.base import (
+    QueryError,
+    Row,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    apply_migrations,
+)
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The server when TRAILMARK_CLICKHOUSE_URL is set, else chDB under <data-dir>/clickhouse."""
+    if settings.clickhouse_url:
+        from trailmark.storage.server_backend import ServerStorage
+
+        return ServerStorage(settings.clickhouse_url, settings.storage.database)
+    from trailmark.storage.chdb_backend import ChdbStorage
+
+    return ChdbStorage(settings.data_dir / "clickhouse", settings.storage.database)
+
+
+__all__ = [
+    "QueryError",
+    "Row",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "apply_migrations",
+    "open_storage",
+]

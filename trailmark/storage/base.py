@@ -1,0 +1,75 @@
+"""The storage interface: one SQL layer over embedded chDB and a ClickHouse server."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+
+
+class StorageError(Exception):
+    """Base of storage errors; ``QueryError`` carries ClickHouse's message for a bad query."""
+
+
+class QueryError(StorageError):
+    """ClickHouse rejected the query (syntax, unknown column, readonly violation...)."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached; callers retry rather than dead-letter."""
+
+
+class Storage(Protocol):
+    database: str
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing (DDL, OPTIMIZE...)."""
+
+    def query(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False
+    ) -> list[Row]:
+        """Rows as dicts. ``readonly`` runs under ClickHouse's readonly setting, so writes fail."""
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows (one batch, one INSERT) into ``database.table``."""
+
+    def close(self) -> None: ...
+
+
+def migrations() -> list[tuple[str, str]]:
+    """(name, sql) of every DDL file in schemas/ddl, in order."""
+    ddl = resources.files("schemas") / "ddl"
+    files = sorted((f for f in ddl.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+    return [(f.name, f.read_text(encoding="utf-8")) for f in files]
+
+
+def split_statements(sql: str, database: str) -> list[str]:
+    """Statements of one migration file (separated by lines holding only ';'), with ``{db}`` set."""
+    out = []
+    for chunk in sql.replace("{db}", database).split("\n;\n"):
+        body = "\n".join(line for line in chunk.splitlines() if not line.lstrip().startswith("--"))
+        if body.strip():
+            out.append(body.strip())
+    return out
+
+
+def apply_migrations(storage: Storage) -> list[str]:
+    """Apply schemas/ddl idempotently; records applied versions in ``schema_migrations``."""
+    db = storage.database
+    storage.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    storage.execute(
+        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (name String, applied_at DateTime64(3, 'UTC')"
+        " DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY name"
+    )
+    done = {r["name"] for r in storage.query(f"SELECT name FROM {db}.schema_migrations")}
+    applied = []
+    for name, sql in migrations():
+        if name in done:
+            continue
+        for statement in split_statements(sql, db):
+            storage.execute(statement)
+        storage.insert("schema_migrations", [{"name": name}])
+        applied.append(name)
+    return applied

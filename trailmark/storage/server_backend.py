@@ -1,0 +1,58 @@
+"""A ClickHouse server or cluster through clickhouse-connect, behind the same Storage interface."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from trailmark.storage.base import QueryError, Row, StorageUnavailable
+
+
+class ServerStorage:
+    def __init__(self, url: str, database: str = "trailmark") -> None:
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import OperationalError
+
+        parts = urlparse(url)
+        self.database = database
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or (8443 if parts.scheme == "https" else 8123),
+                username=parts.username or "default",
+                password=parts.password or "",
+                secure=parts.scheme == "https",
+                autogenerate_session_id=False,
+            )
+        except OperationalError as exc:
+            raise StorageUnavailable(f"cannot reach ClickHouse at {parts.hostname}: {exc}") from exc
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        try:
+            self._client.command(sql, parameters=dict(params) if params else None)
+        except Exception as exc:
+            raise QueryError(str(exc)) from exc
+
+    def query(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False
+    ) -> list[Row]:
+        settings = {"readonly": 2} if readonly else None
+        try:
+            result = self._client.query(sql, parameters=dict(params) if params else None, settings=settings)
+        except Exception as exc:
+            raise QueryError(str(exc)) from exc
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = list(rows[0].keys())
+        data = [[r.get(c) for c in columns] for r in rows]
+        try:
+            self._client.insert(table, data, column_names=columns, database=self.database)
+        except Exception as exc:
+            raise QueryError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()
