@@ -1,0 +1,42 @@
+// Builds Segment-compatible events (common fields + context) and hands them to the transport.
+import { D, iso, uuid } from './config.js'
+import { blocked } from './consent.js'
+import { ids, session } from './identity.js'
+import { enqueue } from './transport.js'
+
+// context.page of every event: the current page view, captured when it starts, so events sent
+// during a SPA route change (e.g. $engagement of the page being left) keep their own page
+export let pageCtx
+export const setPage = (referrer, L = location) => {
+  pageCtx = { url: L.href, path: L.pathname, referrer, title: D.title, search: L.search }
+}
+setPage(D.referrer)
+
+const CAMPAIGN = 'utm_source utm_medium utm_campaign utm_term utm_content gclid gbraid wbraid msclkid fbclid ttclid li_fat_id'.split(' ')
+
+const context = () => {
+  const N = navigator
+  const q = new URLSearchParams(pageCtx.search)
+  let campaign
+  for (const k of CAMPAIGN) {
+    const v = q.get(k)
+    if (v) (campaign = campaign || {})[k.replace('utm_', '').replace('campaign', 'name')] = v
+  }
+  return {
+    page: pageCtx,
+    userAgent: N.userAgent,
+    locale: N.language,
+    timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+    screen: { width: screen.width, height: screen.height },
+    campaign,
+    library: { name: 'trailmark.js', version: '0.1.0' },
+    sessionId: session(),
+  }
+}
+
+export const emit = (type, fields) => {
+  if (!blocked())
+    enqueue({ type, messageId: uuid(), anonymousId: ids.a, userId: ids.u, timestamp: iso(), context: context(), ...fields })
+}
+
+export const track = (event, properties) => emit('track', { event, properties })

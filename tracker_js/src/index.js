@@ -1,0 +1,65 @@
+// trailmark.js entry: the window.trailmark API; processes the calls queued by the async stub
+//   window.trailmark = window.trailmark || function(){(window.trailmark.q = window.trailmark.q || []).push(arguments)}
+import { D, W, on, opt, safe, setOptions } from './config.js'
+import { blocked, setConsent } from './consent.js'
+import { ids, loadIds, resetIds, save, wipe } from './identity.js'
+import { drop, flush, schedule } from './transport.js'
+import { emit, track } from './event.js'
+import { page, watchHistory } from './pageviews.js'
+import { autocapture } from './autocapture.js'
+import { engagement, report } from './engagement.js'
+
+let started
+
+const api = {
+  track,
+  page,
+  // identify([userId], [traits])
+  identify(userId, traits) {
+    typeof userId == 'object' ? (traits = userId) : userId && (ids.u = userId)
+    save()
+    emit('identify', { traits })
+  },
+  alias(userId) {
+    emit('alias', { previousId: ids.u || ids.a, userId })
+    ids.u = userId
+    save()
+  },
+  reset: resetIds,
+  optOut() {
+    setConsent(0)
+    drop()
+    wipe()
+  },
+  optIn() {
+    const was = blocked()
+    setConsent(1)
+    save()
+    if (was && started) page() // the page view that was not sent
+  },
+}
+
+const tm = safe((m, ...a) => (m == 'init' ? setOptions(a[0]) : api[m]?.(...a)))
+
+safe(() => {
+  const q = W.trailmark?.q || []
+  if (W.trailmark?.tm) return // t.js included twice
+  W.trailmark = tm
+  tm.tm = 1
+  // options first, so that e.g. cookieless applies before any id is created
+  for (const a of q) if (a[0] == 'init') setOptions(a[1])
+  loadIds()
+  for (const a of q) tm(...a) // calls made before load (e.g. identify) go before the page view
+  started = 1
+  page()
+  watchHistory(() => report(1))
+  if (opt('autocapture', 1)) autocapture()
+  engagement()
+  const hide = () => {
+    report()
+    flush(1)
+  }
+  on(D, 'visibilitychange', () => D.hidden && hide())
+  on(W, 'pagehide', hide)
+  schedule()
+})()
