@@ -32,7 +32,13 @@ _PHONE_TYPES = {
     0: "fixed_line", 1: "mobile", 2: "fixed_line_or_mobile", 3: "toll_free", 4: "premium_rate",
     5: "shared_cost", 6: "voip", 7: "personal_number", 8: "pager", 9: "uan", 10: "voicemail",
 }
+_TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "dame", "herr", "frau", "mme", "mlle"})
 _NORM_KEY = re.compile(r"[\s_\-.]")
+
+
+@lru_cache(maxsize=4096)
+def _norm_key(key: str) -> str:
+    return _NORM_KEY.sub("", key.lower())
 
 
 class EmailInfo(NamedTuple):
@@ -64,7 +70,7 @@ def find_contact(*sources: dict[str, Any], allow_full_name: tuple[bool, ...] = (
         for key, val in src.items():
             if not isinstance(val, str) or not val.strip():
                 continue
-            k = _NORM_KEY.sub("", key.lower())
+            k = _norm_key(key)
             if k in EMAIL_KEYS:
                 found.setdefault("email", val)
             elif k in PHONE_KEYS:
@@ -134,6 +140,11 @@ class ContactParser:
         )
 
     def _name(self, full: str) -> tuple[str, str]:
+        """nameparser handles titles, suffixes, "Last, First" and particles but costs ~0.5 ms;
+        the common plain "First Last" skips it."""
+        parts = full.split()
+        if len(parts) == 2 and not any(ch in full for ch in ",.()") and parts[0].lower() not in _TITLES:
+            return parts[0], parts[1]
         from nameparser import HumanName
 
         n = HumanName(full.strip())

@@ -3,15 +3,22 @@
 Parsers and data files load once in ``__init__``; ``enrich`` is a plain function of the event so the
 stage runner can call it from any loop. An exception inside one enrichment is recorded in
 ``enrich_errors`` and the event goes on; only a record that is not an event at all is poison.
+
+Speed: the event's context/page are read once into a ``_Ctx``; everything derived from a page URL,
+a referrer URL, a touch (source/medium/...), a UA string or an IP is a cached pure function, so the
+steady-state cost per event is a handful of dict look-ups.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from enrich.channels import Touch, channel_for
+from enrich.contact import find_contact
 from enrich.errors import PoisonEvent
+from enrich.geo import truncate_ip
 from enrich.referrers import VIDEO_SITES, ReferrerClassifier, is_shopping
 from enrich.settings import EnrichSettings
 from enrich.urls import campaign_from_context, parse_query, split_url
@@ -20,19 +27,58 @@ from schemas.events import ENRICHED_DEFAULTS, EnrichedEvent, RawEvent, Site
 _DEFAULTS = {k: v for k, v in ENRICHED_DEFAULTS.items() if k != "enrich_errors"}
 # Click ids that tell the source even when the referrer was stripped (in-app browsers, https->http).
 _CLICK_SOURCE = {
-    "gclid": "google", "gbraid": "google", "wbraid": "google", "dclid": "google",
-    "msclkid": "bing", "fbclid": "facebook", "ttclid": "tiktok", "li_fat_id": "linkedin", "twclid": "twitter",
-}
-
-Step = Callable[[dict[str, Any], dict[str, Any], Site | None], None]
-
-
-def _dict(v: object) -> dict[str, Any]:
-    return cast(dict[str, Any], v) if isinstance(v, dict) else {}
+    "gclid": "google", "gbraid": "google", "wbraid": "google", "dclid": "google", "msclkid": "bing",
+    "fbclid": "facebook", "ttclid": "tiktok", "li_fat_id": "linkedin", "twclid": "twitter",
+}  # fmt: skip
+_REF_MEDIUM = {"search": "organic", "social": "social", "email": "email"}
 
 
-def _str(v: object) -> str:
-    return v if isinstance(v, str) else ""
+def _s(v: object) -> str:
+    return v if type(v) is str else ""
+
+
+def _d(v: object) -> dict[str, Any]:
+    return v if type(v) is dict else {}
+
+
+class PageInfo(NamedTuple):
+    host: str
+    path: str
+    query: str  # tracking parameters removed
+    raw_query: str
+    utm: tuple[tuple[str, str], ...]
+    click_id_type: str
+    click_id: str
+
+
+class RefInfo(NamedTuple):
+    host: str
+    type: str
+    name: str
+    search_term: str
+
+
+_NO_PAGE = PageInfo("", "", "", "", (), "", "")
+
+
+class _Ctx:
+    """What the steps share about one event, read from it once."""
+
+    __slots__ = ("raw", "site", "context", "page", "page_url", "page_info")
+
+    def __init__(self, raw: dict[str, Any], site: Site | None) -> None:
+        self.raw = raw
+        self.site = site
+        self.context = ctx = _d(raw.get("context"))
+        page = _d(ctx.get("page"))
+        if not page and raw.get("type") == "page":
+            page = _d(raw.get("properties"))  # Segment page() puts url/title/referrer in properties
+        self.page = page
+        self.page_url = _s(page.get("url"))
+        self.page_info: PageInfo | None = None
+
+
+Step = Callable[[_Ctx, dict[str, Any]], None]
 
 
 class Enricher:
@@ -40,27 +86,31 @@ class Enricher:
 
     def __init__(self, settings: EnrichSettings | None = None) -> None:
         self.settings = s = settings or EnrichSettings()
-        self._refs = ReferrerClassifier(s.cache_size) if (s.referrer or s.channel) else None
+        n = s.cache_size
+        self._refs = ReferrerClassifier(n) if (s.referrer or s.channel) else None
         self._ua = None
         if s.user_agent or s.bots:
             from enrich.useragent import UserAgentParser
 
-            self._ua = UserAgentParser(detect_bots=s.bots, cache_size=s.cache_size)
+            self._ua = UserAgentParser(detect_bots=s.bots, cache_size=n)
         self._geo = None
         if s.geo:
             from enrich.geo import GeoLookup
 
-            self._geo = GeoLookup(s.geo_db, s.geo_asn_db, s.geo_fallback, s.cache_size)
+            self._geo = GeoLookup(s.geo_db, s.geo_asn_db, s.geo_fallback, n)
         self._contact = None
         if s.contact and (s.email or s.phone or s.names):
             from enrich.contact import ContactParser
 
-            self._contact = ContactParser(s.cache_size)
+            self._contact = ContactParser(n)
         self._groups = None
         if s.content_group and s.content_groups:
             from enrich.content import ContentGrouper
 
-            self._groups = ContentGrouper(s.content_groups, s.cache_size)
+            self._groups = ContentGrouper(s.content_groups, n)
+        self._page_info = lru_cache(maxsize=n)(self._page_info_uncached)
+        self._ref_info = lru_cache(maxsize=n)(self._ref_info_uncached)
+        self._touch_channel = lru_cache(maxsize=n)(self._touch_channel_uncached)
         steps: list[tuple[str, Step]] = []
         if s.page:
             steps.append(("page", self._page))
@@ -81,108 +131,78 @@ class Enricher:
         if self._contact is not None:
             steps.append(("contact", self._contact_step))
         self._steps = steps
+        self._needs_page = s.page or s.campaign or s.referrer or s.channel or self._groups is not None
 
     # -- public -------------------------------------------------------------------------------
     def enrich(self, raw: RawEvent, site: Site | None = None) -> EnrichedEvent:
         if not isinstance(raw, dict):
             raise PoisonEvent(f"event is not an object: {type(raw).__name__}")
         site_id = raw.get("site_id")
-        if not site_id or not isinstance(site_id, str):
+        if not site_id or type(site_id) is not str:
             raise PoisonEvent("event has no site_id")
-        src = cast(dict[str, Any], raw)
+        src: dict[str, Any] = raw  # type: ignore[assignment]
         out: dict[str, Any] = {**src, **_DEFAULTS}
         errors: list[str] = []
         out["enrich_errors"] = errors
+        c = _Ctx(src, site)
+        if self._needs_page:
+            try:
+                c.page_info = self._page_info(c.page_url, _s(c.page.get("search")))
+            except Exception as exc:
+                errors.append(f"page: {type(exc).__name__}: {exc}"[:300])
         for name, step in self._steps:
             try:
-                step(src, out, site)
+                step(c, out)
             except Exception as exc:  # one failing enrichment must never drop the event
                 errors.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
-        return cast(EnrichedEvent, out)
+        return out  # type: ignore[return-value]
 
-    # -- steps --------------------------------------------------------------------------------
-    @staticmethod
-    def _page_ctx(raw: dict[str, Any]) -> dict[str, Any]:
-        page = _dict(_dict(raw.get("context")).get("page"))
-        if not page and raw.get("type") == "page":
-            page = _dict(raw.get("properties"))  # Segment page() puts url/title in properties
-        return page
-
-    def _page(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
-        page = self._page_ctx(raw)
-        url = _str(page.get("url"))
+    # -- cached pure parts ----------------------------------------------------------------------
+    def _page_info_uncached(self, url: str, search: str) -> PageInfo:
         parts = split_url(url)
-        out["page_url"] = url
-        out["page_host"] = parts.host
-        out["page_path"] = parts.path or _str(page.get("path"))
-        query = parts.query or _str(page.get("search")).removeprefix("?")
-        out["page_query"] = parse_query(query).clean_query if self.settings.campaign else query
-        out["page_title"] = _str(page.get("title"))
-        if not out["page_path"] and raw.get("type") == "screen":
-            out["page_path"] = _str(raw.get("event"))
+        raw_query = parts.query or search.removeprefix("?")
+        q = parse_query(raw_query)
+        return PageInfo(parts.host, parts.path, q.clean_query, raw_query, tuple(q.utm.items()),
+                        q.click_id_type, q.click_id)  # fmt: skip
 
-    def _campaign(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
-        page = self._page_ctx(raw)
-        query = split_url(_str(page.get("url"))).query or _str(page.get("search")).removeprefix("?")
-        q = parse_query(query)
-        tags = campaign_from_context(_dict(raw.get("context")).get("campaign"))
-        for key, val in q.utm.items():
-            tags.setdefault(key, val)
-        for key, val in tags.items():
-            out[key] = val[:1000]
-        out["click_id_type"] = q.click_id_type
-        out["click_id"] = q.click_id[:500]
+    def _page_of(self, c: _Ctx) -> PageInfo:
+        if c.page_info is None:  # the URL did not parse: that error is recorded once, as "page"
+            return _NO_PAGE
+        return c.page_info
 
-    def _referrer(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+    def _ref_info_uncached(self, ref_url: str, page_host: str) -> RefInfo:
         assert self._refs is not None
-        page = self._page_ctx(raw)
-        ref_url = _str(page.get("referrer")) or _str(_dict(raw.get("context")).get("referrer"))
-        out["referrer"] = ref_url
-        if not ref_url:
-            out["referrer_type"] = "direct"
-            return
         ref = split_url(ref_url)
-        out["referrer_host"] = ref.host
-        page_host = out["page_host"] or split_url(_str(page.get("url"))).host
         if not ref.host:
-            out["referrer_type"] = "other"
-            return
+            return RefInfo("", "other", "", "")
         if page_host and (
             ref.host == page_host
             or self._refs.registered_domain(ref.host) == self._refs.registered_domain(page_host)
         ):
-            out["referrer_type"] = "internal"
-            return
+            return RefInfo(ref.host, "internal", "", "")
         known = self._refs.host(ref.host)
         if known is None:
-            out["referrer_type"] = "other"
-            return
-        out["referrer_type"] = known.type
-        out["referrer_name"] = known.name
-        if known.params and ref.query:
-            out["search_term"] = _search_term(ref.query, known.params)
+            return RefInfo(ref.host, "other", "", "")
+        term = _search_term(ref.query, known.params) if known.params and ref.query else ""
+        return RefInfo(ref.host, known.type, known.name, term)
 
-    def _channel(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+    def _touch_channel_uncached(
+        self, source: str, medium: str, campaign: str, ctype: str, rtype: str, rname: str, rhost: str
+    ) -> str:
         assert self._refs is not None
-        source = out["utm_source"].strip().lower()
-        medium = out["utm_medium"].strip().lower()
-        ctype = out["click_id_type"]
-        rtype = out["referrer_type"]
-        if not rtype and not self.settings.referrer:
-            rtype = "other" if _str(self._page_ctx(raw).get("referrer")) else "direct"
-        tagged = bool(source or medium or out["utm_campaign"] or ctype)
+        tagged = bool(source or medium or campaign or ctype)
         known = self._refs.source(source) if source else None
         if not source:
-            if out["referrer_name"]:
-                source = out["referrer_name"].lower()
+            if rname:
+                source = rname.lower()
                 known = self._refs.source(source)
             elif ctype:
                 source = _CLICK_SOURCE.get(ctype, "")
                 known = self._refs.source(source)
             elif rtype not in ("direct", "internal"):
-                source = out["referrer_host"]
-        if not medium and rtype not in ("direct", "internal") and not (tagged and not out["referrer_host"]):
-            medium = {"search": "organic", "social": "social", "email": "email"}.get(rtype, "referral")
+                source = rhost
+        if not medium and rtype not in ("direct", "internal") and not (tagged and not rhost):
+            medium = _REF_MEDIUM.get(rtype, "referral")
         category = ""
         if known is not None:
             category = "video" if known.name in VIDEO_SITES else known.type
@@ -190,71 +210,100 @@ class Enricher:
                 category = ""
         if not category and is_shopping(source):
             category = "shopping"
-        touch = Touch(source, medium, out["utm_campaign"].lower(), category, ctype, tagged, rtype)
-        out["channel"] = channel_for(touch)
+        return channel_for(Touch(source, medium, campaign.lower(), category, ctype, tagged, rtype))
 
-    def _content_group(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+    # -- steps ----------------------------------------------------------------------------------
+    def _page(self, c: _Ctx, out: dict[str, Any]) -> None:
+        p = self._page_of(c)
+        out["page_url"] = c.page_url
+        out["page_host"] = p.host
+        out["page_path"] = p.path or _s(c.page.get("path"))
+        out["page_query"] = p.query if self.settings.campaign else p.raw_query
+        out["page_title"] = _s(c.page.get("title"))
+        if not out["page_path"] and c.raw.get("type") == "screen":
+            out["page_path"] = _s(c.raw.get("event"))
+
+    def _campaign(self, c: _Ctx, out: dict[str, Any]) -> None:
+        p = self._page_of(c)
+        campaign = c.context.get("campaign")
+        if campaign:
+            tags = campaign_from_context(campaign)
+            for key, val in p.utm:
+                tags.setdefault(key, val)
+            for key, val in tags.items():
+                out[key] = val[:1000]
+        else:
+            for key, val in p.utm:
+                out[key] = val[:1000]
+        out["click_id_type"] = p.click_id_type
+        out["click_id"] = p.click_id[:500]
+
+    def _referrer(self, c: _Ctx, out: dict[str, Any]) -> None:
+        ref_url = _s(c.page.get("referrer")) or _s(c.context.get("referrer"))
+        out["referrer"] = ref_url
+        if not ref_url:
+            out["referrer_type"] = "direct"
+            return
+        r = self._ref_info(ref_url, self._page_of(c).host)
+        out["referrer_host"], out["referrer_type"], out["referrer_name"], out["search_term"] = r
+
+    def _channel(self, c: _Ctx, out: dict[str, Any]) -> None:
+        rtype = out["referrer_type"]
+        if not rtype:  # referrer enrichment off: only "was there one" is known
+            rtype = "other" if (_s(c.page.get("referrer")) or _s(c.context.get("referrer"))) else "direct"
+        out["channel"] = self._touch_channel(
+            out["utm_source"].strip().lower(), out["utm_medium"].strip().lower(), out["utm_campaign"],
+            out["click_id_type"], rtype, out["referrer_name"], out["referrer_host"],
+        )  # fmt: skip
+
+    def _content_group(self, c: _Ctx, out: dict[str, Any]) -> None:
         assert self._groups is not None
-        out["content_group"] = self._groups.group(out["page_path"])
+        out["content_group"] = self._groups.group(out["page_path"] or self._page_of(c).path)
 
-    def _user_agent(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+    def _user_agent(self, c: _Ctx, out: dict[str, Any]) -> None:
         assert self._ua is not None
-        ua = _str(raw.get("user_agent")) or _str(_dict(raw.get("context")).get("userAgent"))
+        ua = _s(c.raw.get("user_agent")) or _s(c.context.get("userAgent"))
         if not ua:
             return
         info = self._ua.parse(ua[:2048])
         if self.settings.user_agent:
-            out["ua_browser"] = info.browser
-            out["ua_browser_version"] = info.browser_version
-            out["ua_os"] = info.os
-            out["ua_os_version"] = info.os_version
-            out["ua_device_type"] = info.device_type
-            out["ua_device_brand"] = info.device_brand
-            out["ua_device_model"] = info.device_model
+            (out["ua_browser"], out["ua_browser_version"], out["ua_os"], out["ua_os_version"],
+             out["ua_device_type"], out["ua_device_brand"], out["ua_device_model"]) = info[:7]  # fmt: skip
         if info.is_bot:
             out["is_bot"] = True
             out["bot_name"] = info.bot_name
             out["ua_device_type"] = "bot"
 
-    def _geo_step(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+    def _geo_step(self, c: _Ctx, out: dict[str, Any]) -> None:
         assert self._geo is not None
-        ip = _str(raw.get("ip")) or _str(_dict(raw.get("context")).get("ip"))
+        ip = _s(c.raw.get("ip")) or _s(c.context.get("ip"))
         if not ip:
             return
         g = self._geo.lookup(ip)
         if g.country or g.org:
-            out["geo_country"] = g.country
-            out["geo_region"] = g.region
-            out["geo_city"] = g.city
-            out["geo_lat"] = g.lat
-            out["geo_lon"] = g.lon
-            out["geo_timezone"] = g.timezone
-            out["geo_asn"] = g.asn
-            out["geo_org"] = g.org
+            (out["geo_country"], out["geo_region"], out["geo_city"], out["geo_lat"], out["geo_lon"],
+             out["geo_timezone"], out["geo_asn"], out["geo_org"]) = g  # fmt: skip
 
-    def _privacy(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+    def _privacy(self, c: _Ctx, out: dict[str, Any]) -> None:
         """Runs after geo, so the lookup saw the full address and storage never does."""
-        if site is not None and site.get("keep_full_ip"):
+        if c.site is not None and c.site.get("keep_full_ip"):
             return
-        from enrich.geo import truncate_ip
-
-        if ip := _str(raw.get("ip")):
+        if ip := _s(c.raw.get("ip")):
             out["ip"] = truncate_ip(ip)
-        ctx = _dict(raw.get("context"))
-        if _str(ctx.get("ip")):
-            out["context"] = {**ctx, "ip": truncate_ip(_str(ctx["ip"]))}
+        if ctx_ip := _s(c.context.get("ip")):
+            out["context"] = {**c.context, "ip": truncate_ip(ctx_ip)}
 
-    def _contact_step(self, raw: dict[str, Any], out: dict[str, Any], site: Site | None) -> None:
+    def _contact_step(self, c: _Ctx, out: dict[str, Any]) -> None:
         assert self._contact is not None
-        s = self.settings
-        traits = _dict(raw.get("traits"))
-        ctx_traits = _dict(_dict(raw.get("context")).get("traits"))
-        props = _dict(raw.get("properties"))
+        traits = _d(c.raw.get("traits"))
+        ctx_traits = _d(c.context.get("traits"))
+        props = _d(c.raw.get("properties"))
         if not (traits or ctx_traits or props):
             return
-        found = self._find(traits, ctx_traits, props, raw.get("type") == "identify")
+        found = _find(traits, ctx_traits, props, c.raw.get("type") == "identify")
         if not found:
             return
+        s = self.settings
         errors: list[str] = out["enrich_errors"]
         if s.email and (email := found.get("email")):
             try:
@@ -262,18 +311,16 @@ class Enricher:
             except Exception as exc:
                 errors.append(f"email: {type(exc).__name__}: {exc}"[:300])
             else:
-                out["email"], out["email_domain"] = e.email, e.domain
-                out["email_free"], out["email_disposable"] = e.free, e.disposable
-                out["company_domain"], out["company_name"] = e.company_domain, e.company_name
+                (out["email"], out["email_domain"], out["email_free"], out["email_disposable"],
+                 out["company_domain"], out["company_name"]) = e  # fmt: skip
         if s.phone and (phone := found.get("phone")):
             try:
                 p = self._contact.phone(phone[:64], out["geo_country"])
             except Exception as exc:
                 errors.append(f"phone: {type(exc).__name__}: {exc}"[:300])
             else:
-                out["phone_e164"], out["phone_country"] = p.e164, p.country
-                out["phone_carrier"], out["phone_line_type"] = p.carrier, p.line_type
-                out["phone_timezone"] = p.timezone
+                (out["phone_e164"], out["phone_country"], out["phone_carrier"], out["phone_line_type"],
+                 out["phone_timezone"]) = p  # fmt: skip
         if s.names:
             first, last = found.get("first", "").strip(), found.get("last", "").strip()
             if (not first or not last) and (full := found.get("full")):
@@ -285,22 +332,18 @@ class Enricher:
                     first, last = first or f2, last or l2
             out["first_name"], out["last_name"] = first[:200], last[:200]
 
-    @staticmethod
-    def _find(
-        traits: dict[str, Any], ctx_traits: dict[str, Any], props: dict[str, Any], identify: bool
-    ) -> dict[str, str]:
-        from enrich.contact import find_contact
 
-        # A track event's properties.name is a person only when the same properties carry contact
-        # data (a form submit); otherwise it is a product, plan or form name.
-        found = find_contact(traits, ctx_traits)
-        if props and not identify:
-            from_props = find_contact(props, allow_full_name=(False,))
-            if "email" in from_props or "phone" in from_props:
-                from_props = find_contact(props)
-            for k, v in from_props.items():
-                found.setdefault(k, v)
-        return found
+def _find(traits: dict[str, Any], ctx_traits: dict[str, Any], props: dict[str, Any], identify: bool) -> dict[str, str]:
+    # A track event's properties.name is a person only when the same properties carry contact
+    # data (a form submit); otherwise it is a product, plan or form name.
+    found = find_contact(traits, ctx_traits) if (traits or ctx_traits) else {}
+    if props and not identify:
+        from_props = find_contact(props, allow_full_name=(False,))
+        if "email" in from_props or "phone" in from_props:
+            from_props = find_contact(props)
+        for k, v in from_props.items():
+            found.setdefault(k, v)
+    return found
 
 
 def _search_term(query: str, params: tuple[str, ...]) -> str:
@@ -311,3 +354,6 @@ def _search_term(query: str, params: tuple[str, ...]) -> str:
         if vals := qs.get(p):
             return vals[0].strip()[:500]
     return ""
+
+
+__all__ = ["Enricher"]
