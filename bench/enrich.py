@@ -120,9 +120,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the highest)")
+    ap.add_argument("--repeat", type=int, default=3, help="warm passes; the best is reported")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as promised
+        cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})  # one core, as promised
     events = make_events(args.events)
     distinct = {k: len({e[f] for e in events}) for k, f in (("UAs", "user_agent"), ("IPs", "ip"))}
     distinct["referrers"] = len({e["context"]["page"]["referrer"] for e in events})
@@ -132,14 +135,15 @@ def main() -> None:
     enricher = Enricher(EnrichSettings(content_groups=[("/blog/*", "Blog"), ("/docs/*", "Docs")]))
     init_s = time.perf_counter() - t0
     cold = run(events, enricher)  # first pass: every distinct UA/IP/host parsed once
-    warm = run(events, enricher)  # second pass: caches warm, the steady state of a long-running stage
+    # later passes: caches warm, the steady state of a long-running stage; best of N against noise
+    warm = min(run(events, enricher) for _ in range(max(1, args.repeat)))
     errors = sum(1 for e in events[:20000] if enricher.enrich(e)["enrich_errors"])  # type: ignore[arg-type]
     n = len(events)
     lines = [
         f"events: {n:,}  distinct: " + ", ".join(f"{v:,} {k}" for k, v in distinct.items()),
         f"init: {init_s:.2f} s",
         f"cold pass (caches empty): {n / cold:,.0f} events/s ({cold * 1e6 / n:.1f} us/event)",
-        f"warm pass (caches full):  {n / warm:,.0f} events/s ({warm * 1e6 / n:.1f} us/event)",
+        f"warm pass (caches full, best of {args.repeat}):  {n / warm:,.0f} events/s ({warm * 1e6 / n:.1f} us/event)",
         f"events with enrich_errors (first 20k): {errors}",
     ]
     print("\n".join(lines))
@@ -149,7 +153,7 @@ def main() -> None:
         f"## enrich: Enricher.enrich, all enrichments on ({dt.date.today().isoformat()})",
         "",
         f"Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; Python {platform.python_version()}; pinned to "
-        "one core. Command: `.venv/bin/python bench/enrich.py`.",
+        "one core. Command: `.venv/bin/python bench/enrich.py`. Target: >= 50k events/s on one core.",
         "",
         "```",
         *lines,
@@ -157,7 +161,7 @@ def main() -> None:
         "",
     ]
     results = ROOT / "bench" / "RESULTS.md"
-    prefix = "" if results.exists() else "# Benchmarks\n\n"
+    prefix = "\n" if results.exists() else "# Benchmarks\n\n"
     with results.open("a", encoding="utf-8") as f:
         f.write(prefix + "\n".join(section) + "\n")
     print(f"appended to {results}")
