@@ -1,8 +1,11 @@
 """The collector: Segment-compatible HTTP tracking API in front of the event bus.
 
-Bodies are parsed once with orjson and each event validated once (normalize.py); records go to the
-bus as one batch per request and the answer waits for the bus to make them durable. Per-event
-problems are reported in ``rejected`` without losing the rest of the batch.
+A batch body is parsed and validated in one pydantic-core call (Rust). When it is valid and holds
+one visitor's events, the client's bytes go to the bus unchanged inside a RawBatch record (see
+schemas/raw_batch.py): no per-event Python objects are dumped. Otherwise (errors, mixed visitors,
+missing messageIds) the slow path validates event by event and publishes one record per visitor.
+The answer waits for the bus to make the records durable. Per-event problems are reported in
+``rejected`` without losing the rest of the batch.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import uuid
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,14 +24,17 @@ from urllib.parse import urlsplit
 import orjson
 from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+from starlette.routing import Route
 
-from ingest.normalize import EventRejected, iso, normalize
 from ingest.sites import SiteKeys, basic_auth_user
-from schemas import Site
+from ingest.validate import check_event, describe, describe_exc, visitor
+from schemas import INCOMING_BATCH, INCOMING_EVENT, SCHEMA_VERSION, Site
 from trailmark.bus.base import BusUnavailable, Producer
 from trailmark.settings import CollectorSettings
 
 EVENTS = Counter("trailmark_collector_events_total", "Events received", ["outcome"])
+ACCEPTED, REJECTED, UNAVAILABLE = (EVENTS.labels(o) for o in ("accepted", "rejected", "unavailable"))
 REQUESTS = Counter("trailmark_collector_requests_total", "Collector requests", ["status"])
 BATCH = Histogram(
     "trailmark_collector_batch_events", "Events per request", buckets=(1, 5, 10, 50, 100, 500, 2500)
@@ -47,14 +54,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json(status, {"error": message}, headers)
 
 
-def _parse_ts(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+def iso_now() -> str:
+    text: str = orjson.dumps(datetime.now(UTC), option=orjson.OPT_UTC_Z)[1:-1].decode()
+    return text
 
 
 class TrackerScript:
@@ -122,8 +124,34 @@ class Collector:
                 return _error(413, f"decompressed body over {limit} bytes")
         return body
 
-    def authenticate(self, request: Request, body: dict[str, Any]) -> Site | Response:
-        key = basic_auth_user(request.headers.get("authorization")) or body.get("writeKey")
+    async def ingest(self, request: Request, single_type: str | None) -> Response:
+        raw = await self.read_body(request)
+        if isinstance(raw, Response):
+            return raw
+        header_key = basic_auth_user(request.headers.get("authorization"))
+        site: Site | None = None
+        if header_key:  # reject unknown keys before spending time on the body
+            found = self.authenticate(header_key)
+            if isinstance(found, Response):
+                return found
+            site = found
+        if single_type is None:
+            return await self.ingest_batch(request, raw, site)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"body is not valid JSON (UTF-8): {exc}")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        if site is None:
+            found = self.authenticate(body.get("writeKey"))
+            if isinstance(found, Response):
+                return found
+            site = found
+        body.setdefault("type", single_type)
+        return await self.slow_path(request, site, [body], body.get("sentAt"), set(), {})
+
+    def authenticate(self, key: Any) -> Site | Response:
         if not isinstance(key, str) or not key:
             return _error(401, "missing write key (HTTP Basic user name or writeKey in the body)")
         site = self.keys.by_write_key.get(key)
@@ -133,77 +161,113 @@ class Collector:
             return _error(401, "unknown write key")
         return site
 
-    async def ingest(self, request: Request, single_type: str | None) -> Response:
-        raw = await self.read_body(request)
-        if isinstance(raw, Response):
-            return raw
-        try:
+    def origin_refused(self, request: Request, site: Site) -> Response | None:
+        if request.headers.get("origin") and not self.cors(request, site):
+            return _error(403, "origin not allowed for this site")
+        return None
+
+    async def ingest_batch(self, request: Request, raw: bytes, site: Site | None) -> Response:
+        bad: dict[int, str] = {}
+        try:  # orjson + validate_python beats pydantic's validate_json here (measured: 105 vs 130 us)
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             return _error(400, f"body is not valid JSON (UTF-8): {exc}")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
-        site = self.authenticate(request, body)
-        if isinstance(site, Response):
-            return site
-        headers = self.cors(request, site)
-        if request.headers.get("origin") and not headers:
-            return _error(403, "origin not allowed for this site")
-        if single_type is None:
-            events = body.get("batch")
-            if not isinstance(events, list):
-                return _error(400, "batch must be a JSON array of events", headers)
-        else:
-            body.setdefault("type", single_type)
-            events = [body]
+        try:
+            INCOMING_BATCH.validate_python(body)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            top = [e for e in errors if len(e["loc"]) < 2 or e["loc"][0] != "batch"]
+            if top:
+                return _error(400, f"invalid batch body: {describe(top)}")
+            for e in errors:
+                bad.setdefault(int(e["loc"][1]), describe([{**e, "loc": e["loc"][2:]}]))
+        events: list[Any] = body["batch"]
+        if site is None:
+            found = self.authenticate(body.get("writeKey"))
+            if isinstance(found, Response):
+                return found
+            site = found
+        if (refused := self.origin_refused(request, site)) is not None:
+            return refused
         if len(events) > self.settings.max_batch_events:
-            return _error(413, f"over {self.settings.max_batch_events} events in one batch", headers)
-        return await self.publish(request, site, events, _parse_ts(body.get("sentAt")), headers)
+            return _error(413, f"over {self.settings.max_batch_events} events in one batch", self.cors(request, site))
+        if bad:
+            return await self.slow_path(request, site, events, body.get("sentAt"), set(bad), bad)
+        first = visitor(events[0]) if events else ""
+        for index, ev in enumerate(events):
+            reason = check_event(ev)
+            if reason is not None:
+                bad[index] = reason
+            elif not ev.get("messageId") or visitor(ev) != first:
+                bad.setdefault(-1, "")  # fine, but needs the slow path
+        if bad:
+            bad.pop(-1, None)
+            return await self.slow_path(request, site, events, body.get("sentAt"), set(bad), bad, validated=True)
+        if not events:
+            return _json(200, {"accepted": 0, "rejected": []}, self.cors(request, site))
+        record = self.record(request, site, orjson.Fragment(raw))
+        return await self.send(request, site, [((site["site_id"] + ":" + first).encode(), record)], len(events), [])
 
-    async def publish(
-        self,
-        request: Request,
-        site: Site,
-        events: list[Any],
-        sent_at: datetime | None,
-        headers: dict[str, str],
+    def stamp(self, request: Request, site: Site) -> dict[str, Any]:
+        """The server facts of a RawBatch, shared by every record of one request."""
+        return {"v": SCHEMA_VERSION, "site_id": site["site_id"], "received_at": iso_now(),
+                "ip": self.client_ip(request), "user_agent": request.headers.get("user-agent", "")}
+
+    def record(self, request: Request, site: Site, body: Any) -> bytes:
+        return orjson.dumps({**self.stamp(request, site), "body": body})
+
+    async def slow_path(
+        self, request: Request, site: Site, events: list[Any], sent_at: Any, skip: set[int],
+        reasons: dict[int, str], validated: bool = False,
     ) -> Response:
-        received_at = datetime.now(UTC)
-        ip = self.client_ip(request)
-        user_agent = request.headers.get("user-agent", "")
-        site_id = site["site_id"]
-        max_event = self.settings.max_event_bytes
-        skew = self.settings.max_clock_skew_s
-        records: list[tuple[bytes, bytes]] = []
-        rejected: list[dict[str, Any]] = []
+        """Event by event: validate, check, fill missing messageIds, one record per visitor."""
+        if (refused := self.origin_refused(request, site)) is not None:
+            return refused
+        groups: dict[str, list[dict[str, Any]]] = {}
+        rejected: list[dict[str, Any]] = [{"index": i, "error": reasons[i]} for i in sorted(skip)]
         for index, event in enumerate(events):
+            if index in skip:
+                continue
+            if not isinstance(event, dict):
+                rejected.append({"index": index, "error": "event must be a JSON object"})
+                continue
             try:
-                ev = normalize(event, site_id=site_id, received_at=received_at, batch_sent_at=sent_at,
-                               ip=ip, user_agent=user_agent, max_skew_s=skew)
-                value = orjson.dumps(ev)
-            except EventRejected as exc:
-                rejected.append({"index": index, "error": str(exc)})
+                ev = event if validated else dict(INCOMING_EVENT.validate_python(event))
+            except ValidationError as exc:
+                rejected.append({"index": index, "error": describe_exc(exc)})
                 continue
-            except (TypeError, orjson.JSONEncodeError) as exc:
-                rejected.append({"index": index, "error": f"cannot encode event: {exc}"})
+            reason = check_event(ev)
+            if reason is not None:
+                rejected.append({"index": index, "error": reason})
                 continue
-            if len(value) > max_event:
-                rejected.append({"index": index, "error": f"event over {max_event} bytes"})
-                continue
-            key = f"{site_id}:{ev['anonymous_id'] or ev['user_id']}".encode()
-            records.append((key, value))
+            if not ev.get("messageId"):
+                ev["messageId"] = str(uuid.uuid4())
+            groups.setdefault(visitor(ev), []).append(ev)
+        rejected.sort(key=lambda r: int(r["index"]))
+        prefix = site["site_id"] + ":"
+        stamp = self.stamp(request, site)
+        records = [
+            ((prefix + key).encode(), orjson.dumps({**stamp, "body": {"batch": evs, "sentAt": sent_at}}))
+            for key, evs in groups.items()
+        ]
+        return await self.send(request, site, records, sum(len(g) for g in groups.values()), rejected)
+
+    async def send(
+        self, request: Request, site: Site, records: list[tuple[bytes, bytes]], accepted: int,
+        rejected: list[dict[str, Any]],
+    ) -> Response:
+        headers = self.cors(request, site)
         if records:
             try:
                 await self.producer().send_batch(self.topic, records)
             except BusUnavailable as exc:
-                EVENTS.labels("unavailable").inc(len(records))
-                return _error(503, f"event log unavailable, retry later: {exc}",
-                              {**headers, "Retry-After": "5"})
-        EVENTS.labels("accepted").inc(len(records))
+                UNAVAILABLE.inc(accepted)
+                return _error(503, f"event log unavailable, retry later: {exc}", {**headers, "Retry-After": "5"})
+        ACCEPTED.inc(accepted)
         if rejected:
-            EVENTS.labels("rejected").inc(len(rejected))
-        BATCH.observe(len(events))
-        return _json(200, {"accepted": len(records), "rejected": rejected}, headers)
+            REJECTED.inc(len(rejected))
+        BATCH.observe(accepted + len(rejected))
+        return _json(200, {"accepted": accepted, "rejected": rejected}, headers)
 
     async def pixel(self, request: Request) -> Response:
         """GET /v1/p.gif: noscript page views and email opens; always answers the image."""
@@ -221,7 +285,7 @@ class Collector:
                 "context": {"page": {"url": page_url, "path": urlsplit(page_url).path,
                                      "referrer": q.get("ref") or ""}, "library": {"name": "pixel"}},
             }
-            await self.publish(request, site, [event], None, {})
+            await self.slow_path(request, site, [event], None, set(), {})
         return Response(_GIF, media_type="image/gif",
                         headers={"Cache-Control": "no-store, max-age=0"})
 
@@ -238,6 +302,13 @@ class Collector:
 
 def collector_router(collector: Collector) -> APIRouter:
     router = APIRouter(tags=["collector"])
+
+    async def fast_batch(request: Request) -> Response:
+        return await collector.ingest(request, None)
+
+    # The hot path as a plain Starlette route (skips FastAPI's per-request dependency solving,
+    # ~20 % of a batch's time); the APIRoute below with the same path documents it in OpenAPI.
+    router.routes.append(Route("/v1/batch", fast_batch, methods=["POST"]))
 
     @router.post("/v1/batch", summary="Segment batch: {batch: [...], sentAt, writeKey?}")
     async def batch(request: Request) -> Response:
@@ -271,4 +342,4 @@ def collector_router(collector: Collector) -> APIRouter:
     return router
 
 
-__all__ = ["Collector", "collector_router", "iso"]
+__all__ = ["Collector", "collector_router"]

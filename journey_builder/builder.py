@@ -34,8 +34,11 @@ CONTACT_FIELDS = (
 
 
 def ch_time(iso: str) -> str:
-    """'2026-01-01T10:00:00.000Z' -> ClickHouse's '2026-01-01 10:00:00.000'."""
-    return iso[:10] + " " + iso[11:23] if iso else "1970-01-01 00:00:00.000"
+    """Bus time ('2026-01-01T10:00:00.123456Z', UTC, fraction optional) -> '2026-01-01 10:00:00.123'."""
+    if not iso:
+        return "1970-01-01 00:00:00.000"
+    frac = iso[20:23] if len(iso) > 20 and iso[19] == "." else "000"
+    return iso[:10] + " " + iso[11:19] + "." + frac.ljust(3, "0")
 
 
 def epoch_ms(iso: str) -> int:

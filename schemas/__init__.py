@@ -11,9 +11,14 @@ from schemas.events import (
     RawEvent,
     Site,
 )
+from schemas.raw_batch import INCOMING_BATCH, IncomingBatch, RawBatch, unfold
 
 __all__ = [
     "ENRICHED_DEFAULTS",
+    "INCOMING_BATCH",
+    "IncomingBatch",
+    "RawBatch",
+    "unfold",
     "EVENT_TYPES",
     "INCOMING_EVENT",
     "SCHEMA_VERSION",

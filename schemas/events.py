@@ -13,7 +13,6 @@ Stage contract:
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal, NotRequired, get_type_hints
 
 from pydantic import ConfigDict, TypeAdapter
@@ -42,8 +41,10 @@ class IncomingEvent(TypedDict):
     properties: NotRequired[dict[str, Any] | None]
     traits: NotRequired[dict[str, Any] | None]
     context: NotRequired[dict[str, Any] | None]
-    timestamp: NotRequired[datetime | None]
-    sentAt: NotRequired[datetime | None]
+    # ISO-8601 strings, checked by the collector with datetime.fromisoformat (cheaper than a
+    # datetime field, and the client's text is kept as original_timestamp)
+    timestamp: NotRequired[str | None]
+    sentAt: NotRequired[str | None]
     writeKey: NotRequired[str | None]
 
 

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from enrich import Enricher
 from journey_builder.builder import JourneyBuilder
-from schemas import SCHEMA_VERSION, DeadLetter, EnrichedEvent, Site
+from schemas import SCHEMA_VERSION, DeadLetter, EnrichedEvent, RawBatch, Site, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
 from trailmark.settings import Settings
 from trailmark.storage.base import Storage, StorageUnavailable
@@ -103,11 +103,18 @@ class EnrichRunner(StageRunner):
         enrich = self.enricher.enrich
         for m in messages:
             try:
-                raw = orjson.loads(m.value)
-                out = enrich(raw, self.sites.get(raw.get("site_id", "")) if isinstance(raw, dict) else None)
-                good.append((m.key, orjson.dumps(out)))
-            except Exception as exc:  # any failure of one record is that record's dead letter
-                bad.append((m.key, dead_letter(self.stage, f"{type(exc).__name__}: {exc}", m.value)))
+                batch: RawBatch = orjson.loads(m.value)
+                events = unfold(batch)
+                site = self.sites.get(batch["site_id"])
+            except Exception as exc:  # an unreadable record is dead-lettered whole
+                bad.append((m.key, dead_letter(self.stage, f"unreadable raw batch: {type(exc).__name__}: {exc}",
+                                               m.value)))
+                continue
+            for raw in events:
+                try:
+                    good.append((m.key, orjson.dumps(enrich(raw, site))))
+                except Exception as exc:  # one event's failure is that event's dead letter
+                    bad.append((m.key, dead_letter(self.stage, f"{type(exc).__name__}: {exc}", orjson.dumps(raw))))
         producer = self.bus.producer()
         await producer.send_batch(self.settings.bus.topic_enriched, good)
         await producer.send_batch(self.settings.bus.topic_dead_letter, bad)

@@ -17,7 +17,6 @@ from enrich.settings import EnrichSettings
 
 class CollectorSettings(BaseModel):
     max_body_bytes: int = 512 * 1024  # as Segment: 500 KB per batch request
-    max_event_bytes: int = 32 * 1024  # as Segment: 32 KB per event
     max_batch_events: int = 2500
     max_clock_skew_s: float = 7 * 24 * 3600  # skew corrections larger than this are ignored
     trust_forwarded_for: bool = False  # take the client IP from X-Forwarded-For (behind a proxy)

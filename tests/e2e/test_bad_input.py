@@ -85,11 +85,13 @@ def test_oversize_body_is_413(server: Server) -> None:
     assert server.post("/v1/batch", big).status_code == 413
 
 
-def test_oversize_event_rejects_only_that_event(server: Server) -> None:
-    anon = f"a-{uuid.uuid4()}"
-    r = server.post("/v1/batch", {"batch": [good(anon), {**good(anon), "properties": {"s": "y" * 40_000}}]})
+def test_mixed_visitors_and_missing_message_ids_are_accepted(server: Server) -> None:
+    a, b = f"a-{uuid.uuid4()}", f"b-{uuid.uuid4()}"
+    events = [good(a), {"type": "track", "event": "NoId", "anonymousId": b}, good(b), {"type": "bad"}]
+    r = server.post("/v1/batch", {"batch": events})
     assert r.status_code == 200
-    assert r.json()["accepted"] == 1 and r.json()["rejected"][0]["index"] == 1
+    assert r.json()["accepted"] == 3 and [x["index"] for x in r.json()["rejected"]] == [3]
+    server.wait_for(f"SELECT count() FROM trailmark.events WHERE anonymous_id IN ('{a}', '{b}')", 3)
 
 
 def test_ten_thousand_events_in_one_batch_is_413(server: Server) -> None:

@@ -4,6 +4,10 @@ It stands in for Kafka on one machine. A batch is acknowledged only after its tr
 and WAL with ``synchronous=NORMAL`` survives a killed process (an OS crash may lose the last
 transactions; set ``synchronous=FULL`` via ``durable_fsync`` to survive that too). Writers share one
 connection and group-commit: every batch waiting while a transaction runs goes into the next one.
+
+A row holds one producer batch (length-prefixed key/value frames), not one record: per-row costs in
+SQLite dominate at collector rates, and a batch is written and read as a unit anyway. A consumer
+commits whole rows; the record offset in a Message is ``row * 2**20 + index``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import struct
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +23,28 @@ from pathlib import Path
 from trailmark.bus.base import BusUnavailable, Message
 
 _SAFE = re.compile(r"[^a-zA-Z0-9_]")
+_FRAME = struct.Struct("<II")
+_ROW_SHIFT = 20  # Message.offset = row << 20 | index in the row
+
+
+def encode_frames(records: Sequence[tuple[bytes, bytes]]) -> bytes:
+    parts: list[bytes] = []
+    pack = _FRAME.pack
+    for key, value in records:
+        parts += (pack(len(key), len(value)), key, value)
+    return b"".join(parts)
+
+
+def decode_frames(blob: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    pos, end, size, unpack = 0, len(blob), _FRAME.size, _FRAME.unpack_from
+    view = memoryview(blob)
+    while pos < end:
+        klen, vlen = unpack(view, pos)
+        pos += size
+        out.append((bytes(view[pos:pos + klen]), bytes(view[pos + klen:pos + klen + vlen])))
+        pos += klen + vlen
+    return out
 
 
 def _table(topic: str) -> str:
@@ -48,7 +75,7 @@ class _Log:
         with self.lock:
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {_table(topic)} (offset INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " key BLOB, value BLOB)"
+                " records INTEGER, frames BLOB)"
             )
 
     def append(self, batches: list[tuple[str, Sequence[tuple[bytes, bytes]]]]) -> None:
@@ -56,7 +83,8 @@ class _Log:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 for topic, records in batches:
-                    self.conn.executemany(f"INSERT INTO {_table(topic)} (key, value) VALUES (?, ?)", records)
+                    self.conn.execute(f"INSERT INTO {_table(topic)} (records, frames) VALUES (?, ?)",
+                                      (len(records), encode_frames(records)))
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
@@ -119,23 +147,33 @@ class EmbeddedConsumer:
         self._committed = int(row[0]) if row else 1
         self._position = self._committed
 
-    def _read(self, max_records: int) -> list[Message]:
+    def _read(self, max_records: int) -> tuple[list[Message], int]:
+        """Whole rows from the position on, until ``max_records`` is reached (at least one row)."""
+        out: list[Message] = []
+        next_row = self._position
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT offset, key, value FROM {_table(self._topic)} WHERE offset >= ? ORDER BY offset"
-                " LIMIT ?",
-                (self._position, max_records),
-            ).fetchall()
-        return [Message(self._topic, 0, int(o), bytes(k), bytes(v)) for o, k, v in rows]
+            cursor = self._conn.execute(
+                f"SELECT offset, records, frames FROM {_table(self._topic)} WHERE offset >= ? ORDER BY offset",
+                (self._position,),
+            )
+            for row, _count, frames in cursor:
+                base = int(row) << _ROW_SHIFT
+                out += [Message(self._topic, 0, base | i, k, v)
+                        for i, (k, v) in enumerate(decode_frames(frames))]
+                next_row = int(row) + 1
+                if len(out) >= max_records:
+                    break
+            cursor.close()
+        return out, next_row
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
             self._wake.clear()
-            messages = await asyncio.to_thread(self._read, max_records)
+            messages, next_row = await asyncio.to_thread(self._read, max_records)
             if messages:
-                self._position = messages[-1].offset + 1
+                self._position = next_row
                 return messages
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -160,9 +198,10 @@ class EmbeddedConsumer:
 
     def lag(self) -> int:
         with self._lock:
-            row = self._conn.execute(f"SELECT max(offset) FROM {_table(self._topic)}").fetchone()
-        top = int(row[0]) if row and row[0] is not None else 0
-        return max(0, top + 1 - self._position)
+            row = self._conn.execute(
+                f"SELECT sum(records) FROM {_table(self._topic)} WHERE offset >= ?", (self._position,)
+            ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     async def close(self) -> None:
         with self._lock:
