@@ -50,6 +50,10 @@ def visitor_id(ev: EnrichedEvent) -> str:
     return ev["anonymous_id"] or f"user:{ev['user_id']}"
 
 
+# GA's medium names for untagged traffic, by referrer type
+_MEDIUM = {"search": "organic", "social": "social", "email": "email", "other": "referral"}
+
+
 def _campaign_key(ev: EnrichedEvent) -> str:
     parts = (ev["utm_source"], ev["utm_medium"], ev["utm_campaign"], ev["click_id"])
     return "|".join(parts) if any(parts) else ""
@@ -308,9 +312,11 @@ class JourneyBuilder:
         session_id = str(uuid.uuid5(_NS, f"{ev['site_id']}|{anon}|{ev['message_id']}"))
         s = SessionState(
             session_id=session_id, anonymous_id=anon, start=ts, end=ts, end_ms=ts_ms, campaign_key=campaign,
-            referrer_host=ev["referrer_host"], channel=ev["channel"] or "Direct",
-            source=ev["utm_source"] or ev["referrer_name"] or ev["referrer_host"],
-            medium=ev["utm_medium"] or ev["referrer_type"], campaign=ev["utm_campaign"],
+            # "Internal" (a same-site referrer without tags) keeps no channel of its own
+            referrer_host=ev["referrer_host"],
+            channel=ev["channel"] if ev["channel"] not in ("", "Internal") else "Direct",
+            source=ev["utm_source"] or ev["referrer_name"] or ev["referrer_host"] or "(direct)",
+            medium=ev["utm_medium"] or _MEDIUM.get(ev["referrer_type"], "(none)"), campaign=ev["utm_campaign"],
             click_id_type=ev["click_id_type"], entry_page=ev["page_path"], exit_page=ev["page_path"],
             device=ev["ua_device_type"], browser=ev["ua_browser"], os=ev["ua_os"], country=ev["geo_country"],
         )

@@ -34,7 +34,14 @@ class BusSettings(BaseModel):
     linger_ms: int = 5
     max_batch_bytes: int = 1024 * 1024
     compression: Literal["lz4", "zstd", "gzip", "none"] = "lz4"
-    spool_dir: Path | None = None  # where the collector spools when the broker is down
+    request_timeout_s: float = 10.0  # Kafka client request timeout (produce, metadata, commit)
+    # Collector on Kafka: while the broker is unreachable, accepted batches go to a local durable
+    # spool (SQLite WAL, fsync per commit) and are replayed in order when it returns. Unset spool_dir
+    # = <data-dir>/spool. spool=false: answer 503 + Retry-After instead.
+    spool: bool = True
+    spool_dir: Path | None = None
+    spool_after_s: float = 3.0  # a produce not acknowledged within this goes to the spool
+    spool_max_bytes: int = 2 * 1024**3  # spool file above this: 503 + Retry-After
 
 
 class StorageSettings(BaseModel):
@@ -45,7 +52,7 @@ class StorageSettings(BaseModel):
 
 class JourneySettings(BaseModel):
     session_timeout_s: int = 30 * 60
-    conversions: list[str] = ["Order Completed", "Signed Up", "form_submit"]
+    conversions: list[str] = ["Order Completed", "Signed Up", "$form_submit", "form_submit"]
     lookback_days: int = 30
     time_decay_half_life_days: float = 7.0
     stages_file: Path | None = None

@@ -1,0 +1,300 @@
+"""Site-level journey analytics behind the read API: contact lists, stages, funnels, paths,
+attribution and pain points. Every query is scoped to one site and excludes bots; contacts are
+resolved through ``identity_map`` so identity stitching applies retroactively here too."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from journey_builder.attribution import MODELS, Model, Touch, weights
+from trailmark.storage.base import Storage
+
+STAGE_ORDER = ("Awareness", "Consideration", "Decision", "Retention", "Advocacy")
+
+
+class BadQuery(ValueError):
+    """A parameter the analytics cannot use (unknown model, empty funnel...)."""
+
+
+def _contact(alias: str) -> str:
+    return f"if(m.contact_id = '', concat('anon:', {alias}.anonymous_id), m.contact_id)"
+
+
+def _join(db: str, alias: str) -> str:
+    return (f" LEFT JOIN {db}.identity_map AS m ON m.site_id = {alias}.site_id"
+            f" AND m.anonymous_id = {alias}.anonymous_id")
+
+
+def _epoch(value: Any) -> float:
+    return datetime.fromisoformat(str(value)).timestamp() if not isinstance(value, int | float) else float(value)
+
+
+def _range(col: str, params: dict[str, Any], since: str | None, until: str | None) -> str:
+    sql = ""
+    if since:
+        params["since"] = since
+        sql += f" AND {col} >= parseDateTime64BestEffort({{since:String}}, 3)"
+    if until:
+        params["until"] = until
+        sql += f" AND {col} < parseDateTime64BestEffort({{until:String}}, 3)"
+    return sql
+
+
+def current_stages(storage: Storage, site_id: str) -> dict[str, str]:
+    """contact_id -> the furthest stage it has entered."""
+    db = storage.database
+    rows = storage.query(
+        f"SELECT {_contact('t')} AS contact_id, groupUniqArray(t.stage) AS stages"
+        f" FROM {db}.stage_transitions_data AS t{_join(db, 't')} WHERE t.site_id = {{s:String}}"
+        " GROUP BY contact_id",
+        {"s": site_id},
+    )
+    out = {}
+    for r in rows:
+        entered = [s for s in STAGE_ORDER if s in r["stages"]]
+        if entered:
+            out[r["contact_id"]] = entered[-1]
+    return out
+
+
+def contacts(storage: Storage, site_id: str, *, stage: str | None = None, channel: str | None = None,
+             campaign: str | None = None, converted: bool | None = None, since: str | None = None,
+             until: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    db = storage.database
+    p: dict[str, Any] = {"s": site_id, "limit": limit + 1, "offset": offset}
+    where = _range("start", p, since, until)
+    having = []
+    if channel:
+        p["channel"] = channel
+        having.append("has(channels, {channel:String})")
+    if campaign:
+        p["campaign"] = campaign
+        having.append("has(campaigns, {campaign:String})")
+    if converted is not None:
+        having.append("conversions > 0" if converted else "conversions = 0")
+    stages = current_stages(storage, site_id)
+    if stage:
+        if stage not in STAGE_ORDER:
+            raise BadQuery(f"unknown stage {stage!r}; use one of {', '.join(STAGE_ORDER)}")
+        p["ids"] = sorted(c for c, s in stages.items() if s == stage)
+        having.append("contact_id IN {ids:Array(String)}")
+    rows = storage.query(
+        f"SELECT contact_id, min(start) AS first_seen, max(end) AS last_seen, count() AS sessions,"
+        f" sum(conversions) AS conversions, argMin(channel, start) AS first_channel,"
+        f" groupUniqArray(channel) AS channels, arrayFilter(x -> x != '', groupUniqArray(campaign)) AS campaigns"
+        f" FROM {db}.sessions WHERE site_id = {{s:String}}{where} GROUP BY contact_id"
+        + (" HAVING " + " AND ".join(having) if having else "")
+        + " ORDER BY last_seen DESC, contact_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
+        p,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    for r in rows:
+        r["stage"] = stages.get(r["contact_id"], "")
+    return {"contacts": rows, "limit": limit, "offset": offset, "next_offset": offset + limit if more else None}
+
+
+def stages(storage: Storage, site_id: str) -> dict[str, Any]:
+    db = storage.database
+    rows = storage.query(
+        f"SELECT contact_id, stage, entered_at FROM {db}.stage_transitions WHERE site_id = {{s:String}}",
+        {"s": site_id},
+    )
+    entered: dict[str, dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        entered[r["contact_id"]][r["stage"]] = _epoch(r["entered_at"])
+    current: dict[str, int] = defaultdict(int)
+    ever: dict[str, int] = defaultdict(int)
+    gaps: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for per in entered.values():
+        reached = [s for s in STAGE_ORDER if s in per]
+        if not reached:
+            continue
+        current[reached[-1]] += 1
+        for s in reached:
+            ever[s] += 1
+        for a, b in zip(reached, reached[1:], strict=False):
+            gaps[(a, b)].append(max(0.0, per[b] - per[a]) / 3600.0)
+    return {
+        "stages": [{"stage": s, "contacts": current[s], "entered": ever[s]} for s in STAGE_ORDER],
+        "transitions": [
+            {"from": a, "to": b, "contacts": len(v), "median_hours": round(statistics.median(v), 3)}
+            for (a, b), v in sorted(gaps.items(), key=lambda kv: STAGE_ORDER.index(kv[0][0]))
+        ],
+    }
+
+
+def _step_condition(i: int, step: str, p: dict[str, Any]) -> str:
+    """A step is a page path (starts with '/') or an event name."""
+    p[f"step{i}"] = step
+    if step.startswith("/"):
+        return f"(e.type IN ('page', 'screen') AND e.page_path = {{step{i}:String}})"
+    return f"(e.event = {{step{i}:String}} AND e.type = 'track')"
+
+
+def funnel(storage: Storage, site_id: str, steps: list[str], window_s: int, by: str | None = None,
+           since: str | None = None, until: str | None = None) -> dict[str, Any]:
+    """Contacts reaching each step in order within ``window_s`` (ClickHouse windowFunnel)."""
+    if not 1 <= len(steps) <= 20:
+        raise BadQuery("steps: give 1 to 20 comma-separated page paths or event names")
+    if by not in (None, "", "channel"):
+        raise BadQuery("by: only 'channel' is supported")
+    db = storage.database
+    p: dict[str, Any] = {"s": site_id, "w": window_s}
+    conds = ", ".join(_step_condition(i, s, p) for i, s in enumerate(steps))
+    where = _range("e.timestamp", p, since, until)
+    rows = storage.query(
+        f"SELECT channel, level, count() AS n FROM ("
+        f" SELECT {_contact('e')} AS contact_id,"
+        f" argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal')) AS channel,"
+        f" windowFunnel({{w:UInt64}})(toDateTime(e.timestamp), {conds}) AS level"
+        f" FROM {db}.events AS e{_join(db, 'e')} WHERE e.site_id = {{s:String}} AND NOT e.is_bot{where}"
+        f" GROUP BY contact_id) WHERE level > 0 GROUP BY channel, level",
+        p,
+    )
+    totals = [0] * len(steps)
+    by_channel: dict[str, list[int]] = defaultdict(lambda: [0] * len(steps))
+    for r in rows:
+        for i in range(int(r["level"])):
+            totals[i] += int(r["n"])
+            by_channel[r["channel"] or "Direct"][i] += int(r["n"])
+    out_steps = [{"step": s, "count": totals[i], "conversion": round(totals[i] / totals[0], 4) if totals[0] else 0.0}
+                 for i, s in enumerate(steps)]
+    return {"steps": out_steps, "window_s": window_s, "by": dict(by_channel) if by else {}}
+
+
+def paths(storage: Storage, site_id: str, start: str | None, depth: int, limit: int,
+          since: str | None = None, until: str | None = None) -> dict[str, Any]:
+    """The most common sequences of pages/events within sessions, from ``start`` (or the entry)."""
+    if not 2 <= depth <= 10:
+        raise BadQuery("depth: 2 to 10")
+    db = storage.database
+    p: dict[str, Any] = {"s": site_id, "depth": depth, "limit": limit, "from": start or ""}
+    where = _range("timestamp", p, since, until)
+    rows = storage.query(
+        f"SELECT path, count() AS n FROM ("
+        f" SELECT arraySlice(steps, if({{from:String}} = '', 1, indexOf(steps, {{from:String}})), {{depth:UInt8}})"
+        f" AS path FROM ("
+        f"  SELECT arrayMap(x -> x.2, arraySort(x -> x.1, groupArray((timestamp,"
+        f"   if(type IN ('page', 'screen'), page_path, event))))) AS steps"
+        f"  FROM {db}.events WHERE site_id = {{s:String}} AND session_id != '' AND NOT is_bot"
+        f"  AND (type IN ('page', 'screen') OR (type = 'track' AND NOT startsWith(event, '$'))){where}"
+        f"  GROUP BY session_id)"
+        f" WHERE {{from:String}} = '' OR has(steps, {{from:String}}))"
+        f" GROUP BY path ORDER BY n DESC, path LIMIT {{limit:UInt32}}",
+        p,
+    )
+    links: dict[tuple[str, str], int] = defaultdict(int)
+    for r in rows:
+        for i, (a, b) in enumerate(zip(r["path"], r["path"][1:], strict=False)):
+            links[(f"{i + 1}:{a}", f"{i + 2}:{b}")] += int(r["n"])
+    return {
+        "paths": [{"path": r["path"], "count": int(r["n"])} for r in rows],
+        "links": [{"source": a, "target": b, "value": v} for (a, b), v in sorted(links.items(), key=lambda x: -x[1])],
+    }
+
+
+def attribution(storage: Storage, site_id: str, conversion: str, model: str, by: str, lookback_days: int,
+                half_life_days: float, since: str | None = None, until: str | None = None,
+                details: bool = False) -> dict[str, Any]:
+    """Credit per channel/source/campaign for ``conversion`` events, from session-entry touchpoints
+    of the same contact in the lookback window before each conversion."""
+    if model not in MODELS:
+        raise BadQuery(f"model: use one of {', '.join(MODELS)}")
+    chosen: Model = model
+    if by not in ("channel", "source", "medium", "campaign"):
+        raise BadQuery("by: channel, source, medium or campaign")
+    db = storage.database
+    p: dict[str, Any] = {"s": site_id, "conv": conversion}
+    where = _range("e.timestamp", p, since, until)
+    convs = storage.query(
+        f"SELECT {_contact('e')} AS contact_id, e.message_id AS message_id,"
+        f" toFloat64(toUnixTimestamp64Milli(e.timestamp)) / 1000 AS at"
+        f" FROM {db}.events AS e{_join(db, 'e')} WHERE e.site_id = {{s:String}} AND NOT e.is_bot"
+        f" AND e.event = {{conv:String}}{where} ORDER BY at",
+        p,
+    )
+    if not convs:
+        return {"model": model, "conversion": conversion, "lookback_days": lookback_days, "by": by,
+                "total_conversions": 0, "rows": []}
+    tps = storage.query(
+        f"SELECT contact_id, toFloat64(toUnixTimestamp64Milli(timestamp)) / 1000 AS at, channel, source, medium,"
+        f" campaign FROM {db}.touchpoints WHERE site_id = {{s:String}} AND kind = 'session_start'"
+        " AND contact_id IN {ids:Array(String)} ORDER BY contact_id, at",
+        {"s": site_id, "ids": sorted({c["contact_id"] for c in convs})},
+    )
+    touches: dict[str, list[Touch]] = defaultdict(list)
+    for t in tps:
+        touches[t["contact_id"]].append(Touch(float(t["at"]), t["channel"], t["source"], t["medium"], t["campaign"]))
+    lookback_s = lookback_days * 86400.0
+    credit: dict[str, float] = defaultdict(float)
+    per_conversion = []
+    for c in convs:
+        at = float(c["at"])
+        window = [t for t in touches[c["contact_id"]] if at - lookback_s <= t.at_s <= at + 0.001]
+        if not window:
+            window = [Touch(at, "Direct")]
+        ws = weights(chosen, window, at, half_life_days)
+        split: dict[str, float] = defaultdict(float)
+        for touch, w in zip(window, ws, strict=True):
+            key = getattr(touch, by) or ("Direct" if by == "channel" else "(none)")
+            credit[key] += w
+            split[key] += w
+        if details:
+            per_conversion.append({"contact_id": c["contact_id"], "message_id": c["message_id"],
+                                   "credits": dict(split)})
+    total = len(convs)
+    rows = [{"key": k, "credit": round(v, 6), "share": round(v / total, 6)}
+            for k, v in sorted(credit.items(), key=lambda kv: (-kv[1], kv[0])) if v > 0]
+    out: dict[str, Any] = {"model": model, "conversion": conversion, "lookback_days": lookback_days, "by": by,
+                           "total_conversions": total, "rows": rows}
+    if details:
+        out["conversions"] = per_conversion
+    return out
+
+
+def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, Any]:
+    db = storage.database
+    p: dict[str, Any] = {"s": site_id, "limit": limit}
+    exits = storage.query(
+        f"SELECT x.page AS page, x.exits AS exits, v.pageviews AS pageviews,"
+        f" round(x.exits / greatest(v.pageviews, 1), 4) AS exit_rate FROM"
+        f" (SELECT exit_page AS page, count() AS exits FROM {db}.sessions WHERE site_id = {{s:String}}"
+        f"  AND exit_page != '' GROUP BY page) AS x"
+        f" INNER JOIN (SELECT page_path AS page, count() AS pageviews FROM {db}.events"
+        f"  WHERE site_id = {{s:String}} AND type = 'page' AND NOT is_bot GROUP BY page) AS v ON v.page = x.page"
+        " ORDER BY exits DESC, exit_rate DESC, page LIMIT {limit:UInt32}",
+        p,
+    )
+    current = current_stages(storage, site_id)
+    last_exit = storage.query(
+        f"SELECT contact_id, argMax(exit_page, end) AS page FROM {db}.sessions WHERE site_id = {{s:String}}"
+        " GROUP BY contact_id",
+        p,
+    )
+    stuck: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in last_exit:
+        stage = current.get(r["contact_id"])
+        if stage and stage != STAGE_ORDER[-1] and r["page"]:
+            stuck[stage][r["page"]] += 1
+    dropoff = []
+    for stage in STAGE_ORDER[:-1]:
+        pages = sorted(stuck[stage].items(), key=lambda kv: (-kv[1], kv[0]))
+        dropoff.append({"stage": stage, "stuck_contacts": sum(stuck[stage].values()),
+                        "top_exit_pages": [{"page": pg, "count": n} for pg, n in pages[:limit]]})
+    rage = storage.query(
+        f"SELECT page_path AS page, JSONExtractString(properties, 'selector') AS selector, count() AS count"
+        f" FROM {db}.events WHERE site_id = {{s:String}} AND event = '$rage_click' GROUP BY page, selector"
+        " ORDER BY count DESC, page LIMIT {limit:UInt32}",
+        p,
+    )
+    errors = storage.query(
+        f"SELECT JSONExtractString(properties, 'message') AS message, JSONExtractString(properties, 'source')"
+        f" AS source, count() AS count FROM {db}.events WHERE site_id = {{s:String}} AND event = '$error'"
+        " GROUP BY message, source ORDER BY count DESC, message LIMIT {limit:UInt32}",
+        p,
+    )
+    return {"exit_pages": exits, "stage_dropoff": dropoff, "rage_clicks": rage, "errors": errors}
