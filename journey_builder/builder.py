@@ -209,37 +209,64 @@ class JourneyBuilder:
         ):
             self.visitors[(r["site_id"], r["anonymous_id"])].stages = set(r["stages"])
 
-    def _load_contacts(self, events: Iterable[EnrichedEvent]) -> None:
-        emails = sorted({(e["site_id"], e["email"]) for e in events if e["email"]} - self.email_contacts.keys())
-        if not emails:
-            return
+    def _load_contacts(self, events: Sequence[EnrichedEvent]) -> None:
+        """Contacts this batch may touch, in two queries (not one per contact)."""
         db = self.storage.database
-        for r in self.storage.query(
-            f"SELECT site_id, email, argMax(contact_id, version) AS contact_id FROM {db}.contacts_data"
-            " WHERE (site_id, email) IN {v:Array(Tuple(String, String))} GROUP BY site_id, email",
-            {"v": emails},
+        emails = sorted({(e["site_id"], e["email"]) for e in events if e["email"]} - self.email_contacts.keys())
+        if emails:
+            for r in self.storage.query(
+                f"SELECT site_id, email, argMax(contact_id, version) AS contact_id FROM {db}.contacts_data"
+                " WHERE (site_id, email) IN {v:Array(Tuple(String, String))} GROUP BY site_id, email",
+                {"v": emails},
+            ):
+                self.email_contacts[(r["site_id"], r["email"])] = r["contact_id"]
+        wanted: set[tuple[str, str]] = set()
+        for e in events:
+            if not (e["user_id"] or e["email"]):
+                continue
+            site = e["site_id"]
+            if e["user_id"]:
+                wanted.add((site, f"user:{e['user_id']}"))
+            if e["email"]:
+                wanted.add((site, self.email_contacts.get((site, e["email"])) or f"email:{e['email']}"))
+            known = self.visitors.get((site, visitor_id(e)))
+            if known is not None and known.contact_id:
+                wanted.add((site, known.contact_id))
+        missing = sorted(wanted - self.contacts.keys())
+        if not missing:
+            return
+        for row in self.storage.query(
+            f"SELECT * FROM {db}.contacts_data FINAL WHERE (site_id, contact_id) IN"
+            " {v:Array(Tuple(String, String))}",
+            {"v": missing},
         ):
-            self.email_contacts[(r["site_id"], r["email"])] = r["contact_id"]
+            self.contacts[(row["site_id"], row["contact_id"])] = self._parsed(row)
+        for site, cid in missing:
+            self.contacts.setdefault((site, cid), self._blank_contact(site, cid))
+
+    @staticmethod
+    def _parsed(row: dict[str, Any]) -> dict[str, Any]:
+        row["traits"] = orjson.loads(row["traits"] or "{}")
+        row["field_sources"] = orjson.loads(row["field_sources"] or "{}")
+        return row
+
+    @staticmethod
+    def _blank_contact(site_id: str, contact_id: str) -> dict[str, Any]:
+        row: dict[str, Any] = {"site_id": site_id, "contact_id": contact_id, "user_id": "", "traits": {},
+                               "field_sources": {}, "first_seen": "", "last_seen": "", "country": ""}
+        for f in CONTACT_FIELDS:
+            row[f] = False if f in ("email_free", "email_disposable") else ""
+        return row
 
     def _contact(self, site_id: str, contact_id: str) -> dict[str, Any]:
         key = (site_id, contact_id)
-        if key not in self.contacts:
+        if key not in self.contacts:  # not foreseen by _load_contacts (e.g. an alias): one lookup
             rows = self.storage.query(
                 f"SELECT * FROM {self.storage.database}.contacts_data FINAL"
                 " WHERE site_id = {s:String} AND contact_id = {c:String}",
                 {"s": site_id, "c": contact_id},
             )
-            if rows:
-                row = rows[0]
-                row["traits"] = orjson.loads(row["traits"] or "{}")
-                row["field_sources"] = orjson.loads(row["field_sources"] or "{}")
-            else:
-                row = {"site_id": site_id, "contact_id": contact_id, "user_id": "", "traits": {},
-                       "field_sources": {}, "first_seen": "", "last_seen": ""}
-                for f in CONTACT_FIELDS:
-                    row[f] = False if f in ("email_free", "email_disposable") else ""
-                row["country"] = ""
-            self.contacts[key] = row
+            self.contacts[key] = self._parsed(rows[0]) if rows else self._blank_contact(site_id, contact_id)
         return self.contacts[key]
 
     # ---- per event ------------------------------------------------------------------------------

@@ -1,0 +1,243 @@
+"""Journey read latency at 1M and 10M events: load synthetic traffic through the real journey
+builder into chDB, then time the read API of a real ``trailmark up`` on that data.
+
+    .venv/bin/python bench/journeys.py [--sizes 1000000,10000000] [--requests 200]
+
+Loading goes through JourneyBuilder.process (sessions, touchpoints, identities, contacts, stages
+and events are all derived, as in production) but skips the collector and enrichment: events are
+generated already enriched. Traffic is realistic in shape: visitors with 1-6 sessions over 60 days,
+channel mix with UTM campaigns and click ids, 25 % of visitors identify (some on two devices),
+conversions, stage-driving pages. Appends the figures to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAGES = ["/", "/features", "/pricing", "/blog", "/blog/post-1", "/blog/post-2", "/docs", "/docs/start",
+         "/compare", "/signup", "/cart", "/checkout", "/account", "/about", "/contact"]
+CHANNELS = [  # (weight, channel, utm_source, utm_medium, campaign pool, referrer host, referrer type, click id)
+    (30, "Organic Search", "", "", [], "www.google.com", "search", ""),
+    (15, "Paid Search", "google", "cpc", ["brand", "generic", "competitor"], "www.google.com", "search", "gclid"),
+    (20, "Direct", "", "", [], "", "direct", ""),
+    (10, "Organic Social", "", "", [], "www.facebook.com", "social", ""),
+    (6, "Paid Social", "facebook", "paid_social", ["retargeting", "lookalike"], "www.facebook.com", "social",
+     "fbclid"),
+    (9, "Email", "newsletter", "email", ["nov-digest", "onboarding", "winback"], "", "email", ""),
+    (7, "Referral", "", "", [], "news.example.net", "other", ""),
+    (3, "Display", "dsp", "display", ["awareness"], "ads.example.org", "other", ""),
+]
+DEVICES = [("desktop", "Chrome", "Windows"), ("desktop", "Safari", "Mac OS X"), ("mobile", "Mobile Safari", "iOS"),
+           ("mobile", "Chrome Mobile", "Android"), ("tablet", "Mobile Safari", "iOS")]
+COUNTRIES = ["US", "GB", "DE", "FR", "NL", "JP", "BR", "IN", "CA", "AU"]
+START = datetime(2026, 9, 1, tzinfo=UTC)
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_event(defaults: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    ev = dict(defaults)
+    ev.update(fields)
+    return ev
+
+
+def visitor_events(rng: random.Random, n: int, defaults: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """One visitor's events in time order, and the userId if it identified."""
+    anon = f"anon-{n:09d}"
+    device = rng.choice(DEVICES)
+    country = rng.choice(COUNTRIES)
+    weights = [c[0] for c in CHANNELS]
+    user = f"user-{n:09d}" if rng.random() < 0.25 else None
+    t = START + timedelta(seconds=rng.uniform(0, 50 * 86400))
+    events = []
+    sessions = rng.choices([1, 2, 3, 4, 6], [45, 25, 15, 10, 5])[0]
+    for s in range(sessions):
+        _, channel, src, med, camps, rhost, rtype, click = rng.choices(CHANNELS, weights)[0]
+        campaign = rng.choice(camps) if camps else ""
+        pages = rng.choices([1, 2, 3, 5, 8], [35, 25, 20, 15, 5])[0]
+        path = "/"
+        for p in range(pages):
+            path = rng.choice(PAGES) if p else rng.choice(["/", "/", "/blog/post-1", "/pricing", "/features"])
+            first = p == 0
+            events.append(make_event(
+                defaults, message_id=str(uuid.uuid4()), type="page", anonymous_id=anon, event="",
+                timestamp=iso(t), original_timestamp=iso(t), sent_at=iso(t), received_at=iso(t),
+                page_path=path, page_url=f"https://shop.example.com{path}", page_host="shop.example.com",
+                referrer_host=rhost if first else "shop.example.com",
+                referrer_type=rtype if first else "internal", channel=channel if first else "Internal",
+                utm_source=src if first else "", utm_medium=med if first else "",
+                utm_campaign=campaign if first else "", click_id_type=click if first else "",
+                click_id=uuid.uuid4().hex[:12] if first and click else "",
+                ua_device_type=device[0], ua_browser=device[1], ua_os=device[2], geo_country=country))
+            t += timedelta(seconds=rng.uniform(5, 240))
+            if path == "/signup" and rng.random() < 0.5:
+                events.append(make_event(defaults, message_id=str(uuid.uuid4()), type="track", anonymous_id=anon,
+                                         event="Signed Up", timestamp=iso(t), received_at=iso(t), page_path=path,
+                                         ua_device_type=device[0], geo_country=country))
+            if path == "/checkout" and rng.random() < 0.6:
+                events.append(make_event(defaults, message_id=str(uuid.uuid4()), type="track", anonymous_id=anon,
+                                         event="Order Completed", timestamp=iso(t), received_at=iso(t),
+                                         page_path=path, properties={"revenue": round(rng.uniform(10, 400), 2)},
+                                         ua_device_type=device[0], geo_country=country))
+        if user and s == sessions - 1:
+            email = f"{user}@{rng.choice(['gmail.com', 'acme.io', 'corp.example', 'outlook.com'])}"
+            events.append(make_event(defaults, message_id=str(uuid.uuid4()), type="identify", anonymous_id=anon,
+                                     user_id=user, traits={"email": email}, email=email,
+                                     email_domain=email.split("@")[1], timestamp=iso(t), received_at=iso(t)))
+        t += timedelta(seconds=rng.uniform(3600, 10 * 86400))
+    return events, user
+
+
+def load(data_dir: Path, target: int, seed: int = 7) -> dict[str, Any]:
+    """Runs in a child process: chDB allows one process per data path."""
+    from journey_builder.builder import JourneyBuilder
+    from schemas import ENRICHED_DEFAULTS
+    from trailmark.settings import JourneySettings
+    from trailmark.storage import apply_migrations
+    from trailmark.storage.chdb_backend import ChdbStorage
+
+    storage = ChdbStorage(data_dir / "clickhouse", "trailmark")
+    apply_migrations(storage)
+    builder = JourneyBuilder(storage, JourneySettings(), max_visitors=200_000)
+    defaults = {"v": 1, "site_id": "default", "event": "", "user_id": "", "previous_id": "", "group_id": "",
+                "properties": {}, "traits": {}, "context": {}, "original_timestamp": "", "sent_at": "",
+                "ip": "203.0.113.0",
+                "user_agent": "", **ENRICHED_DEFAULTS}
+    rng = random.Random(seed)
+    batch: list[dict[str, Any]] = []
+    total, n, users = 0, 0, []
+    started = time.perf_counter()
+    while total < target:
+        events, user = visitor_events(rng, n, defaults)
+        n += 1
+        if user:
+            users.append(user)
+            if rng.random() < 0.2:  # a second device of the same user
+                second, _ = visitor_events(rng, n + 10_000_000_000, defaults)
+                for e in second:
+                    if e["type"] == "identify":
+                        e["user_id"] = user
+                events += second
+        batch += events
+        total += len(events)
+        if len(batch) >= 20_000:
+            builder.process(batch)  # type: ignore[arg-type]
+            batch = []
+    if batch:
+        builder.process(batch)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    return {"events": total, "visitors": n, "users": users[:: max(1, len(users) // 500)][:500],
+            "load_s": seconds}
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def timed(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> tuple[float, float]:
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = client.get(url, headers=headers)
+        lat.append((time.perf_counter() - t) * 1000)
+        assert r.status_code == 200, r.text[:300]
+    return statistics.median(lat), percentile(lat, 0.95)
+
+
+def measure(size: int, requests: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="trailmark-journeys-"))
+    data = work / "data"
+    out = subprocess.run([sys.executable, __file__, "--load-child", str(data), str(size)], capture_output=True,
+                         check=True, cwd=ROOT)
+    info = orjson.loads(out.stdout.splitlines()[-1])
+    port = 18000 + random.randint(0, 999)
+    server = subprocess.Popen([sys.executable, "-m", "trailmark.cli", "up", "--port", str(port), "--data-dir",
+                               str(data)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        key = orjson.loads((data / "keys.json").read_bytes())["sites"][0]["read_key"]
+        h = {"authorization": f"Bearer {key}"}
+        rng = random.Random(3)
+        res: dict[str, Any] = {"size": size, **{k: info[k] for k in ("events", "visitors", "load_s")}}
+        with httpx.Client(base_url=base, timeout=120) as c:
+            journey_lat = []
+            for i in range(requests):
+                contact = rng.choice(info["users"]) if i % 2 == 0 else f"anon-{rng.randrange(info['visitors']):09d}"
+                t = time.perf_counter()
+                r = c.get(f"/v1/journeys/{contact}", headers=h)
+                journey_lat.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200, (contact, r.text[:200])
+            res["journey_p50"], res["journey_p95"] = statistics.median(journey_lat), percentile(journey_lat, 0.95)
+            res["funnel_p50"], res["funnel_p95"] = timed(
+                c, "/v1/funnel?steps=/,/pricing,/signup,Signed%20Up&window=604800", h, max(5, requests // 20))
+            res["attribution_p50"], res["attribution_p95"] = timed(
+                c, "/v1/attribution?conversion=Order%20Completed&model=linear", h, max(5, requests // 20))
+            rows = c.post("/v1/sql", json={"query": "SELECT count() AS n FROM trailmark.events"}, headers=h).json()
+            res["stored"] = rows["rows"][0]["n"]
+        return res
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--load-child":
+        print(orjson.dumps(load(Path(sys.argv[2]), int(sys.argv[3]))).decode())
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1000000,10000000")
+    ap.add_argument("--requests", type=int, default=200)
+    args = ap.parse_args()
+    results = [measure(int(s), args.requests) for s in args.sizes.split(",")]
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    lines = [f"## Journeys read API — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "",
+             f"Machine: {os.cpu_count()} cores, {cpu}. chDB {__import__('chdb').__version__}. Data loaded through"
+             " JourneyBuilder.process (enrichment skipped), then read through a `trailmark up` server with"
+             f" httpx from the same machine, {args.requests} journey requests (half by userId, half by"
+             " anonymousId), funnel = 4 steps / 7-day window, attribution = linear.", "",
+             "| events | visitors | load (builder) | journey p50 / p95 | funnel p50 / p95 | attribution p50 / p95 |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        lines.append(f"| {r['stored']:,} | {r['visitors']:,} | {r['load_s']:.0f} s ({r['events'] / r['load_s']:,.0f}"
+                     f" ev/s) | {r['journey_p50']:.1f} / {r['journey_p95']:.1f} ms | {r['funnel_p50']:.0f} /"
+                     f" {r['funnel_p95']:.0f} ms | {r['attribution_p50']:.0f} / {r['attribution_p95']:.0f} ms |")
+    lines += ["", "Targets: journey p95 < 50 ms and funnel < 1 s at 10M events.", ""]
+    text = "\n".join(lines)
+    print(text)
+    with open(ROOT / "bench" / "RESULTS.md", "a") as f:
+        f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
