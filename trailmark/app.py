@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +24,8 @@ from ingest.sites import SiteKeys
 from journey_builder.read_api import read_router
 from schemas import Site
 from trailmark import __version__
-from trailmark.bus.base import EventBus
+from trailmark.bus.base import BusUnavailable, EventBus, Producer
+from trailmark.bus.spool import SpoolingProducer
 from trailmark.runtime import DeadLetterSink, EnrichRunner, JourneyRunner, StageRunner
 from trailmark.settings import Settings
 from trailmark.storage import Storage, apply_migrations, open_storage
@@ -36,7 +38,7 @@ def make_bus(settings: Settings) -> EventBus:
     if settings.bus.kind == "kafka":
         from trailmark.bus.kafka import KafkaBus
 
-        return KafkaBus(settings.kafka_bootstrap, settings.bus)
+        return KafkaBus(settings.kafka_bootstrap, settings.bus, request_timeout_s=settings.bus.request_timeout_s)
     from trailmark.bus.embedded import EmbeddedBus
 
     return EmbeddedBus(settings.data_dir / "log" / "events.sqlite3")
@@ -50,10 +52,28 @@ class Runtime:
         self.roles = roles
         self.sites = sites
         self.bus: EventBus = make_bus(settings)
+        self.spool: SpoolingProducer | None = None
+        b = settings.bus
+        if b.kind == "kafka" and b.spool and "collector" in roles:
+            self.spool = SpoolingProducer(self.bus.producer(), (b.spool_dir or settings.data_dir / "spool")
+                                          / "spool.sqlite3", [b.topic_raw], spool_after_s=b.spool_after_s,
+                                          max_bytes=b.spool_max_bytes)
+        if b.kind == "kafka":
+            from trailmark.bus.kafka import PRODUCE_ERRORS
+
+            for topic in (b.topic_raw, b.topic_enriched, b.topic_dead_letter):  # exported at 0 from the start
+                for kind in ("unavailable", "timeout", "error"):
+                    PRODUCE_ERRORS.labels(topic, kind)
         self.storage: Storage | None = None
         self.runners: list[StageRunner] = []
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: list[asyncio.Task[None]] = []  # stage supervisors: one ending means not ready
+        self.aux: list[asyncio.Task[None]] = []  # connect retries, log truncation: cancelled on stop
         self.ready = False
+        self.stopping = asyncio.Event()
+
+    def producer(self) -> Producer:
+        """The collector's producer: the spool-backed one on Kafka, else the bus's own."""
+        return self.spool if self.spool is not None else self.bus.producer()
 
     def storage_or_fail(self) -> Storage:
         if self.storage is None:
@@ -61,20 +81,53 @@ class Runtime:
         return self.storage
 
     async def start(self) -> None:
-        b = self.settings.bus
-        await self.bus.start()
-        await self.bus.ensure_topics([b.topic_raw, b.topic_enriched, b.topic_dead_letter])
+        if self.spool is not None:
+            await self.spool.start()
         if "journeys" in self.roles:
             self.storage = await asyncio.to_thread(open_storage, self.settings)
             await asyncio.to_thread(apply_migrations, self.storage)
-            self.runners.append(JourneyRunner(self.bus, self.settings, self.storage))
-            self.runners.append(DeadLetterSink(self.bus, self.settings, self.storage))
+        try:
+            await self._connect()
+        except BusUnavailable as exc:
+            if self.settings.bus.kind != "kafka":
+                raise
+            log.warning("kafka at %s unreachable (%s); retrying in the background%s", self.settings.kafka_bootstrap,
+                        exc, " (the collector spools meanwhile)" if self.spool is not None else "")
+            self.aux.append(asyncio.create_task(self._connect_later(), name="connect"))
+            self.ready = self.spool is not None and self.roles == {"collector"}
+            return
+        self._start_stages()
+
+    async def _connect(self) -> None:
+        b = self.settings.bus
+        await self.bus.start()
+        await self.bus.ensure_topics([b.topic_raw, b.topic_enriched, b.topic_dead_letter])
+
+    async def _connect_later(self) -> None:
+        delay = 1.0
+        while not self.stopping.is_set():
+            await asyncio.sleep(delay)
+            try:
+                await self._connect()
+            except BusUnavailable as exc:
+                log.warning("kafka still unreachable: %s", exc)
+                delay = min(delay * 2, 10.0)
+                continue
+            log.warning("kafka reachable; starting stages")
+            self._start_stages()
+            return
+
+    def _start_stages(self) -> None:
+        if "journeys" in self.roles:
+            storage = self.storage_or_fail()
+            self.runners.append(JourneyRunner(self.bus, self.settings, storage))
+            self.runners.append(DeadLetterSink(self.bus, self.settings, storage))
         if "enricher" in self.roles:
             self.runners.append(EnrichRunner(self.bus, self.settings, {s["site_id"]: s for s in self.sites}))
         for runner in self.runners:
             self.tasks.append(asyncio.create_task(self._supervise(runner), name=runner.stage))
         if self.settings.bus.kind == "embedded" and {"enricher", "journeys"} <= self.roles:
-            self.tasks.append(asyncio.create_task(self._truncate_log(), name="truncate"))
+            self.aux.append(asyncio.create_task(self._truncate_log(), name="truncate"))
         self.ready = True
 
     async def _supervise(self, runner: StageRunner) -> None:
@@ -93,24 +146,33 @@ class Runtime:
         b = self.settings.bus
         assert isinstance(self.bus, EmbeddedBus)
         groups = {b.topic_raw: [b.group_enrich], b.topic_enriched: [b.group_journeys],
-                  b.topic_dead_letter: ["trailmark-dead-letters"]}
+                  b.topic_dead_letter: [b.group_dead_letters]}
         while True:
             await asyncio.sleep(30)
             for topic, gs in groups.items():
                 await asyncio.to_thread(self.bus.truncate_consumed, topic, gs)
 
     async def stop(self) -> None:
-        """Graceful: let each runner finish and commit its batch, then close the bus."""
+        """Graceful: each runner finishes and commits its batch (bounded), then the bus closes."""
         self.ready = False
+        self.stopping.set()
+        started = time.monotonic()
         for runner in self.runners:
             runner.stopping.set()
-        done, pending = await asyncio.wait(self.tasks, timeout=10) if self.tasks else (set(), set())
-        for task in pending:
+        for task in self.aux:
             task.cancel()
-        for task in pending:
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=8)
+            for task in pending:
+                log.warning("stage %s did not stop in 8 s; cancelling (its batch is redelivered)", task.get_name())
+                task.cancel()
+        for task in [*self.tasks, *self.aux]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.spool is not None:
+            await self.spool.stop()
         await self.bus.stop()
+        log.info("stopped %s in %.1f s", ",".join(sorted(self.roles)), time.monotonic() - started)
 
 
 def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = ROLES) -> FastAPI:
@@ -135,7 +197,7 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
 
     if "collector" in roles:
         keys = SiteKeys.of(sites)
-        collector = Collector(keys, runtime.bus.producer, settings.bus.topic_raw, settings.collector)
+        collector = Collector(keys, runtime.producer, settings.bus.topic_raw, settings.collector)
         app.include_router(collector_router(collector))
     if "journeys" in roles:
         by_read = {s["read_key"]: s for s in sites}

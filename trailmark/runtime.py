@@ -61,12 +61,25 @@ class StageRunner:
     async def handle(self, messages: Sequence[Message]) -> None:
         raise NotImplementedError
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on shutdown."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
     async def run(self) -> None:
         self.consumer = self.bus.consumer(self.topic, self.group)
         backoff = 0.2
         try:
             while not self.stopping.is_set():
-                messages = await self.consumer.poll(self.batch, self.settings.storage.flush_interval_s)
+                try:
+                    messages = await self.consumer.poll(self.batch, self.settings.storage.flush_interval_s)
+                except BusUnavailable as exc:
+                    log.warning("%s: cannot poll, retrying: %s", self.stage, exc)
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
                 LAG.labels(self.stage).set(self.consumer.lag())
                 if not messages:
                     continue
@@ -77,12 +90,15 @@ class StageRunner:
                         break
                     except (BusUnavailable, StorageUnavailable) as exc:
                         log.warning("%s: dependency unavailable, retrying: %s", self.stage, exc)
-                        await asyncio.sleep(backoff)
+                        await self._pause(backoff)
                         backoff = min(backoff * 2, 5.0)
                         if self.stopping.is_set():
                             return  # not committed: redelivered on restart
                 backoff = 0.2
-                await self.consumer.commit()
+                try:
+                    await self.consumer.commit()
+                except BusUnavailable as exc:  # offsets stay pending: the next commit carries them
+                    log.warning("%s: commit failed, will retry with the next batch: %s", self.stage, exc)
                 BATCH_SIZE.labels(self.stage).observe(len(messages))
                 BATCH_SECONDS.labels(self.stage).observe(time.perf_counter() - started)
         finally:
@@ -171,7 +187,8 @@ class DeadLetterSink(StageRunner):
     stage = "dead_letters"
 
     def __init__(self, bus: EventBus, settings: Settings, storage: Storage) -> None:
-        super().__init__(bus, settings, settings.bus.topic_dead_letter, "trailmark-dead-letters", 5000)
+        super().__init__(bus, settings, settings.bus.topic_dead_letter, settings.bus.group_dead_letters,
+                         5000)
         self.storage = storage
 
     async def handle(self, messages: Sequence[Message]) -> None:

@@ -29,6 +29,7 @@ class BusSettings(BaseModel):
     topic_dead_letter: str = "trailmark.dead_letter"
     group_enrich: str = "trailmark-enrich"
     group_journeys: str = "trailmark-journeys"
+    group_dead_letters: str = "trailmark-dead-letters"  # copies dead letters into ClickHouse
     partitions: int = 3
     replication: int = 1
     linger_ms: int = 5

@@ -10,8 +10,10 @@
 #
 # Env: KAFKA_RUN_DIR (default .cache/kafka/run), KAFKA_CACHE_DIR (default .cache/kafka),
 #      KAFKA_PORT / KAFKA_CONTROLLER_PORT (default: free ports), KAFKA_HEAP_OPTS (default -Xmx512m),
-#      KAFKA_START_TIMEOUT (seconds, default 90), PYTHON (for the readiness check).
-# Data is ephemeral: every start formats a fresh log dir, so tests never see old topics.
+#      KAFKA_START_TIMEOUT (seconds, default 90), PYTHON (for the readiness check),
+#      KAFKA_KEEP_DATA=1 (start over the existing data dir, on the same ports: a broker restart).
+# Data is ephemeral: every start formats a fresh log dir, so tests never see old topics
+# (unless KAFKA_KEEP_DATA=1, which the outage tests use to stop and restart one broker).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -191,22 +193,38 @@ start() {
     echo "bootstrap=$(cat "$run/bootstrap")"
     return 0
   fi
-  local port cport
-  read -r port cport <<<"$(free_ports)"
+  local port cport keep=0
+  if [[ "${KAFKA_KEEP_DATA:-0}" == "1" && -f "$run/data/meta.properties" && -f "$run/server.properties" ]]; then
+    # Restart over the same data (topics, offsets, producer state) on the same ports.
+    keep=1
+    port="$(sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\),.*|\1|p' "$run/server.properties")"
+    cport="$(sed -n 's|^listeners=.*CONTROLLER://127.0.0.1:\([0-9]*\)$|\1|p' "$run/server.properties")"
+  else
+    read -r port cport <<<"$(free_ports)"
+  fi
   port="${KAFKA_PORT:-$port}"
   cport="${KAFKA_CONTROLLER_PORT:-$cport}"
   [[ "$port" =~ ^[0-9]+$ && "$cport" =~ ^[0-9]+$ ]] || die "could not pick ports (got '$port' '$cport')"
   [[ "$port" != "$cport" ]] || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
 
-  rm -rf "$run/data" "$run/logs" "$run/bootstrap" "$pidfile"
-  mkdir -p "$run/data" "$run/logs"
-  write_config "$port" "$cport"
-  java_opts
+  if ((keep)); then
+    rm -f "$run/bootstrap" "$pidfile"
+    mkdir -p "$run/logs"
+    mv -f "$run/logs/server.log" "$run/logs/server.log.prev" 2>/dev/null || true
+    write_config "$port" "$cport"
+    java_opts
+    log "keeping the data in $run/data (KAFKA_KEEP_DATA=1), port $port"
+  else
+    rm -rf "$run/data" "$run/logs" "$run/bootstrap" "$pidfile"
+    mkdir -p "$run/data" "$run/logs"
+    write_config "$port" "$cport"
+    java_opts
 
-  if ! java "${jopts[@]}" kafka.tools.StorageTool format -t "$(cluster_id)" \
-      -c "$run/server.properties" --standalone >"$run/logs/format.log" 2>&1; then
-    cat "$run/logs/format.log" >&2
-    die "kafka-storage format failed (see $run/logs/format.log)"
+    if ! java "${jopts[@]}" kafka.tools.StorageTool format -t "$(cluster_id)" \
+        -c "$run/server.properties" --standalone >"$run/logs/format.log" 2>&1; then
+      cat "$run/logs/format.log" >&2
+      die "kafka-storage format failed (see $run/logs/format.log)"
+    fi
   fi
 
   # setsid: the broker outlives this script and is not hit by Ctrl-C in the calling terminal.

@@ -26,11 +26,16 @@ from aiokafka.errors import (
     UnknownMemberIdError,
     for_code,
 )
+from prometheus_client import Counter
 
 from trailmark.bus.base import BusError, BusUnavailable, Message
 from trailmark.settings import BusSettings
 
 log = logging.getLogger(__name__)
+
+PRODUCED = Counter("trailmark_produced_records_total", "Records acknowledged by the broker", ["topic"])
+PRODUCE_ERRORS = Counter("trailmark_produce_errors_total", "Produce calls that failed (records not acknowledged)",
+                         ["topic", "kind"])
 
 _COMPRESSION: dict[str, str | None] = {"lz4": "lz4", "zstd": "zstd", "gzip": "gzip", "none": None}
 # The group rebalanced under us: the records will be redelivered to the new owner (at-least-once),
@@ -86,11 +91,16 @@ class KafkaProducer:
                 for result in results:
                     if isinstance(result, BaseException):
                         raise result
-        except BusError:
+        except BusError as exc:
+            PRODUCE_ERRORS.labels(topic, "unavailable" if isinstance(exc, BusUnavailable) else "error").inc()
             for fut in futures:
                 if not fut.done():
                     fut.cancel()
             raise
+        except asyncio.CancelledError:  # e.g. the collector's spool deadline: not acknowledged
+            PRODUCE_ERRORS.labels(topic, "timeout").inc()
+            raise
+        PRODUCED.labels(topic).inc(len(records))
 
 
 class _Tracker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -189,8 +199,8 @@ class KafkaConsumer:
         """Leave the group (so the partitions move at once) without committing anything."""
         self._closed = True
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await _quietly(consumer.stop())
+        if consumer is not None:  # bounded: leaving the group waits on the broker
+            await _quietly(asyncio.wait_for(consumer.stop(), 5.0))
         self._bus._consumers.discard(self)
 
     def lag(self) -> int:
@@ -284,18 +294,29 @@ class KafkaBus:
             metadata_max_age_ms=30_000,
         )
 
-    async def stop(self) -> None:
-        """Flush and close the producer (pending records are delivered first), then close consumers."""
+    async def stop(self, flush_timeout_s: float = 3.0) -> None:
+        """Close consumers, then flush and close the producer, each bounded in time.
+
+        Nothing depends on the flush for correctness: every ``send_batch`` returns only once its
+        records are acknowledged, so records still queued belong to calls that have not returned
+        (their batch is not committed / not answered 200) and will be sent again. The bound keeps a
+        SIGTERM quick when the broker is gone.
+        """
         for consumer in list(self._consumers):
             await consumer.close()
         async with self._producer_lock:
             producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                async with _mapped("flush producer", 2 * self.request_timeout_s + 1):
+                async with asyncio.timeout(flush_timeout_s):
                     await producer.flush()
-            finally:
-                await _quietly(producer.stop())
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("kafka producer not flushed on stop: %s", exc or "timeout")
+            try:
+                async with asyncio.timeout(flush_timeout_s):
+                    await producer.stop()
+            except Exception as exc:  # noqa: BLE001 - best-effort close on shutdown
+                log.debug("kafka producer stop: %s", exc or "timeout")
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create the missing topics; existing ones are left as they are (partition count included)."""
