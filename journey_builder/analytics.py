@@ -15,6 +15,11 @@ from trailmark.storage.base import Storage
 STAGE_ORDER = ("Awareness", "Consideration", "Decision", "Retention", "Advocacy")
 
 
+def _q(storage: Storage, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Reads run on the storage's read-only sessions, never queued behind the builder's writes."""
+    return storage.query(sql, params, readonly=True)
+
+
 class BadQuery(ValueError):
     """A parameter the analytics cannot use (unknown model, empty funnel...)."""
 
@@ -46,7 +51,7 @@ def _range(col: str, params: dict[str, Any], since: str | None, until: str | Non
 def current_stages(storage: Storage, site_id: str) -> dict[str, str]:
     """contact_id -> the furthest stage it has entered."""
     db = storage.database
-    rows = storage.query(
+    rows = _q(storage, 
         f"SELECT {_contact('t')} AS contact_id, groupUniqArray(t.stage) AS stages"
         f" FROM {db}.stage_transitions_data AS t{_join(db, 't')} WHERE t.site_id = {{s:String}}"
         " GROUP BY contact_id",
@@ -81,7 +86,7 @@ def contacts(storage: Storage, site_id: str, *, stage: str | None = None, channe
             raise BadQuery(f"unknown stage {stage!r}; use one of {', '.join(STAGE_ORDER)}")
         p["ids"] = sorted(c for c, s in stages.items() if s == stage)
         having.append("contact_id IN {ids:Array(String)}")
-    rows = storage.query(
+    rows = _q(storage, 
         f"SELECT contact_id, min(start) AS first_seen, max(end) AS last_seen, count() AS sessions,"
         f" sum(conversions) AS conversions, argMin(channel, start) AS first_channel,"
         f" groupUniqArray(channel) AS channels, arrayFilter(x -> x != '', groupUniqArray(campaign)) AS campaigns"
@@ -99,7 +104,7 @@ def contacts(storage: Storage, site_id: str, *, stage: str | None = None, channe
 
 def stages(storage: Storage, site_id: str) -> dict[str, Any]:
     db = storage.database
-    rows = storage.query(
+    rows = _q(storage, 
         f"SELECT contact_id, stage, entered_at FROM {db}.stage_transitions WHERE site_id = {{s:String}}",
         {"s": site_id},
     )
@@ -146,7 +151,7 @@ def funnel(storage: Storage, site_id: str, steps: list[str], window_s: int, by: 
     p: dict[str, Any] = {"s": site_id, "w": window_s}
     conds = ", ".join(_step_condition(i, s, p) for i, s in enumerate(steps))
     where = _range("e.timestamp", p, since, until)
-    rows = storage.query(
+    rows = _q(storage, 
         f"SELECT channel, level, count() AS n FROM ("
         f" SELECT {_contact('e')} AS contact_id,"
         f" argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal')) AS channel,"
@@ -174,7 +179,7 @@ def paths(storage: Storage, site_id: str, start: str | None, depth: int, limit: 
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "depth": depth, "limit": limit, "from": start or ""}
     where = _range("timestamp", p, since, until)
-    rows = storage.query(
+    rows = _q(storage, 
         f"SELECT path, count() AS n FROM ("
         f" SELECT arraySlice(steps, if({{from:String}} = '', 1, indexOf(steps, {{from:String}})), {{depth:UInt8}})"
         f" AS path FROM ("
@@ -210,7 +215,7 @@ def attribution(storage: Storage, site_id: str, conversion: str, model: str, by:
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "conv": conversion}
     where = _range("e.timestamp", p, since, until)
-    convs = storage.query(
+    convs = _q(storage, 
         f"SELECT {_contact('e')} AS contact_id, e.message_id AS message_id,"
         f" toFloat64(toUnixTimestamp64Milli(e.timestamp)) / 1000 AS at"
         f" FROM {db}.events AS e{_join(db, 'e')} WHERE e.site_id = {{s:String}} AND NOT e.is_bot"
@@ -220,7 +225,7 @@ def attribution(storage: Storage, site_id: str, conversion: str, model: str, by:
     if not convs:
         return {"model": model, "conversion": conversion, "lookback_days": lookback_days, "by": by,
                 "total_conversions": 0, "rows": []}
-    tps = storage.query(
+    tps = _q(storage, 
         f"SELECT contact_id, toFloat64(toUnixTimestamp64Milli(timestamp)) / 1000 AS at, channel, source, medium,"
         f" campaign FROM {db}.touchpoints WHERE site_id = {{s:String}} AND kind = 'session_start'"
         " AND contact_id IN {ids:Array(String)} ORDER BY contact_id, at",
@@ -259,7 +264,7 @@ def attribution(storage: Storage, site_id: str, conversion: str, model: str, by:
 def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, Any]:
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "limit": limit}
-    exits = storage.query(
+    exits = _q(storage, 
         f"SELECT x.page AS page, x.exits AS exits, v.pageviews AS pageviews,"
         f" round(x.exits / greatest(v.pageviews, 1), 4) AS exit_rate FROM"
         f" (SELECT exit_page AS page, count() AS exits FROM {db}.sessions WHERE site_id = {{s:String}}"
@@ -270,7 +275,7 @@ def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, An
         p,
     )
     current = current_stages(storage, site_id)
-    last_exit = storage.query(
+    last_exit = _q(storage, 
         f"SELECT contact_id, argMax(exit_page, end) AS page FROM {db}.sessions WHERE site_id = {{s:String}}"
         " GROUP BY contact_id",
         p,
@@ -285,13 +290,13 @@ def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, An
         pages = sorted(stuck[stage].items(), key=lambda kv: (-kv[1], kv[0]))
         dropoff.append({"stage": stage, "stuck_contacts": sum(stuck[stage].values()),
                         "top_exit_pages": [{"page": pg, "count": n} for pg, n in pages[:limit]]})
-    rage = storage.query(
+    rage = _q(storage, 
         f"SELECT page_path AS page, JSONExtractString(properties, 'selector') AS selector, count() AS count"
         f" FROM {db}.events WHERE site_id = {{s:String}} AND event = '$rage_click' GROUP BY page, selector"
         " ORDER BY count DESC, page LIMIT {limit:UInt32}",
         p,
     )
-    errors = storage.query(
+    errors = _q(storage, 
         f"SELECT JSONExtractString(properties, 'message') AS message, JSONExtractString(properties, 'source')"
         f" AS source, count() AS count FROM {db}.events WHERE site_id = {{s:String}} AND event = '$error'"
         " GROUP BY message, source ORDER BY count DESC, message LIMIT {limit:UInt32}",

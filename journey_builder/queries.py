@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from trailmark.storage.base import Storage
 
+_POOL = ThreadPoolExecutor(max_workers=5, thread_name_prefix="journey-read")
+
 
 def resolve(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str]] | None:
-    """(contact_id, anonymous ids) for a userId, email, contact id or anonymousId."""
+    """(contact_id, anonymous ids) for a userId, email, contact id or anonymousId.
+
+    Two primary-key lookups: ``contact_handles`` names -> contact, ``contact_devices`` contact ->
+    devices, keeping only devices whose latest link (identity_map) is still this contact.
+    """
     db = storage.database
     rows = storage.query(
-        f"SELECT DISTINCT contact_id FROM {db}.identities_data WHERE site_id = {{s:String}} AND ("
-        "contact_id IN ({c:String}, concat('user:', {c:String}), concat('email:', lower({c:String})))"
-        " OR user_id = {c:String} OR email = lower({c:String}) OR anonymous_id = {c:String})"
-        " ORDER BY startsWith(contact_id, 'user:') DESC LIMIT 1",
-        {"s": site_id, "c": contact},
+        f"SELECT contact_id, max(last_seen) AS seen FROM {db}.contact_handles WHERE site_id = {{s:String}}"
+        " AND handle IN ({c:String}, concat('user:', {c:String}), lower({c:String}),"
+        " concat('email:', lower({c:String}))) GROUP BY contact_id"
+        " ORDER BY startsWith(contact_id, 'user:') DESC, seen DESC LIMIT 1",
+        {"s": site_id, "c": contact}, readonly=True,
     )
     if rows:
         contact_id = rows[0]["contact_id"]
         anon = storage.query(
             f"SELECT anonymous_id FROM {db}.identity_map WHERE site_id = {{s:String}} AND anonymous_id IN"
-            f" (SELECT anonymous_id FROM {db}.identities_data WHERE site_id = {{s:String}}"
+            f" (SELECT anonymous_id FROM {db}.contact_devices WHERE site_id = {{s:String}}"
             " AND contact_id = {c:String}) AND contact_id = {c:String}",
-            {"s": site_id, "c": contact_id},
+            {"s": site_id, "c": contact_id}, readonly=True,
         )
         return contact_id, sorted(r["anonymous_id"] for r in anon)
     anonymous_id = contact.removeprefix("anon:")
     seen = storage.query(
         f"SELECT 1 AS x FROM {db}.sessions_data WHERE site_id = {{s:String}} AND anonymous_id = {{a:String}}"
         " LIMIT 1",
-        {"s": site_id, "a": anonymous_id},
+        {"s": site_id, "a": anonymous_id}, readonly=True,
     )
     return (f"anon:{anonymous_id}", [anonymous_id]) if seen else None
 
@@ -42,48 +49,39 @@ def journey(storage: Storage, site_id: str, contact: str) -> dict[str, Any] | No
     contact_id, anonymous_ids = found
     db = storage.database
     p = {"s": site_id, "a": anonymous_ids, "c": contact_id}
-    profile = storage.query(
-        f"SELECT * EXCEPT (version) FROM {db}.contacts_data FINAL WHERE site_id = {{s:String}}"
-        " AND contact_id = {c:String}",
-        p,
-    )
-    identities = storage.query(
-        f"SELECT anonymous_id, contact_id, user_id, email, min(first_seen) AS first_seen,"
-        f" max(last_seen) AS last_seen FROM {db}.identities_data WHERE site_id = {{s:String}}"
-        " AND anonymous_id IN {a:Array(String)} GROUP BY anonymous_id, contact_id, user_id, email"
-        " ORDER BY first_seen",
-        p,
-    )
-    sessions = storage.query(
-        f"SELECT session_id, anonymous_id, user_id, start, end, toUInt32(dateDiff('second', start, end))"
-        f" AS duration_s, pageviews, events, entry_page AS landing_page, exit_page, referrer_host, channel,"
-        f" source, medium, campaign, click_id_type, device, browser, os, country,"
-        f" pageviews <= 1 AND events <= 1 AS bounce, converted, conversions"
-        f" FROM {db}.sessions_data FINAL WHERE site_id = {{s:String}} AND anonymous_id IN {{a:Array(String)}}"
-        " ORDER BY start, session_id",
-        p,
-    )
-    touchpoints = storage.query(
-        f"SELECT touchpoint_id, session_id, anonymous_id, timestamp, kind, event, page_path, channel, source,"
-        f" medium, campaign, stage FROM {db}.touchpoints_data FINAL WHERE site_id = {{s:String}}"
-        " AND anonymous_id IN {a:Array(String)} ORDER BY timestamp, touchpoint_id",
-        p,
-    )
-    stages = storage.query(
-        f"SELECT t.stage AS stage, min(t.entered_at) AS entered_at, argMin(t.rule, t.entered_at) AS rule"
-        f" FROM {db}.stage_transitions_data AS t WHERE site_id = {{s:String}} AND anonymous_id IN {{a:Array(String)}}"
-        " GROUP BY stage ORDER BY entered_at",
-        p,
-    )
-    conversions = [t for t in touchpoints if t["kind"] == "conversion"]
+    sql = {
+        "contact": f"SELECT * EXCEPT (version) FROM {db}.contacts_data FINAL WHERE site_id = {{s:String}}"
+                   " AND contact_id = {c:String}",
+        "identities": f"SELECT anonymous_id, contact_id, user_id, email, min(first_seen) AS first_seen,"
+                      f" max(last_seen) AS last_seen FROM {db}.identities_data WHERE site_id = {{s:String}}"
+                      " AND anonymous_id IN {a:Array(String)} GROUP BY anonymous_id, contact_id, user_id, email"
+                      " ORDER BY first_seen",
+        "sessions": f"SELECT session_id, anonymous_id, user_id, start, end, toUInt32(dateDiff('second', start, end))"
+                    f" AS duration_s, pageviews, events, entry_page AS landing_page, exit_page, referrer_host,"
+                    f" channel, source, medium, campaign, click_id_type, device, browser, os, country,"
+                    f" pageviews <= 1 AND events <= 1 AS bounce, converted, conversions"
+                    f" FROM {db}.sessions_data FINAL WHERE site_id = {{s:String}}"
+                    " AND anonymous_id IN {a:Array(String)} ORDER BY start, session_id",
+        "touchpoints": f"SELECT touchpoint_id, session_id, anonymous_id, timestamp, kind, event, page_path, channel,"
+                       f" source, medium, campaign, stage FROM {db}.touchpoints_data FINAL"
+                       " WHERE site_id = {s:String} AND anonymous_id IN {a:Array(String)}"
+                       " ORDER BY timestamp, touchpoint_id",
+        "stages": f"SELECT t.stage AS stage, min(t.entered_at) AS entered_at, argMin(t.rule, t.entered_at) AS rule"
+                  f" FROM {db}.stage_transitions_data AS t WHERE site_id = {{s:String}}"
+                  " AND anonymous_id IN {a:Array(String)} GROUP BY stage ORDER BY entered_at",
+    }
+    # independent lookups: run them side by side on the storage's read-only sessions
+    futures = {k: _POOL.submit(storage.query, q, p, readonly=True) for k, q in sql.items()}
+    got = {k: f.result() for k, f in futures.items()}
+    touchpoints = got["touchpoints"]
     return {
         "site_id": site_id,
         "contact_id": contact_id,
-        "contact": profile[0] if profile else None,
+        "contact": got["contact"][0] if got["contact"] else None,
         "anonymous_ids": anonymous_ids,
-        "identities": identities,
-        "sessions": sessions,
+        "identities": got["identities"],
+        "sessions": got["sessions"],
         "touchpoints": touchpoints,
-        "stage_transitions": stages,
-        "conversions": conversions,
+        "stage_transitions": got["stages"],
+        "conversions": [t for t in touchpoints if t["kind"] == "conversion"],
     }

@@ -113,6 +113,7 @@ CREATE TABLE IF NOT EXISTS {db}.sessions_data
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (site_id, anonymous_id, session_id)
+SETTINGS index_granularity = 256
 ;
 CREATE TABLE IF NOT EXISTS {db}.touchpoints_data
 (
@@ -132,6 +133,7 @@ CREATE TABLE IF NOT EXISTS {db}.touchpoints_data
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (site_id, anonymous_id, touchpoint_id, kind)
+SETTINGS index_granularity = 256
 ;
 CREATE TABLE IF NOT EXISTS {db}.identities_data
 (
@@ -148,6 +150,7 @@ CREATE TABLE IF NOT EXISTS {db}.identities_data
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (site_id, anonymous_id, contact_id, user_id, email)
+SETTINGS index_granularity = 256
 ;
 CREATE TABLE IF NOT EXISTS {db}.contacts_data
 (
@@ -176,6 +179,7 @@ CREATE TABLE IF NOT EXISTS {db}.contacts_data
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (site_id, contact_id)
+SETTINGS index_granularity = 256
 ;
 CREATE TABLE IF NOT EXISTS {db}.stage_transitions_data
 (
@@ -188,6 +192,37 @@ CREATE TABLE IF NOT EXISTS {db}.stage_transitions_data
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (site_id, anonymous_id, stage, entered_at)
+SETTINGS index_granularity = 256
+;
+CREATE TABLE IF NOT EXISTS {db}.contact_handles
+(
+    site_id LowCardinality(String),
+    handle String COMMENT 'a contact id, userId, email or anonymousId that names the contact',
+    contact_id String,
+    last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (site_id, handle, contact_id)
+SETTINGS index_granularity = 256
+;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.contact_handles_mv TO {db}.contact_handles AS
+SELECT site_id, arrayJoin(arrayFilter(x -> x != '', [contact_id, user_id, email, anonymous_id])) AS handle,
+       contact_id, last_seen
+FROM {db}.identities_data
+;
+CREATE TABLE IF NOT EXISTS {db}.contact_devices
+(
+    site_id LowCardinality(String),
+    contact_id String,
+    anonymous_id String,
+    last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (site_id, contact_id, anonymous_id)
+SETTINGS index_granularity = 256
+;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.contact_devices_mv TO {db}.contact_devices AS
+SELECT site_id, contact_id, anonymous_id, last_seen FROM {db}.identities_data
 ;
 CREATE VIEW IF NOT EXISTS {db}.identities AS
 SELECT site_id, anonymous_id, contact_id, user_id, email,

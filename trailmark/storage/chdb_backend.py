@@ -46,7 +46,7 @@ def _rows(data: bytes) -> list[Row]:
 
 
 class ChdbStorage:
-    def __init__(self, path: Path, database: str = "trailmark", read_sessions: int = 2) -> None:
+    def __init__(self, path: Path, database: str = "trailmark", read_sessions: int = 6) -> None:
         from chdb import session
 
         path.mkdir(parents=True, exist_ok=True)
