@@ -40,14 +40,23 @@ def post(url: str, key: str, events: list[dict[str, object]]) -> httpx.Response:
                       headers={"content-type": "application/json", "user-agent": CHROME_UA}, timeout=30)
 
 
-async def _read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 30) -> list[tuple[bytes, bytes, int]]:
+async def _read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 30,
+                      idle_s: float | None = None) -> list[tuple[bytes, bytes, int]]:
+    """(key, value, partition) from the start of a topic: ``n`` records, or (with ``idle_s``)
+    everything until nothing new came for that long."""
     bus = KafkaBus(bootstrap, BusSettings(kind="kafka"))
     consumer = bus.consumer(topic, f"test-reader-{time.monotonic_ns()}")
     got: list[tuple[bytes, bytes, int]] = []
     deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
     try:
         while len(got) < n and time.monotonic() < deadline:
-            got += [(m.key, m.value, m.partition) for m in await consumer.poll(1000, 0.5)]
+            batch = [(m.key, m.value, m.partition) for m in await consumer.poll(1000, 0.5)]
+            if batch:
+                got += batch
+                last = time.monotonic()
+            elif idle_s is not None and got and time.monotonic() - last > idle_s:
+                break
     finally:
         await consumer.close()
         await bus.stop()

@@ -14,16 +14,23 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import (
     CommitFailedError,
+    DuplicateSequenceNumber,
     IllegalGenerationError,
+    InvalidProducerEpoch,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     KafkaUnavailableError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
     RebalanceInProgressError,
     TopicAlreadyExistsError,
     UnknownMemberIdError,
+    UnknownProducerId,
     for_code,
 )
 from prometheus_client import Counter
@@ -38,9 +45,38 @@ PRODUCE_ERRORS = Counter("trailmark_produce_errors_total", "Produce calls that f
                          ["topic", "kind"])
 
 _COMPRESSION: dict[str, str | None] = {"lz4": "lz4", "zstd": "zstd", "gzip": "gzip", "none": None}
+# Errors that leave an idempotent producer unusable (its sequence / epoch state is off, or its
+# sender task died): the bus replaces the producer and the caller retries.
+_PRODUCER_STATE = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced,
+                   DuplicateSequenceNumber, ProducerClosed)
 # The group rebalanced under us: the records will be redelivered to the new owner (at-least-once),
 # so a failed commit is not an error the caller can act on.
 _REBALANCED = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError, RebalanceInProgressError)
+
+
+def _backoff_failed_metadata() -> None:
+    """Pause after a failed metadata update, as aiokafka's own retry loops assume.
+
+    With the broker down, aiokafka's consumer fetcher and producer sender force a metadata update
+    and retry as soon as it fails, and a failed update returns at once (connection refused): a busy
+    loop of thousands of attempts (and two log lines each) per second per client for the whole
+    outage. One ``retry_backoff_ms`` (100 ms) after each failure bounds that at ~10 per second.
+    """
+    original = AIOKafkaClient._metadata_update
+    if getattr(original, "_trailmark_backoff", False):
+        return
+
+    async def _metadata_update(self: Any, cluster_metadata: Any, topics: Any) -> Any:
+        ok = await original(self, cluster_metadata, topics)
+        if not ok:
+            await asyncio.sleep(getattr(self, "_retry_backoff", 0.1))
+        return ok
+
+    _metadata_update._trailmark_backoff = True  # type: ignore[attr-defined]
+    AIOKafkaClient._metadata_update = _metadata_update
+
+
+_backoff_failed_metadata()
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -92,12 +128,21 @@ class KafkaProducer:
                     if isinstance(result, BaseException):
                         raise result
         except BusError as exc:
-            PRODUCE_ERRORS.labels(topic, "unavailable" if isinstance(exc, BusUnavailable) else "error").inc()
+            # A failed or expired batch leaves a gap in the idempotent producer's sequence numbers,
+            # which the broker answers with OutOfOrderSequenceNumber on every later batch (aiokafka
+            # does not bump the epoch as the Java client does): start over with a new producer id.
+            self._bus._discard_producer(producer)
+            fatal = isinstance(exc.__cause__, _PRODUCER_STATE)
+            PRODUCE_ERRORS.labels(topic, "unavailable" if isinstance(exc, BusUnavailable) or fatal
+                                  else "error").inc()
             for fut in futures:
                 if not fut.done():
                     fut.cancel()
+            if fatal:
+                raise BusUnavailable(f"kafka send to {topic}: producer reset after {exc.__cause__!r}") from exc
             raise
         except asyncio.CancelledError:  # e.g. the collector's spool deadline: not acknowledged
+            self._bus._discard_producer(producer)
             PRODUCE_ERRORS.labels(topic, "timeout").inc()
             raise
         PRODUCED.labels(topic).inc(len(records))
@@ -254,6 +299,7 @@ class KafkaBus:
         self._producer: Any = None
         self._producer_lock = asyncio.Lock()
         self._consumers: set[KafkaConsumer] = set()
+        self._closing: set[asyncio.Task[None]] = set()  # discarded producers, stopping
 
     @property
     def request_timeout_ms(self) -> int:
@@ -261,6 +307,19 @@ class KafkaBus:
 
     async def start(self) -> None:
         await self._ensure_producer()
+
+    def _discard_producer(self, producer: Any) -> None:
+        """Stop using ``producer`` (if still current); it flushes and closes in the background."""
+        if self._producer is not producer:
+            return
+        self._producer = None
+        task = asyncio.get_running_loop().create_task(self._close_producer(producer))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_producer(self, producer: Any) -> None:
+        # Its queued batches are delivered or expire within the request timeout; then it stops.
+        await _quietly(asyncio.wait_for(producer.stop(), 2 * self.request_timeout_s + 1))
 
     async def _ensure_producer(self) -> Any:
         async with self._producer_lock:
@@ -317,6 +376,8 @@ class KafkaBus:
                     await producer.stop()
             except Exception as exc:  # noqa: BLE001 - best-effort close on shutdown
                 log.debug("kafka producer stop: %s", exc or "timeout")
+        for task in list(self._closing):
+            task.cancel()
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create the missing topics; existing ones are left as they are (partition count included)."""
