@@ -1,0 +1,39 @@
+# One image for every stage: `trailmark up` (all in one), `trailmark collector`, `trailmark enricher`,
+# `trailmark journey-builder`. The tracker (ingest/static/t.js) is committed, so no Node build here.
+#
+#   docker build -t trailmark .
+#   docker run -p 8000:8000 -v trailmark-data:/var/lib/trailmark trailmark            # embedded: up
+#   docker run -e TRAILMARK_KAFKA_BOOTSTRAP=kafka:9092 ... trailmark collector         # one stage
+#
+# See compose.yaml for Kafka (KRaft) + ClickHouse + the three stages.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY trailmark trailmark
+COPY schemas schemas
+COPY ingest ingest
+COPY enrich enrich
+COPY journey_builder journey_builder
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/trailmark --shell /usr/sbin/nologin trailmark \
+    && mkdir -p /var/lib/trailmark /var/lib/trailmark-spool \
+    && chown trailmark:trailmark /var/lib/trailmark /var/lib/trailmark-spool
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER trailmark
+WORKDIR /var/lib/trailmark
+ENV PYTHONUNBUFFERED=1 \
+    TRAILMARK_HOST=0.0.0.0 \
+    TRAILMARK_PORT=8000 \
+    TRAILMARK_DATA_DIR=/var/lib/trailmark
+VOLUME ["/var/lib/trailmark"]
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('TRAILMARK_PORT', '8000'), timeout=2)"
+# SIGTERM = graceful stop: finish and commit the batch in hand, flush, leave the consumer group.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["trailmark"]
+CMD ["up"]
