@@ -149,14 +149,20 @@ def funnel(storage: Storage, site_id: str, steps: list[str], window_s: int, by: 
         raise BadQuery("by: only 'channel' is supported")
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "w": window_s}
-    conds = ", ".join(_step_condition(i, s, p) for i, s in enumerate(steps))
+    cond_list = [_step_condition(i, s, p) for i, s in enumerate(steps)]
+    conds = ", ".join(cond_list)
     where = _range("e.timestamp", p, since, until)
-    rows = _q(storage, 
+    # Only rows that match a step can move a funnel (plus session entries, for the channel):
+    # filtering before the join and the grouping keeps the work proportional to the funnel.
+    relevant = " OR ".join(cond_list + (["e.channel NOT IN ('', 'Internal')"] if by else []))
+    channel = "argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal'))" if by else "''"
+    rows = _q(
+        storage,
         f"SELECT channel, level, count() AS n FROM ("
-        f" SELECT {_contact('e')} AS contact_id,"
-        f" argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal')) AS channel,"
+        f" SELECT {_contact('e')} AS contact_id, {channel} AS channel,"
         f" windowFunnel({{w:UInt64}})(toDateTime(e.timestamp), {conds}) AS level"
-        f" FROM {db}.events AS e{_join(db, 'e')} WHERE e.site_id = {{s:String}} AND NOT e.is_bot{where}"
+        f" FROM (SELECT site_id, anonymous_id, timestamp, type, event, page_path, channel FROM {db}.events AS e"
+        f"  WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND ({relevant}){where}) AS e{_join(db, 'e')}"
         f" GROUP BY contact_id) WHERE level > 0 GROUP BY channel, level",
         p,
     )

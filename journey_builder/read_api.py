@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from journey_builder import analytics, queries
+from journey_builder.map_page import map_router
 from schemas import Site
 from trailmark.settings import JourneySettings
 from trailmark.storage.base import QueryError, Storage
@@ -131,4 +132,5 @@ def read_router(
         truncated = len(rows) > MAX_SQL_ROWS
         return {"rows": rows[:MAX_SQL_ROWS], "count": min(len(rows), MAX_SQL_ROWS), "truncated": truncated}
 
+    router.include_router(map_router())
     return router
