@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from journey_builder.attribution import MODELS, Model, Touch, weights
+from journey_builder.attribution import MODELS
 from trailmark.storage.base import Storage
 
 STAGE_ORDER = ("Awareness", "Consideration", "Decision", "Retention", "Advocacy")
@@ -208,62 +208,76 @@ def paths(storage: Storage, site_id: str, start: str | None, depth: int, limit: 
     }
 
 
+# Credit per touch in ClickHouse, the same rules as attribution.weights (the Python reference):
+# ``win`` is the conversion's touches in time order, ``n`` their count, ``i`` a 1-based position.
+_SQL_WEIGHTS: dict[str, str] = {
+    "first_touch": "arrayMap(i -> toFloat64(i = 1), arrayEnumerate(win))",
+    "last_touch": "arrayMap(i -> toFloat64(i = n), arrayEnumerate(win))",
+    "last_non_direct": "arrayMap(i -> toFloat64(i = if(arrayLastIndex(x -> x.2 NOT IN ('Direct', ''), win) = 0, n,"
+                       " arrayLastIndex(x -> x.2 NOT IN ('Direct', ''), win))), arrayEnumerate(win))",
+    "linear": "arrayMap(i -> 1 / n, arrayEnumerate(win))",
+    "time_decay": "arrayMap(r -> r / arraySum(decay), decay)",
+    "position_based": "arrayMap(i -> multiIf(n = 1, 1., n = 2, 0.5, i = 1 OR i = n, 0.4, 0.2 / (n - 2)),"
+                      " arrayEnumerate(win))",
+}
+_KEY_INDEX = {"channel": 2, "source": 3, "medium": 4, "campaign": 5}
+
+
 def attribution(storage: Storage, site_id: str, conversion: str, model: str, by: str, lookback_days: int,
                 half_life_days: float, since: str | None = None, until: str | None = None,
                 details: bool = False) -> dict[str, Any]:
-    """Credit per channel/source/campaign for ``conversion`` events, from session-entry touchpoints
-    of the same contact in the lookback window before each conversion."""
+    """Credit per channel/source/campaign for ``conversion`` events, over the session-entry
+    touchpoints of the same contact in the lookback window before each conversion. Computed in
+    ClickHouse (arrays per conversion), so it scales with the data, not with Python loops."""
     if model not in MODELS:
         raise BadQuery(f"model: use one of {', '.join(MODELS)}")
-    chosen: Model = model
-    if by not in ("channel", "source", "medium", "campaign"):
+    if by not in _KEY_INDEX:
         raise BadQuery("by: channel, source, medium or campaign")
     db = storage.database
-    p: dict[str, Any] = {"s": site_id, "conv": conversion}
+    p: dict[str, Any] = {"s": site_id, "conv": conversion, "lb": lookback_days * 86400.0,
+                         "hl": half_life_days * 86400.0}
     where = _range("e.timestamp", p, since, until)
-    convs = _q(storage, 
-        f"SELECT {_contact('e')} AS contact_id, e.message_id AS message_id,"
-        f" toFloat64(toUnixTimestamp64Milli(e.timestamp)) / 1000 AS at"
-        f" FROM {db}.events AS e{_join(db, 'e')} WHERE e.site_id = {{s:String}} AND NOT e.is_bot"
-        f" AND e.event = {{conv:String}}{where} ORDER BY at",
-        p,
+    none = "'Direct'" if by == "channel" else "'(none)'"
+    per_conversion = (
+        f"SELECT c.contact_id AS contact_id, c.message_id AS message_id, c.at AS at,"
+        f" arrayFilter(x -> x.1 >= at - {{lb:Float64}} AND x.1 <= at + 0.001, t.touches) AS hits,"
+        f" if(empty(hits), [(at, 'Direct', '', '', '')], hits) AS win, length(win) AS n,"
+        f" arrayMap(x -> pow(2., -greatest(0., at - x.1) / {{hl:Float64}}), win) AS decay,"
+        f" {_SQL_WEIGHTS[model]} AS ws,"
+        f" arrayMap(x -> if(x.{_KEY_INDEX[by]} = '', {none}, x.{_KEY_INDEX[by]}), win) AS keys"
+        f" FROM (SELECT {_contact('e')} AS contact_id, e.message_id AS message_id,"
+        f"  toFloat64(toUnixTimestamp64Milli(e.timestamp)) / 1000 AS at"
+        f"  FROM (SELECT site_id, anonymous_id, message_id, timestamp FROM {db}.events AS e"
+        f"   WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.event = {{conv:String}}{where}) AS e{_join(db, 'e')}"
+        f" ) AS c"
+        f" LEFT JOIN (SELECT {_contact('t')} AS contact_id,"
+        f"  arraySort(x -> x.1, groupArray((toFloat64(toUnixTimestamp64Milli(t.timestamp)) / 1000, t.channel,"
+        f"  t.source, t.medium, t.campaign))) AS touches"
+        f"  FROM {db}.touchpoints_data AS t FINAL{_join(db, 't')}"
+        f"  WHERE t.site_id = {{s:String}} AND t.kind = 'session_start' GROUP BY contact_id) AS t"
+        f" ON t.contact_id = c.contact_id"
     )
-    if not convs:
-        return {"model": model, "conversion": conversion, "lookback_days": lookback_days, "by": by,
-                "total_conversions": 0, "rows": []}
-    tps = _q(storage, 
-        f"SELECT contact_id, toFloat64(toUnixTimestamp64Milli(timestamp)) / 1000 AS at, channel, source, medium,"
-        f" campaign FROM {db}.touchpoints WHERE site_id = {{s:String}} AND kind = 'session_start'"
-        " AND contact_id IN {ids:Array(String)} ORDER BY contact_id, at",
-        {"s": site_id, "ids": sorted({c["contact_id"] for c in convs})},
-    )
-    touches: dict[str, list[Touch]] = defaultdict(list)
-    for t in tps:
-        touches[t["contact_id"]].append(Touch(float(t["at"]), t["channel"], t["source"], t["medium"], t["campaign"]))
-    lookback_s = lookback_days * 86400.0
-    credit: dict[str, float] = defaultdict(float)
-    per_conversion = []
-    for c in convs:
-        at = float(c["at"])
-        window = [t for t in touches[c["contact_id"]] if at - lookback_s <= t.at_s <= at + 0.001]
-        if not window:
-            window = [Touch(at, "Direct")]
-        ws = weights(chosen, window, at, half_life_days)
-        split: dict[str, float] = defaultdict(float)
-        for touch, w in zip(window, ws, strict=True):
-            key = getattr(touch, by) or ("Direct" if by == "channel" else "(none)")
-            credit[key] += w
-            split[key] += w
-        if details:
-            per_conversion.append({"contact_id": c["contact_id"], "message_id": c["message_id"],
-                                   "credits": dict(split)})
-    total = len(convs)
-    rows = [{"key": k, "credit": round(v, 6), "share": round(v / total, 6)}
-            for k, v in sorted(credit.items(), key=lambda kv: (-kv[1], kv[0])) if v > 0]
-    out: dict[str, Any] = {"model": model, "conversion": conversion, "lookback_days": lookback_days, "by": by,
-                           "total_conversions": total, "rows": rows}
+    rows = _q(storage, f"SELECT key, sum(w) AS credit, uniqExact(message_id) AS conversions FROM ({per_conversion})"
+                       " ARRAY JOIN keys AS key, ws AS w GROUP BY key", p)
+    total = _q(storage, f"SELECT count() AS n FROM {db}.events WHERE site_id = {{s:String}} AND NOT is_bot"
+                        f" AND event = {{conv:String}}{where.replace('e.timestamp', 'timestamp')}", p)[0]["n"]
+    out: dict[str, Any] = {
+        "model": model, "conversion": conversion, "lookback_days": lookback_days, "by": by,
+        "total_conversions": int(total),
+        "rows": [{"key": r["key"], "credit": round(float(r["credit"]), 6),
+                  "share": round(float(r["credit"]) / total, 6) if total else 0.0}
+                 for r in sorted(rows, key=lambda r: (-float(r["credit"]), r["key"])) if float(r["credit"]) > 0],
+    }
     if details:
-        out["conversions"] = per_conversion
+        convs = _q(storage, f"SELECT contact_id, message_id, keys, ws FROM ({per_conversion})"
+                            " ORDER BY at LIMIT 10000", p)
+        out["conversions"] = []
+        for c in convs:
+            split: dict[str, float] = defaultdict(float)
+            for k, w in zip(c["keys"], c["ws"], strict=True):
+                split[k] += float(w)
+            out["conversions"].append({"contact_id": c["contact_id"], "message_id": c["message_id"],
+                                       "credits": dict(split)})
     return out
 
 
