@@ -123,8 +123,15 @@ def stages(storage: Storage, site_id: str) -> dict[str, Any]:
             ever[s] += 1
         for a, b in zip(reached, reached[1:], strict=False):
             gaps[(a, b)].append(max(0.0, per[b] - per[a]) / 3600.0)
+    breakdown = _q(
+        storage,
+        f"SELECT stage, kind, channel, count() AS n FROM {db}.touchpoints_data FINAL"
+        " WHERE site_id = {s:String} AND stage != '' GROUP BY stage, kind, channel ORDER BY stage, n DESC",
+        {"s": site_id},
+    )
     return {
         "stages": [{"stage": s, "contacts": current[s], "entered": ever[s]} for s in STAGE_ORDER],
+        "breakdown": breakdown,
         "transitions": [
             {"from": a, "to": b, "contacts": len(v), "median_hours": round(statistics.median(v), 3)}
             for (a, b), v in sorted(gaps.items(), key=lambda kv: STAGE_ORDER.index(kv[0][0]))

@@ -371,17 +371,18 @@ class JourneyBuilder:
         links = [anon]
         if ev["type"] == "alias" and ev["previous_id"]:
             links.append(ev["previous_id"])
-        if known_by_email and known_by_email != contact_id:
-            links.extend(self._anonymous_ids_of(site_id, known_by_email))  # merge the email contact
-        if visitor.contact_id and visitor.contact_id != contact_id and visitor.contact_id.startswith("email:"):
-            links.extend(self._anonymous_ids_of(site_id, visitor.contact_id))
+        # an email-only contact that now turns out to be this user is merged into it
+        merged = [c for c in dict.fromkeys((known_by_email, visitor.contact_id))
+                  if c and c != contact_id and c.startswith("email:")]
+        for old in merged:
+            links.extend(self._anonymous_ids_of(site_id, old))
         for a in dict.fromkeys(links):
             out.identities.append({"site_id": site_id, "anonymous_id": a, "contact_id": contact_id,
                                    "user_id": user_id, "email": email, "first_seen": ts, "last_seen": ts})
         visitor.contact_id = contact_id
         if email:
             self.email_contacts[(site_id, email)] = contact_id
-        self._merge_contact(ev, contact_id, out)
+        self._merge_contact(ev, contact_id, out, merged)
         return contact_id
 
     def _anonymous_ids_of(self, site_id: str, contact_id: str) -> list[str]:
@@ -395,9 +396,18 @@ class JourneyBuilder:
                 if s == site_id and v.contact_id == contact_id and v.session is not None]
         return ids
 
-    def _merge_contact(self, ev: EnrichedEvent, contact_id: str, out: Output) -> None:
+    def _merge_contact(self, ev: EnrichedEvent, contact_id: str, out: Output, merged: Sequence[str] = ()) -> None:
         """Latest non-empty value wins; ``field_sources`` records which event set each field."""
         c = self._contact(ev["site_id"], contact_id)
+        for old in merged:  # fields the user contact lacks come from the contact merged into it
+            oc = self._contact(ev["site_id"], old)
+            for f in (*CONTACT_FIELDS, "country"):
+                if oc.get(f) and not c.get(f):
+                    c[f] = oc[f]
+                    c["field_sources"][f] = oc["field_sources"].get(f, f"merged:{old}")
+            c["traits"] = {**oc["traits"], **c["traits"]}
+            if oc.get("first_seen") and (not c.get("first_seen") or oc["first_seen"] < c["first_seen"]):
+                c["first_seen"] = oc["first_seen"]
         source = f"{ev['type']}:{ev['message_id']}"
         fields = [f for f in CONTACT_FIELDS if isinstance(ev[f], str) and ev[f]]  # type: ignore[literal-required]
         if ev["email"]:  # the flags describe the email, so they change only with it

@@ -129,7 +129,6 @@
     const s = q.toString();
     return api(s ? `${path}?${s}` : path);
   };
-  const sql = (query) => api("/v1/sql", { method: "POST", body: JSON.stringify({ query }) });
 
   function askForKey(message) {
     $("key-panel").hidden = false;
@@ -166,12 +165,11 @@
   // ---- the whole site ----------------------------------------------------------------------------
 
   async function loadStages() {
-    const [stages, breakdown, lists] = await Promise.all([
+    const [stages, lists] = await Promise.all([
       get("/v1/stages"),
-      sql("SELECT stage, kind, channel, count() AS n FROM trailmark.touchpoints WHERE stage != ''"
-        + " GROUP BY stage, kind, channel").then((r) => r.rows).catch(() => []),
       Promise.all(STAGES.map((s) => get("/v1/journeys", { stage: s, limit: 5 }).catch(() => ({ contacts: [] })))),
     ]);
+    const breakdown = stages.breakdown || [];
     const byStage = Object.fromEntries((stages.stages || []).map((s) => [s.stage, s]));
     const root = $("stages");
     root.replaceChildren();

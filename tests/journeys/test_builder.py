@@ -65,10 +65,13 @@ def test_stitching_is_retroactive_across_two_devices(journey: Journey) -> None:
 
 def test_an_email_contact_merges_into_the_user_contact(journey: Journey) -> None:
     j = journey
-    j.send(j.event("page", "x", 0), j.event("identify", "x", 1, traits={"email": "bo@corp.example"}))
+    j.send(j.event("page", "x", 0), j.event("identify", "x", 1, traits={"email": "bo@corp.example",
+                                                                         "name": "Bo Smith"}))
     assert j.sql("SELECT DISTINCT contact_id FROM {db}.sessions") == [{"contact_id": "email:bo@corp.example"}]
     j.send(j.event("page", "y", 50), j.event("identify", "y", 51, user_id="u7", traits={"email": "bo@corp.example"}))
     assert j.sql("SELECT DISTINCT contact_id FROM {db}.sessions") == [{"contact_id": "user:u7"}]
+    merged = j.sql("SELECT first_name, last_name, email FROM {db}.contacts WHERE contact_id = 'user:u7'")
+    assert merged == [{"first_name": "Bo", "last_name": "Smith", "email": "bo@corp.example"}]
 
 
 def test_stage_transitions_from_the_default_rules(journey: Journey) -> None:
