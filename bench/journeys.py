@@ -201,8 +201,17 @@ def measure(size: int, requests: int) -> dict[str, Any]:
                 c, "/v1/funnel?steps=/,/pricing,/signup,Signed%20Up&window=604800", h, max(5, requests // 20))
             res["attribution_p50"], res["attribution_p95"] = timed(
                 c, "/v1/attribution?conversion=Order%20Completed&model=linear", h, max(5, requests // 20))
-            rows = c.post("/v1/sql", json={"query": "SELECT count() AS n FROM trailmark.events"}, headers=h).json()
-            res["stored"] = rows["rows"][0]["n"]
+            def sql(q: str) -> tuple[Any, float]:
+                t = time.perf_counter()
+                r = c.post("/v1/sql", json={"query": q}, headers=h)
+                assert r.status_code == 200, r.text[:300]
+                return r.json()["rows"][0]["n"], (time.perf_counter() - t) * 1000
+
+            res["stored"], _ = sql("SELECT count() AS n FROM trailmark.events")
+            # what FINAL costs (the sessions view collapses versions of open sessions)
+            res["session_rows"], res["nofinal_ms"] = sql("SELECT count() AS n FROM trailmark.sessions_data")
+            res["sessions"], res["final_ms"] = sql("SELECT count() AS n FROM trailmark.sessions_data FINAL")
+            _, res["view_ms"] = sql("SELECT count() AS n FROM trailmark.sessions WHERE channel = 'Email'")
         return res
     finally:
         server.terminate()
@@ -232,6 +241,12 @@ def main() -> None:
         lines.append(f"| {r['stored']:,} | {r['visitors']:,} | {r['load_s']:.0f} s ({r['events'] / r['load_s']:,.0f}"
                      f" ev/s) | {r['journey_p50']:.1f} / {r['journey_p95']:.1f} ms | {r['funnel_p50']:.0f} /"
                      f" {r['funnel_p95']:.0f} ms | {r['attribution_p50']:.0f} / {r['attribution_p95']:.0f} ms |")
+    lines += ["", "Sessions (ReplacingMergeTree; the `sessions` view reads it with FINAL):", "",
+              "| events | sessions_data rows (versions) | sessions | count() plain | count() FINAL |"
+              " sessions view, one filter |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        lines.append(f"| {r['stored']:,} | {r['session_rows']:,} | {r['sessions']:,} | {r['nofinal_ms']:.0f} ms |"
+                     f" {r['final_ms']:.0f} ms | {r['view_ms']:.0f} ms |")
     lines += ["", "Targets: journey p95 < 50 ms and funnel < 1 s at 10M events.", ""]
     text = "\n".join(lines)
     print(text)
