@@ -61,6 +61,24 @@ class StageRunner:
     async def handle(self, messages: Sequence[Message]) -> None:
         raise NotImplementedError
 
+    linger_s = 0.0
+
+    async def _gather(self, consumer: Consumer) -> list[Message]:
+        """One batch: the first records (waiting up to flush_interval_s), then whatever else arrives
+        within ``linger_s``, up to ``batch`` records. A stage with a fixed cost per batch (the journey
+        builder's lookups and inserts) then writes fewer, larger batches under load."""
+        messages = await consumer.poll(self.batch, self.settings.storage.flush_interval_s)
+        if not messages or self.linger_s <= 0:
+            return messages
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger_s
+        while len(messages) < self.batch and (remaining := deadline - loop.time()) > 0:
+            more = await consumer.poll(self.batch - len(messages), remaining)
+            if not more:
+                break
+            messages += more
+        return messages
+
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once on shutdown."""
         try:
@@ -74,7 +92,7 @@ class StageRunner:
         try:
             while not self.stopping.is_set():
                 try:
-                    messages = await self.consumer.poll(self.batch, self.settings.storage.flush_interval_s)
+                    messages = await self._gather(self.consumer)
                 except BusUnavailable as exc:
                     log.warning("%s: cannot poll, retrying: %s", self.stage, exc)
                     await self._pause(backoff)
@@ -145,6 +163,7 @@ class JourneyRunner(StageRunner):
         super().__init__(bus, settings, settings.bus.topic_enriched, settings.bus.group_journeys,
                          settings.storage.batch_rows)
         self.storage = storage
+        self.linger_s = settings.bus.journeys_linger_ms / 1000
         self.builder = JourneyBuilder(storage, settings.journeys)
         self.last_written = 0.0
 

@@ -30,6 +30,9 @@ class BusSettings(BaseModel):
     group_enrich: str = "trailmark-enrich"
     group_journeys: str = "trailmark-journeys"
     group_dead_letters: str = "trailmark-dead-letters"  # copies dead letters into ClickHouse
+    # The journey builder waits this long for more records after the first of a batch: fewer,
+    # larger batches under load (each batch has fixed lookups and inserts), at most this much latency.
+    journeys_linger_ms: int = 100
     partitions: int = 3
     replication: int = 1
     linger_ms: int = 5

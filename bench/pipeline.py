@@ -1,0 +1,340 @@
+"""End-to-end pipeline throughput and freshness: collector -> bus -> enricher -> journey builder -> chDB.
+
+Two set-ups in one run, on the same machine:
+  * embedded: ``trailmark up`` (one process, SQLite event log, chDB);
+  * kafka: ``trailmark collector``, ``trailmark enricher``, ``trailmark journey-builder`` as three
+    processes on a real broker (``--kafka HOST:PORT``, or one started here with deploy/kafka/kafka.sh).
+
+Throughput: wrk posts 50-event browser batches (one visitor each, unique messageIds per request)
+as fast as the collector takes them for ``--seconds``; the figure is accepted events divided by
+the time until the last of them is queryable in trailmark.events (so a stage that falls behind
+counts). Freshness: under a paced load (``--paced-share`` of that throughput), a probe event is
+posted every 200 ms and /v1/sql is polled until it is visible; p50/p95 of POST -> queryable.
+
+    .venv/bin/python bench/pipeline.py [--seconds 15] [--connections 16] [--kafka HOST:PORT] [--only embedded]
+
+Prints the figures and appends them to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+PER_BATCH = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def template() -> bytes:
+    """One visitor's 50-event batch; wrk fills @VIS@ and @MID@ per request."""
+    now = datetime.now(UTC).isoformat()
+    events = []
+    for i in range(PER_BATCH):
+        events.append({
+            "type": "page" if i % 5 == 0 else "track",
+            "event": "Product Viewed",
+            "messageId": f"@MID@-{i:02d}",
+            "anonymousId": "@VIS@",
+            "timestamp": now,
+            "properties": {"sku": f"SKU-{i}", "price": 19.99, "currency": "EUR", "list": "search results"},
+            "context": {
+                "page": {"url": f"https://shop.example.com/p/{i}?utm_source=newsletter&utm_medium=email",
+                         "path": f"/p/{i}", "referrer": "https://www.google.com/", "title": "Product"},
+                "userAgent": UA, "locale": "en-GB", "timezone": "Europe/London",
+                "screen": {"width": 1440, "height": 900},
+                "library": {"name": "trailmark.js", "version": "0.1.0"},
+            },
+        })
+    return orjson.dumps({"batch": events, "sentAt": now})
+
+
+@dataclass
+class Wrk:
+    requests: int
+    seconds: float
+    non2xx: int
+
+
+def run_wrk(url: str, key: str, seconds: float, connections: int, work: Path, rps: float | None = None) -> Wrk:
+    body = work / "body.json"
+    body.write_bytes(template())
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    run = uuid.uuid4().hex[:8]
+    delay = f"delay = function() return {connections * 1000.0 / rps:.3f} end\n" if rps else ""
+    lua = work / "post.lua"
+    lua.write_text(
+        f'local f = io.open("{body}", "rb"); local tpl = f:read("*all"); f:close()\n'
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "{auth}"\nwrk.headers["User-Agent"] = "{UA}"\n'
+        "local n = 0\n"
+        "local tid = tostring(math.random(1, 1000000000))\n"
+        "request = function()\n"
+        "  n = n + 1\n"
+        f'  local body = (tpl:gsub("@MID@", "{run}-" .. tid .. "-" .. n))\n'
+        '  body = (body:gsub("@VIS@", "v" .. (n % 20000)))\n'
+        "  return wrk.format(nil, nil, nil, body)\n"
+        "end\n" + delay
+    )
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s", "-s", str(lua),
+                          url + "/v1/batch"], capture_output=True, text=True, check=True).stdout
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    assert done, out
+    took = float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return Wrk(int(done.group(1)), took, int(non2xx.group(1)) if non2xx else 0)
+
+
+class Proc:
+    def __init__(self, args: list[str], data_dir: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(data_dir.parent / f"{args[0]}.log", "ab")  # noqa: SIM115 - closed in stop()
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("TRAILMARK_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trailmark.cli", *args, "--port", str(self.port), "--data-dir", str(data_dir)],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**clean, "TRAILMARK_LOG_LEVEL": "warning", **env},
+        )
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.proc.args} exited; see {self.log.name}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"{self.proc.args} not ready; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@dataclass
+class Setup:
+    name: str
+    collector: str
+    reader: str
+    procs: list[Proc]
+    site: dict[str, Any]
+    notes: str = ""
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def count(self) -> int:
+        r = httpx.post(self.reader + "/v1/sql", json={"query": "SELECT count() AS n FROM trailmark.events"},
+                       headers={"authorization": f"Bearer {self.site['read_key']}"}, timeout=60)
+        r.raise_for_status()
+        return int(r.json()["rows"][0]["n"])
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+
+def keys(data_dir: Path) -> dict[str, Any]:
+    site: dict[str, Any] = orjson.loads((data_dir / "keys.json").read_bytes())["sites"][0]
+    return site
+
+
+def embedded(work: Path) -> Setup:
+    up = Proc(["up"], work / "embedded" / "data", {})
+    up.wait_ready()
+    return Setup("embedded (trailmark up: SQLite log, chDB)", up.url, up.url, [up], keys(up.data_dir))
+
+
+def kafka(work: Path, bootstrap: str) -> Setup:
+    tag = uuid.uuid4().hex[:8]
+    env = {"TRAILMARK_KAFKA_BOOTSTRAP": bootstrap, "TRAILMARK_BUS__TOPIC_RAW": f"bench.raw.{tag}",
+           "TRAILMARK_BUS__TOPIC_ENRICHED": f"bench.enriched.{tag}", "TRAILMARK_BUS__TOPIC_DEAD_LETTER":
+           f"bench.dead.{tag}", "TRAILMARK_BUS__GROUP_ENRICH": f"bench-enrich-{tag}",
+           "TRAILMARK_BUS__GROUP_JOURNEYS": f"bench-journeys-{tag}",
+           "TRAILMARK_BUS__GROUP_DEAD_LETTERS": f"bench-dead-{tag}"}
+    jb = Proc(["journey-builder"], work / "kafka-journeys" / "data", env)
+    jb.wait_ready()
+    procs = [jb]
+    for stage in ("enricher", "collector"):
+        d = work / f"kafka-{stage}" / "data"
+        d.mkdir(parents=True)
+        shutil.copy(jb.data_dir / "keys.json", d / "keys.json")
+        procs.append(Proc([stage], d, env))
+    for p in procs[1:]:
+        p.wait_ready()
+    return Setup("kafka (collector, enricher, journey-builder: 3 processes; chDB)", procs[2].url, jb.url, procs,
+                 keys(jb.data_dir), notes="lz4, linger 5 ms, acks=all, idempotent, 3 partitions")
+
+
+def wait_count(setup: Setup, target: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if setup.count() >= target:
+            return time.monotonic()
+        time.sleep(0.1)
+    raise SystemExit(f"{setup.name}: only {setup.count()} of {target} events stored after {timeout:.0f} s")
+
+
+def throughput(setup: Setup, seconds: float, connections: int, work: Path) -> None:
+    base = setup.count()
+    started = time.monotonic()
+    w = run_wrk(setup.collector, setup.site["write_key"], seconds, connections, work)
+    if w.non2xx:
+        raise SystemExit(f"{setup.name}: {w.non2xx} failed collector responses")
+    accepted = w.requests * PER_BATCH
+    stored_at = wait_count(setup, base + accepted, timeout=600)
+    total = stored_at - started
+    setup.figures.update(accepted=accepted, collector_eps=accepted / w.seconds, e2e_eps=accepted / total,
+                         drain_s=total - w.seconds)
+
+
+def freshness(setup: Setup, seconds: float, connections: int, rps: float, work: Path) -> None:
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(timeout=30) as client:
+            auth = (setup.site["write_key"], "")
+            read = {"authorization": f"Bearer {setup.site['read_key']}"}
+            while not stop.is_set():
+                mid = uuid.uuid4().hex
+                ev = {"type": "track", "event": "probe", "anonymousId": "probe", "messageId": mid}
+                t0 = time.monotonic()
+                r = client.post(setup.collector + "/v1/batch", content=orjson.dumps({"batch": [ev]}), auth=auth,
+                                headers={"content-type": "application/json", "user-agent": UA})
+                r.raise_for_status()
+                q = {"query": f"SELECT count() AS n FROM trailmark.events WHERE anonymous_id = 'probe'"
+                              f" AND message_id = '{mid}'"}
+                while client.post(setup.reader + "/v1/sql", json=q, headers=read).json()["rows"][0]["n"] == 0:
+                    if time.monotonic() - t0 > 60:
+                        raise SystemExit(f"{setup.name}: probe not visible after 60 s")
+                    time.sleep(0.01)
+                latencies.append(time.monotonic() - t0)
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    w = run_wrk(setup.collector, setup.site["write_key"], seconds, connections, work, rps=rps / PER_BATCH)
+    stop.set()
+    thread.join(90)
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    setup.figures.update(paced_eps=w.requests * PER_BATCH / w.seconds, fresh_p50=q[49], fresh_p95=q[94],
+                         fresh_max=latencies[-1], probes=len(latencies))
+
+
+def start_broker(work: Path) -> tuple[str, dict[str, str]]:
+    env = {**os.environ, "KAFKA_RUN_DIR": str(work / "kafka")}
+    out = subprocess.run(["bash", str(KAFKA_SH), "start"], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1].removeprefix("bootstrap="), env
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--paced-share", type=float, default=0.5, help="freshness load, share of the e2e throughput")
+    ap.add_argument("--kafka", help="bootstrap of a running broker (default: start one with kafka.sh)")
+    ap.add_argument("--only", choices=["embedded", "kafka"])
+    ap.add_argument("--no-record", action="store_true", help="print only; do not append to bench/RESULTS.md")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install -y wrk")
+    work = Path(tempfile.mkdtemp(prefix="trailmark-pipeline-"))
+    broker_env: dict[str, str] | None = None
+    results: list[Setup] = []
+    try:
+        for kind in ("embedded", "kafka"):
+            if args.only and kind != args.only:
+                continue
+            if kind == "embedded":
+                setup = embedded(work)
+            else:
+                bootstrap = args.kafka
+                if not bootstrap:
+                    bootstrap, broker_env = start_broker(work)
+                setup = kafka(work, bootstrap)
+            try:
+                run_wrk(setup.collector, setup.site["write_key"], 3, args.connections, work)  # warm-up
+                wait_count(setup, 1, 120)
+                throughput(setup, args.seconds, args.connections, work)
+                freshness(setup, args.seconds, args.connections, args.paced_share * setup.figures["e2e_eps"], work)
+            finally:
+                setup.stop()
+            results.append(setup)
+            print(setup.name, {k: round(v, 3) for k, v in setup.figures.items()}, flush=True)
+    finally:
+        if broker_env is not None:
+            subprocess.run(["bash", str(KAFKA_SH), "stop"], env=broker_env, capture_output=True, check=False)
+    report(results, args)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def report(results: list[Setup], args: argparse.Namespace) -> None:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    lines = [
+        f"## Pipeline end to end — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}; everything on this machine"
+        f" (wrk, stages, broker). Command: `.venv/bin/python bench/pipeline.py --seconds {args.seconds:g}"
+        f" --connections {args.connections}`. wrk posts 50-event one-visitor batches (~1 KB per event) for"
+        f" {args.seconds:g} s; end-to-end = accepted events / time until the last is queryable in"
+        " trailmark.events. Freshness = POST of a probe event -> visible through /v1/sql, under a paced load of"
+        f" {args.paced_share:.0%} of the end-to-end rate.",
+        "",
+        "| set-up | collector accepted, events/s | end to end, events/s | drain after load, s"
+        " | paced load, events/s | freshness p50 | p95 | max (probes) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in results:
+        f = s.figures
+        lines.append(f"| {s.name} | {f['collector_eps']:,.0f} | **{f['e2e_eps']:,.0f}** | {f['drain_s']:.1f}"
+                     f" | {f['paced_eps']:,.0f} | {f['fresh_p50']:.2f} s | **{f['fresh_p95']:.2f} s**"
+                     f" | {f['fresh_max']:.2f} s ({f['probes']:.0f}) |")
+    lines += ["", "Targets: embedded end to end ≥ 20,000 events/s; freshness p95 < 2 s.", ""]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_record:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as fh:
+            fh.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
