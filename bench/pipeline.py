@@ -277,6 +277,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
     work = Path(tempfile.mkdtemp(prefix="trailmark-pipeline-"))
+    args.load_before = os.getloadavg()[0]
     broker_env: dict[str, str] | None = None
     results: list[Setup] = []
     try:
@@ -302,6 +303,7 @@ def main() -> None:
     finally:
         if broker_env is not None:
             subprocess.run(["bash", str(KAFKA_SH), "stop"], env=broker_env, capture_output=True, check=False)
+    args.load_after = os.getloadavg()[0]
     report(results, args)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -317,7 +319,8 @@ def report(results: list[Setup], args: argparse.Namespace) -> None:
         f" --connections {args.connections}`. wrk posts 50-event one-visitor batches (~1 KB per event) for"
         f" {args.seconds:g} s; end-to-end = accepted events / time until the last is queryable in"
         " trailmark.events. Freshness = POST of a probe event -> visible through /v1/sql, under a paced load of"
-        f" {args.paced_share:.0%} of the end-to-end rate.",
+        f" {args.paced_share:.0%} of the end-to-end rate. Load average (1 min) before / after the run:"
+        f" {args.load_before:.1f} / {args.load_after:.1f} (other work on the machine shows here).",
         "",
         "| set-up | collector accepted, events/s | end to end, events/s | drain after load, s"
         " | paced load, events/s | freshness p50 | p95 | max (probes) |",
