@@ -125,6 +125,14 @@ class Collector:
         return body
 
     async def ingest(self, request: Request, single_type: str | None) -> Response:
+        response = await self._ingest(request, single_type)
+        # error answers carry CORS too, so a browser can read the status (4xx: do not retry)
+        # instead of seeing a network error; never on 403 (e.g. a refused origin)
+        if response.status_code != 403 and "access-control-allow-origin" not in response.headers:
+            response.headers.update(self.cors(request, None))
+        return response
+
+    async def _ingest(self, request: Request, single_type: str | None) -> Response:
         raw = await self.read_body(request)
         if isinstance(raw, Response):
             return raw

@@ -1,6 +1,6 @@
 // Autocapture: clicks ($click, $outbound, $download, $rage_click), form submits ($form_submit;
 // with data-identify, an identify carrying traits.email) and JS errors ($error).
-import { D, W, now, on } from './config.js'
+import { D, L, W, now, on } from './config.js'
 import { emit, track } from './event.js'
 
 const CLICKABLE = 'a,button,[data-track],[type=submit],[role=button]'
@@ -38,7 +38,7 @@ export const autocapture = () => {
     if (el) track('$click', describe(el, { href, track: el.dataset.track }))
     if (href) {
       const u = new URL(href)
-      if (/^http/.test(u.protocol) && u.host != location.host) track('$outbound', { href })
+      if (/^http/.test(u.protocol) && u.host != L.host) track('$outbound', { href })
       if (a.hasAttribute('download') || DOWNLOAD.test(u.pathname)) track('$download', { href })
     }
   }, true)

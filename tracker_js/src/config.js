@@ -1,6 +1,8 @@
 // Options: defaults, <script data-*> attributes, then trailmark('init', {...}).
 export const W = window
 export const D = document
+export const N = navigator
+export const L = location // the same object for the whole document, SPA routes included
 
 // Options share their names with the data-attributes (camelCased by dataset):
 //   key (write key), api (collector base URL, default: the origin t.js came from),

@@ -1,12 +1,11 @@
 // Consent: the stored opt-out / opt-in choice, DNT and GPC (when respectDnt), require-consent mode.
 // The choice itself is stored even in cookieless mode: it is the user's explicit request.
-import { opt } from './config.js'
+import { N, opt } from './config.js'
 import { kv } from './store.js'
 
 const KEY = 'tm_consent' // localStorage: 1 opted in, 0 opted out
 let choice = kv(KEY, undefined, 1)
 
-const N = navigator
 const dnt = () => N.doNotTrack == 1 || N.globalPrivacyControl
 
 // nothing may be sent or stored

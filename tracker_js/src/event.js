@@ -1,5 +1,5 @@
 // Builds Segment-compatible events (common fields + context) and hands them to the transport.
-import { D, iso, uuid } from './config.js'
+import { D, L, N, iso, uuid } from './config.js'
 import { blocked } from './consent.js'
 import { ids, session } from './identity.js'
 import { enqueue } from './transport.js'
@@ -7,7 +7,7 @@ import { enqueue } from './transport.js'
 // context.page of every event: the current page view, captured when it starts, so events sent
 // during a SPA route change (e.g. $engagement of the page being left) keep their own page
 export let pageCtx
-export const setPage = (referrer, L = location) => {
+export const setPage = (referrer) => {
   pageCtx = { url: L.href, path: L.pathname, referrer, title: D.title, search: L.search }
 }
 setPage(D.referrer)
@@ -15,7 +15,6 @@ setPage(D.referrer)
 const CAMPAIGN = 'utm_source utm_medium utm_campaign utm_term utm_content gclid gbraid wbraid msclkid fbclid ttclid li_fat_id'.split(' ')
 
 const context = () => {
-  const N = navigator
   const q = new URLSearchParams(pageCtx.search)
   let campaign
   for (const k of CAMPAIGN) {

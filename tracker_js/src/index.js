@@ -16,7 +16,8 @@ const api = {
   page,
   // identify([userId], [traits])
   identify(userId, traits) {
-    typeof userId == 'object' ? (traits = userId) : userId && (ids.u = userId)
+    // identify(traits) and identify(null, traits) keep the stored userId
+    typeof userId == 'object' ? (traits = userId || traits) : userId && (ids.u = userId)
     save()
     emit('identify', { traits })
   },

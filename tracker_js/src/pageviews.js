@@ -1,16 +1,16 @@
 // Page views, including single-page apps: history.pushState/replaceState, popstate, hashchange.
 // A navigation that leaves path + search unchanged is skipped (hash-router paths "#/..." count).
-import { D, W, on, safe } from './config.js'
+import { D, L, W, on, safe } from './config.js'
 import { emit, pageCtx, setPage } from './event.js'
 
 let key
-const keyOf = (L = location) => L.pathname + L.search + (/^#[!/]/.test(L.hash) ? L.hash : '')
+const keyOf = () => L.pathname + L.search + (/^#[!/]/.test(L.hash) ? L.hash : '')
 
 // page([name], [properties]); a new page view's referrer is the previous page (document.referrer
 // for the first one)
 export const page = (name, properties) => {
   if (typeof name == 'object') (properties = name), (name = undefined)
-  if (key != (key = keyOf())) setPage(pageCtx.url != location.href ? pageCtx.url : D.referrer)
+  if (key != (key = keyOf())) setPage(pageCtx.url != L.href ? pageCtx.url : D.referrer)
   emit('page', { name, properties })
 }
 

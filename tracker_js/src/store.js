@@ -4,13 +4,13 @@ import { canStore } from './consent.js'
 
 const mem = {}
 
-// kv(k) reads, kv(k, v) writes, kv(k, null) clears; force = store even if not allowed
+// kv(k) reads, kv(k, v) writes, kv(k, null) removes; force = store even if not allowed
 export const kv = (k, v, force) => {
   const ls = force || canStore()
   try {
     if (v === undefined) return (ls && localStorage.getItem(k)) || mem[k]
     mem[k] = v
-    ls && localStorage.setItem(k, v ?? '')
+    ls && localStorage[v == null ? 'removeItem' : 'setItem'](k, v)
   } catch {}
 }
 

@@ -2,7 +2,7 @@
 // fetch keepalive, sendBeacon when the page hides. Failed batches (network, 5xx, 429) go to a
 // bounded retry queue (localStorage, or memory when storing is not allowed), retried oldest
 // first with exponential backoff + jitter. Other 4xx answers are final: no retry.
-import { cfg, iso } from './config.js'
+import { N, cfg, iso } from './config.js'
 
 // literals below (esbuild does not inline bundled consts): 10 events per request, 1 s delay
 // before a partial batch is sent, 100 events kept in the retry queue
@@ -37,14 +37,16 @@ const send = (batch, beacon) => {
   const url = cfg.api.replace(/\/$/, '') + '/v1/batch'
   const body = JSON.stringify({ batch, sentAt: iso(), writeKey: cfg.key })
   if (batch[0])
-    if (beacon) navigator.sendBeacon(url, body) || keep(batch)
+    if (beacon) N.sendBeacon(url, body) || keep(batch)
     else
       // a string body is sent as text/plain;charset=UTF-8 (as sendBeacon does): no preflight
       fetch(url, { method: 'POST', body, keepalive: true })
         .then((r) => {
           if (r.status > 499 || r.status == 429) throw 0
           attempts = 0
-          retryTimer || retry() // delivered: drain the retry queue
+          // delivered: drain the retry queue now, without waiting for a pending backoff
+          clearTimeout(retryTimer)
+          retry()
         })
         .catch(() => {
           keep(batch)
