@@ -41,6 +41,9 @@ def ch_time(iso: str) -> str:
     return iso[:10] + " " + iso[11:19] + "." + frac.ljust(3, "0")
 
 
+_EPOCH = "1970-01-01 00:00:00.000"
+
+
 def epoch_ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
@@ -108,7 +111,7 @@ class VisitorState:
 @dataclass
 class Output:
     events: list[dict[str, Any]] = field(default_factory=list)
-    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sessions: dict[str, tuple[str, SessionState]] = field(default_factory=dict)  # rows built once, at write
     touchpoints: list[dict[str, Any]] = field(default_factory=list)
     identities: list[dict[str, Any]] = field(default_factory=list)
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -292,7 +295,7 @@ class JourneyBuilder:
         )
         if is_conversion:
             session.conversions += 1
-        out.sessions[session.session_id] = session.row(site_id, time.time_ns())
+        out.sessions[session.session_id] = (site_id, session)
         if new_session:
             out.touchpoints.append(self._touchpoint(ev, session, session.session_id, "session_start", session.start))
         contact_id = self._identify(ev, visitor, anon, out)
@@ -308,7 +311,7 @@ class JourneyBuilder:
             visitor.stages.add(rule.stage)
             stage = rule.stage
             out.stages.append({"site_id": site_id, "anonymous_id": anon, "stage": rule.stage,
-                               "entered_at": ch_time(ts), "rule": rule.name, "message_id": ev["message_id"]})
+                               "entered_at": ts, "rule": rule.name, "message_id": ev["message_id"]})
         if interaction:
             tp = self._touchpoint(ev, session, ev["message_id"], interaction, ts)
             tp["stage"] = stage or self._current_stage(visitor)
@@ -355,7 +358,7 @@ class JourneyBuilder:
         self, ev: EnrichedEvent, s: SessionState, tp_id: str, kind: str, ts: str
     ) -> dict[str, Any]:
         return {"site_id": ev["site_id"], "touchpoint_id": tp_id, "session_id": s.session_id,
-                "anonymous_id": s.anonymous_id, "timestamp": ch_time(ts), "kind": kind, "event": ev["event"],
+                "anonymous_id": s.anonymous_id, "timestamp": ts, "kind": kind, "event": ev["event"],
                 "page_path": ev["page_path"] or s.exit_page, "channel": s.channel, "source": s.source,
                 "medium": s.medium, "campaign": s.campaign, "stage": ""}
 
@@ -442,8 +445,9 @@ class JourneyBuilder:
         row["anonymous_id"] = visitor_id(ev)
         row["session_id"] = session_id
         row["contact_id"] = contact_id
-        for f in ("timestamp", "original_timestamp", "sent_at", "received_at"):
-            row[f] = ch_time(row[f])
+        for f in ("original_timestamp", "sent_at"):  # storage parses RFC 3339; "" is not a time
+            if not row[f]:
+                row[f] = _EPOCH
         for f in ("properties", "traits", "context"):
             row[f] = orjson.dumps(row[f]).decode()
         return row
@@ -452,7 +456,8 @@ class JourneyBuilder:
 
     def _write(self, out: Output) -> None:
         st = self.storage
-        st.insert("sessions_data", list(out.sessions.values()))
+        version = time.time_ns()
+        st.insert("sessions_data", [session.row(site, version) for site, session in out.sessions.values()])
         st.insert("touchpoints_data", out.touchpoints)
         st.insert("identities_data", out.identities)
         st.insert("contacts_data", list(out.contacts.values()))

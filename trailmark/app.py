@@ -26,7 +26,7 @@ from schemas import Site
 from trailmark import __version__
 from trailmark.bus.base import BusUnavailable, EventBus, Producer
 from trailmark.bus.spool import SpoolingProducer
-from trailmark.runtime import DeadLetterSink, EnrichRunner, JourneyRunner, StageRunner
+from trailmark.runtime import DeadLetterSink, EnrichRunner, InProcessRunner, JourneyRunner, StageRunner
 from trailmark.settings import Settings
 from trailmark.storage import Storage, apply_migrations, open_storage
 
@@ -118,12 +118,19 @@ class Runtime:
             return
 
     def _start_stages(self) -> None:
-        if "journeys" in self.roles:
+        sites = {s["site_id"]: s for s in self.sites}
+        fused = self.settings.bus.kind == "embedded" and {"enricher", "journeys"} <= self.roles
+        if fused:  # one process, one log file: enrichment feeds the builder in memory
             storage = self.storage_or_fail()
-            self.runners.append(JourneyRunner(self.bus, self.settings, storage))
+            self.runners.append(InProcessRunner(self.bus, self.settings, sites, storage))
             self.runners.append(DeadLetterSink(self.bus, self.settings, storage))
-        if "enricher" in self.roles:
-            self.runners.append(EnrichRunner(self.bus, self.settings, {s["site_id"]: s for s in self.sites}))
+        else:
+            if "journeys" in self.roles:
+                storage = self.storage_or_fail()
+                self.runners.append(JourneyRunner(self.bus, self.settings, storage))
+                self.runners.append(DeadLetterSink(self.bus, self.settings, storage))
+            if "enricher" in self.roles:
+                self.runners.append(EnrichRunner(self.bus, self.settings, sites))
         for runner in self.runners:
             self.tasks.append(asyncio.create_task(self._supervise(runner), name=runner.stage))
         if self.settings.bus.kind == "embedded" and {"enricher", "journeys"} <= self.roles:

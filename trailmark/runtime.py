@@ -22,6 +22,7 @@ from enrich import Enricher
 from journey_builder.builder import JourneyBuilder
 from schemas import SCHEMA_VERSION, DeadLetter, EnrichedEvent, RawBatch, Site, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
+from trailmark.bus.embedded import EmbeddedConsumer
 from trailmark.settings import Settings
 from trailmark.storage.base import Storage, StorageUnavailable
 
@@ -131,8 +132,11 @@ class EnrichRunner(StageRunner):
         self.enricher = Enricher(settings.enrich)
         self.sites = sites
 
-    async def handle(self, messages: Sequence[Message]) -> None:
-        good: list[tuple[bytes, bytes]] = []
+    def enrich(
+        self, messages: Sequence[Message]
+    ) -> tuple[list[tuple[bytes, EnrichedEvent]], list[tuple[bytes, bytes]]]:
+        """(key, enriched event) for every event of the raw batches, and the dead letters."""
+        good: list[tuple[bytes, EnrichedEvent]] = []
         bad: list[tuple[bytes, bytes]] = []
         enrich = self.enricher.enrich
         for m in messages:
@@ -146,11 +150,15 @@ class EnrichRunner(StageRunner):
                 continue
             for raw in events:
                 try:
-                    good.append((m.key, orjson.dumps(enrich(raw, site))))
+                    good.append((m.key, enrich(raw, site)))
                 except Exception as exc:  # one event's failure is that event's dead letter
                     bad.append((m.key, dead_letter(self.stage, f"{type(exc).__name__}: {exc}", orjson.dumps(raw))))
+        return good, bad
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        good, bad = self.enrich(messages)
         producer = self.bus.producer()
-        await producer.send_batch(self.settings.bus.topic_enriched, good)
+        await producer.send_batch(self.settings.bus.topic_enriched, [(k, orjson.dumps(e)) for k, e in good])
         await producer.send_batch(self.settings.bus.topic_dead_letter, bad)
         PROCESSED.labels(self.stage, "ok").inc(len(good))
         PROCESSED.labels(self.stage, "dead_letter").inc(len(bad))
@@ -175,17 +183,22 @@ class JourneyRunner(StageRunner):
                 events.append(orjson.loads(m.value))
             except orjson.JSONDecodeError as exc:
                 bad.append((m.key, dead_letter(self.stage, f"not JSON: {exc}", m.value)))
+        bad += await self.build(events)
+        await self.bus.producer().send_batch(self.settings.bus.topic_dead_letter, bad)
+        PROCESSED.labels(self.stage, "ok").inc(len(events))
+        PROCESSED.labels(self.stage, "dead_letter").inc(len(bad))
+        self.last_written = time.time()
+
+    async def build(self, events: list[EnrichedEvent]) -> list[tuple[bytes, bytes]]:
+        """Write the events' journeys; the dead letters of those that cannot be written."""
         try:
             await asyncio.to_thread(self.builder.process, events)
         except StorageUnavailable:
             raise
         except Exception as exc:  # find the records that fail, dead-letter them, keep the rest
             log.warning("journeys: batch failed (%s), retrying record by record", exc)
-            bad.extend(await self._one_by_one(events))
-        await self.bus.producer().send_batch(self.settings.bus.topic_dead_letter, bad)
-        PROCESSED.labels(self.stage, "ok").inc(len(events))
-        PROCESSED.labels(self.stage, "dead_letter").inc(len(bad))
-        self.last_written = time.time()
+            return await self._one_by_one(events)
+        return []
 
     async def _one_by_one(self, events: list[EnrichedEvent]) -> list[tuple[bytes, bytes]]:
         bad = []
@@ -198,6 +211,86 @@ class JourneyRunner(StageRunner):
                 bad.append((b"", dead_letter(self.stage, f"{type(exc).__name__}: {exc}", orjson.dumps(ev))))
                 self.builder.visitors.pop((ev.get("site_id", ""), ev.get("anonymous_id", "")), None)
         return bad
+
+
+class InProcessRunner(StageRunner):
+    """Embedded mode: enrichment hands its events to the journey builder in memory.
+
+    Same stage functions as the separate runners, without the enriched topic in between: the
+    enriched records would only be written to and read back from the same SQLite file by the same
+    process. The raw offset is committed once the journeys are written (at-least-once holds), and
+    enrichment runs in the worker thread with the builder, so the collector's event loop stays free.
+    """
+
+    stage = "enrich+journeys"
+
+    def __init__(self, bus: EventBus, settings: Settings, sites: dict[str, Site], storage: Storage) -> None:
+        # raw records are request batches (a browser sends up to ~50 events in one): poll about
+        # batch_rows events' worth per round
+        super().__init__(bus, settings, settings.bus.topic_raw, settings.bus.group_enrich,
+                         max(1, settings.storage.batch_rows // 25))
+        self.enricher = EnrichRunner(bus, settings, sites)
+        self.journeys = JourneyRunner(bus, settings, storage)
+        self.linger_s = self.journeys.linger_s
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        good, bad = await asyncio.to_thread(self.enricher.enrich, messages)
+        await self._write([e for _, e in good], bad)
+
+    async def _write(self, events: list[EnrichedEvent], bad: list[tuple[bytes, bytes]]) -> None:
+        bad = bad + await self.journeys.build(events)
+        await self.bus.producer().send_batch(self.settings.bus.topic_dead_letter, bad)
+        PROCESSED.labels(self.stage, "ok").inc(len(events))
+        PROCESSED.labels(self.stage, "dead_letter").inc(len(bad))
+        self.journeys.last_written = time.time()
+
+    async def run(self) -> None:
+        """Pipelined: batch N+1 is polled and enriched while batch N is written to ClickHouse
+        (chDB works outside the GIL), and offsets are committed in order, only up to batches whose
+        journeys are written."""
+        consumer = self.bus.consumer(self.topic, self.group)
+        assert isinstance(consumer, EmbeddedConsumer)
+        self.consumer = consumer
+        writing: asyncio.Task[None] | None = None
+        try:
+            while not self.stopping.is_set():
+                messages = await self._gather(consumer)
+                LAG.labels(self.stage).set(consumer.lag())
+                if not messages:
+                    if writing is not None:
+                        await writing
+                        writing = None
+                    continue
+                upto = consumer.position()
+                good, bad = await asyncio.to_thread(self.enricher.enrich, messages)
+                if writing is not None:
+                    await writing  # in order: commit N before N+1
+                writing = asyncio.create_task(self._write_and_commit([e for _, e in good], bad, upto, len(messages)))
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+            await consumer.close()
+
+    async def _write_and_commit(self, events: list[EnrichedEvent], bad: list[tuple[bytes, bytes]], upto: int,
+                                records: int) -> None:
+        started = time.perf_counter()
+        backoff = 0.2
+        while True:
+            try:
+                await self._write(events, bad)
+                break
+            except (BusUnavailable, StorageUnavailable) as exc:
+                log.warning("%s: dependency unavailable, retrying: %s", self.stage, exc)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 5.0)
+                if self.stopping.is_set():
+                    return  # not committed: redelivered on restart
+        assert isinstance(self.consumer, EmbeddedConsumer)
+        await self.consumer.commit_upto(upto)
+        BATCH_SIZE.labels(self.stage).observe(records)
+        BATCH_SECONDS.labels(self.stage).observe(time.perf_counter() - started)
 
 
 class DeadLetterSink(StageRunner):

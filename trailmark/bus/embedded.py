@@ -192,9 +192,17 @@ class EmbeddedConsumer:
             )
 
     async def commit(self) -> None:
-        if self._position != self._committed:
-            await asyncio.to_thread(self._commit, self._position)
-            self._committed = self._position
+        await self.commit_upto(self._position)
+
+    def position(self) -> int:
+        """Where the next poll starts: commit_upto(this) later marks everything polled so far."""
+        return self._position
+
+    async def commit_upto(self, position: int) -> None:
+        """Commit up to a position taken earlier, while later polls are still being processed."""
+        if position > self._committed:
+            await asyncio.to_thread(self._commit, position)
+            self._committed = position
 
     def lag(self) -> int:
         with self._lock:

@@ -11,6 +11,7 @@ import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +98,14 @@ class ChdbStorage:
         if not rows:
             return
         columns = list(rows[0].keys())
-        if all(r.keys() == rows[0].keys() and list(r) == columns for r in rows):  # the usual case: zip in C
-            values = zip(*(r.values() for r in rows), strict=True)
-            data: dict[str, list[Any]] = dict(zip(columns, map(list, values), strict=True))
-        else:
+        data: dict[str, list[Any]]
+        try:  # itemgetter + zip run in C and keep the column order whatever each dict's key order
+            if len(columns) == 1:
+                data = {columns[0]: [r[columns[0]] for r in rows]}
+            else:
+                values = zip(*map(itemgetter(*columns), rows), strict=True)
+                data = dict(zip(columns, map(list, values), strict=True))
+        except KeyError:  # rows with differing keys: slower, missing values as NULL
             data = {c: [r.get(c) for r in rows] for c in columns}
         selects = []
         for c in columns:
@@ -110,7 +115,8 @@ class ChdbStorage:
             else:
                 selects.append(f"`{c}`")
         sql = (f"INSERT INTO {self.database}.{table} ({', '.join(f'`{c}`' for c in columns)})"
-               f" SELECT {', '.join(selects)} FROM Python(__trailmark_insert__)")
+               f" SELECT {', '.join(selects)} FROM Python(__trailmark_insert__)"
+               " SETTINGS cast_string_to_date_time_mode = 'best_effort'")  # bus timestamps are RFC 3339
         with self._write_lock:
             _FRAME_DATA["__trailmark_insert__"] = data
             try:

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
+import orjson
+
 from trailmark.storage.base import QueryError, Row, StorageUnavailable
 
 
@@ -45,12 +47,16 @@ class ServerStorage:
         return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """JSONEachRow, like the embedded backend's values: RFC 3339 strings for times, lists for arrays."""
         if not rows:
             return
-        columns = list(rows[0].keys())
-        data = [[r.get(c) for c in columns] for r in rows]
+        body = b"\n".join(orjson.dumps(r) for r in rows)
         try:
-            self._client.insert(table, data, column_names=columns, database=self.database)
+            self._client.raw_insert(
+                f"{self.database}.{table}", column_names=list(rows[0].keys()), insert_block=body,
+                fmt="JSONEachRow",
+                settings={"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1},
+            )
         except Exception as exc:
             raise QueryError(str(exc)) from exc
 
