@@ -25,8 +25,14 @@ class Rule:
     def matches(self, *, event: str, path: str, sessions: int, entered: set[str], new_session: bool) -> bool:
         if self.events and event not in self.events:
             return False
-        if self.path_contains and not any(p in path for p in self.path_contains):
-            return False
+        if self.path_contains:
+            if not path:
+                return False
+            for p in self.path_contains:
+                if p in path:
+                    break
+            else:
+                return False
         if sessions < self.min_sessions:
             return False
         if self.after_stage and self.after_stage not in entered:

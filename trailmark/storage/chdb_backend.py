@@ -109,7 +109,7 @@ class ChdbStorage:
             data = {c: [r.get(c) for r in rows] for c in columns}
         selects = []
         for c in columns:
-            if any(isinstance(v, list | tuple) for v in data[c][:50]):
+            if isinstance(data[c][0], list | tuple):  # one table's rows share their value types
                 data[c] = [orjson.dumps(v).decode() for v in data[c]]
                 selects.append(f"JSONExtract(`{c}`, 'Array(String)') AS `{c}`")
             else:
