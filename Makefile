@@ -7,7 +7,7 @@ KAFKA_SH := deploy/kafka/kafka.sh
 KAFKA_RUN_DIR ?= $(CURDIR)/.cache/kafka/run
 export KAFKA_RUN_DIR
 
-.PHONY: install run test lint browser tracker kafka-up kafka-down bench clean
+.PHONY: install run test lint browser tracker kafka-up kafka-down bench bench-collector bench-enrich bench-pipeline bench-journeys clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -45,8 +45,22 @@ kafka-up:
 kafka-down:
 	bash $(KAFKA_SH) stop
 
-bench: install
+# Benchmarks print their figures and append them to bench/RESULTS.md (never run by make test).
+bench: bench-collector bench-enrich bench-pipeline bench-journeys
+
+bench-collector: install
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python bench/collector.py
+
+bench-enrich: install
+	$(BIN)/python bench/enrich.py
+
+bench-pipeline: install
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python bench/pipeline.py
+
+bench-journeys: install
+	$(BIN)/python bench/journeys.py
 
 clean:
 	rm -rf data .cache bench/out
