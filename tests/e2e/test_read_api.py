@@ -81,3 +81,22 @@ def test_openapi_lists_the_read_endpoints(server: Server) -> None:
     for path in ["/v1/journeys/{contact}", "/v1/journeys", "/v1/funnel", "/v1/paths", "/v1/attribution",
                  "/v1/stages", "/v1/pain-points", "/v1/sql", "/v1/batch"]:
         assert path in spec["paths"], path
+
+
+def test_trailmark_sql_runs_through_the_server(server: Server) -> None:
+    import subprocess
+    import sys
+
+    import orjson
+
+    base = [sys.executable, "-m", "trailmark.cli", "sql", "--url", server.url, "--key", server.site["read_key"]]
+    out = subprocess.run([*base, "SELECT 41 + 1 AS answer", "--format", "json"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert orjson.loads(out) == [{"answer": 42}]
+    csv_out = subprocess.run([*base, "SELECT 'a' AS x UNION ALL SELECT 'b'", "--format", "csv"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    assert sorted(csv_out.split()) == ["a", "b", "x"]
+    table = subprocess.run([*base, "SELECT 7 AS seven"], capture_output=True, text=True, timeout=60, check=True)
+    assert "seven" in table.stdout and "1 row(s)" in table.stdout
+    bad = subprocess.run([*base, "DROP TABLE trailmark.events"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "readonly" in (bad.stdout + bad.stderr).lower()
