@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +81,20 @@ class StageRunner:
             messages += more
         return messages
 
+    async def _until_done(self, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``step``, retrying while a dependency is unavailable; False if stopped meanwhile."""
+        backoff = 0.2
+        while True:
+            try:
+                await step()
+                return True
+            except (BusUnavailable, StorageUnavailable) as exc:
+                log.warning("%s: dependency unavailable, retrying: %s", self.stage, exc)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 5.0)
+                if self.stopping.is_set():
+                    return False
+
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once on shutdown."""
         try:
@@ -103,16 +118,8 @@ class StageRunner:
                 if not messages:
                     continue
                 started = time.perf_counter()
-                while True:
-                    try:
-                        await self.handle(messages)
-                        break
-                    except (BusUnavailable, StorageUnavailable) as exc:
-                        log.warning("%s: dependency unavailable, retrying: %s", self.stage, exc)
-                        await self._pause(backoff)
-                        backoff = min(backoff * 2, 5.0)
-                        if self.stopping.is_set():
-                            return  # not committed: redelivered on restart
+                if not await self._until_done(functools.partial(self.handle, messages)):
+                    return  # stopping, not committed: redelivered on restart
                 backoff = 0.2
                 try:
                     await self.consumer.commit()
@@ -276,17 +283,8 @@ class InProcessRunner(StageRunner):
     async def _write_and_commit(self, events: list[EnrichedEvent], bad: list[tuple[bytes, bytes]], upto: int,
                                 records: int) -> None:
         started = time.perf_counter()
-        backoff = 0.2
-        while True:
-            try:
-                await self._write(events, bad)
-                break
-            except (BusUnavailable, StorageUnavailable) as exc:
-                log.warning("%s: dependency unavailable, retrying: %s", self.stage, exc)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 5.0)
-                if self.stopping.is_set():
-                    return  # not committed: redelivered on restart
+        if not await self._until_done(lambda: self._write(events, bad)):
+            return  # stopping, not committed: redelivered on restart
         assert isinstance(self.consumer, EmbeddedConsumer)
         await self.consumer.commit_upto(upto)
         BATCH_SIZE.labels(self.stage).observe(records)
