@@ -10,9 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from journey_builder.attribution import MODELS
+from journey_builder.stages import STAGES
 from trailmark.storage.base import Storage
-
-STAGE_ORDER = ("Awareness", "Consideration", "Decision", "Retention", "Advocacy")
 
 
 def _q(storage: Storage, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,7 +61,7 @@ def current_stages(storage: Storage, site_id: str) -> dict[str, str]:
     )
     out = {}
     for r in rows:
-        entered = [s for s in STAGE_ORDER if s in r["stages"]]
+        entered = [s for s in STAGES if s in r["stages"]]
         if entered:
             out[r["contact_id"]] = entered[-1]
     return out
@@ -85,8 +84,8 @@ def contacts(storage: Storage, site_id: str, *, stage: str | None = None, channe
         having.append("conversions > 0" if converted else "conversions = 0")
     stages = current_stages(storage, site_id)
     if stage:
-        if stage not in STAGE_ORDER:
-            raise BadQuery(f"unknown stage {stage!r}; use one of {', '.join(STAGE_ORDER)}")
+        if stage not in STAGES:
+            raise BadQuery(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
         p["ids"] = sorted(c for c, s in stages.items() if s == stage)
         having.append("contact_id IN {ids:Array(String)}")
     rows = _q(storage, 
@@ -118,7 +117,7 @@ def stages(storage: Storage, site_id: str) -> dict[str, Any]:
     ever: dict[str, int] = defaultdict(int)
     gaps: dict[tuple[str, str], list[float]] = defaultdict(list)
     for per in entered.values():
-        reached = [s for s in STAGE_ORDER if s in per]
+        reached = [s for s in STAGES if s in per]
         if not reached:
             continue
         current[reached[-1]] += 1
@@ -133,11 +132,11 @@ def stages(storage: Storage, site_id: str) -> dict[str, Any]:
         {"s": site_id},
     )
     return {
-        "stages": [{"stage": s, "contacts": current[s], "entered": ever[s]} for s in STAGE_ORDER],
+        "stages": [{"stage": s, "contacts": current[s], "entered": ever[s]} for s in STAGES],
         "breakdown": breakdown,
         "transitions": [
             {"from": a, "to": b, "contacts": len(v), "median_hours": round(statistics.median(v), 3)}
-            for (a, b), v in sorted(gaps.items(), key=lambda kv: STAGE_ORDER.index(kv[0][0]))
+            for (a, b), v in sorted(gaps.items(), key=lambda kv: STAGES.index(kv[0][0]))
         ],
     }
 
@@ -313,10 +312,10 @@ def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, An
     stuck: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in last_exit:
         stage = current.get(r["contact_id"])
-        if stage and stage != STAGE_ORDER[-1] and r["page"]:
+        if stage and stage != STAGES[-1] and r["page"]:
             stuck[stage][r["page"]] += 1
     dropoff = []
-    for stage in STAGE_ORDER[:-1]:
+    for stage in STAGES[:-1]:
         pages = sorted(stuck[stage].items(), key=lambda kv: (-kv[1], kv[0]))
         dropoff.append({"stage": stage, "stuck_contacts": sum(stuck[stage].values()),
                         "top_exit_pages": [{"page": pg, "count": n} for pg, n in pages[:limit]]})

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from journey_builder.stages import PURCHASE, StageRules
+from journey_builder.stages import PURCHASE, STAGES, StageRules
 from schemas import EnrichedEvent
 from trailmark.settings import JourneySettings
 from trailmark.storage.base import Storage
@@ -321,7 +321,7 @@ class JourneyBuilder:
         out.events.append(self._event_row(ev, session.session_id, contact_id))
 
     def _current_stage(self, visitor: VisitorState) -> str:
-        for stage in ("Advocacy", "Retention", "Decision", "Consideration", "Awareness"):
+        for stage in reversed(STAGES):
             if stage in visitor.stages:
                 return stage
         return ""

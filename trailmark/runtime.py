@@ -180,7 +180,6 @@ class JourneyRunner(StageRunner):
         self.storage = storage
         self.linger_s = settings.bus.journeys_linger_ms / 1000
         self.builder = JourneyBuilder(storage, settings.journeys)
-        self.last_written = 0.0
 
     async def handle(self, messages: Sequence[Message]) -> None:
         events: list[EnrichedEvent] = []
@@ -194,7 +193,6 @@ class JourneyRunner(StageRunner):
         await self.bus.producer().send_batch(self.settings.bus.topic_dead_letter, bad)
         PROCESSED.labels(self.stage, "ok").inc(len(events))
         PROCESSED.labels(self.stage, "dead_letter").inc(len(bad))
-        self.last_written = time.time()
 
     async def build(self, events: list[EnrichedEvent]) -> list[tuple[bytes, bytes]]:
         """Write the events' journeys; the dead letters of those that cannot be written."""
@@ -249,7 +247,6 @@ class InProcessRunner(StageRunner):
         await self.bus.producer().send_batch(self.settings.bus.topic_dead_letter, bad)
         PROCESSED.labels(self.stage, "ok").inc(len(events))
         PROCESSED.labels(self.stage, "dead_letter").inc(len(bad))
-        self.journeys.last_written = time.time()
 
     async def run(self) -> None:
         """Pipelined: batch N+1 is polled and enriched while batch N is written to ClickHouse
