@@ -156,6 +156,8 @@ class Collector:
             if isinstance(found, Response):
                 return found
             site = found
+        if (refused := self.origin_refused(request, site)) is not None:
+            return refused
         body.setdefault("type", single_type)
         return await self.slow_path(request, site, [body], body.get("sentAt"), set(), {})
 
@@ -228,9 +230,8 @@ class Collector:
         self, request: Request, site: Site, events: list[Any], sent_at: Any, skip: set[int],
         reasons: dict[int, str], validated: bool = False,
     ) -> Response:
-        """Event by event: validate, check, fill missing messageIds, one record per visitor."""
-        if (refused := self.origin_refused(request, site)) is not None:
-            return refused
+        """Event by event: validate, check, fill missing messageIds, one record per visitor.
+        The caller has authenticated the site and checked the origin."""
         groups: dict[str, list[dict[str, Any]]] = {}
         rejected: list[dict[str, Any]] = [{"index": i, "error": reasons[i]} for i in sorted(skip)]
         for index, event in enumerate(events):
@@ -281,7 +282,7 @@ class Collector:
         """GET /v1/p.gif: noscript page views and email opens; always answers the image."""
         q = request.query_params
         site = self.keys.by_write_key.get(q.get("key") or q.get("writeKey") or "")
-        if site is not None:
+        if site is not None and self.origin_refused(request, site) is None:
             page_url = q.get("url") or request.headers.get("referer") or ""
             event: dict[str, Any] = {
                 "type": q.get("type") or ("track" if q.get("event") else "page"),
