@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -152,6 +152,12 @@ class JourneyBuilder:
         self._write(out)
         self._evict()
         return out
+
+    def forget(self, event: Mapping[str, Any]) -> None:
+        """Drop the in-memory state of a failed event's visitor (it may be half-updated); the next
+        batch reloads it from ClickHouse. Tolerates a malformed event, which is why it failed."""
+        anon = event.get("anonymous_id") or f"user:{event.get('user_id', '')}"
+        self.visitors.pop((event.get("site_id", ""), anon), None)
 
     # ---- dedup and state loading -------------------------------------------------------------
 

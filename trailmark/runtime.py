@@ -214,7 +214,7 @@ class JourneyRunner(StageRunner):
                 raise
             except Exception as exc:
                 bad.append((b"", dead_letter(self.stage, f"{type(exc).__name__}: {exc}", orjson.dumps(ev))))
-                self.builder.visitors.pop((ev.get("site_id", ""), ev.get("anonymous_id", "")), None)
+                self.builder.forget(ev)
         return bad
 
 
