@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import orjson
@@ -30,57 +30,78 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
-    """``trailmark up`` on a free port and its own data dir; can be killed -9 and restarted."""
+class TrailmarkProcess:
+    """One ``trailmark <command>`` process on a free port with its own data dir; can be killed -9,
+    stopped with SIGTERM and started again."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(self, command: list[str], data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.command = command
         self.data_dir = data_dir
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.extra_env = env or {}
-        self.args = args or []
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"server-{self.port}.log"
+        self.log = data_dir.parent / f"{command[0]}-{self.port}.log"
 
-    def start(self, timeout: float = 60) -> Server:
+    def start(self, timeout: float = 60) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILMARK_")}
-        env.update(self.extra_env)
+        env.update(self.env)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "trailmark.cli", "up", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), *self.args],
+                [sys.executable, "-m", "trailmark.cli", *self.command, "--port", str(self.port),
+                 "--data-dir", str(self.data_dir)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
             )
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+                raise RuntimeError(f"{self.command} exited {self.proc.returncode}:\n{self.tail()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.command} not ready in {timeout}s:\n{self.tail()}")
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
     @property
-    def site(self) -> dict[str, Any]:
-        site: dict[str, Any] = orjson.loads((self.data_dir / "keys.json").read_bytes())["sites"][0]
-        return site
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self) -> None:
+    def terminate(self, timeout: float = 30) -> float:
+        """SIGTERM; returns the seconds until the process exited (kills it after ``timeout``)."""
+        started = time.monotonic()
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        return time.monotonic() - started
+
+
+class Server(TrailmarkProcess):
+    """``trailmark up`` (everything in one process), with helpers to post, read and query."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+        super().__init__(["up", *(args or [])], data_dir, env)
+
+    @property
+    def site(self) -> dict[str, Any]:
+        site: dict[str, Any] = orjson.loads((self.data_dir / "keys.json").read_bytes())["sites"][0]
+        return site
+
+    def stop(self) -> None:
+        self.terminate(20)
 
     def post(self, path: str, body: Any, key: str | None = None, **kw: Any) -> httpx.Response:
         content = body if isinstance(body, bytes) else orjson.dumps(body)

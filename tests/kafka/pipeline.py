@@ -3,11 +3,7 @@ events like the tracker does (retrying on 503 / connection errors) and remembers
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.conftest import CHROME_UA, ROOT, free_port
+from tests.conftest import CHROME_UA, TrailmarkProcess
 
 
 def fresh(prefix: str) -> str:
@@ -39,63 +35,8 @@ def bus_env(bootstrap: str, **extra: str) -> dict[str, str]:
     }
 
 
-class Stage:
-    """One ``trailmark <command>`` process with its own data dir and port."""
-
-    def __init__(self, command: list[str], data_dir: Path, env: dict[str, str]) -> None:
-        self.command = command
-        self.data_dir = data_dir
-        self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"{command[0]}-{self.port}.log"
-
-    def start(self, timeout: float = 60) -> Stage:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILMARK_")}
-        env.update(self.env)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "trailmark.cli", *self.command, "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-            )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.command} exited {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.command} not ready in {timeout}s:\n{self.tail()}")
-
-    def tail(self, n: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def terminate(self, timeout: float = 30) -> float:
-        """SIGTERM; returns the seconds until the process exited (kills it after ``timeout``)."""
-        assert self.proc is not None
-        started = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return time.monotonic() - started
+class Stage(TrailmarkProcess):
+    """One stage process (``trailmark collector`` / ``enricher`` / ``journey-builder`` / ``up ...``)."""
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
