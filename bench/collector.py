@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from machine import cpu_model, free_port  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
@@ -59,12 +59,6 @@ gc.collect()
 gc.freeze()
 gc.set_threshold(20_000, 20, 20)
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def event(i: int, visitor: int | None = None) -> dict[str, object]:
@@ -157,8 +151,7 @@ def main() -> None:
             proc.wait(10)
     base, ours = results["starlette-baseline"], results["trailmark-collector"]
     ratio = ours["events_per_s"] / base["events_per_s"]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     lines = [
         f"## Collector — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",

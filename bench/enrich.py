@@ -23,6 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 from enrich import Enricher, EnrichSettings  # noqa: E402
 
 UA_TEMPLATES = [
@@ -97,16 +99,6 @@ def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
             ev["properties"] = {"label": "cta", "name": "Hero"}
         events.append(ev)
     return events
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(events: list[dict[str, Any]], enricher: Enricher) -> float:

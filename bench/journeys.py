@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -29,6 +28,7 @@ from typing import Any
 
 import httpx
 import orjson
+from machine import cpu_model, free_port  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -172,7 +172,7 @@ def measure(size: int, requests: int) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--load-child", str(data), str(size)], capture_output=True,
                          check=True, cwd=ROOT)
     info = orjson.loads(out.stdout.splitlines()[-1])
-    port = 18000 + random.randint(0, 999)
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "trailmark.cli", "up", "--port", str(port), "--data-dir",
                                str(data)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -228,8 +228,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     args = ap.parse_args()
     results = [measure(int(s), args.requests) for s in args.sizes.split(",")]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     lines = [f"## Journeys read API — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "",
              f"Machine: {os.cpu_count()} cores, {cpu}. chDB {__import__('chdb').__version__}. Data loaded through"
              " JourneyBuilder.process (enrichment skipped), then read through a `trailmark up` server with"

@@ -25,7 +25,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,17 +39,12 @@ from typing import Any
 
 import httpx
 import orjson
+from machine import cpu_model, free_port  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 PER_BATCH = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def template() -> bytes:
@@ -309,8 +303,7 @@ def main() -> None:
 
 
 def report(results: list[Setup], args: argparse.Namespace) -> None:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     lines = [
         f"## Pipeline end to end — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
