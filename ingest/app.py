@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from ingest.sites import SiteKeys, basic_auth_user
 from ingest.validate import check_event, describe, describe_exc, visitor
-from schemas import INCOMING_BATCH, INCOMING_EVENT, SCHEMA_VERSION, Site
+from schemas import INCOMING_BATCH, INCOMING_EVENT, SCHEMA_VERSION, Site, bus_time
 from trailmark.bus.base import BusUnavailable, Producer
 from trailmark.settings import CollectorSettings
 
@@ -52,11 +52,6 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return _json(status, {"error": message}, headers)
-
-
-def iso_now() -> str:
-    text: str = orjson.dumps(datetime.now(UTC), option=orjson.OPT_UTC_Z)[1:-1].decode()
-    return text
 
 
 class TrackerScript:
@@ -220,7 +215,7 @@ class Collector:
 
     def stamp(self, request: Request, site: Site) -> dict[str, Any]:
         """The server facts of a RawBatch, shared by every record of one request."""
-        return {"v": SCHEMA_VERSION, "site_id": site["site_id"], "received_at": iso_now(),
+        return {"v": SCHEMA_VERSION, "site_id": site["site_id"], "received_at": bus_time(datetime.now(UTC)),
                 "ip": self.client_ip(request), "user_agent": request.headers.get("user-agent", "")}
 
     def record(self, request: Request, site: Site, body: Any) -> bytes:

@@ -11,13 +11,14 @@ from schemas.events import (
     RawEvent,
     Site,
 )
-from schemas.raw_batch import INCOMING_BATCH, IncomingBatch, RawBatch, unfold
+from schemas.raw_batch import INCOMING_BATCH, IncomingBatch, RawBatch, bus_time, unfold
 
 __all__ = [
     "ENRICHED_DEFAULTS",
     "INCOMING_BATCH",
     "IncomingBatch",
     "RawBatch",
+    "bus_time",
     "unfold",
     "EVENT_TYPES",
     "INCOMING_EVENT",

@@ -58,7 +58,8 @@ def _ts(value: Any) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def _iso(dt: datetime) -> str:
+def bus_time(dt: datetime) -> str:
+    """The bus's one time format: RFC 3339 in UTC as orjson writes it ('...T10:00:00.123456Z')."""
     text: str = orjson.dumps(dt, option=orjson.OPT_UTC_Z)[1:-1].decode()
     return text
 
@@ -93,10 +94,10 @@ def unfold(raw: RawBatch) -> list[RawEvent]:
             "properties": ev.get("properties") or {},
             "traits": ev.get("traits") or context.get("traits") or {},
             "context": context,
-            "timestamp": _iso(timestamp),
-            "original_timestamp": _iso(original) if original else "",
-            "sent_at": _iso(sent) if sent else "",
-            "received_at": _iso(received),
+            "timestamp": bus_time(timestamp),
+            "original_timestamp": bus_time(original) if original else "",
+            "sent_at": bus_time(sent) if sent else "",
+            "received_at": bus_time(received),
             "ip": ctx_ip if isinstance(ctx_ip, str) and ctx_ip else raw["ip"],
             "user_agent": ctx_ua if isinstance(ctx_ua, str) and ctx_ua else raw["user_agent"],
         })
