@@ -63,6 +63,25 @@ class JourneySettings(BaseModel):
     include_bots: bool = False
 
 
+class SqlSettings(BaseModel):
+    """Limits of ``/v1/sql`` (and ``trailmark sql``): ClickHouse enforces them per query, the read API
+    bounds how many run at once so data-team queries never starve the collector or the journey reads."""
+
+    max_execution_s: float = 30.0
+    max_memory_bytes: int = 2 * 1024**3
+    max_result_rows: int = 100_000
+    max_result_bytes: int = 64 * 1024**2
+    max_threads: int = 1  # per query: heavy SQL gets one core, the pipeline keeps the other
+    max_concurrent: int = 2  # queries at once for the whole server (more wait, then 429)
+    max_concurrent_per_key: int = 1  # a read key with more running queries gets 429 at once
+    queue_timeout_s: float = 5.0  # how long a query waits for a free slot before 429
+    # table functions that only generate values (no files, network or other tables)
+    table_functions: list[str] = ["numbers", "numbers_mt", "generateSeries", "generate_series", "values"]
+    # system tables a data team may read (columns/tables are limited to the trailmark database)
+    system_tables: list[str] = ["one", "numbers", "numbers_mt", "columns", "tables", "functions",
+                                "data_type_families", "time_zones"]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRAILMARK_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
@@ -82,3 +101,4 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     enrich: EnrichSettings = EnrichSettings()
     journeys: JourneySettings = JourneySettings()
+    sql: SqlSettings = SqlSettings()

@@ -28,14 +28,34 @@ class Storage(Protocol):
         """Run a statement that returns nothing (DDL, OPTIMIZE...)."""
 
     def query(
-        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False
+        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False,
+        settings: Mapping[str, Any] | None = None, query_id: str | None = None,
     ) -> list[Row]:
-        """Rows as dicts. ``readonly`` runs under ClickHouse's readonly setting, so writes fail."""
+        """Rows as dicts. ``readonly`` runs under ClickHouse's readonly setting, so writes fail.
+
+        ``settings`` are ClickHouse settings for this query alone, applied before it runs (a
+        ``readonly`` among them is applied last, so the query itself cannot change any of them);
+        nothing of them outlives the call. ``query_id`` lets :meth:`cancel` stop the query."""
+
+    def cancel(self, query_id: str) -> None:
+        """Stop a running query started with ``query_id`` (no error if it already ended)."""
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert rows (one batch, one INSERT) into ``database.table``."""
 
     def close(self) -> None: ...
+
+
+def setting_literal(value: Any) -> str:
+    """A settings value as a ClickHouse literal (strings quoted, maps as ``{'k': 'v'}``)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{setting_literal(str(k))}: {setting_literal(v)}" for k, v in value.items()) + "}"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
 
 
 def migrations() -> list[tuple[str, str]]:

@@ -3,6 +3,11 @@
 chDB allows one data path per process and one process per path, but many sessions on that path; so a
 writer session and a small pool of read-only sessions share one path. Read-only sessions run
 ``SET readonly = 2``: ClickHouse itself then refuses writes and refuses turning readonly off.
+
+A query with its own ``settings`` (the SQL endpoint's sandbox) runs on a fresh session made for it
+(about 2 ms): the settings are SET there, ``readonly`` last, and the session is closed afterwards, so
+nothing a query does can reach the next one. Such queries carry their id in a leading comment, which
+``cancel`` matches in ``system.processes`` (chDB has no client-side query id).
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from typing import Any
 
 import orjson
 
-from trailmark.storage.base import QueryError, Row, StorageUnavailable
+from trailmark.storage.base import QueryError, Row, StorageUnavailable, setting_literal
 
 _OPEN_PATH: list[str] = []
+_QUERY_TAG = "trailmark-query:"
 # chDB's Python() table function finds its argument by name among the caller's globals; inserts
 # park their columns here (under the write lock) for the duration of one INSERT.
 _FRAME_DATA = globals()
@@ -69,6 +75,8 @@ class ChdbStorage:
             raise StorageUnavailable(f"cannot open chDB at {resolved}: {exc}") from exc
         _OPEN_PATH[:] = [resolved]
         self._write_lock = threading.Lock()
+        self._admin_lock = threading.Lock()  # KILL QUERY must not wait behind a long insert
+        self._admin: Any = None
 
     @contextmanager
     def _reader(self) -> Iterator[Any]:
@@ -83,13 +91,51 @@ class ChdbStorage:
             self._run(self._writer, sql, params)
 
     def query(
-        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False
+        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False,
+        settings: Mapping[str, Any] | None = None, query_id: str | None = None,
     ) -> list[Row]:
+        if settings is not None or query_id is not None:
+            return self._query_isolated(sql, params, readonly, settings or {}, query_id)
         if readonly:
             with self._reader() as reader:
                 return _rows(self._run(reader, sql, params, "JSONEachRow"))
         with self._write_lock:
             return _rows(self._run(self._writer, sql, params, "JSONEachRow"))
+
+    def _query_isolated(
+        self, sql: str, params: Mapping[str, Any] | None, readonly: bool, settings: Mapping[str, Any],
+        query_id: str | None,
+    ) -> list[Row]:
+        from chdb import session
+
+        try:
+            sess = session.Session(self.path)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise StorageUnavailable(f"cannot open a chDB session: {exc}") from exc
+        try:
+            self._run(sess, f"USE {self.database}", None)
+            ordered = sorted(settings.items(), key=lambda kv: kv[0] == "readonly")
+            if readonly and "readonly" not in settings:
+                ordered.append(("readonly", 2))
+            for name, value in ordered:
+                if not name.replace("_", "").isalnum():
+                    raise QueryError(f"not a setting name: {name!r}")
+                self._run(sess, f"SET {name} = {setting_literal(value)}", None)
+            if query_id is not None:
+                sql = f"/* {_QUERY_TAG}{query_id} */ {sql}"
+            return _rows(self._run(sess, sql, params, "JSONEachRow"))
+        finally:
+            sess.cleanup()
+
+    def cancel(self, query_id: str) -> None:
+        from chdb import session
+
+        with self._admin_lock:
+            if self._admin is None:
+                self._admin = session.Session(self.path)  # type: ignore[no-untyped-call]
+            # the pattern is built from a parameter, so this KILL's own text never matches it
+            self._run(self._admin, "KILL QUERY WHERE query LIKE concat('%', {tag:String}, '%') ASYNC",
+                      {"tag": _QUERY_TAG + query_id})
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Columnar insert through chDB's Python() table function: several times faster than

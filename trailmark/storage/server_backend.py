@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 import orjson
 
-from trailmark.storage.base import QueryError, Row, StorageUnavailable
+from trailmark.storage.base import QueryError, Row, StorageUnavailable, setting_literal
 
 
 class ServerStorage:
@@ -37,14 +37,26 @@ class ServerStorage:
             raise QueryError(str(exc)) from exc
 
     def query(
-        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False
+        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False,
+        settings: Mapping[str, Any] | None = None, query_id: str | None = None,
     ) -> list[Row]:
-        settings = {"readonly": 2} if readonly else None
+        # settings travel as URL parameters and apply to this query only; a readonly among them makes
+        # the server refuse any SETTINGS the query itself carries
+        merged: dict[str, Any] = {"readonly": 2} if readonly else {}
+        for name, value in (settings or {}).items():
+            merged[name] = setting_literal(value) if isinstance(value, Mapping) else value
         try:
-            result = self._client.query(sql, parameters=dict(params) if params else None, settings=settings)
+            result = self._client.query(sql, parameters=dict(params) if params else None,
+                                        settings=merged or None, query_id=query_id)
         except Exception as exc:
             raise QueryError(str(exc)) from exc
         return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def cancel(self, query_id: str) -> None:
+        try:
+            self._client.command("KILL QUERY WHERE query_id = {id:String} ASYNC", parameters={"id": query_id})
+        except Exception as exc:
+            raise QueryError(str(exc)) from exc
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """JSONEachRow, like the embedded backend's values: RFC 3339 strings for times, lists for arrays."""
