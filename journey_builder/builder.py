@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -51,6 +52,22 @@ def epoch_ms(iso: str) -> int:
 def visitor_id(ev: EnrichedEvent) -> str:
     """The device-level id: anonymousId, or ``user:<userId>`` for server-side calls without one."""
     return ev["anonymous_id"] or f"user:{ev['user_id']}"
+
+
+def _email(ev: EnrichedEvent) -> str:
+    """The person's email: a group call's email (found in its traits) is the account's."""
+    return "" if ev["type"] == "group" else ev["email"]
+
+
+def _account_domain(traits: Mapping[str, Any]) -> str:
+    """An account's web domain: the ``domain`` trait, else the host of ``website``."""
+    for key in ("domain", "website"):
+        value = traits.get(key)
+        if isinstance(value, str) and value.strip():
+            text = value.strip().lower()
+            host = urlsplit(text if "//" in text else "//" + text).hostname or ""
+            return host.removeprefix("www.")[:253]
+    return ""
 
 
 # GA's medium names for untagged traffic, by referrer type
@@ -116,6 +133,8 @@ class Output:
     identities: list[dict[str, Any]] = field(default_factory=list)
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    account_links: list[dict[str, Any]] = field(default_factory=list)
     skipped_duplicates: int = 0
     skipped_bots: int = 0
 
@@ -131,6 +150,7 @@ class JourneyBuilder:
         self.visitors: OrderedDict[tuple[str, str], VisitorState] = OrderedDict()
         self.email_contacts: dict[tuple[str, str], str] = {}
         self.contacts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.accounts: dict[tuple[str, str], dict[str, Any]] = {}
 
     # ---- public -------------------------------------------------------------------------------
 
@@ -143,6 +163,7 @@ class JourneyBuilder:
         fresh.sort(key=lambda e: (e["site_id"], visitor_id(e), e["timestamp"]))
         self._load_visitors(fresh)
         self._load_contacts(fresh)
+        self._load_accounts(fresh)
         for ev in fresh:
             if ev["is_bot"] and not self.settings.include_bots:
                 out.skipped_bots += 1
@@ -221,7 +242,7 @@ class JourneyBuilder:
     def _load_contacts(self, events: Sequence[EnrichedEvent]) -> None:
         """Contacts this batch may touch, in two queries (not one per contact)."""
         db = self.storage.database
-        emails = sorted({(e["site_id"], e["email"]) for e in events if e["email"]} - self.email_contacts.keys())
+        emails = sorted({(e["site_id"], _email(e)) for e in events if _email(e)} - self.email_contacts.keys())
         if emails:
             for r in self.storage.query(
                 f"SELECT site_id, email, argMax(contact_id, version) AS contact_id FROM {db}.contacts_data"
@@ -231,13 +252,14 @@ class JourneyBuilder:
                 self.email_contacts[(r["site_id"], r["email"])] = r["contact_id"]
         wanted: set[tuple[str, str]] = set()
         for e in events:
-            if not (e["user_id"] or e["email"]):
+            email = _email(e)
+            if not (e["user_id"] or email):
                 continue
             site = e["site_id"]
             if e["user_id"]:
                 wanted.add((site, f"user:{e['user_id']}"))
-            if e["email"]:
-                wanted.add((site, self.email_contacts.get((site, e["email"])) or f"email:{e['email']}"))
+            if email:
+                wanted.add((site, self.email_contacts.get((site, email)) or f"email:{email}"))
             known = self.visitors.get((site, visitor_id(e)))
             if known is not None and known.contact_id:
                 wanted.add((site, known.contact_id))
@@ -252,6 +274,23 @@ class JourneyBuilder:
             self.contacts[(row["site_id"], row["contact_id"])] = self._parsed(row)
         for site, cid in missing:
             self.contacts.setdefault((site, cid), self._blank_contact(site, cid))
+
+    def _load_accounts(self, events: Sequence[EnrichedEvent]) -> None:
+        """The accounts this batch's group calls touch, in one query."""
+        wanted = {(e["site_id"], e["group_id"]) for e in events if e["type"] == "group" and e["group_id"]}
+        missing = sorted(wanted - self.accounts.keys())
+        if not missing:
+            return
+        for row in self.storage.query(
+            f"SELECT * FROM {self.storage.database}.accounts_data FINAL WHERE (site_id, group_id) IN"
+            " {v:Array(Tuple(String, String))}",
+            {"v": missing},
+        ):
+            row["traits"] = orjson.loads(row["traits"] or "{}")
+            self.accounts[(row["site_id"], row["group_id"])] = row
+        for site, gid in missing:
+            self.accounts.setdefault((site, gid), {"site_id": site, "group_id": gid, "name": "", "domain": "",
+                                                   "traits": {}, "first_seen": "", "last_seen": ""})
 
     @staticmethod
     def _parsed(row: dict[str, Any]) -> dict[str, Any]:
@@ -305,6 +344,8 @@ class JourneyBuilder:
         if new_session:
             out.touchpoints.append(self._touchpoint(ev, session, session.session_id, "session_start", session.start))
         contact_id = self._identify(ev, visitor, anon, out)
+        if kind == "group" and ev["group_id"]:
+            self._group(ev, anon, out)
         interaction = ("conversion" if is_conversion else "form_submit" if name in FORM_EVENTS
                        else "contact" if name in CONTACT_EVENTS else "identify" if kind == "identify" else "")
         stage = ""
@@ -368,9 +409,29 @@ class JourneyBuilder:
                 "page_path": ev["page_path"] or s.exit_page, "channel": s.channel, "source": s.source,
                 "medium": s.medium, "campaign": s.campaign, "stage": ""}
 
+    def _group(self, ev: EnrichedEvent, anon: str, out: Output) -> None:
+        """A group call: its traits describe the account; the visitor is linked to it."""
+        site_id, group_id = ev["site_id"], ev["group_id"]
+        account = self.accounts[(site_id, group_id)]
+        for k, v in (ev["traits"] or {}).items():
+            if v not in ("", None):
+                account["traits"][k] = v
+        traits = account["traits"]
+        if isinstance(name := traits.get("name"), str) and name:
+            account["name"] = name[:500]
+        if domain := _account_domain(traits):
+            account["domain"] = domain
+        ts = ch_time(ev["timestamp"])
+        account["first_seen"] = min(account["first_seen"] or ts, ts)
+        account["last_seen"] = max(account["last_seen"] or ts, ts)
+        out.accounts[(site_id, group_id)] = {**account, "traits": orjson.dumps(traits).decode(),
+                                             "version": time.time_ns()}
+        out.account_links.append({"site_id": site_id, "group_id": group_id, "anonymous_id": anon,
+                                  "first_seen": ts, "last_seen": ts})
+
     def _identify(self, ev: EnrichedEvent, visitor: VisitorState, anon: str, out: Output) -> str:
         site_id = ev["site_id"]
-        email = ev["email"]
+        email = _email(ev)
         user_id = ev["user_id"]
         if not (user_id or email):
             return visitor.contact_id
@@ -418,8 +479,9 @@ class JourneyBuilder:
             if oc.get("first_seen") and (not c.get("first_seen") or oc["first_seen"] < c["first_seen"]):
                 c["first_seen"] = oc["first_seen"]
         source = f"{ev['type']}:{ev['message_id']}"
-        fields = [f for f in CONTACT_FIELDS if isinstance(ev[f], str) and ev[f]]  # type: ignore[literal-required]
-        if ev["email"]:  # the flags describe the email, so they change only with it
+        person = ev["type"] != "group"  # a group call's traits (and what enrichment read in them) are the account's
+        fields = [f for f in CONTACT_FIELDS if person and isinstance(ev[f], str) and ev[f]]  # type: ignore[literal-required]
+        if person and ev["email"]:  # the flags describe the email, so they change only with it
             fields += ["email_free", "email_disposable"]
         for f in fields:
             value = ev[f]  # type: ignore[literal-required]
@@ -430,7 +492,7 @@ class JourneyBuilder:
             c["user_id"] = ev["user_id"]
         if ev["geo_country"]:
             c["country"] = ev["geo_country"]
-        for k, v in (ev["traits"] or {}).items():
+        for k, v in (ev["traits"] if person else {}).items():
             if v not in ("", None):
                 c["traits"][k] = v
         ts = ch_time(ev["timestamp"])
@@ -451,6 +513,10 @@ class JourneyBuilder:
         row["anonymous_id"] = visitor_id(ev)
         row["session_id"] = session_id
         row["contact_id"] = contact_id
+        if ev["type"] == "group":  # the person fields enrichment found in group traits are the account's
+            for f in (*CONTACT_FIELDS, "phone_timezone"):
+                row[f] = False if f in ("email_free", "email_disposable") else ""
+        row["extra"] = orjson.dumps(ev.get("extra") or {}).decode()
         for f in ("original_timestamp", "sent_at"):  # storage parses RFC 3339; "" is not a time
             if not row[f]:
                 row[f] = _EPOCH
@@ -468,6 +534,8 @@ class JourneyBuilder:
         st.insert("identities_data", out.identities)
         st.insert("contacts_data", list(out.contacts.values()))
         st.insert("stage_transitions_data", out.stages)
+        st.insert("accounts_data", list(out.accounts.values()))
+        st.insert("account_links_data", out.account_links)
         st.insert("events", out.events)  # last: its presence marks the batch as done
 
     def _evict(self) -> None:
@@ -475,5 +543,7 @@ class JourneyBuilder:
             self.visitors.popitem(last=False)
         if len(self.contacts) > self.max_visitors:
             self.contacts.clear()
+        if len(self.accounts) > self.max_visitors:
+            self.accounts.clear()
         if len(self.email_contacts) > self.max_visitors:
             self.email_contacts.clear()

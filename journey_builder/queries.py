@@ -5,9 +5,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
+
 from trailmark.storage.base import Storage
 
-_POOL = ThreadPoolExecutor(max_workers=5, thread_name_prefix="journey-read")
+_POOL = ThreadPoolExecutor(max_workers=6, thread_name_prefix="journey-read")
 
 
 def resolve(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str]] | None:
@@ -69,6 +71,9 @@ def journey(storage: Storage, site_id: str, contact: str) -> dict[str, Any] | No
         "stages": f"SELECT t.stage AS stage, min(t.entered_at) AS entered_at, argMin(t.rule, t.entered_at) AS rule"
                   f" FROM {db}.stage_transitions_data AS t WHERE site_id = {{s:String}}"
                   " AND anonymous_id IN {a:Array(String)} GROUP BY stage ORDER BY entered_at",
+        "accounts": f"SELECT group_id, name, domain, traits, first_seen, last_seen FROM {db}.accounts_data FINAL"
+                    f" WHERE site_id = {{s:String}} AND group_id IN (SELECT group_id FROM {db}.account_links_data"
+                    " WHERE site_id = {s:String} AND anonymous_id IN {a:Array(String)}) ORDER BY first_seen, group_id",
     }
     # independent lookups: run them side by side on the storage's read-only sessions
     futures = {k: _POOL.submit(storage.query, q, p, readonly=True) for k, q in sql.items()}
@@ -83,5 +88,6 @@ def journey(storage: Storage, site_id: str, contact: str) -> dict[str, Any] | No
         "sessions": got["sessions"],
         "touchpoints": touchpoints,
         "stage_transitions": got["stages"],
+        "accounts": [{**a, "traits": orjson.loads(a["traits"] or "{}")} for a in got["accounts"]],
         "conversions": [t for t in touchpoints if t["kind"] == "conversion"],
     }

@@ -44,8 +44,11 @@ class IncomingEvent(TypedDict):
     # ISO-8601 strings, checked by the collector with datetime.fromisoformat (cheaper than a
     # datetime field, and the client's text is kept as original_timestamp)
     timestamp: NotRequired[str | None]
+    originalTimestamp: NotRequired[str | None]  # the client's clock, when it sends no timestamp
     sentAt: NotRequired[str | None]
     writeKey: NotRequired[str | None]
+    # integrations, channel and any other top-level field pass unvalidated (extra="ignore" only
+    # skips checking them): unfold keeps them in RawEvent.extra
 
 
 INCOMING_EVENT = TypeAdapter(IncomingEvent)
@@ -73,6 +76,9 @@ class RawEvent(TypedDict):
     received_at: str
     ip: str
     user_agent: str
+    # top-level fields without a field of their own (integrations, channel, category, _metadata,
+    # unknown ones), kept as the client sent them; the write key is never kept
+    extra: NotRequired[dict[str, Any]]
 
 
 class EnrichedEvent(RawEvent):

@@ -66,14 +66,17 @@ def bus_time(dt: datetime) -> str:
 
 def unfold(raw: RawBatch) -> list[RawEvent]:
     """The RawEvents of one batch, with Segment's clock-skew rule applied:
-    ``timestamp = receivedAt - (sentAt - timestamp)`` (skews above 7 days are not corrected)."""
+    ``timestamp = receivedAt - (sentAt - timestamp)`` (skews above 7 days are not corrected), where
+    the client's time is ``timestamp`` or, without one, ``originalTimestamp``."""
     received = _ts(raw["received_at"]) or datetime.now(UTC)
     body = raw["body"]
     batch_sent = _ts(body.get("sentAt"))
     out: list[RawEvent] = []
     for ev in body.get("batch") or ():
         sent = _ts(ev.get("sentAt")) or batch_sent
-        original = _ts(ev.get("timestamp"))
+        # the client's own time: ``timestamp``, else ``originalTimestamp`` (RudderStack's SDKs and
+        # Segment's mobile ones send only that); both get the same sentAt skew correction
+        original = _ts(ev.get("timestamp")) or _ts(ev.get("originalTimestamp"))
         timestamp = original or received
         if original is not None and sent is not None and abs(received - sent) <= MAX_SKEW:
             timestamp = original + (received - sent)
@@ -100,5 +103,14 @@ def unfold(raw: RawBatch) -> list[RawEvent]:
             "received_at": bus_time(received),
             "ip": ctx_ip if isinstance(ctx_ip, str) and ctx_ip else raw["ip"],
             "user_agent": ctx_ua if isinstance(ctx_ua, str) and ctx_ua else raw["user_agent"],
+            "extra": {k: v for k, v in ev.items() if k not in _MAPPED},
         })
     return out
+
+
+# top-level event fields that have a RawEvent field of their own (or, the write key, must not be
+# stored); every other one (integrations, channel, category, _metadata, unknown) goes to ``extra``
+_MAPPED = frozenset({
+    "type", "messageId", "anonymousId", "userId", "previousId", "groupId", "event", "name", "properties",
+    "traits", "context", "timestamp", "originalTimestamp", "sentAt", "writeKey",
+})

@@ -9,6 +9,7 @@ Six visitors over the last three days:
 - Bob searches Bing for "customer journey analytics", reads a blog post and /pricing, asks for
   contact and leaves ``bob@globex.com`` (Consideration).
 - Eve clicks a LinkedIn ad (abm_q3), requests a demo, leaves ``eve@acme.io`` (Decision).
+- Bob and Eve each make a group call: accounts ``globex`` (Globex Corporation) and ``acme`` (Acme Inc).
 - Frank (anonymous) clicks a Google ad (spring_sale), signs up, and returns later (Retention).
 - Carol (anonymous) bounces from Facebook on a blog post; Dave (anonymous) bounces on / (Awareness).
 """
@@ -60,6 +61,10 @@ class _Builder:
         return {"type": "track", "event": name, "messageId": str(uuid.uuid4()), "anonymousId": anon,
                 "timestamp": self.ts(hours), "properties": props}
 
+    def group(self, anon: str, group_id: str, hours: float, **traits: Any) -> dict[str, Any]:
+        return {"type": "group", "groupId": group_id, "messageId": str(uuid.uuid4()), "anonymousId": anon,
+                "timestamp": self.ts(hours), "traits": traits}
+
     def identify(self, anon: str, hours: float, user_id: str = "", **traits: Any) -> dict[str, Any]:
         ev: dict[str, Any] = {"type": "identify", "messageId": str(uuid.uuid4()), "anonymousId": anon,
                               "timestamp": self.ts(hours), "traits": traits}
@@ -98,6 +103,8 @@ def post_dataset(server: Server) -> Dataset:
             b.page(bob, "/pricing", -48 + 3 * m, title="Pricing"),
             b.track(bob, "Contact Requested", -48 + 5 * m, topic="sales"),
             b.identify(bob, -48 + 6 * m, email="bob@globex.com", name="Bob Stone", company="Globex"),
+            b.group(bob, "globex", -48 + 7 * m, name="Globex Corporation", website="https://globex.com",
+                    employees=800),
         ]),
         (ANDROID_UA, [
             b.page(eve, "/", -30, "?utm_source=linkedin&utm_medium=paid_social&utm_campaign=abm_q3",
@@ -105,6 +112,7 @@ def post_dataset(server: Server) -> Dataset:
             b.page(eve, "/demo", -30 + 2 * m, title="Book a demo"),
             b.track(eve, "Demo Requested", -30 + 3 * m, team_size="11-50"),
             b.identify(eve, -30 + 4 * m, email="eve@acme.io", name="Eve Park"),
+            b.group(eve, "acme", -30 + 5 * m, name="Acme Inc", website="acme.io", employees=40),
         ]),
         (IPHONE_UA, [
             b.page(frank, "/", -10, "?utm_source=google&utm_medium=cpc&utm_campaign=spring_sale&gclid=Cj0KCQ2",
