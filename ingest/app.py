@@ -164,9 +164,9 @@ class Collector:
     def authenticate(self, key: Any) -> Site | Response:
         if not isinstance(key, str) or not key:
             return _error(401, "missing write key (HTTP Basic user name or writeKey in the body)")
-        site = self.keys.by_write_key.get(key)
+        site = self.keys.by_write_key(key)
         if site is None:
-            if key in self.keys.read_keys:
+            if self.keys.is_read_key(key):
                 return _error(403, "a read key cannot write; use the site's write key")
             return _error(401, "unknown write key")
         return site
@@ -291,7 +291,7 @@ class Collector:
     async def pixel(self, request: Request) -> Response:
         """GET /v1/p.gif: noscript page views and email opens; always answers the image."""
         q = request.query_params
-        site = self.keys.by_write_key.get(q.get("key") or q.get("writeKey") or "")
+        site = self.keys.by_write_key(q.get("key") or q.get("writeKey"))
         if site is not None and self.origin_refused(request, site) is None:
             page_url = q.get("url") or request.headers.get("referer") or ""
             event: dict[str, Any] = {

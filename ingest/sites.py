@@ -8,17 +8,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from schemas import Site
+from trailmark.keys import find_site, index_keys
 
 
 @dataclass
 class SiteKeys:
-    by_write_key: dict[str, Site] = field(default_factory=dict)
-    read_keys: set[str] = field(default_factory=set)
+    """The sites by write key and read key, looked up in constant time (trailmark.keys.find_site)."""
+
+    by_write_digest: dict[bytes, Site] = field(default_factory=dict)
+    by_read_digest: dict[bytes, Site] = field(default_factory=dict)
 
     @classmethod
     def of(cls, sites: Iterable[Site]) -> SiteKeys:
         sites = list(sites)
-        return cls({s["write_key"]: s for s in sites}, {s["read_key"] for s in sites})
+        return cls(index_keys(sites, "write_key"), index_keys(sites, "read_key"))
+
+    def by_write_key(self, key: object) -> Site | None:
+        return find_site(self.by_write_digest, key)
+
+    def is_read_key(self, key: object) -> bool:
+        return find_site(self.by_read_digest, key) is not None
 
     def origin_allowed(self, site: Site, origin: str | None) -> bool:
         if origin is None:
@@ -27,7 +36,7 @@ class SiteKeys:
         return "*" in allowed or origin in allowed
 
     def any_origin_allowed(self, origin: str) -> bool:
-        return any(self.origin_allowed(s, origin) for s in self.by_write_key.values())
+        return any(self.origin_allowed(s, origin) for s in self.by_write_digest.values())
 
 
 def basic_auth_user(header: str | None) -> str | None:

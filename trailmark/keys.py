@@ -1,10 +1,19 @@
-"""Site keys in ``<data-dir>/keys.json`` (mode 0600): created on first start, reused after."""
+"""Site keys in ``<data-dir>/keys.json`` (mode 0600): created on first start, reused after.
+
+Presented keys are looked up by their SHA-256 digest (``index_keys`` / ``find_site``), never by the
+key itself: a dict or ``==`` comparison of the secret stops at the first differing byte, and its
+timing tells an attacker how much of a guess is right. Comparing digests leaks only how much of the
+digest matches, which says nothing usable about the key.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Literal
 
 import orjson
 
@@ -22,6 +31,24 @@ def new_site(site_id: str = "default", origins: list[str] | None = None) -> Site
         "read_key": "rk_" + secrets.token_urlsafe(24),
         "origins": origins or ["*"],
     }
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 digest a key is indexed and looked up by."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def index_keys(sites: Iterable[Site], kind: Literal["write_key", "read_key"]) -> dict[bytes, Site]:
+    """The sites by the digest of their write or read key, for ``find_site``."""
+    return {key_digest(s[kind]): s for s in sites}
+
+
+def find_site(keys_by_digest: Mapping[bytes, Site], presented: object) -> Site | None:
+    """The site whose key (indexed by ``index_keys``) is ``presented``, in time that does not
+    depend on how much of a wrong key matches; None for a wrong, empty or non-string key."""
+    if not isinstance(presented, str) or not presented:
+        return None
+    return keys_by_digest.get(key_digest(presented))
 
 
 def load_or_create(data_dir: Path) -> tuple[list[Site], bool]:
