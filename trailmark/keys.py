@@ -51,8 +51,19 @@ def find_site(keys_by_digest: Mapping[bytes, Site], presented: object) -> Site |
     return keys_by_digest.get(key_digest(presented))
 
 
+def secure_data_dir(data_dir: Path) -> None:
+    """Make the data folder private to this user: the folder 0700 (created so, or changed), and the
+    process umask 077, so that every file created from now on (event log, chDB parts, spool) is 0600
+    and every folder 0700. The data holds visitors' personal data and the keys."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
+
+
 def load_or_create(data_dir: Path) -> tuple[list[Site], bool]:
-    """The sites, and whether the file was created just now."""
+    """The sites, and whether the file was created just now. Every server command starts here,
+    before anything else opens the data folder: it is made private first (``secure_data_dir``)."""
+    secure_data_dir(data_dir)
     path = data_dir / "keys.json"
     if path.exists():
         try:
@@ -63,7 +74,6 @@ def load_or_create(data_dir: Path) -> tuple[list[Site], bool]:
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise KeysError(f"{path} is not a valid keys file: {exc}") from exc
         return sites, False
-    data_dir.mkdir(parents=True, exist_ok=True)
     sites = [new_site()]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
