@@ -1,8 +1,18 @@
-"""Read API: journeys and read-only SQL, authorised by a site's read key (Bearer)."""
+"""Read API: journeys and read-only SQL, authorised by a site's read key (Bearer).
+
+Data-team SQL runs in its own small thread pool behind a server-wide and a per-key limit, so heavy
+queries wait or get 429 instead of taking the threads the collector and the journey reads use; a
+query whose client goes away is cancelled in ClickHouse.
+"""
 
 
 import asyncio
+import hashlib
+import hmac
+import logging
+import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -10,24 +20,64 @@ from pydantic import BaseModel, Field
 
 from journey_builder import analytics, queries
 from journey_builder.map_page import map_router
+from journey_builder.sql_sandbox import SqlRefused, SqlSandbox
 from schemas import Site
-from trailmark.settings import JourneySettings
+from trailmark.settings import JourneySettings, SqlSettings
 from trailmark.storage.base import QueryError, Storage
 
-MAX_SQL_ROWS = 100_000
+log = logging.getLogger("trailmark.reads")
+MAX_OFFSET = 10_000_000  # deeper paging is a query for /v1/sql
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class KeyRing:
+    """Read keys looked up by their SHA-256 digest and confirmed with a constant-time compare, so
+    the time an answer takes says nothing about how much of a guessed key was right."""
+
+    def __init__(self, sites: Callable[[], dict[str, Site]]) -> None:
+        self._sites = sites
+        self._built_from: dict[str, Site] | None = None
+        self._read: dict[bytes, Site] = {}
+        self._write: set[bytes] = set()
+
+    def _index(self) -> None:
+        current = self._sites()
+        if current is not self._built_from:
+            self._read = {_digest(k): s for k, s in current.items()}
+            self._write = {_digest(s["write_key"]) for s in current.values()}
+            self._built_from = current
+
+    def read_site(self, key: str) -> Site | None:
+        self._index()
+        digest = _digest(key)
+        site = self._read.get(digest)
+        if site is not None and hmac.compare_digest(_digest(site["read_key"]), digest):
+            return site
+        return None
+
+    def is_write_key(self, key: str) -> bool:
+        self._index()
+        return _digest(key) in self._write
 
 
 class SqlRequest(BaseModel):
-    query: str = Field(..., min_length=1, max_length=100_000, description="one read-only ClickHouse query")
+    query: str = Field(..., min_length=1, max_length=100_000,
+                       description="one ClickHouse SELECT over this site's tables (see docs/sql.md)")
     params: dict[str, Any] | None = Field(None, description="values for {name:Type} placeholders")
 
 
 def read_router(
     storage: Callable[[], Storage],
     sites_by_read_key: Callable[[], dict[str, Site]],
-    settings: JourneySettings | None = None,
+    settings: JourneySettings,
+    sql_settings: SqlSettings,
+    database: str,
 ) -> APIRouter:
     router = APIRouter(tags=["reads"])
+    keys = KeyRing(sites_by_read_key)
 
     def site(request: Request) -> Site:
         header = request.headers.get("authorization", "")
@@ -35,9 +85,9 @@ def read_router(
             raise HTTPException(401, "missing read key: Authorization: Bearer READ_KEY",
                                 headers={"WWW-Authenticate": "Bearer"})
         key = header[7:].strip()
-        found = sites_by_read_key().get(key)
+        found = keys.read_site(key)
         if found is None:
-            if any(s["write_key"] == key for s in sites_by_read_key().values()):
+            if keys.is_write_key(key):
                 raise HTTPException(403, "a write key cannot read; use the site's read key")
             raise HTTPException(401, "unknown read key", headers={"WWW-Authenticate": "Bearer"})
         return found
@@ -49,7 +99,7 @@ def read_router(
             raise HTTPException(404, f"no contact or visitor {contact!r} on site {s['site_id']!r}")
         return result
 
-    conf = settings or JourneySettings()
+    conf = settings
     Since = Annotated[str | None, Query(alias="from", description="ISO date/time, inclusive")]
     Until = Annotated[str | None, Query(alias="to", description="ISO date/time, exclusive")]
 
@@ -58,8 +108,9 @@ def read_router(
             return await asyncio.to_thread(fn, storage(), *args, **kwargs)
         except analytics.BadQuery as exc:
             raise HTTPException(400, str(exc)) from None
-        except QueryError as exc:
-            raise HTTPException(400, f"query failed: {exc}") from None
+        except QueryError as exc:  # our own SQL: log it, answer what failed without echoing it
+            log.warning("%s failed: %s", getattr(fn, "__name__", "read"), exc)
+            raise HTTPException(400, f"{getattr(fn, '__name__', 'read')} query failed; check the parameters") from None
 
     @router.get("/v1/journeys", summary="Contacts, filtered by stage, channel, campaign, conversion, dates")
     async def journeys(
@@ -71,7 +122,7 @@ def read_router(
         since: Since = None,
         until: Until = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         return await run(analytics.contacts, s["site_id"], stage=stage, channel=channel, campaign=campaign,
                          converted=converted, since=since, until=until, limit=limit, offset=offset)
@@ -123,14 +174,51 @@ def read_router(
     ) -> dict[str, Any]:
         return await run(analytics.pain_points, s["site_id"], limit)
 
-    @router.post("/v1/sql", summary="Run one read-only query (ClickHouse readonly setting)")
-    async def sql(body: SqlRequest, s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
+    sandbox = SqlSandbox(sql_settings, database)
+    pool = ThreadPoolExecutor(max_workers=max(1, sql_settings.max_concurrent), thread_name_prefix="sql")
+    slots = asyncio.Semaphore(max(1, sql_settings.max_concurrent))
+    running: dict[str, int] = {}
+
+    def busy(message: str) -> HTTPException:
+        return HTTPException(429, message, headers={"Retry-After": "5"})
+
+    @router.post("/v1/sql", summary="Run one SELECT over this site's tables (sandboxed, limited)")
+    async def sql(body: SqlRequest, request: Request, s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
+        site_id = s["site_id"]
+        if running.get(site_id, 0) >= sql_settings.max_concurrent_per_key:
+            raise busy(f"at most {sql_settings.max_concurrent_per_key} running queries per read key")
+        running[site_id] = running.get(site_id, 0) + 1
         try:
-            rows = await asyncio.to_thread(storage().query, body.query, body.params, readonly=True)
-        except QueryError as exc:
-            raise HTTPException(400, f"query failed: {exc}") from None
-        truncated = len(rows) > MAX_SQL_ROWS
-        return {"rows": rows[:MAX_SQL_ROWS], "count": min(len(rows), MAX_SQL_ROWS), "truncated": truncated}
+            try:
+                await asyncio.wait_for(slots.acquire(), sql_settings.queue_timeout_s)
+            except TimeoutError:
+                raise busy("the SQL endpoint is busy; retry later") from None
+            try:
+                return await _run_sql(body, request, site_id)
+            finally:
+                slots.release()
+        finally:
+            running[site_id] -= 1
+            if not running[site_id]:
+                del running[site_id]
+
+    async def _run_sql(body: SqlRequest, request: Request, site_id: str) -> dict[str, Any]:
+        query_id = uuid.uuid4().hex
+        store = storage()
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(pool, sandbox.run, store, site_id, body.query, body.params, query_id)
+        while True:  # a client that goes away takes its query with it
+            done, _ = await asyncio.wait({job}, timeout=0.25)
+            if done:
+                break
+            if await request.is_disconnected():
+                await asyncio.to_thread(store.cancel, query_id)
+                raise HTTPException(499, "client closed the request")
+        try:
+            rows, truncated = job.result()
+        except SqlRefused as exc:
+            raise HTTPException(400, f"query refused: {exc}") from None
+        return {"rows": rows, "count": len(rows), "truncated": truncated}
 
     router.include_router(map_router())
     return router

@@ -132,20 +132,33 @@ class Runtime:
             if "enricher" in self.roles:
                 self.runners.append(EnrichRunner(self.bus, self.settings, sites))
         for runner in self.runners:
+            runner.health.export()
             self.tasks.append(asyncio.create_task(self._supervise(runner), name=runner.stage))
         if self.settings.bus.kind == "embedded" and {"enricher", "journeys"} <= self.roles:
             self.aux.append(asyncio.create_task(self._truncate_log(), name="truncate"))
         self.ready = True
 
     async def _supervise(self, runner: StageRunner) -> None:
+        """Restart a crashed stage; its health counts the restarts (a crash loop makes it unready)."""
+        delay = self.settings.health.restart_delay_s
         while not runner.stopping.is_set():
             try:
                 await runner.run()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("stage %s crashed; restarting in 1 s", runner.stage)
-                await asyncio.sleep(1)
+            except Exception as exc:
+                runner.health.crashed(exc)
+                log.exception("stage %s crashed (%d in a row); restarting in %.1f s", runner.stage,
+                              runner.health.crashes_in_a_row, delay)
+                await runner.pause(delay)
+
+    def problems(self) -> dict[str, str]:
+        """Why each unhealthy stage is unhealthy (empty when all are well); read by /readyz."""
+        found = {r.stage: p for r in self.runners if (p := r.health.problem()) is not None}
+        for task in self.tasks:
+            if task.done():
+                found[task.get_name()] = "stopped"
+        return found
 
     async def _truncate_log(self) -> None:
         from trailmark.bus.embedded import EmbeddedBus
@@ -216,8 +229,10 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        alive = runtime.ready and all(not t.done() for t in runtime.tasks)
-        return JSONResponse({"ready": alive, "roles": sorted(roles)}, status_code=200 if alive else 503)
+        problems = runtime.problems()
+        alive = runtime.ready and not problems
+        return JSONResponse({"ready": alive, "roles": sorted(roles), "problems": problems},
+                            status_code=200 if alive else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

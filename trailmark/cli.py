@@ -16,6 +16,7 @@ import typer
 import uvicorn
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from trailmark.app import ROLES, create_app
 from trailmark.keys import KeysError, load_or_create
@@ -123,7 +124,11 @@ def sql(
         console.print(f"[red]cannot reach {url}: {exc}[/red]")
         raise typer.Exit(2) from None
     if r.status_code != 200:
-        console.print(f"[red]{r.status_code}: {r.json().get('detail', r.text)}[/red]")
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        console.print(Text(f"{r.status_code}: {detail}", style="red"))  # server text is data, not markup
         raise typer.Exit(1)
     rows = r.json()["rows"]
     _print_rows(rows, fmt)  # type: ignore[arg-type]
@@ -142,9 +147,12 @@ def _print_rows(rows: list[dict[str, object]], fmt: Literal["table", "csv", "jso
             writer.writerow([row[c] for c in columns])
         sys.stdout.write(out.getvalue())
         return
-    table = Table(*columns)
+    # Text(), not str: a value like "[bold]x" or "[link=...]" is data and is printed as it is
+    table = Table()
+    for c in columns:
+        table.add_column(Text(c))
     for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
+        table.add_row(*(Text(str(row[c])) for c in columns))
     console.print(table)
     console.print(f"{len(rows)} row(s)")
 

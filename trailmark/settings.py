@@ -82,6 +82,14 @@ class SqlSettings(BaseModel):
                                 "data_type_families", "time_zones"]
 
 
+class HealthSettings(BaseModel):
+    """When a stage counts as unhealthy: /readyz answers 503 and trailmark_stage_healthy is 0."""
+
+    crash_loop_restarts: int = 3  # restarts without a committed batch in between
+    stall_after_s: float = 120.0  # a batch in flight, or records waiting, without progress this long
+    restart_delay_s: float = 1.0  # pause before restarting a crashed stage
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRAILMARK_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
@@ -101,4 +109,5 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     enrich: EnrichSettings = EnrichSettings()
     journeys: JourneySettings = JourneySettings()
+    health: HealthSettings = HealthSettings()
     sql: SqlSettings = SqlSettings()

@@ -125,7 +125,7 @@ class ChdbStorage:
                 sql = f"/* {_QUERY_TAG}{query_id} */ {sql}"
             return _rows(self._run(sess, sql, params, "JSONEachRow"))
         finally:
-            sess.cleanup()
+            sess.cleanup()  # type: ignore[no-untyped-call]
 
     def cancel(self, query_id: str) -> None:
         from chdb import session

@@ -1,20 +1,103 @@
-"""A ClickHouse server or cluster through clickhouse-connect, behind the same Storage interface."""
+"""A ClickHouse server or cluster through clickhouse-connect, behind the same Storage interface.
+
+Rows come back as JSONEachRow text parsed with orjson, as on the embedded backend, so both return
+the same JSON values (clickhouse-connect's typed results would give ``datetime`` and ``UUID``
+objects where chDB gives strings, and the read API would answer differently on each). The JSON
+output settings are pinned to the engine defaults chDB runs with, so an older server formats 64-bit
+integers and times the same way. Inserts are JSONEachRow with RFC 3339 times parsed best-effort.
+
+Errors are translated here, once: "cannot be served now" becomes :class:`StorageUnavailable` (the
+runners retry without committing), an error caused by the query or its rows becomes
+:class:`QueryError` (the record is dead-lettered, the read API answers 400):
+
+- no answer at all (connection refused or reset, timeouts, a broken stream): unavailable;
+- an HTTP error without a ClickHouse exception code (a proxy or load balancer answered): unavailable;
+- a ClickHouse error: unavailable when its code is in :data:`UNAVAILABLE_CODES` (overload, memory,
+  network, Keeper, replicas, read-only tables, authentication), except a per-query limit the caller
+  set itself (``max_execution_time``, ``max_memory_usage``) or a cancellation it asked for;
+  otherwise a query error;
+- errors raised by clickhouse-connect before sending (bad parameters, unsupported types): query errors.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import orjson
+import urllib3.exceptions
+from clickhouse_connect.driver import exceptions as ch
 
-from trailmark.storage.base import QueryError, Row, StorageUnavailable, setting_literal
+from trailmark.storage.base import QueryError, Row, StorageError, StorageUnavailable, setting_literal
+
+# ClickHouse error codes that say the server or cluster cannot serve now, not that the query is wrong.
+UNAVAILABLE_CODES: dict[int, str] = {
+    95: "CANNOT_READ_FROM_SOCKET", 96: "CANNOT_WRITE_TO_SOCKET", 159: "TIMEOUT_EXCEEDED",
+    173: "CANNOT_ALLOCATE_MEMORY", 192: "UNKNOWN_USER", 193: "WRONG_PASSWORD", 194: "REQUIRED_PASSWORD",
+    201: "QUOTA_EXCEEDED", 202: "TOO_MANY_SIMULTANEOUS_QUERIES", 209: "SOCKET_TIMEOUT", 210: "NETWORK_ERROR",
+    225: "NO_ZOOKEEPER", 236: "ABORTED", 241: "MEMORY_LIMIT_EXCEEDED", 242: "TABLE_IS_READ_ONLY",
+    243: "NOT_ENOUGH_SPACE", 244: "UNEXPECTED_ZOOKEEPER_ERROR", 252: "TOO_MANY_PARTS", 265: "NO_AVAILABLE_REPLICA",
+    279: "ALL_CONNECTION_TRIES_FAILED", 285: "TOO_FEW_LIVE_REPLICAS", 289: "REPLICA_IS_NOT_IN_QUORUM",
+    341: "UNFINISHED", 369: "ALL_REPLICAS_ARE_STALE", 394: "QUERY_WAS_CANCELLED", 415: "ALL_REPLICAS_LOST",
+    439: "CANNOT_SCHEDULE_TASK", 516: "AUTHENTICATION_FAILED", 571: "DATABASE_REPLICATION_FAILED",
+    745: "SERVER_OVERLOADED", 999: "KEEPER_EXCEPTION",
+}
+# A code that is the query's own doing when the caller set the limit (or asked for the cancel).
+_OWN_LIMIT = {159: "max_execution_time", 241: "max_memory_usage", 394: "query_id"}
+
+# What each exception class clickhouse-connect (and urllib3, under it) raises means here;
+# "by_code" = the server answered with an error: decided by its ClickHouse code. Looked up along
+# the class's MRO; tests check that every clickhouse-connect exception class is listed.
+Meaning = Literal["unavailable", "query", "by_code"]
+EXCEPTION_MEANING: dict[type[BaseException], Meaning] = {
+    ch.ClickHouseError: "query",
+    ch.Warning: "query",
+    ch.Error: "by_code",
+    ch.DatabaseError: "by_code",
+    ch.OperationalError: "unavailable",  # transport failures; 429/503/504 after retries
+    ch.StreamFailureError: "unavailable",  # the answer broke off mid-stream
+    ch.InterfaceError: "query",
+    ch.DataError: "query",  # values that cannot be encoded
+    ch.IntegrityError: "query",
+    ch.InternalError: "query",
+    ch.ProgrammingError: "query",  # bad parameters or settings, caught before sending
+    ch.NotSupportedError: "query",
+    ch.StreamClosedError: "query",
+    ch.StreamCompleteException: "unavailable",  # internal end-of-stream marker: an answer cut short
+    urllib3.exceptions.HTTPError: "unavailable",  # reading a body after the request returned
+    OSError: "unavailable",
+}
+
+# The JSON output settings chDB runs with (ClickHouse's current defaults), stated for every query.
+JSON_ROWS: dict[str, Any] = {
+    "output_format_json_quote_64bit_integers": 0, "output_format_json_quote_64bit_floats": 0,
+    "output_format_json_quote_denormals": 0, "output_format_json_quote_decimals": 0,
+    "output_format_json_named_tuples_as_objects": 1, "date_time_output_format": "simple",
+}
+INSERT_SETTINGS: dict[str, Any] = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
+
+
+def translate(exc: BaseException, settings: Mapping[str, Any] | None = None) -> StorageError:
+    """Our error for a clickhouse-connect (or transport) error; see the module docstring."""
+    meaning: Meaning = next((EXCEPTION_MEANING[c] for c in type(exc).__mro__ if c in EXCEPTION_MEANING), "query")
+    text = str(exc).strip() or type(exc).__name__
+    if meaning == "by_code":
+        code = getattr(exc, "code", None)
+        if code is None:
+            meaning = "unavailable"
+        elif code in UNAVAILABLE_CODES and _OWN_LIMIT.get(code) not in (settings or {}):
+            meaning = "unavailable"
+        else:
+            meaning = "query"
+    return StorageUnavailable(text) if meaning == "unavailable" else QueryError(text)
 
 
 class ServerStorage:
+    """Storage on a ClickHouse server: ``http(s)://user:password@host:port``."""
+
     def __init__(self, url: str, database: str = "trailmark") -> None:
         import clickhouse_connect
-        from clickhouse_connect.driver.exceptions import OperationalError
 
         parts = urlparse(url)
         self.database = database
@@ -27,14 +110,14 @@ class ServerStorage:
                 secure=parts.scheme == "https",
                 autogenerate_session_id=False,
             )
-        except OperationalError as exc:
-            raise StorageUnavailable(f"cannot reach ClickHouse at {parts.hostname}: {exc}") from exc
+        except Exception as exc:
+            raise translate(exc) from exc
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         try:
             self._client.command(sql, parameters=dict(params) if params else None)
         except Exception as exc:
-            raise QueryError(str(exc)) from exc
+            raise translate(exc) from exc
 
     def query(
         self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False,
@@ -42,21 +125,27 @@ class ServerStorage:
     ) -> list[Row]:
         # settings travel as URL parameters and apply to this query only; a readonly among them makes
         # the server refuse any SETTINGS the query itself carries
-        merged: dict[str, Any] = {"readonly": 2} if readonly else {}
+        merged: dict[str, Any] = dict(JSON_ROWS)
+        if readonly:
+            merged["readonly"] = 2
         for name, value in (settings or {}).items():
             merged[name] = setting_literal(value) if isinstance(value, Mapping) else value
+        if settings is not None:  # as on chDB: unqualified names are trailmark's
+            merged["database"] = self.database
+        if query_id is not None:  # a transport setting: the query_id URL parameter
+            merged["query_id"] = query_id
         try:
-            result = self._client.query(sql, parameters=dict(params) if params else None,
-                                        settings=merged or None, query_id=query_id)
+            body = self._client.raw_query(sql, parameters=dict(params) if params else None, settings=merged,
+                                          fmt="JSONEachRow")
+            return [orjson.loads(line) for line in body.splitlines() if line]
         except Exception as exc:
-            raise QueryError(str(exc)) from exc
-        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+            raise translate(exc, merged) from exc
 
     def cancel(self, query_id: str) -> None:
         try:
             self._client.command("KILL QUERY WHERE query_id = {id:String} ASYNC", parameters={"id": query_id})
         except Exception as exc:
-            raise QueryError(str(exc)) from exc
+            raise translate(exc) from exc
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """JSONEachRow, like the embedded backend's values: RFC 3339 strings for times, lists for arrays."""
@@ -64,13 +153,10 @@ class ServerStorage:
             return
         body = b"\n".join(orjson.dumps(r) for r in rows)
         try:
-            self._client.raw_insert(
-                f"{self.database}.{table}", column_names=list(rows[0].keys()), insert_block=body,
-                fmt="JSONEachRow",
-                settings={"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1},
-            )
+            self._client.raw_insert(f"{self.database}.{table}", column_names=list(rows[0].keys()),
+                                    insert_block=body, fmt="JSONEachRow", settings=INSERT_SETTINGS)
         except Exception as exc:
-            raise QueryError(str(exc)) from exc
+            raise translate(exc) from exc
 
     def close(self) -> None:
         self._client.close()
