@@ -1,15 +1,11 @@
-"""In-process journey tests: the real Enricher and JourneyBuilder on chDB.
-
-chDB allows one data path per process, so the pytest process opens one path for the whole session
-and each test gets a fresh database on it.
-"""
+"""In-process journey tests: the real Enricher and JourneyBuilder, on chDB and on a ClickHouse server
+through clickhouse-connect (the ``storage`` fixture of tests/storage/backends.py: a fresh database
+per test on each)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,33 +13,15 @@ import pytest
 from enrich import Enricher, EnrichSettings
 from journey_builder.builder import JourneyBuilder
 from schemas import EnrichedEvent, RawBatch, unfold
+from tests.storage.backends import clickhouse_endpoint, clickhouse_url, storage  # noqa: F401  (fixtures)
 from trailmark.settings import JourneySettings
-from trailmark.storage.base import apply_migrations
-from trailmark.storage.chdb_backend import ChdbStorage
+from trailmark.storage.base import Storage
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/131.0.0.0 Safari/537.36")
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
           "Version/17.5 Mobile/15E148 Safari/604.1")
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-
-_STORE: list[ChdbStorage] = []
-
-
-@pytest.fixture(scope="session")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("chdb")
-
-
-@pytest.fixture
-def storage(chdb_path: Path) -> Iterator[ChdbStorage]:
-    if not _STORE:
-        _STORE.append(ChdbStorage(chdb_path, "unused"))
-    store = _STORE[0]
-    store.database = f"t_{uuid.uuid4().hex[:12]}"
-    apply_migrations(store)
-    yield store
-    store.execute(f"DROP DATABASE IF EXISTS {store.database} SYNC")
 
 
 _ENRICHER: list[Enricher] = []
@@ -58,9 +36,9 @@ def enricher() -> Enricher:
 class Journey:
     """Builds realistic events (through unfold + the real Enricher) and feeds the builder."""
 
-    def __init__(self, storage: ChdbStorage, **settings: Any) -> None:
-        self.storage = storage
-        self.builder = JourneyBuilder(storage, JourneySettings(**settings))
+    def __init__(self, store: Storage, **settings: Any) -> None:
+        self.storage = store
+        self.builder = JourneyBuilder(store, JourneySettings(**settings))
 
     @staticmethod
     def event(kind: str, anon: str, minutes: float, *, path: str = "/", query: str = "", referrer: str = "",
@@ -93,5 +71,5 @@ class Journey:
 
 
 @pytest.fixture
-def journey(storage: ChdbStorage) -> Journey:
+def journey(storage: Storage) -> Journey:  # noqa: F811
     return Journey(storage)

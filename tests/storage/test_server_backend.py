@@ -1,60 +1,148 @@
-"""The ClickHouse server backend, through the same SQL layer as chDB. Runs when CLICKHOUSE_URL is set
-(e.g. http://default:@127.0.0.1:8123); skipped, saying so, otherwise."""
+"""The storage backends behave alike: the same SQL layer and the same JSON values on chDB and on a
+ClickHouse server (``CLICKHOUSE_URL``, else the chDB-backed HTTP endpoint), and the server backend
+tells "unavailable, retry" from "this query is wrong"."""
 
 from __future__ import annotations
 
-import os
+import inspect
 import uuid
-from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import urllib3.exceptions
+from clickhouse_connect.driver import exceptions as ch
 
-from trailmark.storage.base import QueryError, apply_migrations
-
-URL = os.environ.get("CLICKHOUSE_URL", "")
-pytestmark = [
-    pytest.mark.clickhouse_server,
-    pytest.mark.skipif(not URL, reason="CLICKHOUSE_URL is not set: no ClickHouse server to test the server backend"),
-]
-
-
-@pytest.fixture
-def server_storage() -> Iterator[object]:
-    from trailmark.storage.server_backend import ServerStorage
-
-    store = ServerStorage(URL, f"tm_test_{uuid.uuid4().hex[:10]}")
-    apply_migrations(store)
-    yield store
-    store.execute(f"DROP DATABASE IF EXISTS {store.database}")
-    store.close()
+from tests.chserver import ClickHouseEndpoint
+from tests.conftest import free_port
+from trailmark.storage.base import QueryError, Storage, StorageUnavailable, apply_migrations
+from trailmark.storage.server_backend import EXCEPTION_MEANING, ServerStorage, translate
 
 
-def test_migrations_are_idempotent(server_storage: object) -> None:
-    from trailmark.storage.server_backend import ServerStorage
-
-    assert isinstance(server_storage, ServerStorage)
-    assert apply_migrations(server_storage) == []
-    tables = {r["name"] for r in server_storage.query(
-        "SELECT name FROM system.tables WHERE database = {d:String}", {"d": server_storage.database})}
+def test_migrations_are_idempotent(storage: Storage) -> None:
+    assert apply_migrations(storage) == []
+    tables = {r["name"] for r in storage.query("SELECT name FROM system.tables WHERE database = {d:String}",
+                                                {"d": storage.database})}
     assert {"events", "sessions", "touchpoints", "contacts", "identities"} <= tables
 
 
-def test_the_builder_writes_and_the_read_api_reads(server_storage: object) -> None:
+def test_the_builder_writes_and_the_read_api_reads(storage: Storage) -> None:
     from journey_builder import queries
     from tests.journeys.conftest import Journey
 
-    j = Journey(server_storage)  # type: ignore[arg-type]
+    j = Journey(storage)
     j.send(j.event("page", "srv", 0, path="/", query="?utm_source=google&utm_medium=cpc"),
            j.event("identify", "srv", 1, user_id="u-srv", traits={"email": "srv@acme.io"}))
-    body = queries.journey(server_storage, "s1", "u-srv")  # type: ignore[arg-type]
+    body = queries.journey(storage, "s1", "u-srv")
     assert body is not None and body["contact_id"] == "user:u-srv"
     assert [s["channel"] for s in body["sessions"]] == ["Paid Search"]
 
 
-def test_readonly_queries_cannot_write(server_storage: object) -> None:
-    from trailmark.storage.server_backend import ServerStorage
+def test_query_values_are_the_same_json_on_both_backends(storage: Storage) -> None:
+    rows = storage.query(
+        "SELECT toUInt64(18446744073709551615) AS big, toInt32(-3) AS small, 1.5 AS f, toDecimal64(2.25, 2) AS d,"
+        " toDateTime64('2026-11-02 09:00:00.123', 3, 'UTC') AS t, toDate('2026-11-02') AS day,"
+        " toUUID('00000000-0000-0000-0000-00000000002a') AS u, ['a', 'b'] AS arr, map('k', 1) AS m, NULL AS n,"
+        " true AS b, {s:String} AS s, {l:Array(String)} AS l",
+        {"s": "tab\there 'quoted'", "l": ["x", "y'z"]})
+    assert rows == [{"big": 18446744073709551615, "small": -3, "f": 1.5, "d": 2.25, "t": "2026-11-02 09:00:00.123",
+                     "day": "2026-11-02", "u": "00000000-0000-0000-0000-00000000002a", "arr": ["a", "b"],
+                     "m": {"k": 1}, "n": None, "b": True, "s": "tab\there 'quoted'", "l": ["x", "y'z"]}]
 
-    assert isinstance(server_storage, ServerStorage)
+
+def test_inserted_rows_read_back_alike(storage: Storage) -> None:
+    storage.insert("dead_letters", [{"stage": "journeys", "reason": "r1", "payload": "{}"}])
+    assert storage.query(f"SELECT stage, reason FROM {storage.database}.dead_letters") == [
+        {"stage": "journeys", "reason": "r1"}]
+
+
+def test_settings_apply_to_one_query(storage: Storage) -> None:
+    one = storage.query("SELECT getSetting('max_result_rows') AS v", settings={"max_result_rows": 7})
+    assert one == [{"v": 7}]
+    assert storage.query("SELECT getSetting('max_result_rows') AS v") == [{"v": 0}]
+
+
+def test_readonly_queries_cannot_write(storage: Storage) -> None:
     with pytest.raises(QueryError, match="(?i)readonly"):
-        server_storage.query(f"INSERT INTO {server_storage.database}.dead_letters (stage) VALUES ('x')",
-                             readonly=True)
+        storage.query(f"INSERT INTO {storage.database}.dead_letters (stage) VALUES ('x')", readonly=True)
+
+
+def test_a_bad_query_is_a_query_error_with_clickhouses_message(storage: Storage) -> None:
+    with pytest.raises(QueryError, match="UNKNOWN_TABLE|Unknown table"):
+        storage.query(f"SELECT * FROM {storage.database}.nope")
+    with pytest.raises(QueryError, match="SYNTAX_ERROR|Syntax error"):
+        storage.execute("CREATE TABLEZ x")
+
+
+# --- error translation at the server adapter -------------------------------------------------------
+
+
+def test_every_clickhouse_connect_exception_class_has_a_meaning() -> None:
+    classes = {c for _, c in inspect.getmembers(ch, inspect.isclass)
+               if issubclass(c, BaseException) and c.__module__ == ch.__name__}
+    assert classes, "clickhouse-connect's exception module moved"
+    assert classes - set(EXCEPTION_MEANING) == set()
+    assert EXCEPTION_MEANING[urllib3.exceptions.HTTPError] == "unavailable"
+
+
+@pytest.mark.parametrize(("exc", "settings", "expected"), [
+    (ch.OperationalError("Error HTTPConnectionPool: Connection refused"), None, StorageUnavailable),
+    (ch.StreamFailureError("stream broke"), None, StorageUnavailable),
+    (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), None, StorageUnavailable),
+    (ConnectionResetError(104, "reset"), None, StorageUnavailable),
+    (ch.DatabaseError("HTTP driver received HTTP status 502", code=None), None, StorageUnavailable),
+    (ch.DatabaseError("too many", code=202), None, StorageUnavailable),
+    (ch.DatabaseError("memory (total)", code=241), None, StorageUnavailable),
+    (ch.DatabaseError("keeper", code=999), None, StorageUnavailable),
+    (ch.DatabaseError("read only replica", code=242), None, StorageUnavailable),
+    (ch.DatabaseError("socket timeout", code=209), None, StorageUnavailable),
+    (ch.DatabaseError("timeout", code=159), None, StorageUnavailable),
+    (ch.DatabaseError("timeout", code=159), {"max_execution_time": 1}, QueryError),  # the caller's own limit
+    (ch.DatabaseError("memory (for query)", code=241), {"max_memory_usage": 10}, QueryError),
+    (ch.DatabaseError("syntax", code=62), None, QueryError),
+    (ch.DatabaseError("cannot parse", code=27), None, QueryError),
+    (ch.DatabaseError("readonly", code=164), None, QueryError),
+    (ch.ProgrammingError("bad parameter"), None, QueryError),
+    (ch.DataError("cannot encode"), None, QueryError),
+])
+def test_translation_by_class_and_code(exc: BaseException, settings: dict[str, int] | None,
+                                       expected: type[Exception]) -> None:
+    assert type(translate(exc, settings)) is expected
+
+
+def test_server_errors_not_about_the_query_mean_unavailable(clickhouse_url: str) -> None:
+    """Real answers of the server: the codes travel in X-ClickHouse-Exception-Code (throwIf raises any)."""
+    store = ServerStorage(clickhouse_url, "default")
+    try:
+        for code in (202, 241, 242, 999):
+            with pytest.raises(StorageUnavailable, match=f"code: {code}"):
+                store.query(f"SELECT throwIf(1, 'injected', toInt32({code}))",
+                            settings={"allow_custom_error_code_in_throwif": 1})
+        with pytest.raises(QueryError, match="TIMEOUT_EXCEEDED|159"):
+            store.query("SELECT sleepEachRow(0.1) FROM numbers(30)", settings={"max_execution_time": 0.3,
+                                                                                "max_block_size": 1})
+    finally:
+        store.close()
+
+
+def test_nothing_listening_is_unavailable() -> None:
+    with pytest.raises(StorageUnavailable):
+        ServerStorage(f"http://127.0.0.1:{free_port()}")
+
+
+def test_an_endpoint_outage_is_unavailable_for_every_call_then_recovers(tmp_path: Path) -> None:
+    endpoint = ClickHouseEndpoint(tmp_path / "data").start()
+    store = ServerStorage(endpoint.url, f"o_{uuid.uuid4().hex[:8]}")
+    try:
+        apply_migrations(store)
+        endpoint.stop()
+        calls = [lambda: store.query("SELECT 1"), lambda: store.execute("SELECT 1"),
+                 lambda: store.insert("dead_letters", [{"stage": "x"}])]
+        for call in calls:
+            with pytest.raises(StorageUnavailable):
+                call()
+        endpoint.start()
+        store.insert("dead_letters", [{"stage": "x"}])
+        assert store.query(f"SELECT count() AS n FROM {store.database}.dead_letters") == [{"n": 1}]
+    finally:
+        store.close()
+        endpoint.stop()
