@@ -17,7 +17,6 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.app import Collector, collector_router
 from ingest.sites import SiteKeys
@@ -29,6 +28,7 @@ from trailmark.bus.spool import SpoolingProducer
 from trailmark.runtime import DeadLetterSink, EnrichRunner, InProcessRunner, JourneyRunner, StageRunner
 from trailmark.settings import Settings
 from trailmark.storage import Storage, apply_migrations, open_storage
+from trailmark.web import NoSniff, add_docs, add_metrics
 
 log = logging.getLogger("trailmark")
 ROLES = frozenset({"collector", "enricher", "journeys"})
@@ -206,9 +206,11 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="trailmark", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="trailmark", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Collector (Segment-compatible), customer journeys and read-only SQL.")
     app.state.runtime = runtime
+    app.add_middleware(NoSniff)
+    add_docs(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -235,8 +237,5 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
         return JSONResponse({"ready": alive, "roles": sorted(roles), "problems": problems},
                             status_code=200 if alive else 503)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    add_metrics(app, settings.metrics_token)
     return app

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     clickhouse_url: str | None = None  # http(s)://user:pass@host:8123 ; unset = embedded chDB
     log_level: str = "info"
+    # /metrics answers only with "Authorization: Bearer <token>" when set (TRAILMARK_METRICS_TOKEN)
+    metrics_token: str | None = None
 
     collector: CollectorSettings = CollectorSettings()
     bus: BusSettings = BusSettings()

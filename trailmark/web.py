@@ -1,0 +1,78 @@
+"""HTTP pieces every role's app shares: a security header on every answer, the API docs served from
+this server (no CDN), and the optional token in front of /metrics."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# swagger-ui's bundle, stylesheet and icon as the fastapi-offline package ships them (MIT; swagger-ui
+# itself is Apache-2.0): the docs page loads nothing from another host
+SWAGGER_STATIC = Path(fastapi_offline.__file__).parent / "static"
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+class NoSniff:
+    """Adds ``X-Content-Type-Options: nosniff`` to every answer, so a browser never reads a JSON
+    answer (which may echo a client's text) as HTML or script. Plain ASGI: one list append per
+    answer, nothing on the request side."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), _NOSNIFF]
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
+
+
+def add_docs(app: FastAPI, path: str = "/docs") -> None:
+    """Swagger UI at ``path``, its files under ``path/static``. The app must be created with
+    ``docs_url=None, redoc_url=None`` (FastAPI's own pages load swagger-ui and ReDoc from a CDN)."""
+    static = f"{path}/static"
+    app.mount(static, StaticFiles(directory=SWAGGER_STATIC), name="docs-static")
+
+    @app.get(path, include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+            swagger_js_url=f"{root}{static}/swagger-ui-bundle.js", swagger_css_url=f"{root}{static}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{static}/favicon.png",
+            # no validator badge: swagger-ui would send the document to an outside validator
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+
+def add_metrics(app: FastAPI, token: str | None) -> None:
+    """Prometheus metrics at /metrics; with ``token`` set, only for ``Authorization: Bearer <token>``
+    (compared in constant time)."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        if expected is not None:
+            presented = request.headers.get("authorization", "").encode("latin-1", "replace")
+            if not hmac.compare_digest(presented, expected):
+                return Response(b'{"error": "metrics need Authorization: Bearer <TRAILMARK_METRICS_TOKEN>"}',
+                                status_code=401, media_type="application/json",
+                                headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+__all__ = ["NoSniff", "SWAGGER_STATIC", "add_docs", "add_metrics"]
