@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import re
 import uuid
 import zlib
 from collections.abc import Callable
@@ -42,6 +43,15 @@ BATCH = Histogram(
 
 SINGLE_TYPES = {"track": "track", "page": "page", "identify": "identify", "alias": "alias",
                 "group": "group", "screen": "screen"}
+# Segment's analytics.js (analytics-next) posts to these short paths; "b" is its batching endpoint
+SHORT_PATHS = {"t": "track", "p": "page", "i": "identify", "g": "group", "a": "alias", "s": "screen", "b": None}
+# the machine-readable ``code`` of each error status; Segment's clients read ``code`` and ``message``
+CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+         405: "method_not_allowed", 413: "payload_too_large", 429: "rate_limited", 503: "unavailable"}
+# Headers a preflight may ask for: what the SDKs send (authorization, content-type, anonymousid,
+# sentat, x-retry-count, rsa-*...) and any other well-formed name; only their syntax is checked,
+# since no answer carries credentials
+_HEADER_LIST = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$")
 _GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
 
@@ -51,7 +61,8 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json(status, {"error": message}, headers)
+    """``{"code", "message"}`` as Segment's API answers (``error`` repeats the message)."""
+    return _json(status, {"code": CODES.get(status, "error"), "message": message, "error": message}, headers)
 
 
 class TrackerScript:
@@ -86,14 +97,33 @@ class Collector:
                 return forwarded.split(",")[0].strip()
         return request.client.host if request.client else ""
 
-    def cors(self, request: Request, site: Site | None) -> dict[str, str]:
+    @staticmethod
+    def cors(request: Request) -> dict[str, str]:
+        """CORS headers for every collector answer, errors and refusals included, so that a browser
+        SDK reads the status (a 4xx means: stop, do not retry) instead of a network error it would
+        retry forever. Never with credentials: no client needs cookies here (the write key travels in
+        the body, the Basic header or the query), so a readable answer gives a page nothing it did not
+        send. Which origins may *write* is checked by ``origin_refused``, on the server side."""
         origin = request.headers.get("origin")
         if not origin:
             return {}
-        if site is not None and not self.keys.origin_allowed(site, origin):
-            return {}
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                "Access-Control-Allow-Credentials": "true"}
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Expose-Headers": "Retry-After"}
+
+    def preflight(self, request: Request) -> Response:
+        """OPTIONS: allow what the browser asks for (SDK headers such as AnonymousId, SentAt,
+        X-Retry-Count), cached by the browser for a day (browsers cap it lower)."""
+        asked = request.headers.get("access-control-request-headers", "")
+        headers = {**self.cors(request), "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+                   "Access-Control-Max-Age": "86400"}
+        if asked and _HEADER_LIST.match(asked):
+            headers["Access-Control-Allow-Headers"] = asked
+        if not headers.get("Access-Control-Allow-Origin"):
+            return Response(status_code=204, headers={"Allow": "POST, GET, OPTIONS"})
+        return Response(status_code=204, headers=headers)
+
+    def refuse(self, request: Request, status: int, message: str, allow: str = "") -> Response:
+        """An error answer for requests no handler took (a wrong method, an unknown path), with CORS."""
+        return _error(status, message, {**self.cors(request), **({"Allow": allow} if allow else {})})
 
     async def read_body(self, request: Request) -> bytes | Response:
         limit = self.settings.max_body_bytes
@@ -126,17 +156,17 @@ class Collector:
 
     async def ingest(self, request: Request, single_type: str | None) -> Response:
         response = await self._ingest(request, single_type)
-        # error answers carry CORS too, so a browser can read the status (4xx: do not retry)
-        # instead of seeing a network error; never on 403 (e.g. a refused origin)
-        if response.status_code != 403 and "access-control-allow-origin" not in response.headers:
-            response.headers.update(self.cors(request, None))
+        if "access-control-allow-origin" not in response.headers:  # every answer: see cors()
+            response.headers.update(self.cors(request))
         return response
 
     async def _ingest(self, request: Request, single_type: str | None) -> Response:
         raw = await self.read_body(request)
         if isinstance(raw, Response):
             return raw
-        header_key = basic_auth_user(request.headers.get("authorization"))
+        # the write key as the Basic user (Segment), else ?writeKey= (RudderStack's beacons); else
+        # it is looked for in the body
+        header_key = basic_auth_user(request.headers.get("authorization")) or request.query_params.get("writeKey")
         site: Site | None = None
         if header_key:  # reject unknown keys before spending time on the body
             found = self.authenticate(header_key)
@@ -172,7 +202,8 @@ class Collector:
         return site
 
     def origin_refused(self, request: Request, site: Site) -> Response | None:
-        if request.headers.get("origin") and not self.cors(request, site):
+        origin = request.headers.get("origin")
+        if origin and not self.keys.origin_allowed(site, origin):
             return _error(403, "origin not allowed for this site")
         return None
 
@@ -200,7 +231,7 @@ class Collector:
         if (refused := self.origin_refused(request, site)) is not None:
             return refused
         if len(events) > self.settings.max_batch_events:
-            return _error(413, f"over {self.settings.max_batch_events} events in one batch", self.cors(request, site))
+            return _error(413, f"over {self.settings.max_batch_events} events in one batch")
         if bad:
             return await self.slow_path(request, site, events, body.get("sentAt"), set(bad), bad)
         # one C-speed depth check of the whole body (batch and event: 2 levels); only when it fails
@@ -220,7 +251,7 @@ class Collector:
             bad.pop(-1, None)
             return await self.slow_path(request, site, events, body.get("sentAt"), set(bad), bad, validated=True)
         if not events:
-            return _json(200, {"accepted": 0, "rejected": []}, self.cors(request, site))
+            return _json(200, {"success": True, "accepted": 0, "rejected": []})
         record = self.record(request, site, orjson.Fragment(raw))
         return await self.send(request, site, [((site["site_id"] + ":" + first).encode(), record)], len(events), [])
 
@@ -248,17 +279,18 @@ class Collector:
                 continue
             if not validated:  # else the caller has checked each event (and put failures in skip)
                 try:
-                    ev = dict(INCOMING_EVENT.validate_python(event))
+                    INCOMING_EVENT.validate_python(event)
                 except ValidationError as exc:
                     rejected.append({"index": index, "error": describe_exc(exc)})
                     continue
                 # the depth of what the client sent, ignored fields included
-                reason = too_deep(event) or check_event(ev, depth=False)
+                reason = too_deep(event) or check_event(event, depth=False)
                 if reason is not None:
                     rejected.append({"index": index, "error": reason})
                     continue
-            else:
-                ev = event
+            # the client's event as sent: fields the contract does not name (integrations,
+            # channel, unknown ones) travel on to RawEvent.extra
+            ev = event
             if not ev.get("messageId"):
                 ev["messageId"] = str(uuid.uuid4())
             groups.setdefault(visitor(ev), []).append(ev)
@@ -275,18 +307,17 @@ class Collector:
         self, request: Request, site: Site, records: list[tuple[bytes, bytes]], accepted: int,
         rejected: list[dict[str, Any]],
     ) -> Response:
-        headers = self.cors(request, site)
         if records:
             try:
                 await self.producer().send_batch(self.topic, records)
             except BusUnavailable as exc:
                 UNAVAILABLE.inc(accepted)
-                return _error(503, f"event log unavailable, retry later: {exc}", {**headers, "Retry-After": "5"})
+                return _error(503, f"event log unavailable, retry later: {exc}", {"Retry-After": "5"})
         ACCEPTED.inc(accepted)
         if rejected:
             REJECTED.inc(len(rejected))
         BATCH.observe(accepted + len(rejected))
-        return _json(200, {"accepted": accepted, "rejected": rejected}, headers)
+        return _json(200, {"success": True, "accepted": accepted, "rejected": rejected})
 
     async def pixel(self, request: Request) -> Response:
         """GET /v1/p.gif: noscript page views and email opens; always answers the image."""
@@ -339,16 +370,23 @@ def collector_router(collector: Collector) -> APIRouter:
 
         router.add_api_route(f"/v1/{name}", single, methods=["POST"], summary=f"Segment {name} call")
 
-    @router.options("/v1/{path:path}", include_in_schema=False)
-    async def preflight(request: Request, path: str) -> Response:
-        origin = request.headers.get("origin", "")
-        if origin and collector.keys.any_origin_allowed(origin):
-            return Response(status_code=204, headers={
-                "Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-                "Access-Control-Allow-Headers": "Content-Type, Authorization, Content-Encoding",
-                "Access-Control-Allow-Credentials": "true", "Access-Control-Max-Age": "86400"})
-        return Response(status_code=403)
+    for short, kind in SHORT_PATHS.items():  # aliases, left out of the OpenAPI document
+        async def alias(request: Request, _type: str | None = kind) -> Response:
+            return await collector.ingest(request, _type)
+
+        router.routes.append(Route(f"/v1/{short}", alias, methods=["POST"]))
+
+    async def beacon(request: Request) -> Response:
+        return await collector.ingest(request, None)
+
+    # RudderStack's beacon mode: a text/plain batch with the write key in ?writeKey=
+    router.routes.append(Route("/beacon/v1/batch", beacon, methods=["POST"]))
+
+    async def preflight(request: Request) -> Response:
+        return collector.preflight(request)
+
+    router.routes.append(Route("/v1/{path:path}", preflight, methods=["OPTIONS"]))
+    router.routes.append(Route("/beacon/{path:path}", preflight, methods=["OPTIONS"]))
 
     @router.get("/v1/p.gif", include_in_schema=False)
     async def pixel(request: Request) -> Response:
@@ -358,6 +396,20 @@ def collector_router(collector: Collector) -> APIRouter:
     async def tracker(request: Request) -> Response:
         return collector.tracker(request)
 
+    # A wrong method on a collector path, or an unknown beacon path: answered here, with CORS, rather
+    # than by the framework without it (a browser SDK would see a network error and retry forever)
+    async def not_allowed(request: Request) -> Response:
+        return collector.refuse(request, 405, f"{request.method} is not allowed here; use POST", "POST, OPTIONS")
+
+    async def not_found(request: Request) -> Response:
+        return collector.refuse(request, 404, f"no collector endpoint at {request.url.path}")
+
+    posts = ["/v1/batch", *(f"/v1/{n}" for n in SINGLE_TYPES), *(f"/v1/{n}" for n in SHORT_PATHS),
+             "/beacon/v1/batch"]
+    others = ["GET", "HEAD", "PUT", "PATCH", "DELETE"]  # POST and OPTIONS are matched above
+    for path in posts:
+        router.routes.append(Route(path, not_allowed, methods=others))
+    router.routes.append(Route("/beacon/{path:path}", not_found, methods=["POST", *others]))
     return router
 
 

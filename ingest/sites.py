@@ -35,9 +35,6 @@ class SiteKeys:
         allowed = site.get("origins") or ["*"]
         return "*" in allowed or origin in allowed
 
-    def any_origin_allowed(self, origin: str) -> bool:
-        return any(self.origin_allowed(s, origin) for s in self.by_write_digest.values())
-
 
 def basic_auth_user(header: str | None) -> str | None:
     """The user name of an HTTP Basic header (Segment sends the write key as user name)."""

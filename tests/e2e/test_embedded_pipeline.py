@@ -47,7 +47,7 @@ def test_two_visitors_become_sessions_touchpoints_and_identities(server: Server)
     ]
     r = server.post("/v1/batch", batch(events))
     assert r.status_code == 200, r.text
-    assert r.json() == {"accepted": 7, "rejected": []}
+    assert r.json() == {"success": True, "accepted": 7, "rejected": []}
     server.wait_for(f"SELECT count() FROM trailmark.events WHERE anonymous_id IN ('{a}', '{b}')", 7)
 
     j = server.read(f"/v1/journeys/{user}")
@@ -143,7 +143,7 @@ def test_single_event_endpoints(server: Server, path: str) -> None:
     body: dict[str, Any] = {"anonymousId": a, "event": "Thing", "name": "Home", "userId": f"u-{a}",
                             "groupId": "g1", "messageId": str(uuid.uuid4())}
     r = server.post(path, body)
-    assert r.status_code == 200 and r.json() == {"accepted": 1, "rejected": []}, r.text
+    assert r.status_code == 200 and r.json() == {"success": True, "accepted": 1, "rejected": []}, r.text
     kind = path.rsplit("/", 1)[1]
     server.wait_for(f"SELECT type FROM trailmark.events WHERE anonymous_id = '{a}'", kind)
 
