@@ -54,7 +54,7 @@ def test_docs_render_in_a_browser_without_leaving_the_server(server: Server) -> 
             page = browser.new_page()
             page.on("request", lambda req: requested.append(req.url))
             page.goto(server.url + "/docs")
-            page.get_by_text("/v1/batch", exact=True).first.wait_for(timeout=20_000)  # the document was loaded and drawn
+            page.get_by_text("/v1/batch", exact=True).first.wait_for(timeout=20_000)  # document drawn
         finally:
             browser.close()
     assert requested and all(u.startswith(server.url) or u.startswith("data:") for u in requested), requested
