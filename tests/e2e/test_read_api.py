@@ -1,15 +1,32 @@
-"""The journey read endpoints over HTTP: auth, parameters, shapes and a few counts."""
+"""The journey read endpoints over HTTP: auth, parameters, shapes and a few counts, on a ``trailmark up``
+with chDB and on one with a ClickHouse server (``TRAILMARK_CLICKHOUSE_URL``: ``CLICKHOUSE_URL`` or the
+chDB-backed endpoint of tests/chserver)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.chserver import clickhouse_endpoint, clickhouse_url  # noqa: F401  (fixtures)
 from tests.conftest import Server
+
+
+@pytest.fixture(scope="module", params=["chdb", "server"])
+def server(request: pytest.FixtureRequest, server: Server, tmp_path_factory: pytest.TempPathFactory,
+           clickhouse_url: str) -> Iterator[Server]:  # noqa: F811
+    """The shared chDB server, or a ``trailmark up`` of this module's own on a ClickHouse server."""
+    if request.param == "chdb":
+        yield server
+        return
+    srv = Server(tmp_path_factory.mktemp("on-clickhouse") / "data",
+                 env={"TRAILMARK_CLICKHOUSE_URL": clickhouse_url}).start()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,14 @@ def test_query_values_are_the_same_json_on_both_backends(storage: Storage) -> No
                      "m": {"k": 1}, "n": None, "b": True, "s": "tab\there 'quoted'", "l": ["x", "y'z"]}]
 
 
+def test_explain_shows_the_query_as_given(storage: Storage) -> None:
+    """No FORMAT clause is added to the text: the SQL sandbox reads EXPLAIN AST."""
+    rows = storage.query("EXPLAIN AST SELECT 1")
+    assert [r["explain"].strip() for r in rows] == ["SelectWithUnionQuery (children 1)", "ExpressionList (children 1)",
+                                                    "SelectQuery (children 1)", "ExpressionList (children 1)",
+                                                    "Literal UInt64_1"]
+
+
 def test_inserted_rows_read_back_alike(storage: Storage) -> None:
     storage.insert("dead_letters", [{"stage": "journeys", "reason": "r1", "payload": "{}"}])
     assert storage.query(f"SELECT stage, reason FROM {storage.database}.dead_letters") == [

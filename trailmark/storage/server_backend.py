@@ -135,8 +135,10 @@ class ServerStorage:
         if query_id is not None:  # a transport setting: the query_id URL parameter
             merged["query_id"] = query_id
         try:
-            body = self._client.raw_query(sql, parameters=dict(params) if params else None, settings=merged,
-                                          fmt="JSONEachRow")
+            # default_format rather than a FORMAT clause appended to the text: EXPLAIN AST of a query
+            # must show the query as given, as on chDB (which takes the format beside the text)
+            body = self._client.raw_query(sql, parameters=dict(params) if params else None,
+                                          settings={**merged, "default_format": "JSONEachRow"})
             return [orjson.loads(line) for line in body.splitlines() if line]
         except Exception as exc:
             raise translate(exc, merged) from exc
