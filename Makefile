@@ -7,7 +7,7 @@ KAFKA_SH := deploy/kafka/kafka.sh
 KAFKA_RUN_DIR ?= $(CURDIR)/.cache/kafka/run
 export KAFKA_RUN_DIR
 
-.PHONY: install run test lint browser tracker kafka-up kafka-down bench bench-collector bench-enrich bench-pipeline bench-journeys clean
+.PHONY: install run test lint browser clients tracker kafka-up kafka-down bench bench-collector bench-enrich bench-pipeline bench-journeys clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,15 @@ tracker:
 	npm ci --prefix tracker_js --no-audit --no-fund --silent
 	node tracker_js/build.mjs
 
-test: install browser
+# The real Segment/RudderStack SDKs for tests/clients: the npm ones (pinned in tests/clients/package.json)
+# and analytics-python 1.4 in its own venv (its pinned backoff 1.10 conflicts with rudder-sdk-python).
+CLIENTS_PY14 := .cache/clients/py14
+clients:
+	npm ci --prefix tests/clients --no-audit --no-fund --silent
+	@test -x $(CLIENTS_PY14)/bin/python || $(PY) -m venv $(CLIENTS_PY14)
+	$(CLIENTS_PY14)/bin/pip install -q 'analytics-python==1.4.post1'
+
+test: install browser clients
 	@trap '$(KAFKA_SH) stop >/dev/null 2>&1 || true' EXIT; \
 	bash $(KAFKA_SH) start && \
 	TRAILMARK_TEST_KAFKA_BOOTSTRAP=$$(cat $(KAFKA_RUN_DIR)/bootstrap) $(BIN)/pytest -q
