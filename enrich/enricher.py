@@ -31,6 +31,8 @@ _CLICK_SOURCE = {
     "fbclid": "facebook", "ttclid": "tiktok", "li_fat_id": "linkedin", "twclid": "twitter",
 }  # fmt: skip
 _REF_MEDIUM = {"search": "organic", "social": "social", "email": "email"}
+_CLICK_MEDIUM = {"gclid": "cpc", "gbraid": "cpc", "wbraid": "cpc", "msclkid": "cpc", "dclid": "display",
+                 "ttclid": "cpc", "li_fat_id": "cpc", "twclid": "cpc"}  # not fbclid: organic links carry it too
 
 
 def _s(v: object) -> str:
@@ -188,7 +190,9 @@ class Enricher:
 
     def _touch_channel_uncached(
         self, source: str, medium: str, campaign: str, ctype: str, rtype: str, rname: str, rhost: str
-    ) -> str:
+    ) -> tuple[str, str, str]:
+        """(channel, source, medium): the one place a touch's source and medium are named (GA's
+        convention: lower case, ``google`` / ``organic``), used by the journey builder as they are."""
         assert self._refs is not None
         tagged = bool(source or medium or campaign or ctype)
         known = self._refs.source(source) if source else None
@@ -210,7 +214,9 @@ class Enricher:
                 category = ""
         if not category and is_shopping(source):
             category = "shopping"
-        return channel_for(Touch(source, medium, campaign.lower(), category, ctype, tagged, rtype))
+        channel = channel_for(Touch(source, medium, campaign.lower(), category, ctype, tagged, rtype))
+        # an ad click without utm_medium is paid traffic (Google Ads' auto-tagging reports google / cpc)
+        return channel, source, medium or _CLICK_MEDIUM.get(ctype, "")
 
     # -- steps ----------------------------------------------------------------------------------
     def _page(self, c: _Ctx, out: dict[str, Any]) -> None:
@@ -251,7 +257,7 @@ class Enricher:
         rtype = out["referrer_type"]
         if not rtype:  # referrer enrichment off: only "was there one" is known
             rtype = "other" if (_s(c.page.get("referrer")) or _s(c.context.get("referrer"))) else "direct"
-        out["channel"] = self._touch_channel(
+        out["channel"], out["source"], out["medium"] = self._touch_channel(
             out["utm_source"].strip().lower(), out["utm_medium"].strip().lower(), out["utm_campaign"],
             out["click_id_type"], rtype, out["referrer_name"], out["referrer_host"],
         )  # fmt: skip

@@ -70,10 +70,6 @@ def _account_domain(traits: Mapping[str, Any]) -> str:
     return ""
 
 
-# GA's medium names for untagged traffic, by referrer type
-_MEDIUM = {"search": "organic", "social": "social", "email": "email", "other": "referral"}
-
-
 def _campaign_key(ev: EnrichedEvent) -> str:
     parts = (ev["utm_source"], ev["utm_medium"], ev["utm_campaign"], ev["click_id"])
     return "|".join(parts) if any(parts) else ""
@@ -111,7 +107,8 @@ class SessionState:
             "pageviews": self.pageviews, "events": self.events, "entry_page": self.entry_page,
             "exit_page": self.exit_page, "referrer_host": self.referrer_host, "channel": self.channel,
             "source": self.source, "medium": self.medium, "campaign": self.campaign,
-            "click_id_type": self.click_id_type, "device": self.device, "browser": self.browser,
+            "click_id_type": self.click_id_type, "campaign_key": self.campaign_key, "device": self.device,
+            "browser": self.browser,
             "os": self.os, "country": self.country, "converted": self.conversions > 0,
             "conversions": self.conversions, "version": version,
         }
@@ -208,7 +205,8 @@ class JourneyBuilder:
         rows = self.storage.query(
             f"SELECT site_id, anonymous_id, count() AS n, argMax(session_id, end) AS session_id,"
             f" argMax(tuple(start, end, entry_page, exit_page, referrer_host, channel, source, medium, campaign,"
-            f" click_id_type, pageviews, events, conversions, user_id, device, browser, os, country), end) AS s"
+            f" click_id_type, pageviews, events, conversions, user_id, device, browser, os, country, campaign_key),"
+            f" end) AS s"
             f" FROM {db}.sessions_data FINAL WHERE (site_id, anonymous_id) IN"
             " {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
             {"v": missing},
@@ -220,12 +218,11 @@ class JourneyBuilder:
             state.sessions = int(r["n"])
             state.session = SessionState(
                 session_id=r["session_id"], anonymous_id=r["anonymous_id"], start=start, end=end,
-                end_ms=epoch_ms(end), campaign_key="", referrer_host=s[4], channel=s[5], source=s[6],
+                end_ms=epoch_ms(end), campaign_key=s[18], referrer_host=s[4], channel=s[5], source=s[6],
                 medium=s[7], campaign=s[8], click_id_type=s[9], entry_page=s[2], exit_page=s[3],
                 pageviews=int(s[10]), events=int(s[11]), conversions=int(s[12]), user_id=s[13],
                 device=s[14], browser=s[15], os=s[16], country=s[17],
             )
-            state.session.campaign_key = "|".join((s[6], s[7], s[8], "")) if any(s[6:9]) else ""
         for r in self.storage.query(
             f"SELECT site_id, anonymous_id, argMax(contact_id, last_seen) AS contact_id FROM {db}.identities_data"
             " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
@@ -392,8 +389,7 @@ class JourneyBuilder:
             # "Internal" (a same-site referrer without tags) keeps no channel of its own
             referrer_host=ev["referrer_host"],
             channel=ev["channel"] if ev["channel"] not in ("", "Internal") else "Direct",
-            source=ev["utm_source"] or ev["referrer_name"] or ev["referrer_host"] or "(direct)",
-            medium=ev["utm_medium"] or _MEDIUM.get(ev["referrer_type"], "(none)"), campaign=ev["utm_campaign"],
+            source=ev["source"] or "(direct)", medium=ev["medium"] or "(none)", campaign=ev["utm_campaign"],
             click_id_type=ev["click_id_type"], entry_page=ev["page_path"], exit_page=ev["page_path"],
             device=ev["ua_device_type"], browser=ev["ua_browser"], os=ev["ua_os"], country=ev["geo_country"],
         )

@@ -108,6 +108,8 @@ class EnrichedEvent(RawEvent):
     utm_content: str
     click_id_type: str
     click_id: str
+    source: str  # GA-style, lower case: utm_source, else referrer name (google), else referrer host
+    medium: str  # GA-style, lower case: utm_medium, else organic / social / email / referral
     channel: str
     # user agent
     ua_browser: str

@@ -7,3 +7,11 @@ ALTER TABLE {db}.sessions_data
     ADD COLUMN IF NOT EXISTS campaign_key String DEFAULT ''
     COMMENT 'utm source|medium|campaign|click id that started the session (empty: none); a different one starts a new session'
 ;
+ALTER TABLE {db}.events
+    ADD COLUMN IF NOT EXISTS source LowCardinality(String) DEFAULT ''
+    COMMENT 'GA-style source, lower case: utm_source, else the referrer name (google, facebook), else its host'
+;
+ALTER TABLE {db}.events
+    ADD COLUMN IF NOT EXISTS medium LowCardinality(String) DEFAULT ''
+    COMMENT 'GA-style medium, lower case: utm_medium, else organic / social / email / referral by referrer type'
+;

@@ -1,0 +1,50 @@
+"""Regressions of defects found by trying trailmark as a new user would (issue 10)."""
+
+from __future__ import annotations
+
+import pytest
+
+from journey_builder.builder import JourneyBuilder
+from tests.journeys.conftest import Journey
+from trailmark.settings import JourneySettings
+
+
+def test_a_click_id_session_stays_one_session_across_a_builder_restart(journey: Journey) -> None:
+    j = journey
+    landing = "?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid=Cj0KCQ"
+    j.send(j.event("page", "clicker", 0, path="/", query=landing, referrer="https://www.google.com/"))
+    j.builder = JourneyBuilder(j.storage, JourneySettings())  # a restart: visitor state comes from storage
+    # the same landing page again (a reload) a minute later belongs to the same session
+    j.send(j.event("page", "clicker", 1, path="/", query=landing, referrer="https://www.google.com/"))
+    rows = j.sql("SELECT pageviews FROM {db}.sessions WHERE anonymous_id = 'clicker'")
+    assert rows == [{"pageviews": 2}]
+
+
+def test_a_new_click_id_after_a_restart_still_starts_a_new_session(journey: Journey) -> None:
+    j = journey
+    j.send(j.event("page", "clicker2", 0, path="/", query="?gclid=first"))
+    j.builder = JourneyBuilder(j.storage, JourneySettings())
+    j.send(j.event("page", "clicker2", 1, path="/", query="?gclid=second"))
+    assert j.sql("SELECT count() AS n FROM {db}.sessions WHERE anonymous_id = 'clicker2'") == [{"n": 2}]
+
+
+@pytest.mark.parametrize(("query", "referrer", "source", "medium"), [
+    ("", "https://www.google.com/", "google", "organic"),
+    ("", "https://www.facebook.com/", "facebook", "social"),
+    ("", "https://blog.example.net/post", "blog.example.net", "referral"),
+    ("?utm_source=Google&utm_medium=CPC", "", "google", "cpc"),
+    ("?gclid=abc", "", "google", "cpc"),
+    ("", "", "(direct)", "(none)"),
+])
+def test_source_and_medium_are_named_once_the_same_way_in_events_and_sessions(
+    journey: Journey, query: str, referrer: str, source: str, medium: str
+) -> None:
+    j = journey
+    (enriched,) = j.enrich([j.event("page", "src", 0, path="/", query=query, referrer=referrer)])
+    j.builder.process([enriched])
+    session = j.sql("SELECT source, medium FROM {db}.sessions WHERE anonymous_id = 'src'")
+    event = j.sql("SELECT source, medium FROM {db}.events WHERE anonymous_id = 'src'")
+    assert session == [{"source": source, "medium": medium}]
+    # the event carries the enrichment's own naming; the session shows GA's (direct)/(none) for none
+    assert event == [{"source": source.strip("()").replace("direct", "").replace("none", ""),
+                      "medium": medium.strip("()").replace("none", "")}]
