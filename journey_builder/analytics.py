@@ -272,7 +272,7 @@ def attribution(storage: Storage, site_id: str, conversion: str, model: str, by:
                         f" AND event = {{conv:String}}{where.replace('e.timestamp', 'timestamp')}", p)[0]["n"]
     out: dict[str, Any] = {
         "model": model, "conversion": conversion, "lookback_days": lookback_days, "by": by,
-        "total_conversions": int(total),
+        "half_life_days": half_life_days if model == "time_decay" else None, "total_conversions": int(total),
         "rows": [{"key": r["key"], "credit": round(float(r["credit"]), 6),
                   "share": round(float(r["credit"]) / total, 6) if total else 0.0}
                  for r in sorted(rows, key=lambda r: (-float(r["credit"]), r["key"])) if float(r["credit"]) > 0],
