@@ -28,6 +28,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 from starlette.routing import Route
 
+from ingest.ratelimit import EdgeLimits, retry_after
 from ingest.sites import SiteKeys, basic_auth_user
 from ingest.validate import MAX_DEPTH, check_event, describe, describe_exc, too_deep, visitor
 from schemas import INCOMING_BATCH, INCOMING_EVENT, SCHEMA_VERSION, Site, bus_time
@@ -89,13 +90,27 @@ class Collector:
         self.topic = topic
         self.settings = settings
         self.script = TrackerScript()
+        s = settings
+        self.limits = EdgeLimits(
+            ip_rate=s.rate_limit_ip_per_s, ip_burst=s.rate_limit_ip_burst, key_rate=s.rate_limit_key_per_s,
+            key_burst=s.rate_limit_key_burst, bad_key_rate=s.rate_limit_bad_key_per_s,
+            bad_key_burst=s.rate_limit_bad_key_burst, max_tracked=s.rate_limit_max_tracked,
+            exempt=s.rate_limit_exempt)
 
     def client_ip(self, request: Request) -> str:
         if self.settings.trust_forwarded_for:
             forwarded = request.headers.get("x-forwarded-for")
-            if forwarded:
-                return forwarded.split(",")[0].strip()
+            if forwarded:  # the last entry is the one our proxy added; earlier ones the client may forge
+                return forwarded.rsplit(",", 1)[-1].strip()
         return request.client.host if request.client else ""
+
+    def rate_limited(self, request: Request) -> Response | None:
+        """429 when the client IP is over its limit or has used up its wrong-key allowance."""
+        limit, wait = self.limits.before_auth(self.client_ip(request))
+        if not wait:
+            return None
+        what = "requests with a wrong write key" if limit == "bad_key" else "requests"
+        return _error(429, f"too many {what} from this address; retry later", {"Retry-After": retry_after(wait)})
 
     @staticmethod
     def cors(request: Request) -> dict[str, str]:
@@ -161,6 +176,8 @@ class Collector:
         return response
 
     async def _ingest(self, request: Request, single_type: str | None) -> Response:
+        if (limited := self.rate_limited(request)) is not None:  # before reading the body
+            return limited
         raw = await self.read_body(request)
         if isinstance(raw, Response):
             return raw
@@ -169,7 +186,7 @@ class Collector:
         header_key = basic_auth_user(request.headers.get("authorization")) or request.query_params.get("writeKey")
         site: Site | None = None
         if header_key:  # reject unknown keys before spending time on the body
-            found = self.authenticate(header_key)
+            found = self.authenticate(request, header_key)
             if isinstance(found, Response):
                 return found
             site = found
@@ -182,7 +199,7 @@ class Collector:
         if not isinstance(body, dict):
             return _error(400, "body must be a JSON object")
         if site is None:
-            found = self.authenticate(body.get("writeKey"))
+            found = self.authenticate(request, body.get("writeKey"))
             if isinstance(found, Response):
                 return found
             site = found
@@ -191,15 +208,35 @@ class Collector:
         body.setdefault("type", single_type)
         return await self.slow_path(request, site, [body], body.get("sentAt"), set(), {})
 
-    def authenticate(self, key: Any) -> Site | Response:
+    def authenticate(self, request: Request, key: Any) -> Site | Response:
+        """The site of a write key, or the answer: 401 (counted against the client IP's wrong-key
+        allowance), 403 for a read key, 429 when the key is over its rate limit."""
+        ip = self.client_ip(request)
         if not isinstance(key, str) or not key:
+            self.limits.wrong_key(ip)
             return _error(401, "missing write key (HTTP Basic user name or writeKey in the body)")
         site = self.keys.by_write_key(key)
         if site is None:
             if self.keys.is_read_key(key):
                 return _error(403, "a read key cannot write; use the site's write key")
+            self.limits.wrong_key(ip)
             return _error(401, "unknown write key")
+        if wait := self.limits.for_key(ip, site["site_id"]):
+            return _error(429, "too many requests for this write key; retry later", {"Retry-After": retry_after(wait)})
         return site
+
+    def referer_refused(self, request: Request, site: Site) -> bool:
+        """The pixel's origin check: an <img> sends no Origin, so its Referer's origin must be one of
+        the site's origins. Without either (email clients, no-referrer pages) the hit is taken."""
+        referer = request.headers.get("referer")
+        if request.headers.get("origin") or not referer:
+            return False  # an Origin is checked by origin_refused
+        parts = urlsplit(referer)
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            return True
+        return not self.keys.origin_allowed(site, f"{parts.scheme}://{parts.hostname or ''}{port}")
 
     def origin_refused(self, request: Request, site: Site) -> Response | None:
         origin = request.headers.get("origin")
@@ -224,7 +261,7 @@ class Collector:
                 bad.setdefault(int(e["loc"][1]), describe([{**e, "loc": e["loc"][2:]}]))
         events: list[Any] = body["batch"]
         if site is None:
-            found = self.authenticate(body.get("writeKey"))
+            found = self.authenticate(request, body.get("writeKey"))
             if isinstance(found, Response):
                 return found
             site = found
@@ -322,8 +359,10 @@ class Collector:
     async def pixel(self, request: Request) -> Response:
         """GET /v1/p.gif: noscript page views and email opens; always answers the image."""
         q = request.query_params
-        site = self.keys.by_write_key(q.get("key") or q.get("writeKey"))
-        if site is not None and self.origin_refused(request, site) is None:
+        # limits and refusals store nothing, and the answer stays the image
+        found = None if self.rate_limited(request) else self.authenticate(request, q.get("key") or q.get("writeKey"))
+        site = None if found is None or isinstance(found, Response) else found
+        if site is not None and self.origin_refused(request, site) is None and not self.referer_refused(request, site):
             page_url = q.get("url") or request.headers.get("referer") or ""
             event: dict[str, Any] = {
                 "type": q.get("type") or ("track" if q.get("event") else "page"),

@@ -19,7 +19,21 @@ class CollectorSettings(BaseModel):
     max_body_bytes: int = 512 * 1024  # as Segment: 500 KB per batch request
     max_batch_events: int = 2500
     max_clock_skew_s: float = 7 * 24 * 3600  # skew corrections larger than this are ignored
-    trust_forwarded_for: bool = False  # take the client IP from X-Forwarded-For (behind a proxy)
+    # take the client IP from the last X-Forwarded-For entry (the one your proxy added): set it behind
+    # a proxy, or every client has the proxy's address (one rate-limit bucket, or exempt on loopback)
+    trust_forwarded_for: bool = False
+    # Rate limits, token buckets (rate per second, burst); 0 turns one off. Far above what a real
+    # tracker sends (a page sends a few batches a minute): they stop floods and key guessing.
+    rate_limit_ip_per_s: float = 100.0
+    rate_limit_ip_burst: int = 400
+    rate_limit_key_per_s: float = 2000.0  # per write key, all clients together
+    rate_limit_key_burst: int = 10_000
+    # requests with a missing or unknown key, per client IP; once used up, every request of that
+    # IP gets 429 until a token is back (so guessing learns nothing)
+    rate_limit_bad_key_per_s: float = 1.0
+    rate_limit_bad_key_burst: int = 30
+    rate_limit_max_tracked: int = 100_000  # buckets kept per limit (bounded memory)
+    rate_limit_exempt: list[str] = ["127.0.0.0/8", "::1/128"]  # networks no limit applies to
 
 
 class BusSettings(BaseModel):

@@ -91,7 +91,7 @@ def test_deep_ignored_field_does_not_reach_the_bus(server: Server) -> None:
     # nesting outside the events (a field the collector ignores) used to be forwarded as raw bytes
     anon = f"junk-{uuid.uuid4()}"
     r = server.post("/v1/batch", deep_body({"batch": [event(anon)], "junk": "DEEP"}, 1000))
-    assert r.status_code == 200 and r.json() == {"accepted": 1, "rejected": []}, r.text
+    assert r.status_code == 200 and r.json()["accepted"] == 1 and not r.json()["rejected"], r.text
     server.wait_for(count(server, anon), 1)
 
 
