@@ -46,6 +46,7 @@ test: install browser clients
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 kafka-up:
 	bash $(KAFKA_SH) start

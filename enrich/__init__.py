@@ -2,6 +2,6 @@
 
 from enrich.enricher import Enricher
 from enrich.errors import PoisonEvent
-from enrich.settings import EnrichSettings
+from trailmark.settings import EnrichSettings
 
 __all__ = ["Enricher", "EnrichSettings", "PoisonEvent"]

@@ -20,9 +20,9 @@ from enrich.contact import find_contact
 from enrich.errors import PoisonEvent
 from enrich.geo import truncate_ip
 from enrich.referrers import VIDEO_SITES, ReferrerClassifier, is_shopping
-from enrich.settings import EnrichSettings
 from enrich.urls import campaign_from_context, parse_query, split_url
 from schemas.events import ENRICHED_DEFAULTS, EnrichedEvent, RawEvent, Site
+from trailmark.settings import EnrichSettings
 
 _DEFAULTS = {k: v for k, v in ENRICHED_DEFAULTS.items() if k != "enrich_errors"}
 # Click ids that tell the source even when the referrer was stripped (in-app browsers, https->http).
