@@ -67,7 +67,9 @@ def bus_time(dt: datetime) -> str:
 def unfold(raw: RawBatch) -> list[RawEvent]:
     """The RawEvents of one batch, with Segment's clock-skew rule applied:
     ``timestamp = receivedAt - (sentAt - timestamp)`` (skews above 7 days are not corrected), where
-    the client's time is ``timestamp`` or, without one, ``originalTimestamp``."""
+    the client's time is ``timestamp`` or, without one, ``originalTimestamp``. A timestamp that ends
+    up more than 7 days after receivedAt (year 9999, a broken clock) is receivedAt: it would pin the
+    contact to the top of every time-ordered list."""
     received = _ts(raw["received_at"]) or datetime.now(UTC)
     body = raw["body"]
     batch_sent = _ts(body.get("sentAt"))
@@ -79,7 +81,12 @@ def unfold(raw: RawBatch) -> list[RawEvent]:
         original = _ts(ev.get("timestamp")) or _ts(ev.get("originalTimestamp"))
         timestamp = original or received
         if original is not None and sent is not None and abs(received - sent) <= MAX_SKEW:
-            timestamp = original + (received - sent)
+            try:
+                timestamp = original + (received - sent)
+            except OverflowError:  # a client time at the very end (or start) of the calendar
+                timestamp = received
+        if timestamp - received > MAX_SKEW:  # further ahead than any clock skew: not when it happened
+            timestamp = received
         kind = ev["type"]
         user_id = ev.get("userId")
         context = ev.get("context") or {}
