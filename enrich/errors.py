@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from trailmark.errors import Rejected
 
-class PoisonEvent(Exception):
+
+class PoisonEvent(Rejected):
     """The record cannot be enriched at all (not an object, no site_id): the runner dead-letters it.
 
     Anything less severe is recorded in ``enrich_errors`` instead, so the event still flows.

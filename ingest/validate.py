@@ -23,10 +23,6 @@ _ORJSON_DEPTH = 254
 _probes = threading.local()
 
 
-class EventRejected(ValueError):
-    """One event of a batch is invalid; the others are still accepted."""
-
-
 def describe(errors: list[Any]) -> str:
     parts = []
     for err in errors[:3]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from journey_builder.attribution import MODELS
 from journey_builder.stages import STAGES
+from trailmark.errors import BadRequest
 from trailmark.storage.base import Storage
 
 
@@ -19,7 +20,7 @@ def _q(storage: Storage, sql: str, params: dict[str, Any]) -> list[dict[str, Any
     return storage.query(sql, params, readonly=True)
 
 
-class BadQuery(ValueError):
+class BadQuery(BadRequest):
     """A parameter the analytics cannot use (unknown model, empty funnel...)."""
 
 

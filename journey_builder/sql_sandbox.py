@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trailmark.errors import BadRequest
 from trailmark.settings import SqlSettings
 from trailmark.storage.base import QueryError, Storage
 
@@ -45,7 +46,7 @@ DENIED_PREFIXES = ("dict", "__")
 _HEADER = re.compile(r"^(?P<kind>\S+)(?: (?P<rest>.*?))?(?: \(alias (?P<alias>.*?)\))?(?: \(children \d+\))?$")
 
 
-class SqlRefused(ValueError):
+class SqlRefused(BadRequest):
     """The query is not one the SQL endpoint runs; the message says what was refused."""
 
 

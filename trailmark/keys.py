@@ -18,9 +18,10 @@ from typing import Literal
 import orjson
 
 from schemas import Site
+from trailmark.errors import ConfigError
 
 
-class KeysError(ValueError):
+class KeysError(ConfigError):
     """keys.json is unreadable or malformed."""
 
 

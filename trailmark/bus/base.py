@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from trailmark.errors import TrailmarkError, Unavailable
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -16,11 +18,11 @@ class Message:
     value: bytes
 
 
-class BusError(Exception):
+class BusError(TrailmarkError):
     """Base of bus errors. ``BusUnavailable`` means retry later, never dead-letter."""
 
 
-class BusUnavailable(BusError):
+class BusUnavailable(BusError, Unavailable):
     """The broker or log cannot take or give records right now (dependency unavailable)."""
 
 

@@ -6,18 +6,20 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any, Protocol
 
+from trailmark.errors import Rejected, TrailmarkError, Unavailable
+
 Row = dict[str, Any]
 
 
-class StorageError(Exception):
+class StorageError(TrailmarkError):
     """Base of storage errors; ``QueryError`` carries ClickHouse's message for a bad query."""
 
 
-class QueryError(StorageError):
+class QueryError(StorageError, Rejected):
     """ClickHouse rejected the query (syntax, unknown column, readonly violation...)."""
 
 
-class StorageUnavailable(StorageError):
+class StorageUnavailable(StorageError, Unavailable):
     """The database cannot be reached; callers retry rather than dead-letter."""
 
 
