@@ -7,8 +7,6 @@ query whose client goes away is cancelled in ClickHouse.
 
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import uuid
 from collections.abc import Callable
@@ -22,45 +20,12 @@ from journey_builder import analytics, queries
 from journey_builder.map_page import map_router
 from journey_builder.sql_sandbox import SqlRefused, SqlSandbox
 from schemas import Site
+from trailmark.keys import find_site, index_keys
 from trailmark.settings import JourneySettings, SqlSettings
 from trailmark.storage.base import QueryError, Storage
 
 log = logging.getLogger("trailmark.reads")
 MAX_OFFSET = 10_000_000  # deeper paging is a query for /v1/sql
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-
-
-class KeyRing:
-    """Read keys looked up by their SHA-256 digest and confirmed with a constant-time compare, so
-    the time an answer takes says nothing about how much of a guessed key was right."""
-
-    def __init__(self, sites: Callable[[], dict[str, Site]]) -> None:
-        self._sites = sites
-        self._built_from: dict[str, Site] | None = None
-        self._read: dict[bytes, Site] = {}
-        self._write: set[bytes] = set()
-
-    def _index(self) -> None:
-        current = self._sites()
-        if current is not self._built_from:
-            self._read = {_digest(k): s for k, s in current.items()}
-            self._write = {_digest(s["write_key"]) for s in current.values()}
-            self._built_from = current
-
-    def read_site(self, key: str) -> Site | None:
-        self._index()
-        digest = _digest(key)
-        site = self._read.get(digest)
-        if site is not None and hmac.compare_digest(_digest(site["read_key"]), digest):
-            return site
-        return None
-
-    def is_write_key(self, key: str) -> bool:
-        self._index()
-        return _digest(key) in self._write
 
 
 class SqlRequest(BaseModel):
@@ -71,13 +36,13 @@ class SqlRequest(BaseModel):
 
 def read_router(
     storage: Callable[[], Storage],
-    sites_by_read_key: Callable[[], dict[str, Site]],
+    sites: list[Site],
     settings: JourneySettings,
     sql_settings: SqlSettings,
     database: str,
 ) -> APIRouter:
     router = APIRouter(tags=["reads"])
-    keys = KeyRing(sites_by_read_key)
+    read_keys, write_keys = index_keys(sites, "read_key"), index_keys(sites, "write_key")
 
     def site(request: Request) -> Site:
         header = request.headers.get("authorization", "")
@@ -85,9 +50,9 @@ def read_router(
             raise HTTPException(401, "missing read key: Authorization: Bearer READ_KEY",
                                 headers={"WWW-Authenticate": "Bearer"})
         key = header[7:].strip()
-        found = keys.read_site(key)
+        found = find_site(read_keys, key)
         if found is None:
-            if keys.is_write_key(key):
+            if find_site(write_keys, key) is not None:
                 raise HTTPException(403, "a write key cannot read; use the site's read key")
             raise HTTPException(401, "unknown read key", headers={"WWW-Authenticate": "Bearer"})
         return found

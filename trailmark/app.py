@@ -222,8 +222,7 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
         collector = Collector(keys, runtime.producer, settings.bus.topic_raw, settings.collector)
         app.include_router(collector_router(collector))
     if "journeys" in roles:
-        by_read = {s["read_key"]: s for s in sites}
-        app.include_router(read_router(runtime.storage_or_fail, lambda: by_read, settings.journeys, settings.sql,
+        app.include_router(read_router(runtime.storage_or_fail, sites, settings.journeys, settings.sql,
                                        settings.storage.database))
 
     @app.get("/healthz", include_in_schema=False)
