@@ -9,6 +9,7 @@ with the right person and account; the browser saw CORS answers; a bad write key
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 
 from tests.clients.conftest import NODE_MODULES, account, by_message_id, contact, need, parse_time, run_id, wait_stored
 from tests.conftest import CHROME_UA, Server
-from tests.tracker.conftest import browser  # noqa: F401 - the session's chromium, shared with the tracker tests
+from tests.tracker.conftest import CHROMIUM, LAUNCH_ARGS
 
 pytestmark = pytest.mark.browser
 
@@ -130,6 +131,20 @@ class PageServer:
 
 
 @pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian chromium for this module (one Playwright at a time per process, as tests/map does)."""
+    need(os.access(CHROMIUM, os.X_OK), f"browser tests need Debian chromium at {CHROMIUM} (make browser)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "browser tests need the playwright package (pip install -e '.[dev]')")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
 def pages() -> Iterator[PageServer]:
     for file in SDK_FILES.values():
         need(file.is_file(), "the npm SDKs are not installed: npm ci --prefix tests/clients (make test does it)")
@@ -164,7 +179,7 @@ class Wire:
                                  "credentials": r.headers.get("access-control-allow-credentials")})  # fmt: skip
 
 
-def open_page(browser: Any, pages: PageServer, collector: Server, sdk: str, wire: Wire) -> Any:  # noqa: F811
+def open_page(browser: Any, pages: PageServer, collector: Server, sdk: str, wire: Wire) -> Any:
     context = browser.new_context(user_agent=CHROME_UA)
     context.set_default_timeout(20_000)
 
@@ -196,7 +211,7 @@ CASES = [("segment", False, False), ("segment", True, False), ("rudder", False, 
 @pytest.mark.parametrize("sdk, batched, beacon", CASES,
                          ids=["segment", "segment-batched", "rudder", "rudder-batched", "rudder-beacon"])
 def test_browser_sdk_events_are_stored_once(
-    browser: Any, pages: PageServer, server: Server, sdk: str, batched: bool, beacon: bool  # noqa: F811
+    browser: Any, pages: PageServer, server: Server, sdk: str, batched: bool, beacon: bool
 ) -> None:
     rid = run_id()
     pages.config = {"key": server.site["write_key"], "collector": server.url, "apiHost": server.url[7:] + "/v1",
@@ -242,7 +257,7 @@ def test_browser_sdk_events_are_stored_once(
 
 @pytest.mark.parametrize("sdk", ["segment", "rudder"])
 def test_browser_sdk_stops_on_a_bad_write_key(
-    browser: Any, pages: PageServer, server: Server, sdk: str  # noqa: F811
+    browser: Any, pages: PageServer, server: Server, sdk: str
 ) -> None:
     rid = run_id()
     pages.config = {"key": "wk_not_a_key_" + rid, "collector": server.url, "apiHost": server.url[7:] + "/v1",
