@@ -85,7 +85,7 @@ class Runtime:
             await self.spool.start()
         if "journeys" in self.roles:
             self.storage = await asyncio.to_thread(open_storage, self.settings)
-            await asyncio.to_thread(apply_migrations, self.storage)
+            await asyncio.to_thread(apply_migrations, self.storage, self.settings.storage)
         try:
             await self._connect()
         except BusUnavailable as exc:

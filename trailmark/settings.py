@@ -90,6 +90,13 @@ class StorageSettings(BaseModel):
     database: str = "trailmark"
     batch_rows: int = 20000  # the journey builder writes at most this many events per insert
     flush_interval_s: float = 0.5
+    # A ClickHouse cluster (its name in the servers' remote_servers): the schema is created ON CLUSTER
+    # with Replicated* engines under <table>_local and Distributed tables under the public names
+    # (deploy/README.md). Empty: one server or chDB, the schema as the DDL files write it.
+    cluster: str = ""
+    # Keeper path of each replicated table: {shard} and {replica} are the servers' macros, {database}
+    # and {table} are filled in by trailmark (the local table's name).
+    replication_path: str = "/clickhouse/tables/{shard}/{database}/{table}"
 
 
 class JourneySettings(BaseModel):
