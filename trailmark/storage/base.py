@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any, Protocol
 
-from trailmark.errors import Rejected, TrailmarkError, Unavailable
+from trailmark.errors import ConfigError, Rejected, TrailmarkError, Unavailable
+from trailmark.settings import StorageSettings
 
 Row = dict[str, Any]
 
@@ -77,20 +79,165 @@ def split_statements(sql: str, database: str) -> list[str]:
     return out
 
 
-def apply_migrations(storage: Storage) -> list[str]:
-    """Apply schemas/ddl idempotently; records applied versions in ``schema_migrations``."""
+# --- Cluster rendering -------------------------------------------------------------------------------
+#
+# With ``TRAILMARK_STORAGE__CLUSTER`` set, every statement of the DDL files is rendered for a
+# ClickHouse cluster before it runs: ``ON CLUSTER``, a Replicated* engine under ``<table>_local``, and
+# a Distributed table under the public name, so the builder, the read API and data-team SQL keep
+# their names. Without it the statements run exactly as split_statements gives them.
+#
+# Why substitution and not a parser: the DDL files are ours and written in a few fixed shapes
+# (``CREATE DATABASE|TABLE|VIEW|MATERIALIZED VIEW IF NOT EXISTS {db}.name``, ``ALTER TABLE {db}.name``,
+# one ``ENGINE = ...MergeTree[(args)]``); a statement of any other shape stops the migration with
+# ClusterDDLError instead of being guessed at. tests/cluster checks every rendered statement with
+# ClickHouse's own parser (chDB's formatQuery / EXPLAIN AST).
+
+_VISITOR = "cityHash64(site_id, anonymous_id)"
+# How each table is spread over shards. Everything one visitor does is on one shard (its events,
+# sessions, touchpoints, identities, stage entries, account links), so FINAL and the per-visitor
+# lookups of the journey builder never need another shard's rows; contacts and accounts shard by
+# their own key, which is their ReplacingMergeTree key. contact_handles / contact_devices are filled
+# by materialized views on the shard of the identities row that made them: their key only matters
+# for direct inserts, which trailmark never makes. A table missing here cannot be rendered.
+SHARD_KEYS: dict[str, str] = {
+    "events": _VISITOR,
+    "sessions_data": _VISITOR,
+    "touchpoints_data": _VISITOR,
+    "identities_data": _VISITOR,
+    "stage_transitions_data": _VISITOR,
+    "account_links_data": _VISITOR,
+    "contact_devices": _VISITOR,
+    "contact_handles": "cityHash64(site_id, handle)",
+    "contacts_data": "cityHash64(site_id, contact_id)",
+    "accounts_data": "cityHash64(site_id, group_id)",
+    "dead_letters": "rand()",
+    "dead_letter_replays": "cityHash64(dead_letter_id)",
+}
+LOCAL_SUFFIX = "_local"
+_NAME = r"(?P<db>[A-Za-z_][A-Za-z0-9_]*)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+_CREATE_DATABASE = re.compile(r"CREATE DATABASE IF NOT EXISTS (?P<db>[A-Za-z_][A-Za-z0-9_]*)\Z")
+_CREATE_TABLE = re.compile(rf"CREATE TABLE IF NOT EXISTS {_NAME}(?P<rest>\s.*)\Z", re.S)
+_ENGINE = re.compile(r"\bENGINE = (?P<family>[A-Za-z]*)MergeTree(?:\((?P<args>[^()]*)\))?")
+_CREATE_VIEW = re.compile(rf"CREATE VIEW IF NOT EXISTS {_NAME}(?P<rest>\s+AS\s.*)\Z", re.S)
+_CREATE_MV = re.compile(rf"CREATE MATERIALIZED VIEW IF NOT EXISTS {_NAME}"
+                        rf"(?P<rest>\s+TO {_NAME.replace('db', 'tdb').replace('name', 'target')}\s+AS\s.*)\Z", re.S)
+_ALTER = re.compile(rf"ALTER TABLE {_NAME}(?P<rest>\s.*)\Z", re.S)
+_COLUMN_ALTER = re.compile(r"\s*(ADD|DROP|MODIFY|RENAME|COMMENT) COLUMN\b")
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+
+
+class ClusterDDLError(ConfigError):
+    """A DDL statement or cluster setting the cluster rendering cannot handle (the reason says which)."""
+
+
+class ClusterRenderer:
+    """Renders split statements for a cluster; remembers the tables created so far, because a
+    materialized view reads and writes their local tables and an ALTER changes both tables.
+
+    Feed it every migration in order, applied ones included (their tables are still there)."""
+
+    def __init__(self, cluster: str, replication_path: str) -> None:
+        if not _CLUSTER_NAME.match(cluster):
+            raise ClusterDDLError(f"cluster name {cluster!r}: use letters, digits, '_', '.', '-'")
+        self.cluster = cluster
+        self.on = f" ON CLUSTER '{cluster}'"
+        self.replication_path = replication_path
+        self.tables: set[str] = set()
+
+    def render(self, statement: str) -> list[str]:
+        """The cluster statements for one statement of a migration file (one or two)."""
+        if m := _CREATE_DATABASE.match(statement):
+            return [statement + self.on]
+        if m := _CREATE_TABLE.match(statement):
+            return self._table(m["db"], m["name"], m["rest"], statement)
+        if m := _CREATE_VIEW.match(statement):  # reads the public (Distributed) names: sees every shard
+            return [f"CREATE VIEW IF NOT EXISTS {m['db']}.{m['name']}{self.on}{m['rest']}"]
+        if m := _CREATE_MV.match(statement):  # fires on each shard's inserts: local tables in, local out
+            return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {m['db']}.{m['name']}{self.on}"
+                    + self._to_local(m["db"], m["rest"])]
+        if m := _ALTER.match(statement):
+            name, rest = m["name"], m["rest"]
+            if name not in self.tables:
+                return [f"ALTER TABLE {m['db']}.{name}{self.on}{rest}"]
+            local = f"ALTER TABLE {m['db']}.{name}{LOCAL_SUFFIX}{self.on}{rest}"
+            # a Distributed table has the columns of its local table, and nothing else to alter
+            return [local, f"ALTER TABLE {m['db']}.{name}{self.on}{rest}"] if _COLUMN_ALTER.match(rest) else [local]
+        raise ClusterDDLError(f"cannot render for a cluster (not a known DDL shape): {statement[:200]!r}")
+
+    def _table(self, db: str, name: str, rest: str, statement: str) -> list[str]:
+        engine = _ENGINE.search(rest)
+        if engine is None:
+            raise ClusterDDLError(f"table {name}: only MergeTree-family tables can be rendered for a cluster")
+        if name not in SHARD_KEYS:
+            raise ClusterDDLError(f"table {name} has no sharding key: add it to SHARD_KEYS in {__name__}")
+        local = name + LOCAL_SUFFIX
+        path = self.replication_path.replace("{database}", db).replace("{table}", local)
+        args = ", ".join(a for a in (_literal(path), "'{replica}'", (engine["args"] or "").strip()) if a)
+        replicated = f"ENGINE = Replicated{engine['family']}MergeTree({args})"
+        rest = rest[:engine.start()] + replicated + rest[engine.end():]
+        self.tables.add(name)
+        return [
+            f"CREATE TABLE IF NOT EXISTS {db}.{local}{self.on}{rest}",
+            f"CREATE TABLE IF NOT EXISTS {db}.{name}{self.on} AS {db}.{local}\n"
+            f"ENGINE = Distributed({_literal(self.cluster)}, {_literal(db)}, {_literal(local)}, {SHARD_KEYS[name]})",
+        ]
+
+    def _to_local(self, db: str, text: str) -> str:
+        def local(m: re.Match[str]) -> str:
+            return m[0] + LOCAL_SUFFIX if m["name"] in self.tables else m[0]
+
+        return re.sub(rf"\b{re.escape(db)}\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)\b", local, text)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def rendered_migrations(database: str, cluster: str = "",
+                        replication_path: str = "/clickhouse/tables/{shard}/{database}/{table}",
+                        ) -> list[tuple[str, list[str]]]:
+    """(name, statements) of every migration as it runs: for ``cluster`` when it is set, else as
+    split_statements gives them (byte for byte what trailmark has always run)."""
+    renderer = ClusterRenderer(cluster, replication_path) if cluster else None
+    out = []
+    for name, sql in migrations():
+        statements = split_statements(sql, database)
+        if renderer is not None:
+            statements = [s for statement in statements for s in renderer.render(statement)]
+        out.append((name, statements))
+    return out
+
+
+def _bookkeeping(database: str, cluster: str, replication_path: str) -> list[str]:
+    """The database and the table of applied migrations. On a cluster the table is one replicated
+    table across every node of every shard (its path has no {shard}), so each node knows what ran."""
+    if not cluster:
+        return [f"CREATE DATABASE IF NOT EXISTS {database}",
+                f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations (name String, applied_at"
+                " DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY name"]
+    on = ClusterRenderer(cluster, replication_path).on
+    path = _literal(f"/clickhouse/tables/all/{database}/schema_migrations")
+    return [f"CREATE DATABASE IF NOT EXISTS {database}{on}",
+            f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations{on} (name String, applied_at"
+            " DateTime64(3, 'UTC') DEFAULT now64(3))"
+            f" ENGINE = ReplicatedReplacingMergeTree({path}, '{{shard}}-{{replica}}') ORDER BY name"]
+
+
+def apply_migrations(storage: Storage, settings: StorageSettings | None = None) -> list[str]:
+    """Apply schemas/ddl idempotently; records applied versions in ``schema_migrations``.
+
+    With ``settings.cluster`` set, the statements are rendered for that cluster (see ClusterRenderer)."""
     db = storage.database
-    storage.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    storage.execute(
-        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (name String, applied_at DateTime64(3, 'UTC')"
-        " DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY name"
-    )
+    cluster = settings.cluster if settings is not None else ""
+    path = settings.replication_path if settings is not None else StorageSettings().replication_path
+    for statement in _bookkeeping(db, cluster, path):
+        storage.execute(statement)
     done = {r["name"] for r in storage.query(f"SELECT name FROM {db}.schema_migrations")}
     applied = []
-    for name, sql in migrations():
+    for name, statements in rendered_migrations(db, cluster, path):
         if name in done:
             continue
-        for statement in split_statements(sql, db):
+        for statement in statements:
             storage.execute(statement)
         storage.insert("schema_migrations", [{"name": name}])
         applied.append(name)
