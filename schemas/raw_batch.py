@@ -110,7 +110,8 @@ def unfold(raw: RawBatch) -> list[RawEvent]:
             "received_at": bus_time(received),
             "ip": ctx_ip if isinstance(ctx_ip, str) and ctx_ip else raw["ip"],
             "user_agent": ctx_ua if isinstance(ctx_ua, str) and ctx_ua else raw["user_agent"],
-            "extra": {k: v for k, v in ev.items() if k not in _MAPPED},
+            # the one mapped field a kind does not use (a track call's ``name``, another call's ``event``) too
+            "extra": {k: v for k, v in ev.items() if k not in _MAPPED or k == ("name" if kind == "track" else "event")},
         })
     return out
 

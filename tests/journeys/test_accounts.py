@@ -55,9 +55,14 @@ def test_top_level_fields_without_a_column_are_kept_in_extra(journey: Journey) -
     ev.update({"integrations": {"All": False, "Mixpanel": True}, "channel": "web", "category": "Docs",
                "_metadata": {"bundled": ["Segment.io"]}, "somethingNew": [1, 2], "writeKey": "wk_secret"})
     j.send(ev)
-    extra = orjson.loads(j.sql("SELECT extra FROM {db}.events")[0]["extra"])
-    assert extra == {"integrations": {"All": False, "Mixpanel": True}, "channel": "web", "category": "Docs",
-                     "_metadata": {"bundled": ["Segment.io"]}, "somethingNew": [1, 2]}
+    track = j.event("track", "carl", 1, event="Clicked")
+    track["name"] = "a track call has no name"
+    j.send(track)
+    rows = j.sql("SELECT type, extra FROM {db}.events ORDER BY timestamp")
+    assert orjson.loads(rows[0]["extra"]) == {"integrations": {"All": False, "Mixpanel": True}, "channel": "web",
+                                              "category": "Docs", "_metadata": {"bundled": ["Segment.io"]},
+                                              "somethingNew": [1, 2]}
+    assert orjson.loads(rows[1]["extra"]) == {"name": "a track call has no name"}
 
 
 def test_original_timestamp_is_the_client_time_when_timestamp_is_absent(journey: Journey) -> None:
