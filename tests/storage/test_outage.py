@@ -8,6 +8,7 @@ import re
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,19 @@ def _dead_letters_counted(server: Server) -> float:
 
 
 def test_clickhouse_down_for_20s_mid_load_loses_nothing_and_stores_once(tmp_path: Path) -> None:
-    endpoint = ClickHouseEndpoint(tmp_path / "clickhouse").start()
-    server = Server(tmp_path / "data", env={"TRAILMARK_CLICKHOUSE_URL": endpoint.url}).start()
-    store = ServerStorage(endpoint.url, "trailmark")
+    with ExitStack() as stack:
+        endpoint = ClickHouseEndpoint(tmp_path / "clickhouse")
+        stack.callback(endpoint.stop)
+        endpoint.start()
+        server = Server(tmp_path / "data", env={"TRAILMARK_CLICKHOUSE_URL": endpoint.url})
+        stack.callback(server.stop)
+        server.start()
+        store = ServerStorage(endpoint.url, "trailmark")
+        stack.callback(store.close)
+        _outage_mid_load(endpoint, server, store, stack)
+
+
+def _outage_mid_load(endpoint: ClickHouseEndpoint, server: Server, store: ServerStorage, stack: ExitStack) -> None:
     tag = uuid.uuid4().hex[:8]
     batches, size = 60, 50
     sent: list[int] = []
@@ -59,30 +70,25 @@ def test_clickhouse_down_for_20s_mid_load_loses_nothing_and_stores_once(tmp_path
             time.sleep(0.5)
 
     sender = threading.Thread(target=load)
-    try:
-        sender.start()
-        deadline = time.time() + 30
-        while _count(store, "SELECT count() AS n FROM trailmark.events") == 0:  # writes are flowing
-            assert time.time() < deadline, server.tail()
-            time.sleep(0.2)
-        endpoint.stop(kill=True)
-        down_at = len(sent)
-        time.sleep(20)
-        assert len(sent) > down_at + 20, "the collector kept accepting while ClickHouse was down"
-        endpoint.start()
-        sender.join(60)
-        assert not errors, errors[:3]
-        total = batches * size
-        deadline = time.time() + 60
-        while _count(store, "SELECT count() AS n FROM trailmark.events") < total and time.time() < deadline:
-            time.sleep(0.5)
-        rows = store.query("SELECT count() AS n, uniqExact(message_id) AS ids FROM trailmark.events")
-        assert rows == [{"n": total, "ids": total}], server.tail()
-        assert _count(store, "SELECT count() AS n FROM trailmark.dead_letters") == 0
-        assert _dead_letters_counted(server) == 0
-        assert "dependency unavailable, retrying" in server.tail(200_000)
-    finally:
-        sender.join(60)
-        server.stop()
-        store.close()
-        endpoint.stop()
+    sender.start()
+    stack.callback(sender.join, 60)  # before the server stops
+    deadline = time.time() + 30
+    while _count(store, "SELECT count() AS n FROM trailmark.events") == 0:  # writes are flowing
+        assert time.time() < deadline, server.tail()
+        time.sleep(0.2)
+    endpoint.stop(kill=True)
+    down_at = len(sent)
+    time.sleep(20)
+    assert len(sent) > down_at + 20, "the collector kept accepting while ClickHouse was down"
+    endpoint.start()
+    sender.join(60)
+    assert not errors, errors[:3]
+    total = batches * size
+    deadline = time.time() + 60
+    while _count(store, "SELECT count() AS n FROM trailmark.events") < total and time.time() < deadline:
+        time.sleep(0.5)
+    rows = store.query("SELECT count() AS n, uniqExact(message_id) AS ids FROM trailmark.events")
+    assert rows == [{"n": total, "ids": total}], server.tail()
+    assert _count(store, "SELECT count() AS n FROM trailmark.dead_letters") == 0
+    assert _dead_letters_counted(server) == 0
+    assert "dependency unavailable, retrying" in server.tail(200_000)
