@@ -168,7 +168,7 @@ class Runtime:
         groups = {b.topic_raw: [b.group_enrich], b.topic_enriched: [b.group_journeys],
                   b.topic_dead_letter: [b.group_dead_letters]}
         while True:
-            await asyncio.sleep(30)
+            await asyncio.sleep(b.truncate_interval_s)
             for topic, gs in groups.items():
                 await asyncio.to_thread(self.bus.truncate_consumed, topic, gs)
 

@@ -84,6 +84,8 @@ class BusSettings(BaseModel):
     spool_dir: Path | None = None
     spool_after_s: float = 3.0  # a produce not acknowledged within this goes to the spool
     spool_max_bytes: int = 2 * 1024**3  # spool file above this: 503 + Retry-After
+    # embedded log: how often the records every consumer group has committed past are deleted
+    truncate_interval_s: float = 30.0
 
 
 class StorageSettings(BaseModel):
@@ -150,6 +152,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # /metrics answers only with "Authorization: Bearer <token>" when set (TRAILMARK_METRICS_TOKEN)
     metrics_token: str | None = None
+    # /v1/admin/* (dead letters: list, show, replay) answer only "Authorization: Bearer <token>" when
+    # set (TRAILMARK_ADMIN_TOKEN); unset, the read key of a one-site install is accepted
+    admin_token: str | None = None
 
     collector: CollectorSettings = CollectorSettings()
     bus: BusSettings = BusSettings()

@@ -9,7 +9,6 @@ events were never stored and /readyz stayed ready).
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,22 +18,26 @@ import orjson
 import pytest
 
 from tests.conftest import Server
-from tests.robustness.helpers import DEAD_LETTER, RAW, append, json_with, metric, raw_record, readyz
+from tests.robustness.helpers import (
+    DEAD_LETTER,
+    KEEP_LOG,
+    RAW,
+    append,
+    dead_letters_on_log,
+    json_with,
+    metric,
+    offline_query,
+    raw_record,
+    readyz,
+    wait_consumed,
+)
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("poison") / "data").start()
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path / "data", env=KEEP_LOG).start()
     yield server
     server.stop()
-
-
-def wait_rows(server: Server, query: str, n: int, timeout: float = 20) -> list[dict[str, Any]]:
-    deadline = time.time() + timeout
-    while len(rows := server.sql(query)) < n:
-        assert time.time() < deadline, f"{query!r}: {rows}\n{server.tail()}"
-        time.sleep(0.2)
-    return rows
 
 
 def no_restarts(server: Server) -> None:
@@ -54,13 +57,17 @@ def test_an_event_300_arrays_deep_is_dead_lettered_and_later_events_are_stored(s
     assert r.status_code == 200, r.text
 
     srv.wait_for(f"SELECT count() FROM trailmark.events WHERE anonymous_id = '{later}'", 1)
-    rows = wait_rows(srv, "SELECT stage, reason, payload FROM trailmark.dead_letters"
-                          f" WHERE position(payload, '{mid}') > 0", 1)
+    rows = [d for d in dead_letters_on_log(srv) if mid in d["payload"]]
     assert [r["stage"] for r in rows] == ["journeys"], rows
     assert "Recursion limit" in rows[0]["reason"] and "repr" in rows[0]["reason"], rows
     assert rows[0]["payload"].count("[") >= 300, "the payload keeps the event's content"
     assert srv.sql(f"SELECT count() AS n FROM trailmark.events WHERE message_id = '{mid}'") == [{"n": 0}]
     no_restarts(srv)
+    wait_consumed(srv, DEAD_LETTER, "trailmark-dead-letters")
+    srv.stop()
+    stored = offline_query(srv, "SELECT stage, reason FROM trailmark.dead_letters"
+                                f" WHERE position(payload, '{mid}') > 0")
+    assert [r["stage"] for r in stored] == ["journeys"], stored
 
 
 def dead(raw: dict[str, str] | None = None, **fields: Any) -> bytes:
@@ -69,7 +76,7 @@ def dead(raw: dict[str, str] | None = None, **fields: Any) -> bytes:
                          "failed_at": "2026-11-02T10:00:00.000+00:00", "version": 1, **fields}, **(raw or {}))
 
 
-def test_the_dead_letter_sink_stores_whatever_reaches_its_topic(srv: Server, tmp_path: Path) -> None:
+def test_the_dead_letter_sink_stores_whatever_reaches_its_topic(srv: Server) -> None:
     mark = uuid.uuid4().hex[:12]
     garbage = b"\xff\xfe not a dead letter " + mark.encode()
     deep = "[" * 300 + "]" * 300
@@ -83,9 +90,12 @@ def test_the_dead_letter_sink_stores_whatever_reaches_its_topic(srv: Server, tmp
         dead(reason=f"{mark}-normal"),  # and the ones after them still arrive
     ]
     append(srv, DEAD_LETTER, [(b"", r) for r in records])
-    rows = wait_rows(srv, "SELECT stage, reason, payload, payload_encoding, version FROM trailmark.dead_letters"
+    wait_consumed(srv, DEAD_LETTER, "trailmark-dead-letters")
+    no_restarts(srv)
+    srv.stop()
+    rows = offline_query(srv, "SELECT stage, reason, payload, payload_encoding, version FROM trailmark.dead_letters"
                           f" WHERE position(reason, '{mark}') > 0 OR position(payload, '{mark}') > 0"
-                          f" OR payload = '{base64.b64encode(garbage).decode()}' ORDER BY reason", 6)
+                          f" OR payload = '{base64.b64encode(garbage).decode()}' ORDER BY reason")
     by = {next((k for k in ("list", "time", "types", "deep", "normal") if f"{mark}-{k}" in r["reason"] + r["payload"]),
                "garbage"): r for r in rows}
     assert set(by) == {"garbage", "list", "time", "types", "deep", "normal"}, rows
@@ -99,4 +109,3 @@ def test_the_dead_letter_sink_stores_whatever_reaches_its_topic(srv: Server, tmp
     assert orjson.loads(by["types"]["payload"]) == {"k": f"{mark}-types"}
     assert by["deep"]["payload"].count("[") == 300
     assert (by["normal"]["stage"], by["normal"]["payload"], by["normal"]["version"]) == ("enrich", "p", 1)
-    no_restarts(srv)
