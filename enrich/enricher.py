@@ -301,7 +301,9 @@ class Enricher:
 
     def _contact_step(self, c: _Ctx, out: dict[str, Any]) -> None:
         assert self._contact is not None
-        traits = _d(c.raw.get("traits"))
+        # a group call's traits describe the account (a company), not the person: only the person's
+        # context.traits may fill contact fields then
+        traits = {} if c.raw.get("type") == "group" else _d(c.raw.get("traits"))
         ctx_traits = _d(c.context.get("traits"))
         props = _d(c.raw.get("properties"))
         if not (traits or ctx_traits or props):

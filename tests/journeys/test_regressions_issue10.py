@@ -48,3 +48,13 @@ def test_source_and_medium_are_named_once_the_same_way_in_events_and_sessions(
     # the event carries the enrichment's own naming; the session shows GA's (direct)/(none) for none
     assert event == [{"source": source.strip("()").replace("direct", "").replace("none", ""),
                       "medium": medium.strip("()").replace("none", "")}]
+
+
+def test_a_group_call_keeps_the_persons_context_traits_and_not_the_companys(journey: Journey) -> None:
+    j = journey
+    group = j.event("group", "grp", 0, traits={"name": "Acme Inc", "email": "billing@acme.io"})
+    group["groupId"] = "g1"
+    group["context"]["traits"] = {"email": "jane@acme.io", "firstName": "Jane"}
+    (enriched,) = j.enrich([group])
+    assert enriched["email"] == "jane@acme.io" and enriched["first_name"] == "Jane"
+    assert enriched["company_name"] != "Acme Inc"
