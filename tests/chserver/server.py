@@ -26,6 +26,8 @@ What it speaks (ClickHouse's HTTP interface, https://clickhouse.com/docs/interfa
   (only for statements that return a result), ``X-ClickHouse-Timezone``,
   ``X-ClickHouse-Server-Display-Name``, ``X-ClickHouse-Summary`` (rows and bytes read/written,
   elapsed_ns) and ``Content-Encoding`` when compressed.
+- ``query_id``: the engine picks its own ids, so the client's travels in a comment before the query,
+  and ``KILL QUERY WHERE query_id = ...`` (clickhouse-connect's cancel) is rewritten to find it there.
 - Errors as a server reports them: the ``Code: N. DB::Exception: ... (NAME) (version V)`` text,
   the ``X-ClickHouse-Exception-Code`` header and the HTTP status of ClickHouse's
   exceptionCodeToHTTPStatus (400 for syntax and parse errors, 404 for unknown tables, databases,
@@ -113,11 +115,14 @@ CONTENT_TYPES = {"TabSeparated": "text/tab-separated-values; charset=UTF-8", "TS
 BINARY = "application/octet-stream"
 
 # Statements that produce a result set (X-ClickHouse-Format is set for them, as on a server).
-RESULT_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN", "CHECK"}
+RESULT_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN", "CHECK", "KILL"}
 _LEADING = re.compile(rb"^(?:\s+|--[^\n]*\n|/\*.*?\*/|\()*([A-Za-z]+)", re.S)
 _FORMAT_AT_END = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.I)
 _INSERT_FORMAT = re.compile(rb"\bFORMAT[ \t\r\n]+([A-Za-z0-9_]+)", re.I)
 _SETTINGS_CLAUSE = re.compile(rb"\bSETTINGS\b", re.I)
+_KILL_BY_ID = re.compile(r"^\s*KILL\s+QUERY\s+WHERE\s+query_id\s*=\s*(?:\{(\w+):String\}|'((?:[^'\\]|\\.)*)')"
+                         r"(\s+(?:ASYNC|SYNC|TEST))?\s*;?\s*$", re.I)
+QUERY_TAG = "chserver-query-id:"
 _ERROR = re.compile(r"Code: (\d+)\. DB::Exception: .*?(?: \(([A-Z0-9_]+)\))?\s*$", re.S)
 
 
@@ -349,6 +354,10 @@ class Endpoint:
             if keyword in RESULT_STATEMENTS:
                 found = _FORMAT_AT_END.search(sql)
                 fmt = found.group(1) if found else req.default_format
+            if keyword == "KILL":
+                sql = self.kill_by_tag(sql, req.params)
+        # the engine picks its own query ids: the client's travels in a comment, where KILL finds it
+        sql = f"/* {QUERY_TAG}{req.query_id} */ {sql}"
         try:
             # a SET or USE in the query changes its connection: that one is not reused
             with self.engine.connection(req.database, req.settings, keyword not in ("SET", "USE")) as conn:
@@ -374,6 +383,18 @@ class Endpoint:
             if encoding:
                 headers["Content-Encoding"] = encoding
         return Response(data, headers=headers, media_type=media_type)
+
+    @staticmethod
+    def kill_by_tag(sql: str, params: dict[str, str]) -> str:
+        """``KILL QUERY WHERE query_id = <id>`` (clickhouse-connect's cancel) finds the query by the
+        comment that carries the client's id; other KILL statements run as given."""
+        m = _KILL_BY_ID.match(sql)
+        if not m:
+            return sql
+        query_id = params.get(m.group(1), "") if m.group(1) else m.group(2).replace("\\'", "'")
+        params["__chserver_tag"] = f"{QUERY_TAG}{query_id} "
+        # the pattern is built from a parameter, so this KILL's own text never matches it
+        return f"KILL QUERY WHERE query LIKE concat('%', {{__chserver_tag:String}}, '%'){m.group(3) or ''}"
 
     def stage_insert(self, sql: bytes, m: re.Match[bytes]) -> tuple[str, str, str]:
         """``INSERT ... FORMAT X <data>`` becomes ``INSERT ... FROM INFILE '<data in a file>' FORMAT X``:

@@ -5,6 +5,8 @@ tells "unavailable, retry" from "this query is wrong"."""
 from __future__ import annotations
 
 import inspect
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -67,6 +69,27 @@ def test_settings_apply_to_one_query(storage: Storage) -> None:
     one = storage.query("SELECT getSetting('max_result_rows') AS v", settings={"max_result_rows": 7})
     assert one == [{"v": 7}]
     assert storage.query("SELECT getSetting('max_result_rows') AS v") == [{"v": 0}]
+
+
+def test_cancel_stops_a_running_query(storage: Storage) -> None:
+    query_id = uuid.uuid4().hex
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            storage.query("SELECT sleepEachRow(0.05) FROM numbers(400) SETTINGS max_block_size = 1",
+                          readonly=True, settings={"max_threads": 1}, query_id=query_id)
+        except Exception as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    started = time.monotonic()
+    worker.start()
+    time.sleep(1)
+    storage.cancel(query_id)
+    worker.join(15)
+    assert time.monotonic() - started < 10, "the query ran to its end (20 s)"
+    assert len(errors) == 1 and isinstance(errors[0], QueryError), errors
 
 
 def test_readonly_queries_cannot_write(storage: Storage) -> None:
