@@ -18,6 +18,8 @@ from trailmark.storage.base import Storage, apply_migrations
 from trailmark.storage.chdb_backend import ChdbStorage
 from trailmark.storage.server_backend import ServerStorage
 
+__all__ = ["BACKENDS", "clickhouse_endpoint", "clickhouse_url", "process_chdb", "storage"]
+
 BACKENDS = ["chdb", "server"]
 _CHDB: list[ChdbStorage] = []
 

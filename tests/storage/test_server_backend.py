@@ -8,6 +8,7 @@ import inspect
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,7 @@ def test_every_clickhouse_connect_exception_class_has_a_meaning() -> None:
 @pytest.mark.parametrize(("exc", "settings", "expected"), [
     (ch.OperationalError("Error HTTPConnectionPool: Connection refused"), None, StorageUnavailable),
     (ch.StreamFailureError("stream broke"), None, StorageUnavailable),
-    (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), None, StorageUnavailable),
+    (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), None, StorageUnavailable),  # type: ignore[arg-type]
     (ConnectionResetError(104, "reset"), None, StorageUnavailable),
     (ch.DatabaseError("HTTP driver received HTTP status 502", code=None), None, StorageUnavailable),
     (ch.DatabaseError("too many", code=202), None, StorageUnavailable),
@@ -166,7 +167,7 @@ def test_an_endpoint_outage_is_unavailable_for_every_call_then_recovers(tmp_path
     try:
         apply_migrations(store)
         endpoint.stop()
-        calls = [lambda: store.query("SELECT 1"), lambda: store.execute("SELECT 1"),
+        calls: list[Callable[[], object]] = [lambda: store.query("SELECT 1"), lambda: store.execute("SELECT 1"),
                  lambda: store.insert("dead_letters", [{"stage": "x"}])]
         for call in calls:
             with pytest.raises(StorageUnavailable):
