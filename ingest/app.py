@@ -28,11 +28,11 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 from starlette.routing import Route
 
-from ingest.ratelimit import EdgeLimits, retry_after
 from ingest.sites import SiteKeys, basic_auth_user
 from ingest.validate import MAX_DEPTH, check_event, describe, describe_exc, too_deep, visitor
 from schemas import INCOMING_BATCH, INCOMING_EVENT, SCHEMA_VERSION, Site, bus_time
 from trailmark.bus.base import BusUnavailable, Producer
+from trailmark.ratelimit import EdgeLimits, retry_after
 from trailmark.settings import CollectorSettings
 
 EVENTS = Counter("trailmark_collector_events_total", "Events received", ["outcome"])
@@ -84,25 +84,15 @@ class Collector:
         producer: Callable[[], Producer],
         topic: str,
         settings: CollectorSettings,
+        limits: EdgeLimits,
     ) -> None:
         self.keys = keys
         self.producer = producer
         self.topic = topic
         self.settings = settings
         self.script = TrackerScript()
-        s = settings
-        self.limits = EdgeLimits(
-            ip_rate=s.rate_limit_ip_per_s, ip_burst=s.rate_limit_ip_burst, key_rate=s.rate_limit_key_per_s,
-            key_burst=s.rate_limit_key_burst, bad_key_rate=s.rate_limit_bad_key_per_s,
-            bad_key_burst=s.rate_limit_bad_key_burst, max_tracked=s.rate_limit_max_tracked,
-            exempt=s.rate_limit_exempt)
-
-    def client_ip(self, request: Request) -> str:
-        if self.settings.trust_forwarded_for:
-            forwarded = request.headers.get("x-forwarded-for")
-            if forwarded:  # the last entry is the one our proxy added; earlier ones the client may forge
-                return forwarded.rsplit(",", 1)[-1].strip()
-        return request.client.host if request.client else ""
+        self.limits = limits
+        self.client_ip = limits.client_ip
 
     def rate_limited(self, request: Request) -> Response | None:
         """429 when the client IP is over its limit or has used up its wrong-key allowance."""

@@ -25,6 +25,7 @@ from schemas import Site
 from trailmark import __version__
 from trailmark.bus.base import BusUnavailable, EventBus, Producer
 from trailmark.bus.spool import SpoolingProducer
+from trailmark.ratelimit import EdgeLimits
 from trailmark.runtime import DeadLetterSink, EnrichRunner, InProcessRunner, JourneyRunner, StageRunner
 from trailmark.settings import Settings
 from trailmark.storage import Storage, apply_migrations, open_storage
@@ -217,13 +218,14 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse({"error": "invalid request", "detail": errors}, status_code=400)
 
+    limits = EdgeLimits.from_settings(settings.collector)  # one allowance for wrong write and read keys
     if "collector" in roles:
         keys = SiteKeys.of(sites)
-        collector = Collector(keys, runtime.producer, settings.bus.topic_raw, settings.collector)
+        collector = Collector(keys, runtime.producer, settings.bus.topic_raw, settings.collector, limits)
         app.include_router(collector_router(collector))
     if "journeys" in roles:
         app.include_router(read_router(runtime.storage_or_fail, sites, settings.journeys, settings.sql,
-                                       settings.storage.database))
+                                       settings.storage.database, limits))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:

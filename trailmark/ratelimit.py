@@ -1,5 +1,7 @@
 """Rate limits at the edge: token buckets per client IP and per write key, and a stricter one per
-client IP for requests with a wrong key (bounds key guessing).
+client IP for requests with a wrong key (bounds key guessing). One ``EdgeLimits`` serves the
+collector and the read API of a process, so wrong write keys and wrong read keys draw on the same
+allowance.
 
 A token bucket lets a client send ``burst`` requests at once and then ``rate`` per second, which is
 what trackers do (a burst of page views, then quiet). The defaults sit far above what a real
@@ -21,6 +23,9 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from prometheus_client import Counter
+from starlette.requests import Request
+
+from trailmark.settings import CollectorSettings
 
 LIMITED = Counter("trailmark_collector_rate_limited_total", "Requests refused with 429 by a rate limit",
                   ["limit"])
@@ -88,15 +93,32 @@ def retry_after(wait: float) -> str:
 class EdgeLimits:
     """The collector's limits. Each check returns 0.0 (go on) or the seconds to wait (answer 429)."""
 
+    @classmethod
+    def from_settings(cls, s: CollectorSettings) -> EdgeLimits:
+        return cls(ip_rate=s.rate_limit_ip_per_s, ip_burst=s.rate_limit_ip_burst, key_rate=s.rate_limit_key_per_s,
+                   key_burst=s.rate_limit_key_burst, bad_key_rate=s.rate_limit_bad_key_per_s,
+                   bad_key_burst=s.rate_limit_bad_key_burst, max_tracked=s.rate_limit_max_tracked,
+                   exempt=s.rate_limit_exempt, trust_forwarded_for=s.trust_forwarded_for)
+
     def __init__(self, *, ip_rate: float, ip_burst: float, key_rate: float, key_burst: float,
                  bad_key_rate: float, bad_key_burst: float, max_tracked: int, exempt: Iterable[str],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 trust_forwarded_for: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+        self.trust_forwarded_for = trust_forwarded_for
         self.ip = TokenBuckets(ip_rate, ip_burst, max_tracked, clock)
         self.key = TokenBuckets(key_rate, key_burst, max_tracked, clock)
         self.bad_key = TokenBuckets(bad_key_rate, bad_key_burst, max_tracked, clock)
         self.exempt = [ipaddress.ip_network(n, strict=False) for n in exempt]
         # parsing an address costs more than the bucket itself: remember the last clients seen
         self.client = lru_cache(maxsize=65536)(self._client)
+
+    def client_ip(self, request: Request) -> str:
+        """The client's address: the socket peer, or behind a trusted proxy the last
+        ``X-Forwarded-For`` entry (the one the proxy added; earlier ones the client may forge)."""
+        if self.trust_forwarded_for:
+            forwarded = request.headers.get("x-forwarded-for")
+            if forwarded:
+                return forwarded.rsplit(",", 1)[-1].strip()
+        return request.client.host if request.client else ""
 
     def _client(self, ip: str) -> str | None:
         """The bucket key of a client address; None when it is exempt from every limit."""

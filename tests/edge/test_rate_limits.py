@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from ingest.ratelimit import EdgeLimits, TokenBuckets
 from tests.conftest import Server
 from tests.edge.conftest import METRICS_TOKEN
+from trailmark.ratelimit import EdgeLimits, TokenBuckets
 
 
 def batch() -> dict[str, Any]:
@@ -112,3 +112,21 @@ def test_ipv6_counted_by_64_and_loopback_exempt() -> None:
     assert [limits.before_auth(f"2001:db8:1:2::{i}")[1] > 0 for i in range(3)] == [False, False, True]
     assert limits.before_auth("2001:db8:1:3::1")[1] == 0.0
     assert all(limits.before_auth("127.0.0.1")[1] == 0.0 for _ in range(10))
+
+
+def test_wrong_read_keys_use_up_the_address_too(tight: Server) -> None:
+    def read(ip: str, key: str) -> httpx.Response:
+        return httpx.get(tight.url + "/v1/stages", timeout=30,
+                         headers={"authorization": f"Bearer {key}", "x-forwarded-for": ip})
+
+    ip = "192.0.2.60"
+    for i in range(5):
+        assert read(ip, f"rk_guess{i}").status_code == 401
+    r = read(ip, "rk_guess5")
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert read(ip, tight.site["read_key"]).status_code == 429  # the right key learns nothing here
+    assert read("192.0.2.61", tight.site["read_key"]).status_code == 200
+    # the allowance is shared with the collector: wrong write keys from an address count for reads
+    for i in range(5):
+        post(tight, "192.0.2.62", f"wk_guess{i}")
+    assert read("192.0.2.62", tight.site["read_key"]).status_code == 429
