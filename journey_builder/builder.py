@@ -70,6 +70,17 @@ def _account_domain(traits: Mapping[str, Any]) -> str:
     return ""
 
 
+def _merged_traits(known: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Known traits updated with an event's non-empty ones, as a new dict: the caller serializes
+    it before the cached contact or account takes it, so traits JSON cannot hold (nested too
+    deep) fail that one event, not every later event of the contact until a restart."""
+    merged = dict(known)
+    for k, v in new.items():
+        if v not in ("", None):
+            merged[k] = v
+    return merged
+
+
 def _campaign_key(ev: EnrichedEvent) -> str:
     parts = (ev["utm_source"], ev["utm_medium"], ev["utm_campaign"], ev["click_id"])
     return "|".join(parts) if any(parts) else ""
@@ -409,10 +420,9 @@ class JourneyBuilder:
         """A group call: its traits describe the account; the visitor is linked to it."""
         site_id, group_id = ev["site_id"], ev["group_id"]
         account = self.accounts[(site_id, group_id)]
-        for k, v in (ev["traits"] or {}).items():
-            if v not in ("", None):
-                account["traits"][k] = v
-        traits = account["traits"]
+        traits = _merged_traits(account["traits"], ev["traits"] or {})
+        traits_json = orjson.dumps(traits).decode()  # see _merged_traits
+        account["traits"] = traits
         if isinstance(name := traits.get("name"), str) and name:
             account["name"] = name[:500]
         if domain := _account_domain(traits):
@@ -420,8 +430,7 @@ class JourneyBuilder:
         ts = ch_time(ev["timestamp"])
         account["first_seen"] = min(account["first_seen"] or ts, ts)
         account["last_seen"] = max(account["last_seen"] or ts, ts)
-        out.accounts[(site_id, group_id)] = {**account, "traits": orjson.dumps(traits).decode(),
-                                             "version": time.time_ns()}
+        out.accounts[(site_id, group_id)] = {**account, "traits": traits_json, "version": time.time_ns()}
         out.account_links.append({"site_id": site_id, "group_id": group_id, "anonymous_id": anon,
                                   "first_seen": ts, "last_seen": ts})
 
@@ -488,14 +497,14 @@ class JourneyBuilder:
             c["user_id"] = ev["user_id"]
         if ev["geo_country"]:
             c["country"] = ev["geo_country"]
-        for k, v in (ev["traits"] if person else {}).items():
-            if v not in ("", None):
-                c["traits"][k] = v
+        traits = _merged_traits(c["traits"], ev["traits"] if person else {})
+        traits_json = orjson.dumps(traits).decode()  # see _merged_traits
+        c["traits"] = traits
         ts = ch_time(ev["timestamp"])
         c["first_seen"] = min(c["first_seen"] or ts, ts)
         c["last_seen"] = max(c["last_seen"] or ts, ts)
         row = dict(c)
-        row["traits"] = orjson.dumps(c["traits"]).decode()
+        row["traits"] = traits_json
         row["field_sources"] = orjson.dumps(c["field_sources"]).decode()
         row["version"] = time.time_ns()
         out.contacts[contact_id] = row

@@ -9,6 +9,7 @@ events were never stored and /readyz stayed ready).
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +110,22 @@ def test_the_dead_letter_sink_stores_whatever_reaches_its_topic(srv: Server) -> 
     assert orjson.loads(by["types"]["payload"]) == {"k": f"{mark}-types"}
     assert by["deep"]["payload"].count("[") == 300
     assert (by["normal"]["stage"], by["normal"]["payload"], by["normal"]["version"]) == ("enrich", "p", 1)
+
+
+def test_traits_no_serializer_can_write_fail_their_event_not_the_contacts_later_ones(srv: Server) -> None:
+    sid, user, anon = srv.site["site_id"], f"u-{uuid.uuid4()}", f"a-{uuid.uuid4()}"
+    bad, later = str(uuid.uuid4()), [str(uuid.uuid4()), str(uuid.uuid4())]
+    body = json_with({"batch": [{"type": "identify", "anonymousId": anon, "userId": user, "messageId": bad,
+                                 "traits": {"deep": "@deep@"}}]}, deep="[" * 300 + "]" * 300)
+    append(srv, RAW, [(f"{sid}:{anon}".encode(), raw_record(sid, body))])
+    deadline = time.time() + 20
+    while not any(bad in d["payload"] for d in dead_letters_on_log(srv)):
+        assert time.time() < deadline, srv.tail()
+        time.sleep(0.1)
+    events = [{"type": "identify", "anonymousId": anon, "userId": user, "messageId": later[0],
+               "traits": {"plan": "pro"}},
+              {"type": "track", "event": "Later", "anonymousId": anon, "userId": user, "messageId": later[1]}]
+    assert srv.post("/v1/batch", {"batch": events}).status_code == 200
+    srv.wait_for(f"SELECT count() FROM trailmark.events WHERE message_id IN ('{later[0]}', '{later[1]}')", 2)
+    assert [d for d in dead_letters_on_log(srv) if later[0] in d["payload"] or later[1] in d["payload"]] == []
+    no_restarts(srv)
