@@ -53,6 +53,9 @@ def _settings(host: str | None, port: int | None, data_dir: Path | None, bus: st
 
 def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # during an outage these log a traceback per retry; trailmark's own warning says it once per attempt
+    for noisy in ("clickhouse_connect", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         sites, created = load_or_create(s.data_dir)
     except KeysError as exc:

@@ -99,6 +99,9 @@ class StorageSettings(BaseModel):
     # Keeper path of each replicated table: {shard} and {replica} are the servers' macros, {database}
     # and {table} are filled in by trailmark (the local table's name).
     replication_path: str = "/clickhouse/tables/{shard}/{database}/{table}"
+    # ClickHouse server: a refused or silent server becomes "unavailable" (retry) within these
+    connect_timeout_s: float = 10.0
+    query_timeout_s: float = 120.0  # read timeout of one request; /v1/sql limits itself below it
 
 
 class JourneySettings(BaseModel):

@@ -18,7 +18,8 @@ def open_storage(settings: Settings) -> Storage:
     if settings.clickhouse_url:
         from trailmark.storage.server_backend import ServerStorage
 
-        return ServerStorage(settings.clickhouse_url, settings.storage.database)
+        s = settings.storage
+        return ServerStorage(settings.clickhouse_url, s.database, s.connect_timeout_s, s.query_timeout_s)
     from trailmark.storage.chdb_backend import ChdbStorage
 
     return ChdbStorage(settings.data_dir / "clickhouse", settings.storage.database)

@@ -96,7 +96,8 @@ def translate(exc: BaseException, settings: Mapping[str, Any] | None = None) -> 
 class ServerStorage:
     """Storage on a ClickHouse server: ``http(s)://user:password@host:port``."""
 
-    def __init__(self, url: str, database: str = "trailmark") -> None:
+    def __init__(self, url: str, database: str = "trailmark", connect_timeout_s: float = 10.0,
+                 query_timeout_s: float = 120.0) -> None:
         import clickhouse_connect
 
         parts = urlparse(url)
@@ -109,6 +110,8 @@ class ServerStorage:
                 password=parts.password or "",
                 secure=parts.scheme == "https",
                 autogenerate_session_id=False,
+                connect_timeout=connect_timeout_s,
+                send_receive_timeout=query_timeout_s,
             )
         except Exception as exc:
             raise translate(exc) from exc
