@@ -43,7 +43,11 @@ class TrailmarkProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{command[0]}-{self.port}.log"
 
-    def start(self, timeout: float = 60) -> Self:
+    def start_unready(self, timeout: float = 60) -> Self:
+        """Start and return once it answers /healthz (it may still say not ready)."""
+        return self.start(timeout, until="/healthz")
+
+    def start(self, timeout: float = 60, until: str = "/readyz") -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILMARK_")}
         env.update(self.env)
@@ -58,7 +62,7 @@ class TrailmarkProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.command} exited {self.proc.returncode}:\n{self.tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{until}", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -25,10 +25,11 @@ from schemas import Site
 from trailmark import __version__
 from trailmark.bus.base import BusUnavailable, EventBus, Producer
 from trailmark.bus.spool import SpoolingProducer
+from trailmark.errors import BadRequest, Unavailable
 from trailmark.ratelimit import EdgeLimits
 from trailmark.runtime import DeadLetterSink, EnrichRunner, InProcessRunner, JourneyRunner, StageRunner
 from trailmark.settings import Settings
-from trailmark.storage import Storage, apply_migrations, open_storage
+from trailmark.storage import Storage, StorageUnavailable, apply_migrations, open_storage
 from trailmark.web import NoSniff, add_docs, add_metrics
 
 log = logging.getLogger("trailmark")
@@ -70,6 +71,7 @@ class Runtime:
         self.tasks: list[asyncio.Task[None]] = []  # stage supervisors: one ending means not ready
         self.aux: list[asyncio.Task[None]] = []  # connect retries, log truncation: cancelled on stop
         self.ready = False
+        self.connected = False  # the bus is started and its topics exist
         self.stopping = asyncio.Event()
 
     def producer(self) -> Producer:
@@ -78,43 +80,58 @@ class Runtime:
 
     def storage_or_fail(self) -> Storage:
         if self.storage is None:
-            raise RuntimeError("storage is not open in this process (journeys role not running)")
+            raise StorageUnavailable("ClickHouse is not reachable yet; retrying in the background")
         return self.storage
 
     async def start(self) -> None:
+        """Bring up the bus, then storage (with its migrations), then the stages. A Kafka broker or a
+        ClickHouse server that is down at start is retried in the background: meanwhile the collector
+        accepts events (into the embedded log, or the spool on Kafka) and /readyz says not ready."""
         if self.spool is not None:
             await self.spool.start()
-        if "journeys" in self.roles:
-            self.storage = await asyncio.to_thread(open_storage, self.settings)
-            await asyncio.to_thread(apply_migrations, self.storage, self.settings.storage)
         try:
-            await self._connect()
-        except BusUnavailable as exc:
-            if self.settings.bus.kind != "kafka":
+            await self._bring_up()
+        except Unavailable as exc:
+            if not self._retryable(exc):
                 raise
-            log.warning("kafka at %s unreachable (%s); retrying in the background%s", self.settings.kafka_bootstrap,
-                        exc, " (the collector spools meanwhile)" if self.spool is not None else "")
-            self.aux.append(asyncio.create_task(self._connect_later(), name="connect"))
+            log.warning("%s; retrying in the background%s", exc,
+                        " (the collector spools meanwhile)" if self.spool is not None else "")
+            self.aux.append(asyncio.create_task(self._bring_up_later(), name="connect"))
             self.ready = self.spool is not None and self.roles == {"collector"}
             return
         self._start_stages()
 
-    async def _connect(self) -> None:
-        b = self.settings.bus
-        await self.bus.start()
-        await self.bus.ensure_topics([b.topic_raw, b.topic_enriched, b.topic_dead_letter])
+    def _retryable(self, exc: Unavailable) -> bool:
+        """Kafka and a ClickHouse server come back; a chDB folder another process holds does not."""
+        if isinstance(exc, BusUnavailable):
+            return self.settings.bus.kind == "kafka"
+        return isinstance(exc, StorageUnavailable) and bool(self.settings.clickhouse_url)
 
-    async def _connect_later(self) -> None:
+    async def _bring_up(self) -> None:
+        if not self.connected:
+            b = self.settings.bus
+            try:
+                await self.bus.start()
+                await self.bus.ensure_topics([b.topic_raw, b.topic_enriched, b.topic_dead_letter])
+            except BusUnavailable as exc:
+                raise BusUnavailable(f"kafka at {self.settings.kafka_bootstrap} unreachable ({exc})") from exc
+            self.connected = True
+        if "journeys" in self.roles and self.storage is None:
+            storage = await asyncio.to_thread(open_storage, self.settings)
+            await asyncio.to_thread(apply_migrations, storage, self.settings.storage)
+            self.storage = storage
+
+    async def _bring_up_later(self) -> None:
         delay = 1.0
         while not self.stopping.is_set():
             await asyncio.sleep(delay)
             try:
-                await self._connect()
-            except BusUnavailable as exc:
-                log.warning("kafka still unreachable: %s", exc)
+                await self._bring_up()
+            except Unavailable as exc:
+                log.warning("still waiting: %s", exc)
                 delay = min(delay * 2, 10.0)
                 continue
-            log.warning("kafka reachable; starting stages")
+            log.warning("dependencies reachable; starting stages")
             self._start_stages()
             return
 
@@ -217,6 +234,16 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse({"error": "invalid request", "detail": errors}, status_code=400)
+
+    # the error tree decides the status: a dependency that is down is 503 + Retry-After (clients retry),
+    # a request the server refuses is 400 with the reason
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": "bad request", "detail": str(exc)}, status_code=exc.status_code)
 
     limits = EdgeLimits.from_settings(settings.collector)  # one allowance for wrong write and read keys
     if "collector" in roles:
