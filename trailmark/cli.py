@@ -8,7 +8,7 @@ import io
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import orjson
@@ -34,21 +34,15 @@ Kafka = Annotated[str | None, typer.Option("--kafka", help="Kafka bootstrap serv
 
 def _settings(host: str | None, port: int | None, data_dir: Path | None, bus: str | None,
               kafka: str | None) -> Settings:
-    s = Settings()
-    if host:
-        s.host = host
-    if port:
-        s.port = port
-    if data_dir:
-        s.data_dir = data_dir
-    if kafka:
-        s.kafka_bootstrap = kafka
-        s.bus.kind = "kafka"
-    if bus:
-        if bus not in ("embedded", "kafka"):
-            raise typer.BadParameter("--bus must be embedded or kafka")
-        s.bus.kind = "kafka" if bus == "kafka" else "embedded"
-    return s
+    """The one Settings of this process: the environment, with the command line on top (built once,
+    never changed afterwards; every stage gets its section from it)."""
+    if bus is not None and bus not in ("embedded", "kafka"):
+        raise typer.BadParameter("--bus must be embedded or kafka")
+    given = {"host": host, "port": port, "data_dir": data_dir, "kafka_bootstrap": kafka}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v}
+    if bus or kafka:
+        overrides["bus"] = {"kind": bus or "kafka"}  # merged into TRAILMARK_BUS__*, not replacing it
+    return Settings(**overrides)
 
 
 def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
