@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable
 from typing import NamedTuple
 
+from enrich.urls import CLICK_ID_INFO
+
 
 class Touch(NamedTuple):
     source: str  # lower-cased utm_source, else the referrer name/host
@@ -33,8 +35,9 @@ _DISPLAY = frozenset({"display", "banner", "expandable", "interstitial", "cpm"})
 _SOCIAL_MEDIUM = frozenset(
     {"social", "social-network", "social-media", "sm", "social network", "social media"}
 )
-_GOOGLE_MS_ADS = frozenset({"gclid", "gbraid", "wbraid", "msclkid"})
-_SOCIAL_ADS = frozenset({"ttclid", "li_fat_id", "twclid"})
+_GOOGLE_MS_ADS = frozenset(k for k, c in CLICK_ID_INFO.items() if c.ads == "search")
+_SOCIAL_ADS = frozenset(k for k, c in CLICK_ID_INFO.items() if c.ads == "social")
+_DISPLAY_ADS = frozenset(k for k, c in CLICK_ID_INFO.items() if c.ads == "display")
 
 
 def _paid(t: Touch) -> bool:
@@ -55,7 +58,7 @@ CHANNEL_RULES: list[Rule] = [
     ("Paid Search", lambda t: t.click_id_type in _GOOGLE_MS_ADS or (t.category == "search" and _paid(t))),
     ("Paid Social", lambda t: t.click_id_type in _SOCIAL_ADS or (t.category == "social" and _paid(t))),
     ("Paid Video", lambda t: t.category == "video" and _paid(t)),
-    ("Display", lambda t: t.medium in _DISPLAY or t.click_id_type == "dclid"),
+    ("Display", lambda t: t.medium in _DISPLAY or t.click_id_type in _DISPLAY_ADS),
     ("Paid Other", _paid),
     ("Organic Shopping", _shop),
     ("Organic Social", lambda t: t.category == "social" or t.medium in _SOCIAL_MEDIUM),

@@ -20,19 +20,13 @@ from enrich.contact import find_contact
 from enrich.errors import PoisonEvent
 from enrich.geo import truncate_ip
 from enrich.referrers import VIDEO_SITES, ReferrerClassifier, is_shopping
-from enrich.urls import campaign_from_context, parse_query, split_url
+from enrich.urls import CLICK_ID_INFO, ClickId, campaign_from_context, parse_query, split_url
 from schemas.events import ENRICHED_DEFAULTS, EnrichedEvent, RawEvent, Site
 from trailmark.settings import EnrichSettings
 
 _DEFAULTS = {k: v for k, v in ENRICHED_DEFAULTS.items() if k != "enrich_errors"}
-# Click ids that tell the source even when the referrer was stripped (in-app browsers, https->http).
-_CLICK_SOURCE = {
-    "gclid": "google", "gbraid": "google", "wbraid": "google", "dclid": "google", "msclkid": "bing",
-    "fbclid": "facebook", "ttclid": "tiktok", "li_fat_id": "linkedin", "twclid": "twitter",
-}  # fmt: skip
 _REF_MEDIUM = {"search": "organic", "social": "social", "email": "email"}
-_CLICK_MEDIUM = {"gclid": "cpc", "gbraid": "cpc", "wbraid": "cpc", "msclkid": "cpc", "dclid": "display",
-                 "ttclid": "cpc", "li_fat_id": "cpc", "twclid": "cpc"}  # not fbclid: organic links carry it too
+_NO_CLICK = ClickId("", "", "")
 
 
 def _s(v: object) -> str:
@@ -201,7 +195,8 @@ class Enricher:
                 source = rname.lower()
                 known = self._refs.source(source)
             elif ctype:
-                source = _CLICK_SOURCE.get(ctype, "")
+                # a click id tells the source even when the referrer was stripped (in-app browsers)
+                source = CLICK_ID_INFO.get(ctype, _NO_CLICK).source
                 known = self._refs.source(source)
             elif rtype not in ("direct", "internal"):
                 source = rhost
@@ -216,7 +211,7 @@ class Enricher:
             category = "shopping"
         channel = channel_for(Touch(source, medium, campaign.lower(), category, ctype, tagged, rtype))
         # an ad click without utm_medium is paid traffic (Google Ads' auto-tagging reports google / cpc)
-        return channel, source, medium or _CLICK_MEDIUM.get(ctype, "")
+        return channel, source, medium or CLICK_ID_INFO.get(ctype, _NO_CLICK).medium
 
     # -- steps ----------------------------------------------------------------------------------
     def _page(self, c: _Ctx, out: dict[str, Any]) -> None:
@@ -232,17 +227,20 @@ class Enricher:
     def _campaign(self, c: _Ctx, out: dict[str, Any]) -> None:
         p = self._page_of(c)
         campaign = c.context.get("campaign")
+        ctype, click = p.click_id_type, p.click_id
         if campaign:
-            tags = campaign_from_context(campaign)
+            tags, context_ctype, context_click = campaign_from_context(campaign)
             for key, val in p.utm:
                 tags.setdefault(key, val)
             for key, val in tags.items():
                 out[key] = val[:1000]
+            if not ctype:  # an app or SPA sends the click id in context.campaign, not in a URL
+                ctype, click = context_ctype, context_click
         else:
             for key, val in p.utm:
                 out[key] = val[:1000]
-        out["click_id_type"] = p.click_id_type
-        out["click_id"] = p.click_id[:500]
+        out["click_id_type"] = ctype
+        out["click_id"] = click[:500]
 
     def _referrer(self, c: _Ctx, out: dict[str, Any]) -> None:
         ref_url = _s(c.page.get("referrer")) or _s(c.context.get("referrer"))

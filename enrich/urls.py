@@ -11,8 +11,24 @@ from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
-# Ad-platform click ids, in the order we prefer when several are present.
-CLICK_IDS = ("gclid", "gbraid", "wbraid", "dclid", "msclkid", "fbclid", "ttclid", "li_fat_id", "twclid")
+
+
+class ClickId(NamedTuple):
+    source: str  # the ad network, the session's source when nothing else names one
+    medium: str  # the medium when utm_medium is absent ("" when organic links carry the id too)
+    ads: str  # "search" | "social" | "display" | "": which paid channel the id proves
+
+
+# Ad-platform click ids: the one list (the tracker sends the same names in context.campaign), in the
+# order we prefer when several are present.
+CLICK_ID_INFO: dict[str, ClickId] = {
+    "gclid": ClickId("google", "cpc", "search"), "gbraid": ClickId("google", "cpc", "search"),
+    "wbraid": ClickId("google", "cpc", "search"), "dclid": ClickId("google", "display", "display"),
+    "msclkid": ClickId("bing", "cpc", "search"), "fbclid": ClickId("facebook", "", ""),
+    "ttclid": ClickId("tiktok", "cpc", "social"), "li_fat_id": ClickId("linkedin", "cpc", "social"),
+    "twclid": ClickId("twitter", "cpc", "social"),
+}  # fmt: skip
+CLICK_IDS = tuple(CLICK_ID_INFO)
 # Parameters moved out of page_query into campaign fields (plus other pure tracking noise).
 TRACKING_PARAMS = frozenset(
     (
@@ -84,19 +100,25 @@ def parse_query(query: str) -> QueryInfo:
     return QueryInfo(clean, utm, ctype, clicks.get(ctype, ""))
 
 
-def campaign_from_context(campaign: object) -> dict[str, str]:
-    """Segment's ``context.campaign`` uses ``name`` for the campaign and bare keys for the rest."""
+def campaign_from_context(campaign: object) -> tuple[dict[str, str], str, str]:
+    """UTM tags and the click id (type, value) of Segment's ``context.campaign``: ``name`` is the
+    campaign, bare keys the other tags, click ids under their own names (as trailmark.js sends them)."""
     if not isinstance(campaign, dict):
-        return {}
+        return {}, "", ""
     out: dict[str, str] = {}
+    clicks: dict[str, str] = {}
     for key, val in campaign.items():
         if not val or not isinstance(val, str | int):
             continue
         k = str(key).lower()
+        if k in CLICK_ID_INFO:
+            clicks.setdefault(k, str(val))
+            continue
         if k == "name":
             k = "campaign"
         if not k.startswith("utm_"):
             k = "utm_" + k
         if k in UTM_KEYS:
             out[k] = str(val)
-    return out
+    ctype = next((c for c in CLICK_IDS if c in clicks), "")
+    return out, ctype, clicks.get(ctype, "")

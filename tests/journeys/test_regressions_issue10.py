@@ -58,3 +58,18 @@ def test_a_group_call_keeps_the_persons_context_traits_and_not_the_companys(jour
     (enriched,) = j.enrich([group])
     assert enriched["email"] == "jane@acme.io" and enriched["first_name"] == "Jane"
     assert enriched["company_name"] != "Acme Inc"
+
+
+def test_a_click_id_in_context_campaign_is_used(journey: Journey) -> None:
+    """Apps and single-page sites send the landing click id in context.campaign (trailmark.js does,
+    under the parameter's own name) when the current URL no longer carries it."""
+    j = journey
+    ev = j.event("page", "app-click", 0, path="/after-navigation")
+    ev["context"]["campaign"] = {"source": "google", "medium": "cpc", "name": "spring", "gclid": "Cj0K"}
+    (enriched,) = j.enrich([ev])
+    assert (enriched["click_id_type"], enriched["click_id"]) == ("gclid", "Cj0K")
+    assert (enriched["source"], enriched["medium"], enriched["channel"]) == ("google", "cpc", "Paid Search")
+    only_click = j.event("page", "app-click2", 0, path="/x")
+    only_click["context"]["campaign"] = {"ttclid": "T1"}
+    (enriched,) = j.enrich([only_click])
+    assert (enriched["source"], enriched["medium"], enriched["channel"]) == ("tiktok", "cpc", "Paid Social")
