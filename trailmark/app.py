@@ -25,6 +25,7 @@ from schemas import Site
 from trailmark import __version__
 from trailmark.bus.base import BusUnavailable, EventBus, Producer
 from trailmark.bus.spool import SpoolingProducer
+from trailmark.deadletters import admin_router
 from trailmark.errors import BadRequest, Unavailable
 from trailmark.ratelimit import EdgeLimits
 from trailmark.runtime import DeadLetterSink, EnrichRunner, InProcessRunner, JourneyRunner, StageRunner
@@ -251,6 +252,7 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
         collector = Collector(keys, runtime.producer, settings.bus.topic_raw, settings.collector, limits)
         app.include_router(collector_router(collector))
     if "journeys" in roles:
+        app.include_router(admin_router(runtime.storage_or_fail, runtime.bus.producer, settings, sites))
         app.include_router(read_router(runtime.storage_or_fail, sites, settings.journeys, settings.sql,
                                        settings.storage.database, limits))
 

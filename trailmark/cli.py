@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gc
 import io
 import logging
 import sys
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,10 +19,13 @@ import orjson
 import typer
 import uvicorn
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from trailmark.app import ROLES, create_app
+from trailmark.app import ROLES, create_app, make_bus
+from trailmark.deadletters import DeadLetterSource, Filter, HttpDeadLetters, direct_source, replay_filter
+from trailmark.errors import TrailmarkError
 from trailmark.keys import KeysError, load_or_create
 from trailmark.settings import Settings
 
@@ -152,6 +159,148 @@ def _print_rows(rows: list[dict[str, object]], fmt: Literal["table", "csv", "jso
         table.add_row(*(Text(str(row[c])) for c in columns))
     console.print(table)
     console.print(f"{len(rows)} row(s)")
+
+
+# --- trailmark dead-letters list|show|replay ----------------------------------------------------------
+
+dead_letters_app = typer.Typer(help="List, show and replay dead letters (records a stage could not process).",
+                               no_args_is_help=True)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+Url = Annotated[str, typer.Option(envvar="TRAILMARK_URL", help="the running server")]
+Token = Annotated[str | None, typer.Option(envvar="TRAILMARK_ADMIN_TOKEN",
+                                           help="admin token (default: the read key from keys.json)")]
+Direct = Annotated[bool, typer.Option("--direct", help="no server: open storage and the bus of --data-dir / "
+                                                       "TRAILMARK_CLICKHOUSE_URL yourself")]
+Stage = Annotated[str | None, typer.Option(help="enrich, journeys, unknown")]
+Kind = Annotated[str | None, typer.Option(help="raw_batch, raw_event, enriched_event, unreadable")]
+Reason = Annotated[str | None, typer.Option(help="substring of the reason (any case)")]
+Since = Annotated[str | None, typer.Option(help="failed at or after: ISO time or 30m / 24h / 7d ago")]
+Until = Annotated[str | None, typer.Option(help="failed before: ISO time or 30m / 24h / 7d ago")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@asynccontextmanager
+async def _dead_letter_source(url: str, token: str | None, data_dir: Path | None, direct: bool, bus: str | None,
+                              kafka: str | None, with_bus: bool = False) -> AsyncIterator[DeadLetterSource]:
+    if direct:
+        s = _settings(None, None, data_dir, bus, kafka)
+        async with direct_source(s, make_bus, with_bus) as local:
+            yield local
+        return
+    if token is None:
+        token = load_or_create(data_dir or Settings().data_dir)[0][0]["read_key"]
+    remote = HttpDeadLetters(url, token)
+    try:
+        yield remote
+    finally:
+        await remote.close()
+
+
+def _run_dead_letters(work: Coroutine[Any, Any, None]) -> None:
+    try:
+        asyncio.run(work)
+    except TrailmarkError as exc:  # KeysError included
+        console.print(Text(str(exc), style="red"))
+        raise typer.Exit(1) from None
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    stage: Stage = None, kind: Kind = None, reason: Reason = None, since: Since = None, until: Until = None,
+    replayed: Annotated[bool | None, typer.Option("--replayed/--not-replayed", help="replayed before or not")] = None,
+    limit: Annotated[int, typer.Option(help="rows per page")] = 50,
+    after: Annotated[str | None, typer.Option(help="the cursor a previous page printed")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    url: Url = DEFAULT_URL, token: Token = None, data_dir: DataDir = None, direct: Direct = False,
+) -> None:
+    """Dead letters, oldest first (no payloads: `show ID` prints one)."""
+    async def work() -> None:
+        async with _dead_letter_source(url, token, data_dir, direct, None, None) as source:
+            page = await source.list(Filter(stage, kind, reason, since, until, replayed), after, limit)
+        rows = page["rows"]
+        if fmt == "table":  # the columns that fit a terminal; csv and json have every field
+            rows = [{"id": r["id"], "failed_at": r["failed_at"], "stage": r["stage"], "kind": r["kind"],
+                     "replays": r["replays"], "reason": r["reason"][:120]} for r in rows]
+        _print_rows(rows, fmt)  # type: ignore[arg-type]
+        if fmt == "table":
+            more = f"; next page: --after '{page['next']}'" if page["next"] else ""
+            console.print(f"{page['total']} matching{more}")
+
+    _run_dead_letters(work())
+
+
+@dead_letters_app.command("show")
+def dead_letters_show(
+    dead_letter_id: Annotated[str, typer.Argument(metavar="ID", help="the id `list` printed")],
+    fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    url: Url = DEFAULT_URL, token: Token = None, data_dir: DataDir = None, direct: Direct = False,
+) -> None:
+    """One dead letter: stage, kind, reason, payload and its replays."""
+    async def work() -> None:
+        async with _dead_letter_source(url, token, data_dir, direct, None, None) as source:
+            found = await source.show(dead_letter_id)
+        if found is None:
+            console.print(Text(f"no dead letter {dead_letter_id!r}", style="red"))
+            raise typer.Exit(1)
+        if fmt == "json":
+            sys.stdout.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return
+        for field in ("id", "failed_at", "stage", "kind", "reason", "payload_encoding", "version"):
+            console.print(Text(f"{field + ':':<18}{found[field]}"))
+        for r in found["replays"]:
+            console.print(Text(f"{'replayed:':<18}{r['replayed_at']} to {r['topic']} ({r['records']} record(s),"
+                               f" replay {r['replay_id']})"))
+        payload = found["payload"]
+        if found["payload_encoding"] == "utf-8":
+            try:
+                payload = orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2).decode()
+            except orjson.JSONDecodeError:
+                pass
+        console.print("payload:")
+        sys.stdout.write(payload + "\n")
+
+    _run_dead_letters(work())
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    stage: Stage = None, kind: Kind = None, reason: Reason = None, since: Since = None, until: Until = None,
+    again: Annotated[bool, typer.Option("--again", help="also dead letters replayed before")] = False,
+    batch: Annotated[int, typer.Option(help="dead letters per request")] = 100,
+    url: Url = DEFAULT_URL, token: Token = None, data_dir: DataDir = None, direct: Direct = False,
+    bus: Bus = None, kafka: Kafka = None,
+) -> None:
+    """Send matching dead letters through the pipeline again (idempotent by messageId; recorded in
+    trailmark.dead_letter_replays). Those replayed before are skipped unless --again."""
+    flt = Filter(stage, kind, reason, since, until)
+    replay_id = uuid.uuid4().hex
+
+    async def work() -> None:
+        async with _dead_letter_source(url, token, data_dir, direct, bus, kafka, with_bus=True) as source:
+            total = (await source.list(replay_filter(flt, again), None, 1))["total"]
+            replayed = records = 0
+            skipped: list[dict[str, str]] = []
+            after: str | None = None
+            with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console) as progress:
+                task = progress.add_task("replay", total=total)
+                while True:
+                    page = await source.replay(flt, after, batch, again, replay_id)
+                    replayed, records = replayed + page["replayed"], records + page["records"]
+                    skipped += page["skipped"]
+                    progress.advance(task, page["selected"])
+                    after = page["next"]
+                    if after is None:
+                        break
+        console.print(f"replayed {replayed} dead letter(s), {records} record(s)")
+        console.print(f"replay id: {replay_id}", soft_wrap=True)
+        for s in skipped[:20]:
+            console.print(Text(f"skipped {s['id']}: {s['reason']}", style="yellow"))
+        if len(skipped) > 20:
+            console.print(f"... and {len(skipped) - 20} more skipped")
+
+    _run_dead_letters(work())
 
 
 if __name__ == "__main__":
