@@ -14,7 +14,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +21,7 @@ import orjson
 
 from journey_builder.stages import PURCHASE, STAGES, StageRules
 from schemas import EnrichedEvent
+from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
 from trailmark.settings import JourneySettings
 from trailmark.storage.base import Storage
 
@@ -32,21 +32,6 @@ CONTACT_FIELDS = (
     "email", "email_domain", "email_free", "email_disposable", "company_domain", "company_name",
     "phone_e164", "phone_country", "phone_carrier", "phone_line_type", "first_name", "last_name",
 )
-
-
-def ch_time(iso: str) -> str:
-    """Bus time ('2026-01-01T10:00:00.123456Z', UTC, fraction optional) -> '2026-01-01 10:00:00.123'."""
-    if not iso:
-        return "1970-01-01 00:00:00.000"
-    frac = iso[20:23] if len(iso) > 20 and iso[19] == "." else "000"
-    return iso[:10] + " " + iso[11:19] + "." + frac.ljust(3, "0")
-
-
-_EPOCH = "1970-01-01 00:00:00.000"
-
-
-def epoch_ms(iso: str) -> int:
-    return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
 def visitor_id(ev: EnrichedEvent) -> str:
@@ -224,7 +209,7 @@ class JourneyBuilder:
         )
         for r in rows:
             s = r["s"]
-            start, end = (str(x).replace(" ", "T") + "Z" for x in (s[0], s[1]))
+            start, end = from_ch(s[0]), from_ch(s[1])
             state = self.visitors[(r["site_id"], r["anonymous_id"])]
             state.sessions = int(r["n"])
             state.session = SessionState(
@@ -524,7 +509,7 @@ class JourneyBuilder:
         row["extra"] = orjson.dumps(ev.get("extra") or {}).decode()
         for f in ("original_timestamp", "sent_at"):  # storage parses RFC 3339; "" is not a time
             if not row[f]:
-                row[f] = _EPOCH
+                row[f] = CH_EPOCH
         for f in ("properties", "traits", "context"):
             row[f] = orjson.dumps(row[f]).decode()
         return row

@@ -11,7 +11,8 @@ from schemas.events import (
     RawEvent,
     Site,
 )
-from schemas.raw_batch import INCOMING_BATCH, IncomingBatch, RawBatch, bus_time, unfold
+from schemas.raw_batch import INCOMING_BATCH, IncomingBatch, RawBatch, unfold
+from schemas.times import bus_time
 
 __all__ = [
     "ENRICHED_DEFAULTS",

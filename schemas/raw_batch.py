@@ -15,11 +15,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired
 
-import orjson
 from pydantic import ConfigDict, TypeAdapter
 from typing_extensions import TypedDict
 
 from schemas.events import SCHEMA_VERSION, IncomingEvent, RawEvent
+from schemas.times import bus_time, parse_time
 
 MAX_SKEW = timedelta(days=7)
 
@@ -48,37 +48,21 @@ class RawBatch(TypedDict):
     body: dict[str, Any]
 
 
-def _ts(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def bus_time(dt: datetime) -> str:
-    """The bus's one time format: RFC 3339 in UTC as orjson writes it ('...T10:00:00.123456Z')."""
-    text: str = orjson.dumps(dt, option=orjson.OPT_UTC_Z)[1:-1].decode()
-    return text
-
-
 def unfold(raw: RawBatch) -> list[RawEvent]:
     """The RawEvents of one batch, with Segment's clock-skew rule applied:
     ``timestamp = receivedAt - (sentAt - timestamp)`` (skews above 7 days are not corrected), where
     the client's time is ``timestamp`` or, without one, ``originalTimestamp``. A timestamp that ends
     up more than 7 days after receivedAt (year 9999, a broken clock) is receivedAt: it would pin the
     contact to the top of every time-ordered list."""
-    received = _ts(raw["received_at"]) or datetime.now(UTC)
+    received = parse_time(raw["received_at"]) or datetime.now(UTC)
     body = raw["body"]
-    batch_sent = _ts(body.get("sentAt"))
+    batch_sent = parse_time(body.get("sentAt"))
     out: list[RawEvent] = []
     for ev in body.get("batch") or ():
-        sent = _ts(ev.get("sentAt")) or batch_sent
+        sent = parse_time(ev.get("sentAt")) or batch_sent
         # the client's own time: ``timestamp``, else ``originalTimestamp`` (RudderStack's SDKs and
         # Segment's mobile ones send only that); both get the same sentAt skew correction
-        original = _ts(ev.get("timestamp")) or _ts(ev.get("originalTimestamp"))
+        original = parse_time(ev.get("timestamp")) or parse_time(ev.get("originalTimestamp"))
         timestamp = original or received
         if original is not None and sent is not None and abs(received - sent) <= MAX_SKEW:
             try:
