@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -13,13 +12,11 @@ import pytest
 
 from enrich import Enricher
 from schemas import unfold
-from tests.storage.backends import process_chdb
 from trailmark.bus.embedded import EmbeddedBus
 from trailmark.deadletters import BadFilter, DeadLetters, Filter, fold, outgoing, parse_time
 from trailmark.runtime import dead_letter, dead_letter_row
 from trailmark.settings import Settings
-from trailmark.storage.base import apply_migrations
-from trailmark.storage.chdb_backend import ChdbStorage
+from trailmark.storage.base import Storage
 
 
 def raw_batch(events: list[dict[str, Any]], sent_at: str | None = None, site: str = "s1") -> dict[str, Any]:
@@ -69,23 +66,19 @@ def test_time_filters_take_iso_or_relative_times() -> None:
 
 
 @pytest.fixture
-def settings(tmp_path_factory: pytest.TempPathFactory, tmp_path: Any) -> Iterator[Settings]:
-    s = Settings()
-    s.data_dir = tmp_path
-    s.storage.database = f"t_{uuid.uuid4().hex[:12]}"
-    yield s
+def store(storage: Storage) -> Storage:
+    """A fresh migrated database on chDB and on the ClickHouse HTTP endpoint (tests/storage)."""
+    return storage
 
 
 @pytest.fixture
-def store(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStorage]:
-    chdb = process_chdb(tmp_path_factory)
-    chdb.database = settings.storage.database
-    apply_migrations(chdb, settings.storage)
-    yield chdb
-    chdb.execute(f"DROP DATABASE IF EXISTS {settings.storage.database} SYNC")
+def settings(store: Storage, tmp_path: Any) -> Settings:
+    s = Settings(data_dir=tmp_path)
+    s.storage.database = store.database
+    return s
 
 
-def seed(store: ChdbStorage) -> dict[str, dict[str, Any]]:
+def seed(store: Storage) -> dict[str, dict[str, Any]]:
     """One dead letter of each kind, as the stages write them (record -> sink row), at known times."""
     batch = raw_batch([EVENTS[0][0]], EVENTS[0][1])
     [raw] = unfold(batch)  # type: ignore[arg-type]
@@ -109,7 +102,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_list_filters_and_pages(store: ChdbStorage, settings: Settings) -> None:
+def test_list_filters_and_pages(store: Storage, settings: Settings) -> None:
     seed(store)
     dl = DeadLetters(lambda: store, lambda: None, settings)  # type: ignore[arg-type,return-value]
     page = run(dl.list(Filter(), None, 50))
@@ -153,7 +146,7 @@ def read_log(bus_path: Any, topic: str) -> list[tuple[bytes, bytes]]:
     return result
 
 
-def test_replay_sends_each_kind_where_its_stage_reads_and_records_it(store: ChdbStorage, settings: Settings) -> None:
+def test_replay_sends_each_kind_where_its_stage_reads_and_records_it(store: Storage, settings: Settings) -> None:
     rows = seed(store)
     log_path = settings.data_dir / "log" / "events.sqlite3"
 
@@ -198,7 +191,7 @@ def test_replay_sends_each_kind_where_its_stage_reads_and_records_it(store: Chdb
     assert (again["selected"], again["replayed"]) == (2, 2) and again["next"] is not None
 
 
-def test_on_kafka_an_enriched_event_goes_to_the_enriched_topic_as_it_was(store: ChdbStorage,
+def test_on_kafka_an_enriched_event_goes_to_the_enriched_topic_as_it_was(store: Storage,
                                                                         settings: Settings) -> None:
     rows = seed(store)
     settings.bus.kind = "kafka"
