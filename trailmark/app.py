@@ -28,7 +28,7 @@ from trailmark.bus.spool import SpoolingProducer
 from trailmark.deadletters import admin_router
 from trailmark.errors import BadRequest, Unavailable
 from trailmark.ratelimit import EdgeLimits
-from trailmark.runtime import DeadLetterSink, EnrichRunner, InProcessRunner, JourneyRunner, StageRunner
+from trailmark.runtime import StageRunner, dead_letter_sink, embedded_runner, enrich_runner, journey_runner
 from trailmark.settings import Settings
 from trailmark.storage import Storage, StorageUnavailable, apply_migrations, open_storage
 from trailmark.web import NoSniff, add_docs, add_metrics
@@ -68,7 +68,7 @@ class Runtime:
                 for kind in ("unavailable", "timeout", "error"):
                     PRODUCE_ERRORS.labels(topic, kind)
         self.storage: Storage | None = None
-        self.runners: list[StageRunner] = []
+        self.runners: list[StageRunner[Any]] = []
         self.tasks: list[asyncio.Task[None]] = []  # stage supervisors: one ending means not ready
         self.aux: list[asyncio.Task[None]] = []  # connect retries, log truncation: cancelled on stop
         self.ready = False
@@ -141,15 +141,15 @@ class Runtime:
         fused = self.settings.bus.kind == "embedded" and {"enricher", "journeys"} <= self.roles
         if fused:  # one process, one log file: enrichment feeds the builder in memory
             storage = self.storage_or_fail()
-            self.runners.append(InProcessRunner(self.bus, self.settings, sites, storage))
-            self.runners.append(DeadLetterSink(self.bus, self.settings, storage))
+            self.runners.append(embedded_runner(self.bus, self.settings, sites, storage))
+            self.runners.append(dead_letter_sink(self.bus, self.settings, storage))
         else:
             if "journeys" in self.roles:
                 storage = self.storage_or_fail()
-                self.runners.append(JourneyRunner(self.bus, self.settings, storage))
-                self.runners.append(DeadLetterSink(self.bus, self.settings, storage))
+                self.runners.append(journey_runner(self.bus, self.settings, storage))
+                self.runners.append(dead_letter_sink(self.bus, self.settings, storage))
             if "enricher" in self.roles:
-                self.runners.append(EnrichRunner(self.bus, self.settings, sites))
+                self.runners.append(enrich_runner(self.bus, self.settings, sites))
         for runner in self.runners:
             runner.health.export()
             self.tasks.append(asyncio.create_task(self._supervise(runner), name=runner.stage))
@@ -157,7 +157,7 @@ class Runtime:
             self.aux.append(asyncio.create_task(self._truncate_log(), name="truncate"))
         self.ready = True
 
-    async def _supervise(self, runner: StageRunner) -> None:
+    async def _supervise(self, runner: StageRunner[Any]) -> None:
         """Restart a crashed stage; its health counts the restarts (a crash loop makes it unready)."""
         delay = self.settings.health.restart_delay_s
         while not runner.stopping.is_set():

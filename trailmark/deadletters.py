@@ -95,6 +95,10 @@ class BadFilter(DeadLetterError, BadRequest):
     """A filter value that cannot be used (unknown kind, unreadable time, bad cursor)."""
 
 
+class RequestRefused(DeadLetterError, BadRequest):
+    """The server refused a dead-letter request (a bad filter, a missing or wrong token)."""
+
+
 class ReplayUnavailable(DeadLetterError, Unavailable):
     """The server, the storage or the bus cannot serve the request now; try again."""
 
@@ -376,7 +380,7 @@ class HttpDeadLetters:
                 detail = r.json().get("detail", r.text)
             except ValueError:
                 detail = r.text
-            error = ReplayUnavailable if r.status_code >= 500 else BadFilter
+            error = ReplayUnavailable if r.status_code >= 500 else RequestRefused
             raise error(f"{r.status_code}: {detail}")
         return r.json()
 

@@ -43,6 +43,9 @@ def test_admin_routes_take_the_read_key_of_a_one_site_install_or_the_admin_token
         bad = httpx.get(url, params={"since": "yesterday"}, timeout=10,
                         headers={"authorization": f"Bearer {site['read_key']}"})
         assert bad.status_code == 400 and "ISO 8601" in bad.text
+        refused = cli("list", "--url", server.url, "--token", "rk_wrong")  # the CLI says why, exits 1
+        assert refused.returncode == 1 and "401: unknown token" in refused.stdout, refused.stdout
+        assert listed("--url", server.url, "--data-dir", str(tmp_path / "data")) == []  # read key from keys.json
     finally:
         server.stop()
     server = Server(tmp_path / "data", env={"TRAILMARK_ADMIN_TOKEN": TOKEN}).start()
