@@ -156,6 +156,8 @@ class DeadLetter(TypedDict):
     payload_encoding: Literal["utf-8", "base64"]
     failed_at: str
     version: int
+    kind: NotRequired[str]  # unreadable | invalid | enrich_failed | unserializable | build_failed | unknown
+    site_id: NotRequired[str]  # the failed record's site ("" when it could not be told)
 
 
 class Site(TypedDict):

@@ -12,6 +12,7 @@ clock-skew correction and the mapping to snake_case RawEvent fields happen in ``
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired
 
@@ -48,56 +49,74 @@ class RawBatch(TypedDict):
     body: dict[str, Any]
 
 
-def unfold(raw: RawBatch) -> list[RawEvent]:
+def unfold(
+    raw: RawBatch,
+    max_skew: timedelta = MAX_SKEW,
+    on_error: Callable[[object, Exception], None] | None = None,
+) -> list[RawEvent]:
     """The RawEvents of one batch, with Segment's clock-skew rule applied:
-    ``timestamp = receivedAt - (sentAt - timestamp)`` (skews above 7 days are not corrected), where
-    the client's time is ``timestamp`` or, without one, ``originalTimestamp``. A timestamp that ends
-    up more than 7 days after receivedAt (year 9999, a broken clock) is receivedAt: it would pin the
-    contact to the top of every time-ordered list."""
+    ``timestamp = receivedAt - (sentAt - timestamp)`` (skews above ``max_skew`` are not corrected),
+    where the client's time is ``timestamp`` or, without one, ``originalTimestamp``. A timestamp that
+    ends up more than ``max_skew`` after receivedAt (year 9999, a broken clock) is receivedAt: it would
+    pin the contact to the top of every time-ordered list.
+
+    With ``on_error``, an item that cannot be unfolded (not an object, no type: a record no collector
+    of ours wrote) is handed to it with the error and the other items still come out; without, the
+    error is raised."""
     received = parse_time(raw["received_at"]) or datetime.now(UTC)
     body = raw["body"]
     batch_sent = parse_time(body.get("sentAt"))
     out: list[RawEvent] = []
     for ev in body.get("batch") or ():
-        sent = parse_time(ev.get("sentAt")) or batch_sent
-        # the client's own time: ``timestamp``, else ``originalTimestamp`` (RudderStack's SDKs and
-        # Segment's mobile ones send only that); both get the same sentAt skew correction
-        original = parse_time(ev.get("timestamp")) or parse_time(ev.get("originalTimestamp"))
-        timestamp = original or received
-        if original is not None and sent is not None and abs(received - sent) <= MAX_SKEW:
-            try:
-                timestamp = original + (received - sent)
-            except OverflowError:  # a client time at the very end (or start) of the calendar
-                timestamp = received
-        if timestamp - received > MAX_SKEW:  # further ahead than any clock skew: not when it happened
-            timestamp = received
-        kind = ev["type"]
-        user_id = ev.get("userId")
-        context = ev.get("context") or {}
-        ctx_ip, ctx_ua = context.get("ip"), context.get("userAgent")
-        out.append({
-            "v": SCHEMA_VERSION,
-            "site_id": raw["site_id"],
-            "message_id": ev.get("messageId") or str(uuid.uuid4()),
-            "type": kind,
-            "anonymous_id": ev.get("anonymousId") or "",
-            "user_id": "" if user_id is None else str(user_id),
-            "previous_id": ev.get("previousId") or "",
-            "group_id": ev.get("groupId") or "",
-            "event": (ev.get("event") if kind == "track" else ev.get("name")) or "",
-            "properties": ev.get("properties") or {},
-            "traits": ev.get("traits") or context.get("traits") or {},
-            "context": context,
-            "timestamp": bus_time(timestamp),
-            "original_timestamp": bus_time(original) if original else "",
-            "sent_at": bus_time(sent) if sent else "",
-            "received_at": bus_time(received),
-            "ip": ctx_ip if isinstance(ctx_ip, str) and ctx_ip else raw["ip"],
-            "user_agent": ctx_ua if isinstance(ctx_ua, str) and ctx_ua else raw["user_agent"],
-            # the one mapped field a kind does not use (a track call's ``name``, another call's ``event``) too
-            "extra": {k: v for k, v in ev.items() if k not in _MAPPED or k == ("name" if kind == "track" else "event")},
-        })
+        try:
+            out.append(_unfold_one(raw, ev, received, batch_sent, max_skew))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            if on_error is None:
+                raise
+            on_error(ev, exc)
     return out
+
+
+def _unfold_one(raw: RawBatch, ev: Any, received: datetime, batch_sent: datetime | None,
+                max_skew: timedelta) -> RawEvent:
+    sent = parse_time(ev.get("sentAt")) or batch_sent
+    # the client's own time: ``timestamp``, else ``originalTimestamp`` (RudderStack's SDKs and
+    # Segment's mobile ones send only that); both get the same sentAt skew correction
+    original = parse_time(ev.get("timestamp")) or parse_time(ev.get("originalTimestamp"))
+    timestamp = original or received
+    if original is not None and sent is not None and abs(received - sent) <= max_skew:
+        try:
+            timestamp = original + (received - sent)
+        except OverflowError:  # a client time at the very end (or start) of the calendar
+            timestamp = received
+    if timestamp - received > max_skew:  # further ahead than any clock skew: not when it happened
+        timestamp = received
+    kind = ev["type"]
+    user_id = ev.get("userId")
+    context = ev.get("context") or {}
+    ctx_ip, ctx_ua = context.get("ip"), context.get("userAgent")
+    return {
+        "v": SCHEMA_VERSION,
+        "site_id": raw["site_id"],
+        "message_id": ev.get("messageId") or str(uuid.uuid4()),
+        "type": kind,
+        "anonymous_id": ev.get("anonymousId") or "",
+        "user_id": "" if user_id is None else str(user_id),
+        "previous_id": ev.get("previousId") or "",
+        "group_id": ev.get("groupId") or "",
+        "event": (ev.get("event") if kind == "track" else ev.get("name")) or "",
+        "properties": ev.get("properties") or {},
+        "traits": ev.get("traits") or context.get("traits") or {},
+        "context": context,
+        "timestamp": bus_time(timestamp),
+        "original_timestamp": bus_time(original) if original else "",
+        "sent_at": bus_time(sent) if sent else "",
+        "received_at": bus_time(received),
+        "ip": ctx_ip if isinstance(ctx_ip, str) and ctx_ip else raw["ip"],
+        "user_agent": ctx_ua if isinstance(ctx_ua, str) and ctx_ua else raw["user_agent"],
+        # the one mapped field a kind does not use (a track call's ``name``, another call's ``event``) too
+        "extra": {k: v for k, v in ev.items() if k not in _MAPPED or k == ("name" if kind == "track" else "event")},
+    }
 
 
 # top-level event fields that have a RawEvent field of their own (or, the write key, must not be

@@ -37,12 +37,14 @@ class EnrichSettings(BaseModel):
     phone: bool = True
     names: bool = True
     cache_size: int = 50000  # per-lookup LRU size (UA strings, IPs, referrer hosts)
+    # Segment's clock-skew rule (applied when a batch is unfolded): corrections larger than this are
+    # ignored, and a time further ahead of receivedAt than this is receivedAt
+    max_clock_skew_s: float = 7 * 24 * 3600
 
 
 class CollectorSettings(BaseModel):
     max_body_bytes: int = 512 * 1024  # as Segment: 500 KB per batch request
     max_batch_events: int = 2500
-    max_clock_skew_s: float = 7 * 24 * 3600  # skew corrections larger than this are ignored
     # take the client IP from the last X-Forwarded-For entry (the one your proxy added): set it behind
     # a proxy, or every client has the proxy's address (one rate-limit bucket, or exempt on loopback)
     trust_forwarded_for: bool = False

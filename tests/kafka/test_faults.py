@@ -224,10 +224,14 @@ def test_poison_records_go_to_dead_letter_and_the_stream_goes_on(pipeline: Pipel
         assert set(d) >= {"stage", "reason", "payload", "payload_encoding", "failed_at", "version"}, d
         assert d["reason"], d
         by_stage[d["stage"]].append(d)
-    payloads = {(d["payload"].encode() if d["payload_encoding"] == "utf-8" else base64.b64decode(d["payload"]))
+    payloads = {(d["payload"].encode() if d["payload_encoding"] == "utf-8" else base64.b64decode(d["payload"])): d
                 for d in by_stage["enrich"]}
-    assert payloads == set(poison_raw), "the enricher's dead letters carry the original records"
-    assert all("unreadable raw batch" in d["reason"] for d in by_stage["enrich"]), by_stage["enrich"]
+    # unreadable records are kept whole; of a readable batch only the item that is not an event
+    assert set(payloads) == {poison_raw[0], b"42", poison_raw[2]}, "the enricher's dead letters carry the records"
+    assert payloads[b"42"]["kind"] == "invalid" and "not an event" in payloads[b"42"]["reason"]
+    for whole in (poison_raw[0], poison_raw[2]):
+        assert payloads[whole]["kind"] == "unreadable" and "unreadable raw batch" in payloads[whole]["reason"]
+    assert {d["site_id"] for d in dead} == {sid}, "dead letters know their site (from the bus key)"
     assert len(by_stage["journeys"]) == 2, by_stage
     assert any("not JSON" in d["reason"] for d in by_stage["journeys"]), by_stage["journeys"]
 

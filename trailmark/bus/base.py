@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,8 +38,19 @@ class Consumer(Protocol):
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         """Next records for this group, waiting up to ``timeout_s`` when there are none."""
 
+    def position(self) -> object:
+        """A mark of every record polled so far, for ``commit_upto`` once their output is written
+        (later polls may be in flight meanwhile: that is how a runner overlaps batches)."""
+
+    async def commit_upto(self, position: object) -> None:
+        """Commit the records up to a mark from ``position`` (on partitions still owned)."""
+
     async def commit(self) -> None:
         """Mark every record returned by poll so far as done (call after the output is written)."""
+
+    def on_revoke(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when partitions move away from this consumer (a rebalance): state kept
+        about their records may now be changed by another consumer of the group."""
 
     async def close(self) -> None: ...
 

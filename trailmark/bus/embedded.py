@@ -17,7 +17,7 @@ import re
 import sqlite3
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from trailmark.bus.base import BusUnavailable, Message
@@ -198,11 +198,15 @@ class EmbeddedConsumer:
         """Where the next poll starts: commit_upto(this) later marks everything polled so far."""
         return self._position
 
-    async def commit_upto(self, position: int) -> None:
+    async def commit_upto(self, position: object) -> None:
         """Commit up to a position taken earlier, while later polls are still being processed."""
+        assert isinstance(position, int)
         if position > self._committed:
             await asyncio.to_thread(self._commit, position)
             self._committed = position
+
+    def on_revoke(self, callback: Callable[[], None]) -> None:
+        """One consumer owns the embedded log's only partition: nothing is ever revoked."""
 
     def lag(self) -> int:
         with self._lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -151,12 +151,16 @@ class KafkaProducer:
 class _Tracker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
     """Drops offsets of revoked partitions so a commit never moves a partition we no longer own."""
 
-    def __init__(self, pending: dict[TopicPartition, int]) -> None:
+    def __init__(self, pending: dict[TopicPartition, int], revoked: list[Callable[[], None]]) -> None:
         self._pending = pending
+        self._revoked = revoked
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         for tp in revoked:
             self._pending.pop(tp, None)
+        if revoked:
+            for callback in self._revoked:
+                callback()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.debug("kafka partitions assigned: %s", sorted(str(tp) for tp in assigned))
@@ -172,6 +176,10 @@ class KafkaConsumer:
         self._pending: dict[TopicPartition, int] = {}  # next offset to commit, per owned partition
         self._consumer: Any = None
         self._closed = False
+        self._revoke_callbacks: list[Callable[[], None]] = []
+
+    def on_revoke(self, callback: Callable[[], None]) -> None:
+        self._revoke_callbacks.append(callback)
 
     async def _ensure_started(self) -> Any:
         """Connect on first poll (consumer() is sync); a failed start is retried on the next poll."""
@@ -190,7 +198,7 @@ class KafkaConsumer:
             request_timeout_ms=max(bus.request_timeout_ms, 30_000),
             metadata_max_age_ms=30_000,
         )
-        consumer.subscribe([self._topic], listener=_Tracker(self._pending))
+        consumer.subscribe([self._topic], listener=_Tracker(self._pending, self._revoke_callbacks))
         try:
             async with _mapped(f"connect consumer {self._group}", bus.request_timeout_s + 1):
                 await consumer.start()
@@ -224,10 +232,23 @@ class KafkaConsumer:
             )
         return out
 
+    def position(self) -> dict[TopicPartition, int]:
+        """The next offset of every partition polled so far (what ``commit`` would commit now)."""
+        return dict(self._pending)
+
     async def commit(self) -> None:
-        if self._consumer is None or not self._pending:
+        await self.commit_upto(self.position())
+
+    async def commit_upto(self, position: object) -> None:
+        """Commit a mark from ``position``, leaving out partitions revoked since it was taken (their
+        new owner reprocesses from its last commit; the journey builder skips what is stored)."""
+        assert isinstance(position, dict)
+        if self._consumer is None or not position:
             return
-        offsets = dict(self._pending)
+        owned = self._consumer.assignment()
+        offsets = {tp: off for tp, off in position.items() if tp in owned}
+        if not offsets:
+            return
         try:
             async with _mapped(f"commit {self._group}", self._bus.request_timeout_s + 1):
                 await self._consumer.commit(offsets)
