@@ -173,7 +173,10 @@ Token = Annotated[str | None, typer.Option(envvar="TRAILMARK_ADMIN_TOKEN",
 Direct = Annotated[bool, typer.Option("--direct", help="no server: open storage and the bus of --data-dir / "
                                                        "TRAILMARK_CLICKHOUSE_URL yourself")]
 Stage = Annotated[str | None, typer.Option(help="enrich, journeys, unknown")]
-Kind = Annotated[str | None, typer.Option(help="raw_batch, raw_event, enriched_event, unreadable")]
+Kind = Annotated[str | None, typer.Option(help="the failure: unreadable, invalid, enrich_failed, unserializable, "
+                                                "build_failed, unknown")]
+PayloadType = Annotated[str | None, typer.Option(help="raw_batch, raw_event, enriched_event, none (not replayable)")]
+Site = Annotated[str | None, typer.Option(help="site id")]
 Reason = Annotated[str | None, typer.Option(help="substring of the reason (any case)")]
 Since = Annotated[str | None, typer.Option(help="failed at or after: ISO time or 30m / 24h / 7d ago")]
 Until = Annotated[str | None, typer.Option(help="failed before: ISO time or 30m / 24h / 7d ago")]
@@ -208,6 +211,7 @@ def _run_dead_letters(work: Coroutine[Any, Any, None]) -> None:
 @dead_letters_app.command("list")
 def dead_letters_list(
     stage: Stage = None, kind: Kind = None, reason: Reason = None, since: Since = None, until: Until = None,
+    payload_type: PayloadType = None, site: Site = None,
     replayed: Annotated[bool | None, typer.Option("--replayed/--not-replayed", help="replayed before or not")] = None,
     limit: Annotated[int, typer.Option(help="rows per page")] = 50,
     after: Annotated[str | None, typer.Option(help="the cursor a previous page printed")] = None,
@@ -217,11 +221,13 @@ def dead_letters_list(
     """Dead letters, oldest first (no payloads: `show ID` prints one)."""
     async def work() -> None:
         async with _dead_letter_source(url, token, data_dir, direct, None, None) as source:
-            page = await source.list(Filter(stage, kind, reason, since, until, replayed), after, limit)
+            flt = Filter(stage, kind, reason, since, until, replayed, payload_type, site)
+            page = await source.list(flt, after, limit)
         rows = page["rows"]
         if fmt == "table":  # the columns that fit a terminal; csv and json have every field
             rows = [{"id": r["id"], "failed_at": r["failed_at"], "stage": r["stage"], "kind": r["kind"],
-                     "replays": r["replays"], "reason": r["reason"][:120]} for r in rows]
+                     "payload": r["payload_type"], "replays": r["replays"], "reason": r["reason"][:120]}
+                    for r in rows]
         _print_rows(rows, fmt)  # type: ignore[arg-type]
         if fmt == "table":
             more = f"; next page: --after '{page['next']}'" if page["next"] else ""
@@ -236,7 +242,7 @@ def dead_letters_show(
     fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
     url: Url = DEFAULT_URL, token: Token = None, data_dir: DataDir = None, direct: Direct = False,
 ) -> None:
-    """One dead letter: stage, kind, reason, payload and its replays."""
+    """One dead letter: stage, kind, payload type, reason, payload and its replays."""
     async def work() -> None:
         async with _dead_letter_source(url, token, data_dir, direct, None, None) as source:
             found = await source.show(dead_letter_id)
@@ -246,7 +252,8 @@ def dead_letters_show(
         if fmt == "json":
             sys.stdout.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
             return
-        for field in ("id", "failed_at", "stage", "kind", "reason", "payload_encoding", "version"):
+        for field in ("id", "failed_at", "site_id", "stage", "kind", "payload_type", "reason", "payload_encoding",
+                      "version"):
             console.print(Text(f"{field + ':':<18}{found[field]}"))
         for r in found["replays"]:
             console.print(Text(f"{'replayed:':<18}{r['replayed_at']} to {r['topic']} ({r['records']} record(s),"
@@ -266,6 +273,7 @@ def dead_letters_show(
 @dead_letters_app.command("replay")
 def dead_letters_replay(
     stage: Stage = None, kind: Kind = None, reason: Reason = None, since: Since = None, until: Until = None,
+    payload_type: PayloadType = None, site: Site = None,
     again: Annotated[bool, typer.Option("--again", help="also dead letters replayed before")] = False,
     batch: Annotated[int, typer.Option(help="dead letters per request")] = 100,
     url: Url = DEFAULT_URL, token: Token = None, data_dir: DataDir = None, direct: Direct = False,
@@ -273,7 +281,7 @@ def dead_letters_replay(
 ) -> None:
     """Send matching dead letters through the pipeline again (idempotent by messageId; recorded in
     trailmark.dead_letter_replays). Those replayed before are skipped unless --again."""
-    flt = Filter(stage, kind, reason, since, until)
+    flt = Filter(stage, kind, reason, since, until, None, payload_type, site)
     replay_id = uuid.uuid4().hex
 
     async def work() -> None:

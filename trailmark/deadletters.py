@@ -1,11 +1,13 @@
 """Dead-letter replay: list, show and send again the records a stage could not process.
 
 Dead letters are rows of ``trailmark.dead_letters`` (the sink copies the dead-letter topic there).
-Each has a stable ``id`` (a hash of the row, an ALIAS column of migration 004) and a *kind*, read from
-its stage and payload, which says where a replay sends it, in the shape that stage reads:
+Each has a stable ``id`` (a hash of the row, an ALIAS column of migration 004), the ``kind`` of failure
+the runner recorded (migration 005: unreadable, invalid, enrich_failed, ...), and a *payload type*,
+read here from its stage and payload, which says where a replay sends it, in the shape that stage
+reads:
 
 =================  =====================================  ===========================================
-kind               payload                                replayed to
+payload type       payload                                replayed to
 =================  =====================================  ===========================================
 ``raw_batch``      a collector record (RawBatch) the       the raw topic, as it is
                    enricher could not read
@@ -14,7 +16,7 @@ kind               payload                                replayed to
 ``enriched_event`` an event the journey builder failed     Kafka: the enriched topic, as it is.
                    on (EnrichedEvent)                      Embedded: the raw topic, folded (one process
                                                            has no enriched topic: it is re-enriched)
-``unreadable``     not JSON, not an object, a repr, a      nothing: shown, never replayed
+``none``           not JSON, not an object, a repr, a      nothing: shown, never replayed
                    minimal row
 =================  =====================================  ===========================================
 
@@ -57,30 +59,30 @@ from trailmark.settings import Settings
 from trailmark.storage import open_storage
 from trailmark.storage.base import Row, Storage, apply_migrations
 
-Kind = Literal["raw_batch", "raw_event", "enriched_event", "unreadable"]
-KINDS: tuple[Kind, ...] = ("raw_batch", "raw_event", "enriched_event", "unreadable")
+PayloadType = Literal["raw_batch", "raw_event", "enriched_event", "none"]
+PAYLOAD_TYPES: tuple[PayloadType, ...] = ("raw_batch", "raw_event", "enriched_event", "none")
 MAX_PAGE = 1000
-# Filtering by kind while sorting by (failed_at, id) sends ClickHouse 25's query-plan optimizer into its
+# Filtering by payload type while sorting by (failed_at, id) sends ClickHouse 25's query-plan optimizer into its
 # step limit (TOO_MANY_QUERY_PLAN_OPTIMIZATIONS; both expressions hash the same columns). The table
 # is small and read by its sorting key: these queries run unoptimized, which is also always correct.
 QUERY_SETTINGS = {"query_plan_enable_optimizations": 0}
 
-# The kind of a dead letter, in SQL so that filters run in ClickHouse (JSONHas on invalid JSON is 0).
-# Queries read it from a subquery (``rows_sql``), one definition for every filter.
-KIND_SQL = (
+# The payload type of a dead letter, in SQL so that filters run in ClickHouse (JSONHas on invalid JSON
+# is 0). Queries read it from a subquery (``rows_sql``), one definition for every filter.
+PAYLOAD_TYPE_SQL = (
     "multiIf(payload_encoding != 'utf-8' OR NOT isValidJSON(payload) OR JSONType(payload) != 'Object',"
-    " 'unreadable',"
+    " 'none',"
     " stage = 'enrich' AND JSONHas(payload, 'site_id') AND JSONHas(payload, 'body'), 'raw_batch',"
     " stage = 'enrich' AND JSONHas(payload, 'site_id') AND JSONHas(payload, 'message_id'), 'raw_event',"
     " stage = 'journeys' AND JSONHas(payload, 'site_id') AND JSONHas(payload, 'message_id'), 'enriched_event',"
-    " 'unreadable')"
+    " 'none')"
 )
 
 
 def rows_sql(db: str) -> str:
-    """The dead letters with their kind, as ``d`` (``id`` is an ALIAS column: named, not in ``*``)."""
-    return (f"(SELECT id, failed_at, stage, reason, payload, payload_encoding, version, {KIND_SQL} AS kind"
-            f" FROM {db}.dead_letters) AS d")
+    """The dead letters with their payload type, as ``d`` (``id`` is an ALIAS column: named, not in ``*``)."""
+    return (f"(SELECT id, failed_at, site_id, stage, kind, reason, payload, payload_encoding, version,"
+            f" {PAYLOAD_TYPE_SQL} AS payload_type FROM {db}.dead_letters) AS d")
 
 
 _RELATIVE = re.compile(r"(\d+)([smhd])\Z")
@@ -92,7 +94,7 @@ class DeadLetterError(TrailmarkError):
 
 
 class BadFilter(DeadLetterError, BadRequest):
-    """A filter value that cannot be used (unknown kind, unreadable time, bad cursor)."""
+    """A filter value that cannot be used (unknown payload type, unreadable time, bad cursor)."""
 
 
 class RequestRefused(DeadLetterError, BadRequest):
@@ -123,26 +125,29 @@ class Filter:
     """Which dead letters: every field narrows (``reason``: a case-insensitive substring)."""
 
     stage: str | None = None
-    kind: str | None = None
+    kind: str | None = None  # the failure's kind, as the runner recorded it (unreadable, build_failed...)
     reason: str | None = None
     since: str | None = None
     until: str | None = None
     replayed: bool | None = None  # True: only replayed ones, False: only never replayed
-    replayable: bool = False  # leave out the unreadable kind (unless asked for by ``kind``)
+    payload_type: str | None = None
+    site: str | None = None
+    replayable: bool = False  # leave out payload type ``none`` (unless asked for by ``payload_type``)
 
     def where(self, db: str, after: str | None = None) -> tuple[str, dict[str, Any]]:
         """The WHERE clause over :func:`rows_sql` and its parameters (keyset paging by ``after``)."""
-        if self.kind is not None and self.kind not in KINDS:
-            raise BadFilter(f"kind {self.kind!r}: one of {', '.join(KINDS)}")
+        if self.payload_type is not None and self.payload_type not in PAYLOAD_TYPES:
+            raise BadFilter(f"payload type {self.payload_type!r}: one of {', '.join(PAYLOAD_TYPES)}")
         parts, params = ["1"], {}
-        if self.stage:
-            parts.append("d.stage = {stage:String}")
-            params["stage"] = self.stage
-        if self.kind:
-            parts.append("d.kind = {kind:String}")
-            params["kind"] = self.kind
+        for name in ("stage", "kind", "site"):
+            if value := getattr(self, name):
+                parts.append(f"d.{'site_id' if name == 'site' else name} = {{{name}:String}}")
+                params[name] = value
+        if self.payload_type:
+            parts.append("d.payload_type = {payload_type:String}")
+            params["payload_type"] = self.payload_type
         elif self.replayable:
-            parts.append("d.kind != 'unreadable'")
+            parts.append("d.payload_type != 'none'")
         if self.reason:
             parts.append("positionCaseInsensitiveUTF8(d.reason, {reason:String}) > 0")
             params["reason"] = self.reason
@@ -208,24 +213,24 @@ class Outgoing:
 
 def outgoing(row: Row, settings: Settings) -> Outgoing | str:
     """The records a replay of ``row`` sends, or why it cannot be replayed."""
-    kind, bus = row["kind"], settings.bus
-    if kind == "unreadable":
+    ptype, bus = row["payload_type"], settings.bus
+    if ptype == "none":
         return "unreadable payload: nothing a stage reads can be made of it"
     try:
         payload = orjson.loads(_payload_bytes(row))
         site_id = payload["site_id"]
-        if kind == "raw_batch":
+        if ptype == "raw_batch":
             events = [e for e in (payload.get("body") or {}).get("batch") or () if isinstance(e, dict)]
             key = record_key(site_id, events[0] if events else {})
             return Outgoing(bus.topic_raw, [(key, _payload_bytes(row))],
                             [str(e["messageId"]) for e in events if e.get("messageId")])
         key = record_key(site_id, {"anonymousId": payload.get("anonymous_id"), "userId": payload.get("user_id")})
         ids = [str(payload["message_id"])]
-        if kind == "enriched_event" and bus.kind == "kafka":
+        if ptype == "enriched_event" and bus.kind == "kafka":
             return Outgoing(bus.topic_enriched, [(key, orjson.dumps(payload))], ids)
         return Outgoing(bus.topic_raw, [(key, orjson.dumps(fold(payload)))], ids)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a payload of the wrong shape
-        return f"payload is not a {kind}: {type(exc).__name__}: {exc}"
+        return f"payload is not a {ptype}: {type(exc).__name__}: {exc}"
 
 
 def replay_filter(flt: Filter, again: bool) -> Filter:
@@ -260,8 +265,8 @@ class DeadLetters:
 
     def _select(self, columns: str, flt: Filter, after: str | None, limit: int) -> list[Row]:
         where, params = flt.where(self.db, after)
-        sql = (f"SELECT d.id AS id, toString(d.failed_at) AS failed_at, d.stage AS stage, d.kind AS kind,"
-               f" {columns} FROM {rows_sql(self.db)} WHERE {where}"
+        sql = (f"SELECT d.id AS id, toString(d.failed_at) AS failed_at, d.site_id AS site_id, d.stage AS stage,"
+               f" d.kind AS kind, d.payload_type AS payload_type, {columns} FROM {rows_sql(self.db)} WHERE {where}"
                f" ORDER BY d.failed_at, d.id LIMIT {max(1, min(limit, MAX_PAGE))}")
         return self.storage().query(sql, params, readonly=True, settings=QUERY_SETTINGS)
 
@@ -291,8 +296,9 @@ class DeadLetters:
 
     def show_sync(self, dead_letter_id: str) -> dict[str, Any] | None:
         rows = self.storage().query(
-            f"SELECT d.id AS id, toString(d.failed_at) AS failed_at, d.stage AS stage, d.kind AS kind,"
-            f" d.reason AS reason, d.payload AS payload, d.payload_encoding AS payload_encoding, d.version AS version"
+            f"SELECT d.id AS id, toString(d.failed_at) AS failed_at, d.site_id AS site_id, d.stage AS stage,"
+            f" d.kind AS kind, d.payload_type AS payload_type, d.reason AS reason, d.payload AS payload,"
+            f" d.payload_encoding AS payload_encoding, d.version AS version"
             f" FROM {rows_sql(self.db)} WHERE d.id = {{id:String}} LIMIT 1", {"id": dead_letter_id},
             readonly=True)
         if not rows:
@@ -420,6 +426,8 @@ class ReplayRequest(BaseModel):
     since: str | None = None
     until: str | None = None
     replayed: bool | None = None
+    payload_type: str | None = None
+    site: str | None = None
     after: str | None = Field(None, description="cursor from the previous answer's next")
     limit: int = Field(100, ge=1, le=MAX_PAGE)
     again: bool = Field(False, description="also dead letters replayed before")
@@ -459,16 +467,17 @@ def admin_router(storage: Callable[[], Storage], producer: Callable[[], Producer
     async def list_dead_letters(
         stage: str | None = None, kind: str | None = None, reason: str | None = None,
         since: str | None = None, until: str | None = None, replayed: bool | None = None,
+        payload_type: str | None = None, site: str | None = None,
         after: str | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     ) -> dict[str, Any]:
         """Dead letters, oldest first, without payloads; ``next`` is the cursor of the next page."""
-        flt = Filter(stage, kind, reason, since, until, replayed)
+        flt = Filter(stage, kind, reason, since, until, replayed, payload_type, site)
         result: dict[str, Any] = await service.list(flt, after, limit)
         return result
 
     @router.get("/dead-letters/{dead_letter_id}", dependencies=[Auth])
     async def show_dead_letter(dead_letter_id: str) -> dict[str, Any]:
-        """One dead letter: payload, reason, kind and its replays."""
+        """One dead letter: payload, reason, kind, payload type and its replays."""
         found: dict[str, Any] | None = await service.show(dead_letter_id)
         if found is None:
             raise HTTPException(404, f"no dead letter {dead_letter_id!r}")
@@ -477,7 +486,8 @@ def admin_router(storage: Callable[[], Storage], producer: Callable[[], Producer
     @router.post("/dead-letters/replay", dependencies=[Auth])
     async def replay_dead_letters(body: ReplayRequest) -> dict[str, Any]:
         """Send up to ``limit`` dead letters through the pipeline again (see trailmark/deadletters.py)."""
-        flt = Filter(body.stage, body.kind, body.reason, body.since, body.until, body.replayed)
+        flt = Filter(body.stage, body.kind, body.reason, body.since, body.until, body.replayed, body.payload_type,
+                     body.site)
         result: dict[str, Any] = await service.replay(flt, body.after, body.limit, body.again, body.replay_id)
         return result
 

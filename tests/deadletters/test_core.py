@@ -4,6 +4,7 @@ the real embedded log; folding an event back into a RawBatch is checked against 
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from typing import Any
 
@@ -14,7 +15,6 @@ from enrich import Enricher
 from schemas import unfold
 from trailmark.bus.embedded import EmbeddedBus
 from trailmark.deadletters import BadFilter, DeadLetters, Filter, fold, outgoing, parse_time
-from trailmark.runtime import dead_letter, dead_letter_row
 from trailmark.settings import Settings
 from trailmark.storage.base import Storage
 
@@ -60,7 +60,7 @@ def test_time_filters_take_iso_or_relative_times() -> None:
     with pytest.raises(BadFilter):
         parse_time("yesterday")
     with pytest.raises(BadFilter):
-        Filter(kind="poison").where("db")
+        Filter(payload_type="poison").where("db")
     with pytest.raises(BadFilter):
         Filter().where("db", after="not a cursor")
 
@@ -78,22 +78,29 @@ def settings(store: Storage, tmp_path: Any) -> Settings:
     return s
 
 
+def row(stage: str, kind: str, reason: str, payload: bytes, at: str) -> dict[str, Any]:
+    """A dead_letters row as the sink stores one (payload as text, base64 when it is not UTF-8)."""
+    try:
+        text, encoding = payload.decode(), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(payload).decode(), "base64"
+    return {"stage": stage, "kind": kind, "site_id": "s1", "reason": reason, "payload": text,
+            "payload_encoding": encoding, "failed_at": f"2026-11-02 {at}:00.000", "version": 1}
+
+
 def seed(store: Storage) -> dict[str, dict[str, Any]]:
-    """One dead letter of each kind, as the stages write them (record -> sink row), at known times."""
+    """A dead letter of each payload type, at known times (keyed by payload type)."""
     batch = raw_batch([EVENTS[0][0]], EVENTS[0][1])
     [raw] = unfold(batch)  # type: ignore[arg-type]
     enriched = Enricher().enrich(raw, None)
-    letters = {
-        "raw_batch": (dead_letter("enrich", "unreadable raw batch: KeyError: 'type'", orjson.dumps(batch)), "09:00"),
-        "raw_event": (dead_letter("enrich", "PoisonEvent: enrichment crashed", raw), "10:00"),
-        "enriched_event": (dead_letter("journeys", "QueryError: Constraint `c` is VIOLATED", enriched), "11:00"),
-        "unreadable": (dead_letter("journeys", "not JSON: unexpected character", b"\xff\xfe{"), "12:00"),
+    rows = {
+        "raw_batch": row("enrich", "unreadable", "unreadable raw batch: KeyError: 'type'", orjson.dumps(batch),
+                         "09:00"),
+        "raw_event": row("enrich", "enrich_failed", "PoisonEvent: enrichment crashed", orjson.dumps(raw), "10:00"),
+        "enriched_event": row("journeys", "build_failed", "QueryError: Constraint `c` is VIOLATED",
+                              orjson.dumps(enriched), "11:00"),
+        "none": row("journeys", "unreadable", "not JSON: unexpected character", b"\xff\xfe{", "12:00"),
     }
-    rows = {}
-    for kind, (record, at) in letters.items():
-        row = dead_letter_row(record)
-        row["failed_at"] = f"2026-11-02 {at}:00.000"
-        rows[kind] = row
     store.insert("dead_letters", list(rows.values()))
     return rows
 
@@ -106,16 +113,19 @@ def test_list_filters_and_pages(store: Storage, settings: Settings) -> None:
     seed(store)
     dl = DeadLetters(lambda: store, lambda: None, settings)  # type: ignore[arg-type,return-value]
     page = run(dl.list(Filter(), None, 50))
-    assert [(r["stage"], r["kind"]) for r in page["rows"]] == [
-        ("enrich", "raw_batch"), ("enrich", "raw_event"), ("journeys", "enriched_event"), ("journeys", "unreadable")]
+    assert [(r["stage"], r["kind"], r["payload_type"]) for r in page["rows"]] == [
+        ("enrich", "unreadable", "raw_batch"), ("enrich", "enrich_failed", "raw_event"),
+        ("journeys", "build_failed", "enriched_event"), ("journeys", "unreadable", "none")]
     assert page["total"] == 4 and page["next"] is None
     assert all(len(r["id"]) == 16 and r["replays"] == 0 and r["last_replayed_at"] is None for r in page["rows"])
 
     def kinds(**kw: Any) -> list[str]:
-        return [r["kind"] for r in run(dl.list(Filter(**kw), None, 50))["rows"]]
+        return [r["payload_type"] for r in run(dl.list(Filter(**kw), None, 50))["rows"]]
 
-    assert kinds(stage="journeys") == ["enriched_event", "unreadable"]
-    assert kinds(kind="raw_event") == ["raw_event"]
+    assert kinds(stage="journeys") == ["enriched_event", "none"]
+    assert kinds(payload_type="raw_event") == ["raw_event"]
+    assert kinds(kind="unreadable") == ["raw_batch", "none"]  # the failure's kind, as the runner recorded it
+    assert kinds(site="s1", kind="build_failed") == ["enriched_event"] and kinds(site="other") == []
     assert kinds(reason="constraint") == ["enriched_event"]  # any case
     assert kinds(since="2026-11-02T10:00:00Z", until="2026-11-02T12:00:00Z") == ["raw_event", "enriched_event"]
     assert kinds(replayed=True) == []
@@ -123,11 +133,11 @@ def test_list_filters_and_pages(store: Storage, settings: Settings) -> None:
     seen, after = [], None
     while True:  # keyset paging: every row once, in order
         page = run(dl.list(Filter(), after, 1))
-        seen += [r["kind"] for r in page["rows"]]
+        seen += [r["payload_type"] for r in page["rows"]]
         after = page["next"]
         if after is None:
             break
-    assert seen == ["raw_batch", "raw_event", "enriched_event", "unreadable"]
+    assert seen == ["raw_batch", "raw_event", "enriched_event", "none"]
 
 
 def read_log(bus_path: Any, topic: str) -> list[tuple[bytes, bytes]]:
@@ -177,13 +187,13 @@ def test_replay_sends_each_kind_where_its_stage_reads_and_records_it(store: Stor
     assert all(r["message_ids"] == ["m1"] and r["topic"] == settings.bus.topic_raw for r in recorded)
 
     assert asyncio.run(replay())["selected"] == 0  # replayed before: skipped
-    unreadable = asyncio.run(replay(kind="unreadable"))  # asked for: selected, and nothing can be sent
+    unreadable = asyncio.run(replay(payload_type="none"))  # asked for: selected, and nothing can be sent
     assert unreadable["replayed"] == 0 and [s["reason"][:18] for s in unreadable["skipped"]] == ["unreadable payload"]
     dl = DeadLetters(lambda: store, lambda: None, settings)  # type: ignore[arg-type,return-value]
     listed = run(dl.list(Filter(replayed=True), None, 50))["rows"]
     assert len(listed) == 3 and all(r["replays"] == 1 and r["last_replayed_at"] for r in listed)
     shown = run(dl.show(listed[2]["id"]))
-    assert shown["kind"] == "enriched_event" and orjson.loads(shown["payload"])["message_id"] == "m1"
+    assert shown["payload_type"] == "enriched_event" and orjson.loads(shown["payload"])["message_id"] == "m1"
     assert [r["replay_id"] for r in shown["replays"]] == ["r1"]
     assert run(dl.show("0" * 16)) is None
 
@@ -195,12 +205,13 @@ def test_on_kafka_an_enriched_event_goes_to_the_enriched_topic_as_it_was(store: 
                                                                         settings: Settings) -> None:
     rows = seed(store)
     settings.bus.kind = "kafka"
-    row = {**rows["enriched_event"], "kind": "enriched_event"}
-    out = outgoing(row, settings)
+    enriched = {**rows["enriched_event"], "payload_type": "enriched_event"}
+    out = outgoing(enriched, settings)
     assert not isinstance(out, str)
     assert out.topic == settings.bus.topic_enriched and out.message_ids == ["m1"]
-    assert orjson.loads(out.records[0][1]) == orjson.loads(row["payload"])
-    raw = outgoing({**rows["raw_event"], "kind": "raw_event"}, settings)
+    assert orjson.loads(out.records[0][1]) == orjson.loads(enriched["payload"])
+    raw = outgoing({**rows["raw_event"], "payload_type": "raw_event"}, settings)
     assert not isinstance(raw, str) and raw.topic == settings.bus.topic_raw
-    wrong = outgoing({**rows["raw_batch"], "kind": "raw_batch", "payload": '{"site_id": 1, "body": 5}'}, settings)
+    bad_batch = {**rows["raw_batch"], "payload_type": "raw_batch", "payload": '{"site_id": 1, "body": 5}'}
+    wrong = outgoing(bad_batch, settings)
     assert isinstance(wrong, str) and "not a raw_batch" in wrong

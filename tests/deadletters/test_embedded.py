@@ -70,16 +70,16 @@ def test_a_dead_lettered_event_is_replayed_after_the_fix_and_stored_once(tmp_pat
         assert server.post("/v1/batch", {"batch": events}).status_code == 200
         server.wait_for("SELECT count() FROM trailmark.events WHERE message_id IN ('ok-1', 'ok-2')", 2)
         first = wait(lambda: listed(*via, "--stage", "journeys", env=env), "the dead letter")
-        assert len(first) == 1 and first[0]["kind"] == "enriched_event", first
+        assert len(first) == 1 and first[0]["payload_type"] == "enriched_event", first
         assert "replay_test" in first[0]["reason"] and first[0]["replays"] == 0
-        assert listed(*via, "--kind", "raw_batch", env=env) == []
+        assert listed(*via, "--payload-type", "raw_batch", env=env) == []
         assert listed(*via, "--reason", "REPLAY_TEST", "--since", "1h", env=env) == first  # any case, a time range
         assert listed(*via, "--until", "2020-01-01T00:00:00Z", env=env) == []
 
         # replayed before the fix: it goes through the pipeline and fails again, as a new dead letter
         assert replayed(*via, env=env) == 1
         again = wait(lambda: [r for r in listed(*via, env=env) if r["id"] != first[0]["id"]], "a new dead letter")
-        assert again[0]["kind"] == "enriched_event" and stored(server, "bad-1") == 0
+        assert again[0]["payload_type"] == "enriched_event" and stored(server, "bad-1") == 0
         shown = cli("show", first[0]["id"], *via, env=env)
         assert shown.returncode == 0 and "replayed:" in shown.stdout and '"message_id": "bad-1"' in shown.stdout
     finally:

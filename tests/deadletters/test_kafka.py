@@ -71,7 +71,8 @@ def test_replay_on_kafka_goes_to_the_topic_each_stage_reads(pipeline: Pipeline, 
                          orjson.dumps(unreadable)))
     pipeline.wait_stored({"ok-1", "ok-2"})
     dead = wait(lambda: (rows := listed(*via, env=env)) and len(rows) == 2 and rows, "two dead letters")
-    assert sorted((r["stage"], r["kind"]) for r in dead) == [("enrich", "raw_batch"), ("journeys", "enriched_event")]
+    assert sorted((r["stage"], r["payload_type"]) for r in dead) == [("enrich", "raw_batch"),
+                                                                     ("journeys", "enriched_event")]
 
     journeys.terminate()
     alter_storage(journeys.data_dir, DROP_CONSTRAINT)  # the fix
@@ -83,13 +84,13 @@ def test_replay_on_kafka_goes_to_the_topic_each_stage_reads(pipeline: Pipeline, 
     # the raw batch went back to the raw topic: the enricher read it and (unfixed) dead-lettered it again
     again = wait(lambda: [r for r in listed(*via, "--stage", "enrich", env=env) if r["replays"] == 0],
                  "the raw batch dead-lettered again")
-    assert len(again) == 1 and again[0]["kind"] == "raw_batch"
+    assert len(again) == 1 and again[0]["payload_type"] == "raw_batch"
 
-    assert replayed(*via, "--kind", "enriched_event", env=env) == 0  # replayed before: nothing to do
-    assert replayed(*via, "--kind", "enriched_event", "--again", env=env) == 1
+    assert replayed(*via, "--payload-type", "enriched_event", env=env) == 0  # replayed before: nothing to do
+    assert replayed(*via, "--payload-type", "enriched_event", "--again", env=env) == 1
     # a later event of the same visitor lands on the same enriched partition after the replay
     assert post(pipeline.collector.url, site["write_key"], [track("k1", "after-1", "Viewed")]).status_code == 200
     stored = pipeline.wait_stored({"ok-1", "ok-2", "bad-1", "after-1"})
     assert sorted(stored) == ["after-1", "bad-1", "ok-1", "ok-2"]  # each once: the second replay stored nothing
     assert enriched_copies(kafka_bootstrap, enriched_topic, "bad-1") == 3
-    assert [r["kind"] for r in listed(*via, "--stage", "journeys", env=env)] == ["enriched_event"]  # no new failure
+    assert [r["payload_type"] for r in listed(*via, "--stage", "journeys", env=env)] == ["enriched_event"]  # none new
