@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from journey_builder.privacy import SUPPRESSED, Suppression
 from journey_builder.stages import PURCHASE, STAGES, StageRules
 from schemas import EnrichedEvent
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
@@ -130,6 +131,7 @@ class Output:
     account_links: list[dict[str, Any]] = field(default_factory=list)
     skipped_duplicates: int = 0
     skipped_bots: int = 0
+    skipped_erased: int = 0
 
 
 class JourneyBuilder:
@@ -144,6 +146,7 @@ class JourneyBuilder:
         self.email_contacts: dict[tuple[str, str], str] = {}
         self.contacts: dict[tuple[str, str], dict[str, Any]] = {}
         self.accounts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.suppression = Suppression(storage)
 
     # ---- public -------------------------------------------------------------------------------
 
@@ -151,6 +154,9 @@ class JourneyBuilder:
         """Derive and write everything for one batch; returns what was written (for metrics/tests)."""
         fresh = self._drop_seen(batch)
         out = Output(skipped_duplicates=len(batch) - len(fresh))
+        if not fresh:
+            return out
+        fresh = self._drop_erased(fresh, out)
         if not fresh:
             return out
         fresh.sort(key=lambda e: (e["site_id"], visitor_id(e), e["timestamp"]))
@@ -190,6 +196,22 @@ class JourneyBuilder:
         )
         known = {(r["site_id"], r["message_id"]) for r in seen}
         return [ev for k, ev in unique.items() if k not in known]
+
+    def _drop_erased(self, events: list[EnrichedEvent], out: Output) -> list[EnrichedEvent]:
+        """Events carrying an erased identifier are dropped (late, retried or replayed events of an
+        erased contact). After any new erasure every cached visitor and contact is dropped too: the
+        next batch reloads them from ClickHouse, where the erased ones are gone."""
+        if self.suppression.changed():
+            self.visitors.clear()
+            self.contacts.clear()
+            self.accounts.clear()
+            self.email_contacts.clear()
+        erased = self.suppression.erased(events)  # type: ignore[arg-type]  # TypedDicts are dicts
+        kept = [ev for ev, gone in zip(events, erased, strict=True) if not gone]
+        out.skipped_erased = len(events) - len(kept)
+        if out.skipped_erased:
+            SUPPRESSED.labels("erased").inc(out.skipped_erased)
+        return kept
 
     def _load_visitors(self, events: Iterable[EnrichedEvent]) -> None:
         missing = sorted({(e["site_id"], visitor_id(e)) for e in events} - self.visitors.keys())

@@ -20,10 +20,11 @@ from journey_builder import analytics, queries
 from journey_builder.map_page import map_router
 from journey_builder.sql_sandbox import SqlRefused, SqlSandbox
 from schemas import Site
-from trailmark.keys import find_site, index_keys
-from trailmark.ratelimit import EdgeLimits, retry_after
+from trailmark.keys import index_keys
+from trailmark.ratelimit import EdgeLimits
 from trailmark.settings import JourneySettings, SqlSettings
 from trailmark.storage.base import QueryError, Storage
+from trailmark.web import bearer_site
 
 log = logging.getLogger("trailmark.reads")
 MAX_OFFSET = 10_000_000  # deeper paging is a query for /v1/sql
@@ -45,27 +46,13 @@ def read_router(
 ) -> APIRouter:
     router = APIRouter(tags=["reads"])
     read_keys, write_keys = index_keys(sites, "read_key"), index_keys(sites, "write_key")
+    admin_keys = index_keys(sites, "admin_key")
+
+    refused = [(write_keys, "a write key cannot read; use the site's read key"),
+               (admin_keys, "an admin key only erases and exports contacts; use the site's read key")]
 
     def site(request: Request) -> Site:
-        ip = limits.client_ip(request)
-        limit, wait = limits.before_auth(ip)
-        if wait:
-            what = "requests with a wrong key" if limit == "bad_key" else "requests"
-            raise HTTPException(429, f"too many {what} from this address; retry later",
-                                headers={"Retry-After": retry_after(wait)})
-        header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            limits.wrong_key(ip)
-            raise HTTPException(401, "missing read key: Authorization: Bearer READ_KEY",
-                                headers={"WWW-Authenticate": "Bearer"})
-        key = header[7:].strip()
-        found = find_site(read_keys, key)
-        if found is None:
-            limits.wrong_key(ip)
-            if find_site(write_keys, key) is not None:
-                raise HTTPException(403, "a write key cannot read; use the site's read key")
-            raise HTTPException(401, "unknown read key", headers={"WWW-Authenticate": "Bearer"})
-        return found
+        return bearer_site(request, limits, read_keys, refused, "read key")
 
     @router.get("/v1/journeys/{contact}", summary="A contact's journey: identities, sessions, touchpoints")
     async def journey(contact: str, s: Annotated[Site, Depends(site)]) -> dict[str, Any]:

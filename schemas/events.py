@@ -166,6 +166,7 @@ class Site(TypedDict):
     read_key: str
     origins: list[str]
     keep_full_ip: NotRequired[bool]
+    admin_key: NotRequired[str]  # erase and export a contact's data (keys.json; added at start when missing)
 
 
 def _enriched_defaults() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from ingest.app import Collector, collector_router
 from ingest.sites import SiteKeys
+from journey_builder.privacy_api import privacy_router
 from journey_builder.read_api import read_router
 from schemas import Site
 from trailmark import __version__
@@ -253,6 +254,7 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
         app.include_router(collector_router(collector))
     if "journeys" in roles:
         app.include_router(admin_router(runtime.storage_or_fail, runtime.bus.producer, settings, sites))
+        app.include_router(privacy_router(runtime.storage_or_fail, runtime, sites, settings, limits))
         app.include_router(read_router(runtime.storage_or_fail, sites, settings.journeys, settings.sql,
                                        settings.storage.database, limits))
 

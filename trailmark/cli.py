@@ -8,6 +8,7 @@ import gc
 import io
 import logging
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -69,6 +70,7 @@ def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
         console.print(f"  site:      {site['site_id']}")
         console.print(f"  write key: {site['write_key']}")
         console.print(f"  read key:  {site['read_key']}")
+        console.print(f"  admin key: {site['admin_key']}  (erase / export contacts only)")
         console.print("  script tag:")
         print(f'    <script defer src="{base}/t.js" data-key="{site["write_key"]}"></script>', flush=True)
         console.print(f"  journeys:  curl -H 'Authorization: Bearer {site['read_key']}' {base}/v1/journeys/ID")
@@ -309,6 +311,84 @@ def dead_letters_replay(
             console.print(f"... and {len(skipped) - 20} more skipped")
 
     _run_dead_letters(work())
+
+
+# --- trailmark erase | export (through the running server, with the site's admin key) ------------------
+
+AdminKey = Annotated[str | None, typer.Option("--key", envvar="TRAILMARK_ADMIN_KEY",
+                                              help="the site's admin key (default: keys.json)")]
+
+
+def _admin_call(method: str, url: str, key: str | None, data_dir: Path | None) -> httpx.Response:
+    if key is None:
+        key = load_or_create(data_dir or Settings().data_dir)[0][0]["admin_key"]
+    try:
+        r = httpx.request(method, url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    except httpx.HTTPError as exc:
+        console.print(Text(f"cannot reach {url}: {exc}", style="red"))
+        raise typer.Exit(2) from None
+    if r.status_code >= 400:
+        console.print(Text(f"{r.status_code}: {r.text[:500]}", style="red"))  # server text is data, not markup
+        raise typer.Exit(1)
+    return r
+
+
+@app.command()
+def erase(
+    contact: Annotated[str, typer.Argument(help="a userId, email, contact id or anonymousId")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the erasure until it ends")] = True,
+    url: Url = DEFAULT_URL, key: AdminKey = None, data_dir: DataDir = None,
+) -> None:
+    """Erase a contact and every identity linked to it (events, journeys, dead letters, the log);
+    later events of its identifiers are dropped. Prints the request id and follows its progress."""
+    started = _admin_call("DELETE", f"{url}/v1/contacts/{contact}", key, data_dir).json()
+    request_id = started["request_id"]
+    console.print(f"erasure {request_id}: {started['identifiers']} identifier(s)", soft_wrap=True)
+    if not wait:
+        return
+    with Progress(TextColumn("erasing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("", total=None)
+        while True:
+            state = _admin_call("GET", f"{url}/v1/erasures/{request_id}", key, data_dir).json()
+            progress.update(task, completed=state["steps_done"], total=state["steps_total"] or None,
+                            description=Text(state["detail"]).plain)
+            if state["status"] != "running":
+                break
+            time.sleep(0.5)
+    console.print(Text(f"{state['status']}: {state['detail']}", style="green" if state["status"] == "done" else "red"))
+    if state["status"] != "done":
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    contact: Annotated[str, typer.Argument(help="a userId, email, contact id or anonymousId")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write (default: stdout)")] = None,
+    url: Url = DEFAULT_URL, key: AdminKey = None, data_dir: DataDir = None,
+) -> None:
+    """Everything stored about a contact as one JSON document (streamed to the file or stdout)."""
+    if key is None:
+        key = load_or_create(data_dir or Settings().data_dir)[0][0]["admin_key"]
+    out = output.open("wb") if output is not None else sys.stdout.buffer
+    written = 0
+    try:
+        with httpx.stream("GET", f"{url}/v1/contacts/{contact}/export", timeout=120,
+                          headers={"Authorization": f"Bearer {key}"}) as r:
+            if r.status_code != 200:
+                console.print(Text(f"{r.status_code}: {r.read().decode('utf-8', 'replace')[:500]}", style="red"))
+                raise typer.Exit(1)
+            for chunk in r.iter_bytes():
+                out.write(chunk)
+                written += len(chunk)
+    except httpx.HTTPError as exc:
+        console.print(Text(f"cannot reach {url}: {exc}", style="red"))
+        raise typer.Exit(2) from None
+    finally:
+        if output is not None:
+            out.close()
+    if output is not None:
+        console.print(f"wrote {written} bytes to {output}")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,14 @@ def new_site(site_id: str = "default", origins: list[str] | None = None) -> Site
         "site_id": site_id,
         "write_key": "wk_" + secrets.token_urlsafe(18),
         "read_key": "rk_" + secrets.token_urlsafe(24),
+        "admin_key": new_admin_key(),
         "origins": origins or ["*"],
     }
+
+
+def new_admin_key() -> str:
+    """A site's admin key: erase and export contacts (never read or write events)."""
+    return "ak_" + secrets.token_urlsafe(24)
 
 
 def key_digest(key: str) -> bytes:
@@ -39,9 +45,10 @@ def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
-def index_keys(sites: Iterable[Site], kind: Literal["write_key", "read_key"]) -> dict[bytes, Site]:
-    """The sites by the digest of their write or read key, for ``find_site``."""
-    return {key_digest(s[kind]): s for s in sites}
+def index_keys(sites: Iterable[Site], kind: Literal["write_key", "read_key", "admin_key"]) -> dict[bytes, Site]:
+    """The sites by the digest of their write, read or admin key, for ``find_site`` (a site without
+    that key is left out)."""
+    return {key_digest(key): s for s in sites if isinstance(key := s.get(kind), str) and key}
 
 
 def find_site(keys_by_digest: Mapping[bytes, Site], presented: object) -> Site | None:
@@ -74,9 +81,30 @@ def load_or_create(data_dir: Path) -> tuple[list[Site], bool]:
                 _ = (s["site_id"], s["write_key"], s["read_key"])
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise KeysError(f"{path} is not a valid keys file: {exc}") from exc
+        missing = [s for s in sites if not s.get("admin_key")]
+        for s in missing:  # keys files from before admin keys existed get one per site
+            s["admin_key"] = new_admin_key()
+        if missing:
+            _write_keys(path, {**data, "sites": sites})
         return sites, False
     sites = [new_site()]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(orjson.dumps({"sites": sites}, option=orjson.OPT_INDENT_2))
     return sites, True
+
+
+def _write_keys(path: Path, data: object) -> None:
+    """Replace keys.json atomically (a temporary file, fsynced, renamed over it), mode 0600: a crash
+    leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -134,6 +134,16 @@ class SqlSettings(BaseModel):
                                 "data_type_families", "time_zones"]
 
 
+class PrivacySettings(BaseModel):
+    """Erasure, export and retention of contacts' data (journey_builder/privacy.py, README "Privacy")."""
+
+    # an erasure waits this long between passes: a journey-builder batch that passed the suppression
+    # check just before the erasure began is stored by then, and the next pass deletes it
+    erase_settle_s: float = 2.0
+    erase_passes: int = 3
+    export_page_rows: int = 1000  # events read per query while an export streams
+
+
 class HealthSettings(BaseModel):
     """When a stage counts as unhealthy: /readyz answers 503 and trailmark_stage_healthy is 0."""
 
@@ -168,3 +178,4 @@ class Settings(BaseSettings):
     journeys: JourneySettings = JourneySettings()
     health: HealthSettings = HealthSettings()
     sql: SqlSettings = SqlSettings()
+    privacy: PrivacySettings = PrivacySettings()

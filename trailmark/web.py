@@ -4,15 +4,20 @@ this server (no CDN), and the optional token in front of /metrics."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import fastapi_offline
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from schemas import Site
+from trailmark.keys import find_site
+from trailmark.ratelimit import EdgeLimits, retry_after
 
 # swagger-ui's bundle, stylesheet and icon as the fastapi-offline package ships them (MIT; swagger-ui
 # itself is Apache-2.0): the docs page loads nothing from another host
@@ -76,3 +81,33 @@ def add_metrics(app: FastAPI, token: str | None) -> None:
 
 
 __all__ = ["NoSniff", "SWAGGER_STATIC", "add_docs", "add_metrics"]
+
+
+def bearer_site(request: Request, limits: EdgeLimits, keys: Mapping[bytes, Site],
+                refused: Sequence[tuple[Mapping[bytes, Site], str]], kind: str) -> Site:
+    """The site whose key of ``kind`` (indexed by ``index_keys``) the request's Bearer header holds.
+
+    429 while the client address is over its limits; 401 for a missing or unknown key, 403 with the
+    message paired with another kind of key in ``refused`` (a write key on a read route...). Every
+    key that does not fit counts against the address's wrong-key allowance, so guessing learns
+    nothing."""
+    ip = limits.client_ip(request)
+    limit, wait = limits.before_auth(ip)
+    if wait:
+        what = "requests with a wrong key" if limit == "bad_key" else "requests"
+        raise HTTPException(429, f"too many {what} from this address; retry later",
+                            headers={"Retry-After": retry_after(wait)})
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        limits.wrong_key(ip)
+        raise HTTPException(401, f"missing {kind}: Authorization: Bearer {kind.upper().replace(' ', '_')}",
+                            headers={"WWW-Authenticate": "Bearer"})
+    key = header[7:].strip()
+    found = find_site(keys, key)
+    if found is None:
+        limits.wrong_key(ip)
+        for other, message in refused:
+            if find_site(other, key) is not None:
+                raise HTTPException(403, message)
+        raise HTTPException(401, f"unknown {kind}", headers={"WWW-Authenticate": "Bearer"})
+    return found

@@ -275,3 +275,44 @@ class EmbeddedBus:
             low = min(int(m[0]) for m in marks if m is not None)
             cur = log.conn.execute(f"DELETE FROM {_table(topic)} WHERE offset < ?", (low,))
             return cur.rowcount
+
+    def rewrite(self, topic: str, change: Callable[[bytes], bytes | None]) -> int:
+        """Pass every stored record of ``topic`` through ``change`` (the new value, or None to drop
+        it) and rewrite the rows it changed, in one transaction; returns the records changed or
+        dropped. Offsets stay as they are (a row left empty is deleted), so consumers carry on
+        where they were. Used to erase a contact's records (journey_builder.privacy)."""
+        log, _ = self._started()
+        table = _table(topic)
+        changed = 0
+        with log.lock:
+            log.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (offset INTEGER PRIMARY KEY AUTOINCREMENT,"
+                             " records INTEGER, frames BLOB)")
+            # what is removed must not stay readable in free pages or in the WAL: freed content is
+            # zeroed, and the WAL is checkpointed and truncated afterwards
+            log.conn.execute("PRAGMA secure_delete = ON")
+            log.conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = log.conn.execute(f"SELECT offset, frames FROM {table} ORDER BY offset").fetchall()
+                for offset, frames in rows:
+                    kept: list[tuple[bytes, bytes]] = []
+                    n = 0
+                    for key, value in decode_frames(frames):
+                        new = change(value)
+                        n += new != value
+                        if new is not None:
+                            kept.append((key, new))
+                    if not n:
+                        continue
+                    changed += n
+                    if kept:
+                        log.conn.execute(f"UPDATE {table} SET records = ?, frames = ? WHERE offset = ?",
+                                         (len(kept), encode_frames(kept), offset))
+                    else:
+                        log.conn.execute(f"DELETE FROM {table} WHERE offset = ?", (offset,))
+                log.conn.execute("COMMIT")
+            except BaseException:
+                log.conn.execute("ROLLBACK")
+                raise
+            if changed:
+                log.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return changed

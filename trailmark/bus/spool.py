@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
@@ -170,3 +170,8 @@ class SpoolingProducer:
                 log.warning("spool: stopped with records left in %s (replayed on the next start)", self._path)
         with contextlib.suppress(Exception):
             await self._spool.stop()
+
+    def rewrite(self, change: Callable[[bytes], bytes | None]) -> int:
+        """Rewrite the spooled records (see EmbeddedBus.rewrite): erased contacts leave the spool too.
+        Records already replayed to the broker are out of reach (Kafka topics are never rewritten)."""
+        return sum(self._spool.rewrite(topic, change) for topic in sorted(self._topics))

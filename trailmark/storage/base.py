@@ -112,6 +112,8 @@ SHARD_KEYS: dict[str, str] = {
     "accounts_data": "cityHash64(site_id, group_id)",
     "dead_letters": "rand()",
     "dead_letter_replays": "cityHash64(dead_letter_id)",
+    "suppressed_identifiers": "cityHash64(site_id, hash)",
+    "erasure_requests": "cityHash64(site_id, request_id)",
 }
 LOCAL_SUFFIX = "_local"
 _NAME = r"(?P<db>[A-Za-z_][A-Za-z0-9_]*)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)"

@@ -1,0 +1,433 @@
+"""A contact's data under the site's control: erasure, export, and the suppression list.
+
+**Identifiers.** A person is known by typed identifiers: ``anon:<anonymousId>`` for each device
+(the stored visitor id, so ``anon:user:<userId>`` for server-side calls without one),
+``user:<userId>``, ``email:<address>``, and the contact ids (already ``user:...`` / ``email:...``).
+``Subject`` collects every identifier linked to a contact: its devices, the user ids and emails seen
+on them, and the contacts merged into it.
+
+**Suppression first, then deletes.** An erasure first stores a hash of every identifier
+(``identifier_hash``: SHA-256 of site, NUL, identifier) in ``suppressed_identifiers``; the journey
+builder drops any event carrying one of them (``Suppression``), so late events, client retries and
+replays cannot bring the contact back. Only then are the rows deleted. No identifier is kept in the
+clear, not even in ``erasure_requests``.
+
+**Deletes are mutations.** ``ALTER TABLE ... DELETE`` with ``mutations_sync = 2`` rewrites the parts
+holding the rows, so once it returns the data is gone from disk, where a lightweight ``DELETE`` only
+masks rows until a later merge. Which tables: every MergeTree table of the database, matched by the
+identifier columns it has (``anonymous_id``, ``user_id``, ``email``, ``contact_id``, ``handle``), so a
+table added later is covered without a change here; dead letters are matched on their payload.
+
+**Passes.** A builder batch that passed the suppression check just before it was stored can land
+after the first delete; each pass waits ``settle_s``, counts what still matches, and deletes again.
+
+**Logs.** The embedded log and the collector's spool are rewritten by the caller's ``scrub`` (records
+of the subject dropped, or a batch's other events kept). Kafka topics are never rewritten: the
+suppression list covers what is still in flight, topic retention the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+
+from journey_builder import queries
+from schemas.times import ch_now
+from trailmark.storage.base import Row, Storage
+
+SUPPRESSED = Counter("trailmark_journeys_dropped_total",
+                     "Events the journey builder dropped on purpose, by reason (erased: an identifier of "
+                     "the event was erased)", ["reason"])
+MUTATION = {"mutations_sync": 2}
+IDENTIFIER_COLUMNS = ("anonymous_id", "user_id", "email", "contact_id", "handle")
+# tables an erasure writes itself; they hold hashes and counts, never an identifier
+OWN_TABLES = frozenset({"suppressed_identifiers", "erasure_requests", "schema_migrations"})
+JSON_COLUMNS = ("properties", "traits", "context", "extra", "field_sources")
+
+
+def identifier_hash(site_id: str, identifier: str) -> str:
+    """The hex SHA-256 an erased identifier is remembered by (``anon:ID``, ``user:ID``, ``email:addr``)."""
+    return hashlib.sha256(f"{site_id}\x00{identifier}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def event_identifiers(event: dict[str, Any]) -> list[str]:
+    """The typed identifiers of one enriched event (what the suppression list is checked for)."""
+    anon = event.get("anonymous_id") or ""
+    user = event.get("user_id") or ""
+    out = [f"anon:{anon or 'user:' + str(user)}"]
+    if user:
+        out.append(f"user:{user}")
+    if event.get("email") and event.get("type") != "group":  # a group call's email is the account's
+        out.append(f"email:{str(event['email']).lower()}")
+    if event.get("previous_id"):
+        out.append(f"anon:{event['previous_id']}")
+    return out
+
+
+@dataclass
+class Subject:
+    """Everything that identifies one contact on one site."""
+
+    site_id: str
+    contact_id: str
+    contact_ids: set[str] = field(default_factory=set)
+    anonymous_ids: set[str] = field(default_factory=set)
+    user_ids: set[str] = field(default_factory=set)
+    emails: set[str] = field(default_factory=set)
+
+    def identifiers(self) -> list[str]:
+        """Typed identifiers, sorted (contact ids are typed already)."""
+        typed = {f"anon:{a}" for a in self.anonymous_ids} | {f"user:{u}" for u in self.user_ids}
+        typed |= {f"email:{e.lower()}" for e in self.emails} | self.contact_ids
+        return sorted(typed)
+
+    def values(self) -> list[str]:
+        """The identifiers as they appear in rows and records (untyped), sorted."""
+        return sorted(self.anonymous_ids | self.user_ids | self.emails | self.contact_ids)
+
+    def params(self) -> dict[str, Any]:
+        return {"s": self.site_id, "a": sorted(self.anonymous_ids), "u": sorted(self.user_ids),
+                "e": sorted(self.emails), "c": sorted(self.contact_ids), "h": self.values()}
+
+
+def resolve_subject(storage: Storage, site_id: str, contact: str) -> Subject | None:
+    """The contact named by a userId, email, contact id or anonymousId, with every identifier
+    linked to it (two rounds of links: devices -> their user ids and emails -> contacts merged)."""
+    found = queries.resolve(storage, site_id, contact)
+    if found is None:
+        return None
+    contact_id, anonymous_ids = found
+    sub = Subject(site_id, contact_id, {contact_id}, set(anonymous_ids))
+    if not contact_id.startswith("anon:"):
+        kind, _, value = contact_id.partition(":")
+        (sub.user_ids if kind == "user" else sub.emails).add(value)
+    else:
+        sub.contact_ids.clear()
+    db = storage.database
+    for _ in range(2):
+        p = sub.params()
+        for r in storage.query(
+            f"SELECT DISTINCT anonymous_id, contact_id, user_id, email FROM {db}.identities_data"
+            " WHERE site_id = {s:String} AND (contact_id IN {c:Array(String)} OR anonymous_id IN {a:Array(String)}"
+            " OR user_id IN {u:Array(String)} OR email IN {e:Array(String)})", p, readonly=True,
+        ):
+            sub.anonymous_ids.add(r["anonymous_id"])
+            for attr, value in (("contact_ids", r["contact_id"]), ("user_ids", r["user_id"]), ("emails", r["email"])):
+                if value:
+                    getattr(sub, attr).add(value)
+        for r in storage.query(
+            f"SELECT DISTINCT contact_id, user_id, email FROM {db}.contacts_data WHERE site_id = {{s:String}}"
+            " AND (contact_id IN {c:Array(String)} OR user_id IN {u:Array(String)} OR email IN {e:Array(String)})",
+            p, readonly=True,
+        ):
+            for attr, value in (("contact_ids", r["contact_id"]), ("user_ids", r["user_id"]), ("emails", r["email"])):
+                if value:
+                    getattr(sub, attr).add(value)
+    sub.anonymous_ids.discard("")
+    return sub
+
+
+# --- suppression (read by the journey builder) --------------------------------------------------------
+
+
+class Suppression:
+    """Which events of a batch carry an erased identifier: one lookup per batch by hash."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.entries = -1  # rows of suppressed_identifiers last seen: a change means a new erasure
+
+    def changed(self) -> bool:
+        """Whether an erasure happened since the last call (cached contact state must then go)."""
+        rows = self.storage.query(f"SELECT count() AS n FROM {self.storage.database}.suppressed_identifiers")
+        n = int(rows[0]["n"]) if rows else 0
+        before, self.entries = self.entries, n
+        return before != -1 and n != before
+
+    def erased(self, events: Sequence[dict[str, Any]]) -> list[bool]:
+        """For each event: does it carry an erased identifier of its site?"""
+        hashes = [[identifier_hash(str(e.get("site_id", "")), i) for i in event_identifiers(e)] for e in events]
+        wanted = sorted({(str(e.get("site_id", "")), h) for e, hs in zip(events, hashes, strict=True) for h in hs})
+        if not wanted or self.entries == 0:
+            return [False] * len(events)
+        found = {(r["site_id"], r["hash"]) for r in self.storage.query(
+            f"SELECT DISTINCT site_id, hash FROM {self.storage.database}.suppressed_identifiers"
+            " WHERE (site_id, hash) IN {v:Array(Tuple(String, String))}", {"v": wanted},
+        )}
+        return [any((str(e.get("site_id", "")), h) in found for h in hs) for e, hs in zip(events, hashes, strict=True)]
+
+
+# --- log records --------------------------------------------------------------------------------------
+
+_IDENTITY_FIELDS = ("anonymousId", "userId", "previousId", "anonymous_id", "user_id", "previous_id", "email")
+
+
+class RecordScrubber:
+    """Decides, for one record of a log (raw, enriched or dead-letter topic), whether it mentions the
+    subject: a raw batch loses the events that do (and is dropped when none is left); any other
+    record is dropped whole. ``__call__`` returns the new value, or None to drop the record."""
+
+    def __init__(self, subject: Subject) -> None:
+        self.site_id = subject.site_id
+        self.ids = set(subject.values())
+        self.emails = {e.lower() for e in subject.emails}
+        # a dead letter carries the failed record as JSON text inside JSON: its quotes are escaped
+        self.needles = [n for v in self.ids for n in (orjson.dumps(v), orjson.dumps(orjson.dumps(v).decode())[1:-1])]
+
+    def _is_id(self, value: object) -> bool:
+        return isinstance(value, str) and (value in self.ids or value.lower() in self.emails)
+
+    def _event_mentions(self, ev: object) -> bool:
+        if not isinstance(ev, dict):
+            return False
+        if any(self._is_id(ev.get(f)) for f in _IDENTITY_FIELDS):
+            return True
+        context = ev.get("context")
+        for traits in (ev.get("traits"), context.get("traits") if isinstance(context, dict) else None):
+            if isinstance(traits, dict) and any(self._is_id(v) for v in traits.values()):
+                return True
+        return False
+
+    def __call__(self, value: bytes) -> bytes | None:
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError:  # nested deeper than orjson reads: the bytes are searched
+            record = None
+        if isinstance(record, dict) and record.get("site_id") not in (None, "", self.site_id):
+            return value  # another site's record
+        body = record.get("body") if isinstance(record, dict) else None
+        if isinstance(body, dict) and isinstance(body.get("batch"), list):  # a collector RawBatch
+            kept = [ev for ev in body["batch"] if not self._event_mentions(ev)]
+            if not kept:
+                return None
+            if len(kept) == len(body["batch"]):
+                return value
+            return orjson.dumps({**record, "body": {**body, "batch": kept}})
+        if self._event_mentions(record) or any(n in value for n in self.needles):
+            return None
+        return value
+
+
+# --- erasure --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    request_id: str
+    site_id: str
+    contact_hash: str
+    status: str = "running"
+    steps_done: int = 0
+    steps_total: int = 0
+    identifiers: int = 0
+    detail: str = ""
+    requested_at: str = field(default_factory=ch_now)
+
+    def row(self) -> dict[str, Any]:
+        return {"site_id": self.site_id, "request_id": self.request_id, "contact_hash": self.contact_hash,
+                "status": self.status, "steps_done": self.steps_done, "steps_total": self.steps_total,
+                "identifiers": self.identifiers, "detail": self.detail, "requested_at": self.requested_at,
+                "updated_at": ch_now(), "version": time.time_ns()}
+
+
+def new_request(site_id: str, contact: str) -> Progress:
+    return Progress(uuid.uuid4().hex, site_id, identifier_hash(site_id, contact))
+
+
+def save(storage: Storage, progress: Progress) -> None:
+    storage.insert("erasure_requests", [progress.row()])
+
+
+def load(storage: Storage, site_id: str, request_id: str) -> Row | None:
+    rows = storage.query(
+        f"SELECT request_id, status, steps_done, steps_total, identifiers, detail, requested_at, updated_at"
+        f" FROM {storage.database}.erasure_requests FINAL WHERE site_id = {{s:String}} AND request_id = {{r:String}}",
+        {"s": site_id, "r": request_id}, readonly=True,
+    )
+    return rows[0] if rows else None
+
+
+def erasable_tables(storage: Storage) -> list[tuple[str, list[str]]]:
+    """(table, identifier columns) of every MergeTree table of the database that has a site and at
+    least one identifier column; dead letters are matched on their payload instead."""
+    db = storage.database
+    rows = storage.query(
+        "SELECT c.table AS t, groupArray(c.name) AS cols FROM system.columns AS c"
+        " INNER JOIN system.tables AS x ON x.database = c.database AND x.name = c.table"
+        " WHERE c.database = {db:String} AND x.engine LIKE '%MergeTree' AND c.default_kind != 'ALIAS'"
+        " GROUP BY c.table ORDER BY c.table", {"db": db},
+    )
+    out = []
+    for r in rows:
+        cols = [c for c in IDENTIFIER_COLUMNS if c in r["cols"]]
+        if r["t"] not in OWN_TABLES and "site_id" in r["cols"] and cols and r["t"] != "dead_letters":
+            out.append((r["t"], cols))
+    return out
+
+
+def _match(cols: Iterable[str]) -> str:
+    arrays = {"anonymous_id": "a", "user_id": "u", "email": "e", "contact_id": "c", "handle": "h"}
+    return "site_id = {s:String} AND (" + " OR ".join(f"{c} IN {{{arrays[c]}:Array(String)}}" for c in cols) + ")"
+
+
+_PAYLOAD = "if(payload_encoding = 'base64', tryBase64Decode(payload), payload)"
+
+
+def _dead_letter_match(subject: Subject) -> tuple[str, dict[str, Any]]:
+    """Dead letters of the site (or of no known site) whose payload holds an identifier as a JSON
+    string, plain or inside an escaped JSON text (multiSearchAny takes at most 255 needles a call)."""
+    needles = [n.decode() for n in RecordScrubber(subject).needles]
+    chunks = [needles[i:i + 200] for i in range(0, len(needles), 200)] or [[]]
+    params: dict[str, Any] = {"s": subject.site_id}
+    terms = []
+    for i, chunk in enumerate(chunks):
+        params[f"n{i}"] = chunk
+        terms.append(f"multiSearchAny({_PAYLOAD}, {{n{i}:Array(String)}})")
+    return "site_id IN ({s:String}, '') AND (" + " OR ".join(terms) + ")", params
+
+
+class Eraser:
+    """Runs one erasure: suppress, delete from every table, scrub the logs, verify (passes)."""
+
+    def __init__(self, storage: Storage, subject: Subject, progress: Progress,
+                 settle_s: float = 2.0, passes: int = 3) -> None:
+        self.storage = storage
+        self.subject = subject
+        self.progress = progress
+        self.settle_s = settle_s
+        self.passes = passes
+        self.tables = erasable_tables(storage)
+        progress.identifiers = len(subject.identifiers())
+        # suppress, one delete per table, dead-letter replays and dead letters, the logs, verification
+        progress.steps_total = 1 + len(self.tables) + 2 + 1 + 1
+
+    def step(self, detail: str) -> None:
+        self.progress.steps_done += 1
+        self.progress.detail = detail
+        save(self.storage, self.progress)
+
+    def suppress(self) -> None:
+        now = ch_now()
+        s = self.subject
+        self.storage.insert("suppressed_identifiers", [
+            {"site_id": s.site_id, "hash": identifier_hash(s.site_id, i), "request_id": self.progress.request_id,
+             "suppressed_at": now} for i in s.identifiers()])
+        self.step("suppressed; deleting rows")
+
+    def delete(self, record: bool = True) -> None:
+        """One delete per table (a mutation each, waited for)."""
+        db, p = self.storage.database, self.subject.params()
+        for table, cols in self.tables:
+            self.storage.execute(f"ALTER TABLE {db}.{table} DELETE WHERE {_match(cols)} SETTINGS mutations_sync = 2", p)
+            if record:
+                self.step(f"deleted from {table}")
+        where, dp = _dead_letter_match(self.subject)
+        ids = [r["id"] for r in self.storage.query(f"SELECT id FROM {db}.dead_letters WHERE {where}", dp)]
+        if ids:
+            self.storage.execute(f"ALTER TABLE {db}.dead_letter_replays DELETE WHERE dead_letter_id IN"
+                                 " {ids:Array(String)} SETTINGS mutations_sync = 2", {"ids": ids})
+        if record:
+            self.step("deleted dead-letter replays")
+        self.storage.execute(f"ALTER TABLE {db}.dead_letters DELETE WHERE {where} SETTINGS mutations_sync = 2", dp)
+        if record:
+            self.step("deleted dead letters")
+
+    def remaining(self) -> int:
+        """Rows that still match the subject, over every table."""
+        db, p = self.storage.database, self.subject.params()
+        total = 0
+        for table, cols in self.tables:
+            total += int(self.storage.query(f"SELECT count() AS n FROM {db}.{table} WHERE {_match(cols)}", p)[0]["n"])
+        where, dp = _dead_letter_match(self.subject)
+        total += int(self.storage.query(f"SELECT count() AS n FROM {db}.dead_letters WHERE {where}", dp)[0]["n"])
+        return total
+
+    def verify(self, sleep: Callable[[float], None] = time.sleep) -> int:
+        """Wait, count what matches, delete again while anything does; what is left after the passes."""
+        left = 0
+        for _ in range(self.passes):
+            sleep(self.settle_s)
+            left = self.remaining()
+            if not left:
+                break
+            self.delete(record=False)
+        else:
+            left = self.remaining()
+        return left
+
+    def finish(self, left: int) -> None:
+        self.progress.steps_done = self.progress.steps_total
+        self.progress.status = "done" if left == 0 else "failed"
+        self.progress.detail = "erased" if left == 0 else f"{left} row(s) still match after {self.passes} passes"
+        save(self.storage, self.progress)
+
+    def fail(self, reason: str) -> None:
+        self.progress.status = "failed"
+        self.progress.detail = reason[:500]
+        save(self.storage, self.progress)
+
+
+# --- export ---------------------------------------------------------------------------------------------
+
+
+def _parsed(row: Row) -> Row:
+    for c in JSON_COLUMNS:
+        if isinstance(row.get(c), str):
+            try:
+                row[c] = orjson.loads(row[c] or "{}")
+            except orjson.JSONDecodeError:
+                pass  # kept as the text it is
+    return row
+
+
+def export_chunks(storage: Storage, subject: Subject, page_rows: int = 1000) -> Iterator[bytes]:
+    """Everything stored about a subject as one JSON document, in chunks: the small sections first,
+    then the events page by page (keyset on timestamp, message id), so memory stays bounded."""
+    db, p = storage.database, subject.params()
+    sections = {
+        "contacts": f"SELECT * EXCEPT (version) FROM {db}.contacts_data FINAL WHERE site_id = {{s:String}}"
+                    " AND contact_id IN {c:Array(String)} ORDER BY first_seen, contact_id",
+        "identities": f"SELECT anonymous_id, contact_id, user_id, email, min(first_seen) AS first_seen,"
+                      f" max(last_seen) AS last_seen FROM {db}.identities_data WHERE {_match(['anonymous_id'])}"
+                      " GROUP BY anonymous_id, contact_id, user_id, email ORDER BY first_seen, anonymous_id",
+        "sessions": f"SELECT * EXCEPT (version) FROM {db}.sessions_data FINAL WHERE {_match(['anonymous_id'])}"
+                    " ORDER BY start, session_id",
+        "touchpoints": f"SELECT * FROM {db}.touchpoints_data FINAL WHERE {_match(['anonymous_id'])}"
+                       " ORDER BY timestamp, touchpoint_id",
+        "stage_transitions": f"SELECT * FROM {db}.stage_transitions_data FINAL WHERE {_match(['anonymous_id'])}"
+                             " ORDER BY entered_at, stage",
+        "accounts": f"SELECT a.* EXCEPT (version) FROM {db}.accounts_data AS a FINAL WHERE site_id = {{s:String}}"
+                    f" AND group_id IN (SELECT group_id FROM {db}.account_links_data WHERE {_match(['anonymous_id'])})"
+                    " ORDER BY first_seen, group_id",
+    }
+    head = {"site_id": subject.site_id, "contact_id": subject.contact_id, "exported_at": ch_now(),
+            "anonymous_ids": sorted(subject.anonymous_ids), "user_ids": sorted(subject.user_ids),
+            "emails": sorted(subject.emails)}
+    yield orjson.dumps(head)[:-1]
+    for name, sql in sections.items():
+        rows = [_parsed(r) for r in storage.query(sql, p, readonly=True)]
+        yield b',"' + name.encode() + b'":' + orjson.dumps(rows)
+    yield b',"events":['
+    where = _match(["anonymous_id", "user_id", "contact_id"])
+    after: tuple[str, str] | None = None
+    first = True
+    while True:
+        keyset = " AND (timestamp, message_id) > ({t:DateTime64(3, 'UTC')}, {m:String})" if after else ""
+        page = storage.query(
+            f"SELECT * FROM {db}.events WHERE {where}{keyset} ORDER BY timestamp, message_id LIMIT {int(page_rows)}",
+            {**p, **({"t": after[0], "m": after[1]} if after else {})}, readonly=True,
+        )
+        for row in page:
+            yield (b"" if first else b",") + orjson.dumps(_parsed(row))
+            first = False
+        if len(page) < page_rows:
+            break
+        after = (page[-1]["timestamp"], page[-1]["message_id"])
+    yield b"]}"
