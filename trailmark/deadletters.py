@@ -13,6 +13,10 @@ payload type       payload                                replayed to
                    enricher could not read
 ``raw_event``      one unfolded event enrichment failed    the raw topic, folded back into a one-event
                    on (RawEvent)                           RawBatch (``unfold`` gives the same event)
+``client_event``   an item of a raw batch that unfold or   the raw topic, in a one-item RawBatch of the
+                   enrichment refused (as the client       dead letter's site, received at its failure
+                   sent it)                                time (the request's IP and user agent are
+                                                           not kept; the event's context ones are)
 ``enriched_event`` an event the journey builder failed     Kafka: the enriched topic, as it is.
                    on (EnrichedEvent)                      Embedded: the raw topic, folded (one process
                                                            has no enriched topic: it is re-enriched)
@@ -50,7 +54,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from ingest.validate import visitor
-from schemas import SCHEMA_VERSION, Site
+from schemas import SCHEMA_VERSION, Site, bus_time
 from schemas.raw_batch import RawBatch
 from trailmark.bus.base import BusUnavailable, EventBus, Producer
 from trailmark.errors import BadRequest, TrailmarkError, Unavailable
@@ -59,8 +63,8 @@ from trailmark.settings import Settings
 from trailmark.storage import open_storage
 from trailmark.storage.base import Row, Storage, apply_migrations
 
-PayloadType = Literal["raw_batch", "raw_event", "enriched_event", "none"]
-PAYLOAD_TYPES: tuple[PayloadType, ...] = ("raw_batch", "raw_event", "enriched_event", "none")
+PayloadType = Literal["raw_batch", "raw_event", "client_event", "enriched_event", "none"]
+PAYLOAD_TYPES: tuple[PayloadType, ...] = ("raw_batch", "raw_event", "client_event", "enriched_event", "none")
 MAX_PAGE = 1000
 # Filtering by payload type while sorting by (failed_at, id) sends ClickHouse 25's query-plan optimizer into its
 # step limit (TOO_MANY_QUERY_PLAN_OPTIMIZATIONS; both expressions hash the same columns). The table
@@ -75,6 +79,7 @@ PAYLOAD_TYPE_SQL = (
     " stage = 'enrich' AND JSONHas(payload, 'site_id') AND JSONHas(payload, 'body'), 'raw_batch',"
     " stage = 'enrich' AND JSONHas(payload, 'site_id') AND JSONHas(payload, 'message_id'), 'raw_event',"
     " stage = 'journeys' AND JSONHas(payload, 'site_id') AND JSONHas(payload, 'message_id'), 'enriched_event',"
+    " stage = 'enrich' AND NOT JSONHas(payload, 'site_id') AND site_id != '', 'client_event',"
     " 'none')"
 )
 
@@ -218,6 +223,12 @@ def outgoing(row: Row, settings: Settings) -> Outgoing | str:
         return "unreadable payload: nothing a stage reads can be made of it"
     try:
         payload = orjson.loads(_payload_bytes(row))
+        if ptype == "client_event":
+            received = datetime.fromisoformat(row["failed_at"]).replace(tzinfo=UTC)
+            batch: RawBatch = {"v": SCHEMA_VERSION, "site_id": row["site_id"], "received_at": bus_time(received),
+                               "ip": "", "user_agent": "", "body": {"batch": [payload], "sentAt": None}}
+            ids = [str(payload["messageId"])] if payload.get("messageId") else []
+            return Outgoing(bus.topic_raw, [(record_key(row["site_id"], payload), orjson.dumps(batch))], ids)
         site_id = payload["site_id"]
         if ptype == "raw_batch":
             events = [e for e in (payload.get("body") or {}).get("batch") or () if isinstance(e, dict)]

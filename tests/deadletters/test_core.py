@@ -215,3 +215,18 @@ def test_on_kafka_an_enriched_event_goes_to_the_enriched_topic_as_it_was(store: 
     bad_batch = {**rows["raw_batch"], "payload_type": "raw_batch", "payload": '{"site_id": 1, "body": 5}'}
     wrong = outgoing(bad_batch, settings)
     assert isinstance(wrong, str) and "not a raw_batch" in wrong
+
+
+def test_a_refused_client_event_goes_back_in_a_raw_batch_of_its_site(store: Storage, settings: Settings) -> None:
+    item = {"anonymousId": "c1", "messageId": "mc1", "event": "Signed Up"}  # no type: unfold refused it
+    store.insert("dead_letters", [row("enrich", "invalid", "not an event: KeyError: 'type'", orjson.dumps(item),
+                                      "13:00")])
+    dl = DeadLetters(lambda: store, lambda: None, settings)  # type: ignore[arg-type,return-value]
+    [listed] = run(dl.list(Filter(), None, 50))["rows"]
+    assert listed["payload_type"] == "client_event"
+    out = outgoing({**listed, "payload": orjson.dumps(item).decode(), "payload_encoding": "utf-8"}, settings)
+    assert not isinstance(out, str) and out.topic == settings.bus.topic_raw and out.message_ids == ["mc1"]
+    [(key, value)] = out.records
+    batch = orjson.loads(value)
+    assert key == b"s1:c1" and batch["site_id"] == "s1" and batch["body"]["batch"] == [item]
+    assert batch["received_at"] == "2026-11-02T13:00:00Z"  # when it failed: the request's time is not kept
