@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from journey_builder.privacy import SUPPRESSED, Suppression
+from journey_builder.privacy import NO_CONSENT, SUPPRESSED, Suppression, consent_of
 from journey_builder.stages import PURCHASE, STAGES, StageRules
 from schemas import EnrichedEvent
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
@@ -319,7 +319,7 @@ class JourneyBuilder:
                                "field_sources": {}, "first_seen": "", "last_seen": "", "country": ""}
         for f in CONTACT_FIELDS:
             row[f] = False if f in ("email_free", "email_disposable") else ""
-        return row
+        return {**row, **NO_CONSENT, "consent_at": CH_EPOCH}
 
     def _contact(self, site_id: str, contact_id: str) -> dict[str, Any]:
         key = (site_id, contact_id)
@@ -504,6 +504,10 @@ class JourneyBuilder:
             c["user_id"] = ev["user_id"]
         if ev["geo_country"]:
             c["country"] = ev["geo_country"]
+        consent = consent_of(ev["context"])
+        if consent["consent"]:  # the latest event that says something about consent sets it
+            c.update(consent)
+            c["consent_at"] = ch_time(ev["timestamp"])
         traits = _merged_traits(c["traits"], ev["traits"] if person else {})
         traits_json = orjson.dumps(traits).decode()  # see _merged_traits
         c["traits"] = traits
@@ -534,6 +538,7 @@ class JourneyBuilder:
                 row[f] = CH_EPOCH
         for f in ("properties", "traits", "context"):
             row[f] = orjson.dumps(row[f]).decode()
+        row.update(consent_of(ev["context"]))
         return row
 
     # ---- writing --------------------------------------------------------------------------------

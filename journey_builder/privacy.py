@@ -134,6 +134,31 @@ def resolve_subject(storage: Storage, site_id: str, contact: str) -> Subject | N
     return sub
 
 
+# --- consent (stored with every event and with the contact) ---------------------------------------------
+
+NO_CONSENT: dict[str, Any] = {"consent": "", "consent_dnt": False, "consent_cookieless": False,
+                              "consent_categories": []}
+
+
+def consent_of(context: object) -> dict[str, Any]:
+    """The consent columns of an event, from ``context.consent``: trailmark.js sends
+    ``[choice, DNT or GPC, ids stored]`` (choice 1: opted in, null: no choice; an opted-out visitor
+    sends nothing); Segment's consent object is read from its ``categoryPreferences``."""
+    sent = context.get("consent") if isinstance(context, dict) else None
+    if isinstance(sent, list):
+        choice = sent[0] if sent else None
+        return {"consent": "granted" if choice == 1 else "denied" if choice == 0 else "none",
+                "consent_dnt": len(sent) > 1 and bool(sent[1]),
+                "consent_cookieless": len(sent) > 2 and sent[2] is False, "consent_categories": []}
+    if isinstance(sent, dict):
+        prefs = sent.get("categoryPreferences")
+        prefs = prefs if isinstance(prefs, dict) else {}
+        granted = sorted(str(k)[:100] for k, v in prefs.items() if v is True)[:100]
+        return {"consent": "granted" if granted else "denied" if prefs else "none", "consent_dnt": False,
+                "consent_cookieless": False, "consent_categories": granted}
+    return dict(NO_CONSENT)
+
+
 # --- suppression (read by the journey builder) --------------------------------------------------------
 
 

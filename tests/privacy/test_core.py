@@ -135,3 +135,31 @@ def test_a_raw_batch_in_the_log_loses_only_the_erased_events() -> None:
     assert scrub(dead) is None
     unrelated = orjson.dumps({"stage": "journeys", "payload": orjson.dumps({"user_id": "u-jane2"}).decode()})
     assert scrub(unrelated) == unrelated
+
+
+def test_consent_is_stored_with_each_event_and_the_contact(journey: Journey) -> None:
+    e = journey.event
+
+    def with_consent(ev: dict[str, Any], consent: object) -> dict[str, Any]:
+        ev["context"]["consent"] = consent
+        return ev
+
+    journey.send(
+        with_consent(e("page", "c-1", 0), [None, True, False]),  # no choice yet, GPC on, cookieless
+        with_consent(e("identify", "c-1", 1, user_id="u-c"), [1, False, True]),  # opted in
+        with_consent(e("page", "seg-1", 2), {"categoryPreferences": {"Analytics": True, "Advertising": False}}),
+        with_consent(e("page", "seg-2", 3), {"categoryPreferences": {"Analytics": False}}),
+        e("page", "server-1", 4),  # a server-side SDK: no consent at all
+    )
+    rows = journey.sql("SELECT anonymous_id, type, consent, consent_dnt, consent_cookieless, consent_categories"
+                       " FROM {db}.events ORDER BY timestamp")
+    assert [(r["anonymous_id"], r["consent"], r["consent_dnt"], r["consent_cookieless"], r["consent_categories"])
+            for r in rows] == [
+        ("c-1", "none", True, True, []), ("c-1", "granted", False, False, []),
+        ("seg-1", "granted", False, False, ["Analytics"]), ("seg-2", "denied", False, False, []),
+        ("server-1", "", False, False, [])]
+    [contact] = journey.sql("SELECT consent, consent_dnt, consent_at FROM {db}.contacts")
+    assert contact["consent"] == "granted" and not contact["consent_dnt"]
+    assert contact["consent_at"].startswith("2026-11-02 09:01:00")
+    # /v1/sql users filter on it like any column
+    assert journey.sql("SELECT count() AS n FROM {db}.events WHERE consent = 'granted' AND NOT consent_dnt")[0]["n"] == 2

@@ -4,9 +4,9 @@ import { N, opt } from './config.js'
 import { kv } from './store.js'
 
 const KEY = 'tm_consent' // localStorage: 1 opted in, 0 opted out
-let choice = kv(KEY, undefined, 1)
+export let choice = kv(KEY, undefined, 1)
 
-const dnt = () => N.doNotTrack == 1 || N.globalPrivacyControl
+export const dnt = () => N.doNotTrack == 1 || N.globalPrivacyControl
 
 // nothing may be sent or stored
 export const blocked = () => choice == 0 || (choice != 1 && (opt('requireConsent') || (opt('respectDnt') && dnt())))

@@ -1,6 +1,6 @@
 // Builds Segment-compatible events (common fields + context) and hands them to the transport.
 import { D, L, N, iso, uuid } from './config.js'
-import { blocked } from './consent.js'
+import { blocked, canStore, choice, dnt } from './consent.js'
 import { ids, session } from './identity.js'
 import { enqueue } from './transport.js'
 
@@ -30,6 +30,9 @@ const context = () => {
     campaign,
     library: { name: 'trailmark.js', version: '0.1.0' },
     sessionId: session(),
+    // [1 opted in, or null: no choice made; DNT or GPC on; ids stored (false: cookieless)]; an
+    // opt-out sends nothing at all
+    consent: [choice, dnt(), canStore()],
   }
 }
 

@@ -120,7 +120,8 @@ _NAME = r"(?P<db>[A-Za-z_][A-Za-z0-9_]*)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
 _CREATE_DATABASE = re.compile(r"CREATE DATABASE IF NOT EXISTS (?P<db>[A-Za-z_][A-Za-z0-9_]*)\Z")
 _CREATE_TABLE = re.compile(rf"CREATE TABLE IF NOT EXISTS {_NAME}(?P<rest>\s.*)\Z", re.S)
 _ENGINE = re.compile(r"\bENGINE = (?P<family>[A-Za-z]*)MergeTree(?:\((?P<args>[^()]*)\))?")
-_CREATE_VIEW = re.compile(rf"CREATE VIEW IF NOT EXISTS {_NAME}(?P<rest>\s+AS\s.*)\Z", re.S)
+# OR REPLACE: a view over ``SELECT *`` is redefined by a migration that adds columns to its table
+_CREATE_VIEW = re.compile(rf"CREATE (?P<how>VIEW IF NOT EXISTS|OR REPLACE VIEW) {_NAME}(?P<rest>\s+AS\s.*)\Z", re.S)
 _CREATE_MV = re.compile(rf"CREATE MATERIALIZED VIEW IF NOT EXISTS {_NAME}"
                         rf"(?P<rest>\s+TO {_NAME.replace('db', 'tdb').replace('name', 'target')}\s+AS\s.*)\Z", re.S)
 _ALTER = re.compile(rf"ALTER TABLE {_NAME}(?P<rest>\s.*)\Z", re.S)
@@ -153,7 +154,7 @@ class ClusterRenderer:
         if m := _CREATE_TABLE.match(statement):
             return self._table(m["db"], m["name"], m["rest"], statement)
         if m := _CREATE_VIEW.match(statement):  # reads the public (Distributed) names: sees every shard
-            return [f"CREATE VIEW IF NOT EXISTS {m['db']}.{m['name']}{self.on}{m['rest']}"]
+            return [f"CREATE {m['how']} {m['db']}.{m['name']}{self.on}{m['rest']}"]
         if m := _CREATE_MV.match(statement):  # fires on each shard's inserts: local tables in, local out
             return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {m['db']}.{m['name']}{self.on}"
                     + self._to_local(m["db"], m["rest"])]
