@@ -16,7 +16,7 @@ import hashlib
 import re
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from ingest.sites import SiteKeys, basic_auth_user
 from ingest.validate import MAX_DEPTH, check_event, describe, describe_exc, too_deep, visitor
-from schemas import INCOMING_BATCH, INCOMING_EVENT, SCHEMA_VERSION, Site, bus_time
+from schemas import INCOMING_BATCH, INCOMING_EVENT, SCHEMA_VERSION, IncomingBatch, Site, bus_time
 from trailmark.bus.base import BusUnavailable, Producer
 from trailmark.ratelimit import EdgeLimits, retry_after
 from trailmark.settings import CollectorSettings
@@ -379,6 +379,24 @@ class Collector:
         return Response(self.script.body, media_type="application/javascript", headers=headers)
 
 
+_ERROR = {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                          "error": {"type": "string"}}}
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "accepted (``rejected`` lists the events refused alone)"},
+    **{status: {"description": what, "content": {"application/json": {"schema": _ERROR}}} for status, what in (
+        (400, "not JSON, not UTF-8, nested too deep, not a batch"), (401, "missing or unknown write key"),
+        (403, "a read key, or an origin the site does not allow"), (413, "over the size or event limits"),
+        (429, "rate limited (Retry-After)"), (503, "event log unavailable (Retry-After)"))},
+}
+
+
+def _single(collector: Collector, kind: str) -> Callable[[Request], Awaitable[Response]]:
+    async def single(request: Request) -> Response:
+        return await collector.ingest(request, kind)
+
+    return single
+
+
 def collector_router(collector: Collector) -> APIRouter:
     router = APIRouter(tags=["collector"])
 
@@ -389,15 +407,15 @@ def collector_router(collector: Collector) -> APIRouter:
     # ~20 % of a batch's time); the APIRoute below with the same path documents it in OpenAPI.
     router.routes.append(Route("/v1/batch", fast_batch, methods=["POST"]))
 
-    @router.post("/v1/batch", summary="Segment batch: {batch: [...], sentAt, writeKey?}")
-    async def batch(request: Request) -> Response:
-        return await collector.ingest(request, None)
+    @router.post("/v1/batch", summary="Segment batch: {batch: [...], sentAt, writeKey?}", responses=ANSWERS)
+    async def batch(body: IncomingBatch) -> Response:  # documents the body; requests take the route above
+        raise AssertionError("unreachable: POST /v1/batch is served by fast_batch")
 
+    one_event = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/IncomingEvent"}}}}}
     for name in SINGLE_TYPES:
-        async def single(request: Request, _type: str = name) -> Response:
-            return await collector.ingest(request, _type)
-
-        router.add_api_route(f"/v1/{name}", single, methods=["POST"], summary=f"Segment {name} call")
+        router.add_api_route(f"/v1/{name}", _single(collector, name), methods=["POST"], responses=ANSWERS,
+                             summary=f"Segment {name} call", openapi_extra=one_event)
 
     for short, kind in SHORT_PATHS.items():  # aliases, left out of the OpenAPI document
         async def alias(request: Request, _type: str | None = kind) -> Response:

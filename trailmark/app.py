@@ -32,7 +32,7 @@ from trailmark.ratelimit import EdgeLimits
 from trailmark.runtime import StageRunner, dead_letter_sink, embedded_runner, enrich_runner, journey_runner
 from trailmark.settings import Settings
 from trailmark.storage import Storage, StorageUnavailable, apply_migrations, open_storage
-from trailmark.web import NoSniff, add_docs, add_metrics
+from trailmark.web import NoSniff, add_docs, add_metrics, openapi_errors_as_400
 
 log = logging.getLogger("trailmark")
 ROLES = frozenset({"collector", "enricher", "journeys"})
@@ -231,6 +231,7 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
     app.state.runtime = runtime
     app.add_middleware(NoSniff)
     add_docs(app)
+    openapi_errors_as_400(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

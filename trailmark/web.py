@@ -111,3 +111,25 @@ def bearer_site(request: Request, limits: EdgeLimits, keys: Mapping[bytes, Site]
                 raise HTTPException(403, message)
         raise HTTPException(401, f"unknown {kind}", headers={"WWW-Authenticate": "Bearer"})
     return found
+
+
+def openapi_errors_as_400(app: FastAPI) -> None:
+    """The OpenAPI document says what the app answers: a request that fails validation gets 400
+    (create_app's handler), not FastAPI's default 422; its body is ``{"error", "detail"}``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        error = {"type": "object", "properties": {"error": {"type": "string"}, "detail": {}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", {"description": "invalid request",
+                                                 "content": {"application/json": {"schema": error}}})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

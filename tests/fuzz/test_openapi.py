@@ -62,7 +62,7 @@ def api(fuzzed: Server) -> Any:
 
 
 def is_write(method: str, path: str) -> bool:
-    return method == "POST" and path.startswith("/v1/") and path != "/v1/sql"
+    return method == "POST" and path.startswith("/v1/") and path != "/v1/sql" and not path.startswith("/v1/admin/")
 
 
 def auth(server: Server, method: str, path: str, kind: str) -> dict[str, str]:
