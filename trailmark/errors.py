@@ -5,14 +5,19 @@ the stage runner and the HTTP layer act on the branch, never on a library's exce
     TrailmarkError
     ├── Unavailable        a dependency cannot serve right now: retry, do not commit (HTTP 503)
     │   ├── BusUnavailable         (trailmark.bus.base)   broker or event log
-    │   └── StorageUnavailable     (trailmark.storage.base) ClickHouse / chDB
+    │   ├── StorageUnavailable     (trailmark.storage.base) ClickHouse / chDB
+    │   └── ReplayUnavailable      (trailmark.deadletters) no server and no direct access for a replay
     ├── Rejected           this record or query is at fault: dead-letter it (stages) or 400 (HTTP)
     │   ├── QueryError             (trailmark.storage.base) ClickHouse refused the statement
     │   └── PoisonEvent            (enrich.errors) an event enrichment cannot process
     ├── BadRequest         a client's request is invalid (HTTP 4xx with the reason)
-    │   └── SqlRefused             (journey_builder.sql_sandbox) not a query the SQL endpoint runs
+    │   ├── SqlRefused             (journey_builder.sql_sandbox) not a query the SQL endpoint runs
+    │   ├── BadQuery               (journey_builder.analytics) a read's parameters cannot be used
+    │   ├── BadFilter              (trailmark.deadletters) a dead-letter filter cannot be used
+    │   └── RequestRefused         (trailmark.deadletters) the server refused a CLI request
     └── ConfigError        settings or keys.json are unusable: the process stops with the reason
-        └── KeysError              (trailmark.keys)
+        ├── KeysError              (trailmark.keys)
+        └── ClusterDDLError        (trailmark.storage.base) a DDL statement cannot be rendered for a cluster
 
 ``BusError`` and ``StorageError`` remain the bases of their adapters' errors for callers that only
 care which dependency failed.
