@@ -171,7 +171,10 @@ class EmbeddedConsumer:
         deadline = loop.time() + timeout_s
         while True:
             self._wake.clear()
-            messages, next_row = await asyncio.to_thread(self._read, max_records)
+            try:
+                messages, next_row = await asyncio.to_thread(self._read, max_records)
+            except sqlite3.OperationalError as exc:  # locked, I/O: retry; a damaged row is not (health)
+                raise BusUnavailable(f"embedded log read failed: {exc}") from exc
             if messages:
                 self._position = next_row
                 return messages
@@ -202,7 +205,10 @@ class EmbeddedConsumer:
         """Commit up to a position taken earlier, while later polls are still being processed."""
         assert isinstance(position, int)
         if position > self._committed:
-            await asyncio.to_thread(self._commit, position)
+            try:
+                await asyncio.to_thread(self._commit, position)
+            except sqlite3.OperationalError as exc:
+                raise BusUnavailable(f"embedded log commit failed: {exc}") from exc
             self._committed = position
 
     def on_revoke(self, callback: Callable[[], None]) -> None:
