@@ -159,6 +159,43 @@ def consent_of(context: object) -> dict[str, Any]:
     return dict(NO_CONSENT)
 
 
+# --- retention ---------------------------------------------------------------------------------------------
+
+RETENTION_TABLES = ("events", "sessions_data", "touchpoints_data", "stage_transitions_data")  # migration 008
+
+
+def retention_expression(days_by_site: dict[str, int], default_days: int) -> str:
+    """``retention_days`` of a row as SQL: its site's days, else the default (0: kept for good)."""
+    sites = sorted(days_by_site)
+    if not sites:
+        return str(int(default_days))
+    names = "[" + ", ".join("'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'" for s in sites) + "]"
+    days = "[" + ", ".join(str(int(days_by_site[s])) for s in sites) + "]"
+    return f"toUInt16(transform(site_id, {names}, {days}, {int(default_days)}))"
+
+
+def apply_retention(storage: Storage, days_by_site: dict[str, int], default_days: int = 0) -> list[str]:
+    """Make each retention table's ``retention_days`` DEFAULT the current settings (rows written from
+    now on carry their site's days), and, where that DEFAULT changed, update the rows already stored
+    (a mutation; their TTL follows at the next merge). Returns the tables changed."""
+    db, expr = storage.database, retention_expression(days_by_site, default_days)
+    current = {r["table"]: r["default_expression"] for r in storage.query(
+        "SELECT table, default_expression FROM system.columns WHERE database = {db:String}"
+        " AND name = 'retention_days'", {"db": db})}
+    probe = storage.query("SELECT formatQuerySingleLine('SELECT ' || {e:String}) AS q", {"e": expr})[0]["q"]
+    changed = []
+    for table in RETENTION_TABLES:
+        now = storage.query("SELECT formatQuerySingleLine('SELECT ' || {e:String}) AS q",
+                            {"e": current.get(table) or "0"})[0]["q"]
+        if table not in current or now == probe:
+            continue
+        storage.execute(f"ALTER TABLE {db}.{table} MODIFY COLUMN retention_days UInt16 DEFAULT {expr}")
+        storage.execute(f"ALTER TABLE {db}.{table} UPDATE retention_days = {expr} WHERE retention_days != {expr}"
+                        " SETTINGS mutations_sync = 2")
+        changed.append(table)
+    return changed
+
+
 # --- suppression (read by the journey builder) --------------------------------------------------------
 
 

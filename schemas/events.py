@@ -167,6 +167,7 @@ class Site(TypedDict):
     origins: list[str]
     keep_full_ip: NotRequired[bool]
     admin_key: NotRequired[str]  # erase and export a contact's data (keys.json; added at start when missing)
+    retention_days: NotRequired[int]  # days its events and journeys are kept (0: for good; default: settings)
 
 
 def _enriched_defaults() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from ingest.app import Collector, collector_router
 from ingest.sites import SiteKeys
+from journey_builder.privacy import apply_retention
 from journey_builder.privacy_api import privacy_router
 from journey_builder.read_api import read_router
 from schemas import Site
@@ -121,6 +122,8 @@ class Runtime:
         if "journeys" in self.roles and self.storage is None:
             storage = await asyncio.to_thread(open_storage, self.settings)
             await asyncio.to_thread(apply_migrations, storage, self.settings.storage)
+            retention = {s["site_id"]: s["retention_days"] for s in self.sites if "retention_days" in s}
+            await asyncio.to_thread(apply_retention, storage, retention, self.settings.privacy.retention_days)
             self.storage = storage
 
     async def _bring_up_later(self) -> None:

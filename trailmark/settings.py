@@ -142,6 +142,9 @@ class PrivacySettings(BaseModel):
     erase_settle_s: float = 2.0
     erase_passes: int = 3
     export_page_rows: int = 1000  # events read per query while an export streams
+    # days events, sessions, touchpoints and stage entries are kept (ClickHouse TTL, applied at merges);
+    # 0 keeps them for good. A site's own "retention_days" in keys.json wins over this.
+    retention_days: int = 0
 
 
 class HealthSettings(BaseModel):

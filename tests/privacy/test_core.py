@@ -162,4 +162,36 @@ def test_consent_is_stored_with_each_event_and_the_contact(journey: Journey) -> 
     assert contact["consent"] == "granted" and not contact["consent_dnt"]
     assert contact["consent_at"].startswith("2026-11-02 09:01:00")
     # /v1/sql users filter on it like any column
-    assert journey.sql("SELECT count() AS n FROM {db}.events WHERE consent = 'granted' AND NOT consent_dnt")[0]["n"] == 2
+    granted = journey.sql("SELECT count() AS n FROM {db}.events WHERE consent = 'granted' AND NOT consent_dnt")
+    assert granted[0]["n"] == 2
+
+
+def test_rows_older_than_the_sites_retention_disappear_at_the_next_merge(journey: Journey) -> None:
+    e = journey.event
+    old, recent = -400 * 1440, 0  # 400 days before T0, and T0 (a few weeks ago at most)
+    journey.send(e("page", "r-1", old), e("track", "r-1", old + 1, event="Order Completed"),
+                 e("page", "r-2", recent), e("track", "r-2", recent + 1, event="Order Completed"))
+    store, db = journey.storage, journey.storage.database
+
+    def merged_counts() -> dict[str, int]:
+        out = {}
+        for table in privacy.RETENTION_TABLES:
+            store.execute(f"OPTIMIZE TABLE {db}.{table} FINAL")
+            out[table] = int(store.query(f"SELECT count() AS n FROM {db}.{table}")[0]["n"])
+        return out
+
+    kept = merged_counts()
+    assert kept["events"] == 4 and kept["sessions_data"] == 2 and kept["stage_transitions_data"] > 0
+    assert privacy.apply_retention(store, {}, 0) == []  # unchanged settings: nothing to do
+    assert merged_counts() == kept  # no retention: kept for good
+
+    assert privacy.apply_retention(store, {"s1": 200, "other": 7}, 0) == list(privacy.RETENTION_TABLES)
+    assert privacy.apply_retention(store, {"s1": 200, "other": 7}, 0) == []  # applied once
+    after = merged_counts()
+    assert after["events"] == 2 and after["sessions_data"] == 1
+    assert all(0 < after[t] < kept[t] for t in privacy.RETENTION_TABLES)
+    assert {r["anonymous_id"] for r in store.query(f"SELECT anonymous_id FROM {db}.events")} == {"r-2"}
+    # rows written from now on carry the site's retention
+    journey.send(e("page", "r-3", recent + 2))
+    written = store.query(f"SELECT retention_days FROM {db}.events WHERE anonymous_id = 'r-3'")
+    assert written == [{"retention_days": 200}]
