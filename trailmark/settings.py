@@ -9,11 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class EnrichSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: built once (in the CLI, from the environment), then never changed."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class EnrichSettings(Section):
     """Enrichment: every step can be switched off; data files are local paths only."""
 
     user_agent: bool = True
@@ -42,7 +48,7 @@ class EnrichSettings(BaseModel):
     max_clock_skew_s: float = 7 * 24 * 3600
 
 
-class CollectorSettings(BaseModel):
+class CollectorSettings(Section):
     max_body_bytes: int = 512 * 1024  # as Segment: 500 KB per batch request
     max_batch_events: int = 2500
     # take the client IP from the last X-Forwarded-For entry (the one your proxy added): set it behind
@@ -62,7 +68,7 @@ class CollectorSettings(BaseModel):
     rate_limit_exempt: list[str] = ["127.0.0.0/8", "::1/128"]  # networks no limit applies to
 
 
-class BusSettings(BaseModel):
+class BusSettings(Section):
     kind: Literal["embedded", "kafka"] = "embedded"
     topic_raw: str = "trailmark.raw"
     topic_enriched: str = "trailmark.enriched"
@@ -90,7 +96,7 @@ class BusSettings(BaseModel):
     truncate_interval_s: float = 30.0
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(Section):
     database: str = "trailmark"
     batch_rows: int = 20000  # the journey builder writes at most this many events per insert
     flush_interval_s: float = 0.5
@@ -106,7 +112,7 @@ class StorageSettings(BaseModel):
     query_timeout_s: float = 120.0  # read timeout of one request; /v1/sql limits itself below it
 
 
-class JourneySettings(BaseModel):
+class JourneySettings(Section):
     session_timeout_s: int = 30 * 60
     conversions: list[str] = ["Order Completed", "Signed Up", "$form_submit", "form_submit"]
     lookback_days: int = 30
@@ -115,7 +121,7 @@ class JourneySettings(BaseModel):
     include_bots: bool = False
 
 
-class SqlSettings(BaseModel):
+class SqlSettings(Section):
     """Limits of ``/v1/sql`` (and ``trailmark sql``): ClickHouse enforces them per query, the read API
     bounds how many run at once so data-team queries never starve the collector or the journey reads."""
 
@@ -134,7 +140,7 @@ class SqlSettings(BaseModel):
                                 "data_type_families", "time_zones"]
 
 
-class PrivacySettings(BaseModel):
+class PrivacySettings(Section):
     """Erasure, export and retention of contacts' data (journey_builder/privacy.py, README "Privacy")."""
 
     # an erasure waits this long between passes: a journey-builder batch that passed the suppression
@@ -147,7 +153,7 @@ class PrivacySettings(BaseModel):
     retention_days: int = 0
 
 
-class HealthSettings(BaseModel):
+class HealthSettings(Section):
     """When a stage counts as unhealthy: /readyz answers 503 and trailmark_stage_healthy is 0."""
 
     crash_loop_restarts: int = 3  # restarts without a committed batch in between
@@ -157,7 +163,7 @@ class HealthSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TRAILMARK_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
+        env_prefix="TRAILMARK_", env_nested_delimiter="__", extra="ignore", populate_by_name=True, frozen=True
     )
 
     host: str = "127.0.0.1"

@@ -73,9 +73,7 @@ def store(storage: Storage) -> Storage:
 
 @pytest.fixture
 def settings(store: Storage, tmp_path: Any) -> Settings:
-    s = Settings(data_dir=tmp_path)
-    s.storage.database = store.database
-    return s
+    return Settings(data_dir=tmp_path, storage={"database": store.database})
 
 
 def row(stage: str, kind: str, reason: str, payload: bytes, at: str) -> dict[str, Any]:
@@ -204,7 +202,7 @@ def test_replay_sends_each_kind_where_its_stage_reads_and_records_it(store: Stor
 def test_on_kafka_an_enriched_event_goes_to_the_enriched_topic_as_it_was(store: Storage,
                                                                         settings: Settings) -> None:
     rows = seed(store)
-    settings.bus.kind = "kafka"
+    settings = settings.model_copy(update={"bus": settings.bus.model_copy(update={"kind": "kafka"})})
     enriched = {**rows["enriched_event"], "payload_type": "enriched_event"}
     out = outgoing(enriched, settings)
     assert not isinstance(out, str)

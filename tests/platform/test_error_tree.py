@@ -42,3 +42,15 @@ def test_every_exception_the_project_defines_is_in_the_tree() -> None:
                 if obj.__module__ == name and issubclass(obj, BaseException) and not issubclass(obj, TrailmarkError):
                     strays.append(f"{name}.{obj.__name__}")
     assert not strays, f"exceptions outside trailmark.errors' tree: {strays}"
+
+
+def test_settings_cannot_change_after_they_are_built() -> None:
+    from pydantic import ValidationError
+
+    from trailmark.settings import Settings
+
+    s = Settings(port=9001)
+    with pytest.raises(ValidationError):
+        s.port = 1  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        s.bus.kind = "kafka"  # type: ignore[misc]
