@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from journey_builder.privacy import NO_CONSENT, SUPPRESSED, Suppression, consent_of
+from journey_builder.privacy import NO_CONSENT, Suppression, consent_of
 from journey_builder.stages import PURCHASE, STAGES, StageRules
 from schemas import EnrichedEvent
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
@@ -208,9 +208,7 @@ class JourneyBuilder:
             self.email_contacts.clear()
         erased = self.suppression.erased(events)  # type: ignore[arg-type]  # TypedDicts are dicts
         kept = [ev for ev, gone in zip(events, erased, strict=True) if not gone]
-        out.skipped_erased = len(events) - len(kept)
-        if out.skipped_erased:
-            SUPPRESSED.labels("erased").inc(out.skipped_erased)
+        out.skipped_erased = len(events) - len(kept)  # counted by the runner (trailmark_stage_dropped_total)
         return kept
 
     def _load_visitors(self, events: Iterable[EnrichedEvent]) -> None:

@@ -36,15 +36,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from prometheus_client import Counter
 
 from journey_builder import queries
 from schemas.times import ch_now
 from trailmark.storage.base import Row, Storage
 
-SUPPRESSED = Counter("trailmark_journeys_dropped_total",
-                     "Events the journey builder dropped on purpose, by reason (erased: an identifier of "
-                     "the event was erased)", ["reason"])
 MUTATION = {"mutations_sync": 2}
 IDENTIFIER_COLUMNS = ("anonymous_id", "user_id", "email", "contact_id", "handle")
 # tables an erasure writes itself; they hold hashes and counts, never an identifier

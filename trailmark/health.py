@@ -31,7 +31,6 @@ class StageHealth:
     def __init__(self, stage: str, settings: HealthSettings) -> None:
         self.stage = stage
         self.settings = settings
-        self.restarts = 0
         self.crashes_in_a_row = 0
         self.last_error = ""
         self.last_progress = time.monotonic()
@@ -54,7 +53,6 @@ class StageHealth:
         self.busy_since = time.monotonic()
 
     def crashed(self, exc: BaseException) -> None:
-        self.restarts += 1
         self.crashes_in_a_row += 1
         self.last_error = _describe(exc)[:300]
         self.busy_since = None

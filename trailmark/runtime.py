@@ -172,8 +172,7 @@ class BuildStage:
         if not events:
             return []
         try:
-            await asyncio.to_thread(self.builder.process, events)
-            return []
+            out = await asyncio.to_thread(self.builder.process, events)
         except Unavailable:
             raise
         except Exception as exc:
@@ -183,6 +182,13 @@ class BuildStage:
                 return [Failed(b"", "build_failed", describe(exc), events[0])]
             log.warning("journeys: batch of %d failed (%s), splitting it to find the bad events",
                         len(events), describe(exc)[:300])
+        else:
+            # events the builder skips on purpose: already stored (a redelivery, a replay), or of an
+            # erased contact; both are counted, neither is written again
+            for reason, n in (("duplicate", out.skipped_duplicates), ("erased", getattr(out, "skipped_erased", 0))):
+                if n:
+                    DROPPED.labels("journeys", reason).inc(n)
+            return []
         half = len(events) // 2
         return await self._build(events[:half]) + await self._build(events[half:])
 

@@ -64,6 +64,10 @@ def test_an_event_300_arrays_deep_is_dead_lettered_and_later_events_are_stored(s
     assert rows[0]["payload"].count("[") >= 300, "the payload keeps the event's content"
     assert srv.sql(f"SELECT count() AS n FROM trailmark.events WHERE message_id = '{mid}'") == [{"n": 0}]
     no_restarts(srv)
+    # counted as what it is (issue 10, defect 5: dead letters were counted as ok)
+    stage = "enrich+journeys"
+    assert metric(srv, "trailmark_stage_records_total", stage=stage, outcome="dead_letter") == 1
+    assert metric(srv, "trailmark_stage_records_total", stage=stage, outcome="ok") == 1  # the later event
     wait_consumed(srv, DEAD_LETTER, "trailmark-dead-letters")
     srv.stop()
     stored = offline_query(srv, "SELECT stage, reason FROM trailmark.dead_letters"
