@@ -200,15 +200,16 @@ class Collector:
 
     def authenticate(self, request: Request, key: Any) -> Site | Response:
         """The site of a write key, or the answer: 401 (counted against the client IP's wrong-key
-        allowance), 403 for a read key, 429 when the key is over its rate limit."""
+        allowance), 403 for a read or admin key, 429 when the key is over its rate limit."""
         ip = self.client_ip(request)
         if not isinstance(key, str) or not key:
             self.limits.wrong_key(ip)
             return _error(401, "missing write key (HTTP Basic user name or writeKey in the body)")
         site = self.keys.by_write_key(key)
         if site is None:
-            if self.keys.is_read_key(key):
-                return _error(403, "a read key cannot write; use the site's write key")
+            if (kind := self.keys.other_kind(key)) is not None:
+                article = "an" if kind == "admin" else "a"
+                return _error(403, f"{article} {kind} key cannot write; use the site's write key")
             self.limits.wrong_key(ip)
             return _error(401, "unknown write key")
         if wait := self.limits.for_key(ip, site["site_id"]):

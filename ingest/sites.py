@@ -1,4 +1,4 @@
-"""Key lookup for the collector: write keys identify a site; read keys never write."""
+"""Key lookup for the collector: write keys identify a site; read and admin keys never write."""
 
 from __future__ import annotations
 
@@ -17,17 +17,21 @@ class SiteKeys:
 
     by_write_digest: dict[bytes, Site] = field(default_factory=dict)
     by_read_digest: dict[bytes, Site] = field(default_factory=dict)
+    by_admin_digest: dict[bytes, Site] = field(default_factory=dict)
 
     @classmethod
     def of(cls, sites: Iterable[Site]) -> SiteKeys:
         sites = list(sites)
-        return cls(index_keys(sites, "write_key"), index_keys(sites, "read_key"))
+        return cls(index_keys(sites, "write_key"), index_keys(sites, "read_key"), index_keys(sites, "admin_key"))
 
     def by_write_key(self, key: object) -> Site | None:
         return find_site(self.by_write_digest, key)
 
-    def is_read_key(self, key: object) -> bool:
-        return find_site(self.by_read_digest, key) is not None
+    def other_kind(self, key: object) -> str | None:
+        """``read`` or ``admin`` when ``key`` is one of a site's other keys (they never write)."""
+        if find_site(self.by_read_digest, key) is not None:
+            return "read"
+        return "admin" if find_site(self.by_admin_digest, key) is not None else None
 
     def origin_allowed(self, site: Site, origin: str | None) -> bool:
         if origin is None:

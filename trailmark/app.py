@@ -257,7 +257,7 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
         collector = Collector(keys, runtime.producer, settings.bus.topic_raw, settings.collector, limits)
         app.include_router(collector_router(collector))
     if "journeys" in roles:
-        app.include_router(admin_router(runtime.storage_or_fail, runtime.bus.producer, settings, sites))
+        app.include_router(admin_router(runtime.storage_or_fail, runtime.bus.producer, settings, sites, limits))
         app.include_router(privacy_router(runtime.storage_or_fail, runtime, sites, settings, limits))
         app.include_router(read_router(runtime.storage_or_fail, sites, settings.journeys, settings.sql,
                                        settings.storage.database, limits))

@@ -171,7 +171,7 @@ app.add_typer(dead_letters_app, name="dead-letters")
 
 Url = Annotated[str, typer.Option(envvar="TRAILMARK_URL", help="the running server")]
 Token = Annotated[str | None, typer.Option(envvar="TRAILMARK_ADMIN_TOKEN",
-                                           help="admin token (default: the read key from keys.json)")]
+                                           help="admin token (default: the admin key from keys.json)")]
 Direct = Annotated[bool, typer.Option("--direct", help="no server: open storage and the bus of --data-dir / "
                                                        "TRAILMARK_CLICKHOUSE_URL yourself")]
 Stage = Annotated[str | None, typer.Option(help="enrich, journeys, unknown")]
@@ -194,7 +194,7 @@ async def _dead_letter_source(url: str, token: str | None, data_dir: Path | None
             yield local
         return
     if token is None:
-        token = load_or_create(data_dir or Settings().data_dir)[0][0]["read_key"]
+        token = load_or_create(data_dir or Settings().data_dir)[0][0]["admin_key"]
     remote = HttpDeadLetters(url, token)
     try:
         yield remote

@@ -58,10 +58,12 @@ from schemas import SCHEMA_VERSION, Site, bus_time
 from schemas.raw_batch import RawBatch
 from trailmark.bus.base import BusUnavailable, EventBus, Producer
 from trailmark.errors import BadRequest, TrailmarkError, Unavailable
-from trailmark.keys import find_site, index_keys, key_digest
+from trailmark.keys import index_keys, key_digest
+from trailmark.ratelimit import EdgeLimits
 from trailmark.settings import Settings
 from trailmark.storage import open_storage
 from trailmark.storage.base import Row, Storage, apply_migrations
+from trailmark.web import bearer_site
 
 PayloadType = Literal["raw_batch", "raw_event", "client_event", "enriched_event", "none"]
 PAYLOAD_TYPES: tuple[PayloadType, ...] = ("raw_batch", "raw_event", "client_event", "enriched_event", "none")
@@ -446,27 +448,24 @@ class ReplayRequest(BaseModel):
 
 
 def admin_router(storage: Callable[[], Storage], producer: Callable[[], Producer], settings: Settings,
-                 sites: list[Site]) -> APIRouter:
-    """``/v1/admin/dead-letters``: list, show, replay. Dead letters are not per site (a record that
+                 sites: list[Site], limits: EdgeLimits) -> APIRouter:
+    """``/v1/admin/dead-letters``: list, show, replay. Dead letters are not all per site (a record that
     cannot be read has none), so these need the admin token (``TRAILMARK_ADMIN_TOKEN``) when one is
-    set, and otherwise the read key of a one-site install; several sites without a token: 403."""
+    set, and otherwise the admin key of a one-site install (a replay writes: read keys never open
+    these); several sites without a token: 403. Wrong keys count against the address's limit."""
     router = APIRouter(prefix="/v1/admin", tags=["admin"])
     service = DeadLetters(storage, producer, settings)
-    read_keys = index_keys(sites, "read_key")
-    admin = key_digest(settings.admin_token) if settings.admin_token else None
+    admin_keys = index_keys(sites, "admin_key")
+    token = {key_digest(settings.admin_token): sites[0]} if settings.admin_token and sites else {}
+    others = [(index_keys(sites, "read_key"), "a read key cannot manage dead letters; use the admin key"),
+              (index_keys(sites, "write_key"), "a write key cannot manage dead letters; use the admin key")]
 
     def authorised(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            raise HTTPException(401, "missing token: Authorization: Bearer ADMIN_TOKEN (or the read key)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        presented = header[7:].strip()
-        if admin is not None:
-            if key_digest(presented) != admin:
-                raise HTTPException(403, "admin routes need TRAILMARK_ADMIN_TOKEN")
+        if token:
+            bearer_site(request, limits, token, [(admin_keys, "admin routes need TRAILMARK_ADMIN_TOKEN"), *others],
+                        "admin token")
             return
-        if find_site(read_keys, presented) is None:
-            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        bearer_site(request, limits, admin_keys, others, "admin key")
         if len(sites) != 1:
             raise HTTPException(403, "several sites share these dead letters: set TRAILMARK_ADMIN_TOKEN")
 

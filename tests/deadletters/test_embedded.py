@@ -31,27 +31,30 @@ def stored(server: Server, message_id: str) -> int:
     return int(rows[0]["n"])
 
 
-def test_admin_routes_take_the_read_key_of_a_one_site_install_or_the_admin_token(tmp_path: Path) -> None:
+def test_admin_routes_take_the_admin_key_of_a_one_site_install_or_the_admin_token(tmp_path: Path) -> None:
     server = Server(tmp_path / "data").start()
     try:
         url = server.url + "/v1/admin/dead-letters"
         site = server.site
         assert httpx.get(url, timeout=10).status_code == 401
-        assert httpx.get(url, headers={"authorization": f"Bearer {site['write_key']}"}, timeout=10).status_code == 401
-        ok = httpx.get(url, headers={"authorization": f"Bearer {site['read_key']}"}, timeout=10)
+        for other in ("write_key", "read_key"):  # a replay writes: only the admin key opens these
+            r = httpx.get(url, headers={"authorization": f"Bearer {site[other]}"}, timeout=10)
+            assert r.status_code == 403, (other, r.text)
+        ok = httpx.get(url, headers={"authorization": f"Bearer {site['admin_key']}"}, timeout=10)
         assert ok.status_code == 200 and ok.json() == {"rows": [], "total": 0, "next": None}
         bad = httpx.get(url, params={"since": "yesterday"}, timeout=10,
-                        headers={"authorization": f"Bearer {site['read_key']}"})
+                        headers={"authorization": f"Bearer {site['admin_key']}"})
         assert bad.status_code == 400 and "ISO 8601" in bad.text
-        refused = cli("list", "--url", server.url, "--token", "rk_wrong")  # the CLI says why, exits 1
-        assert refused.returncode == 1 and "401: unknown token" in refused.stdout, refused.stdout
-        assert listed("--url", server.url, "--data-dir", str(tmp_path / "data")) == []  # read key from keys.json
+        refused = cli("list", "--url", server.url, "--token", "ak_wrong")  # the CLI says why, exits 1
+        assert refused.returncode == 1 and "401: unknown admin key" in refused.stdout, refused.stdout
+        assert listed("--url", server.url, "--data-dir", str(tmp_path / "data")) == []  # admin key from keys.json
     finally:
         server.stop()
     server = Server(tmp_path / "data", env={"TRAILMARK_ADMIN_TOKEN": TOKEN}).start()
     try:  # with a token set, only the token opens them
         url = server.url + "/v1/admin/dead-letters"
-        assert httpx.get(url, headers={"authorization": f"Bearer {site['read_key']}"}, timeout=10).status_code == 403
+        for key in (site["read_key"], site["admin_key"]):
+            assert httpx.get(url, headers={"authorization": f"Bearer {key}"}, timeout=10).status_code == 403
         assert httpx.get(url, headers={"authorization": f"Bearer {TOKEN}"}, timeout=10).status_code == 200
     finally:
         server.stop()

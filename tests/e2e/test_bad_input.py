@@ -32,12 +32,13 @@ def test_body_not_an_object_or_batch_not_a_list_is_400(server: Server) -> None:
     assert server.post("/v1/batch", {"batch": "nope"}).status_code == 400
 
 
-def test_missing_unknown_and_read_keys_cannot_write(server: Server) -> None:
+def test_missing_unknown_read_and_admin_keys_cannot_write(server: Server) -> None:
     body = orjson.dumps({"batch": [good("k")]})
     assert httpx.post(server.url + "/v1/batch", content=body).status_code == 401
     assert server.post("/v1/batch", {"batch": [good("k")]}, key="wk_unknown").status_code == 401
-    r = server.post("/v1/batch", {"batch": [good("k")]}, key=server.site["read_key"])
-    assert r.status_code == 403
+    for kind in ("read_key", "admin_key"):
+        r = server.post("/v1/batch", {"batch": [good("k")]}, key=server.site[kind])
+        assert r.status_code == 403 and "cannot write" in r.json()["message"], r.text
 
 
 def test_read_endpoints_refuse_write_keys_and_no_keys(server: Server) -> None:

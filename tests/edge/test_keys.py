@@ -19,7 +19,8 @@ def test_write_and_read_keys_are_indexed_by_digest_only() -> None:
         assert not texts & set(table)  # type: ignore[comparison-overlap]
     assert keys.by_write_key(sites[1]["write_key"]) is sites[1]
     assert keys.by_write_key(sites[1]["read_key"]) is None
-    assert keys.is_read_key(sites[0]["read_key"]) and not keys.is_read_key(sites[0]["write_key"])
+    assert keys.other_kind(sites[0]["read_key"]) == "read" and keys.other_kind(sites[0]["write_key"]) is None
+    assert keys.other_kind(sites[1]["admin_key"]) == "admin"
 
 
 def test_find_site_for_read_keys() -> None:
