@@ -119,7 +119,7 @@ def load(data_dir: Path, target: int, seed: int = 7) -> dict[str, Any]:
 
     storage = ChdbStorage(data_dir / "clickhouse", "trailmark")
     apply_migrations(storage)
-    builder = JourneyBuilder(storage, JourneySettings(), max_visitors=200_000)
+    builder = JourneyBuilder(storage, JourneySettings(max_visitors=200_000))
     defaults = {"v": 1, "site_id": "default", "event": "", "user_id": "", "previous_id": "", "group_id": "",
                 "properties": {}, "traits": {}, "context": {}, "original_timestamp": "", "sent_at": "",
                 "ip": "203.0.113.0",

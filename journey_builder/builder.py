@@ -135,13 +135,13 @@ class Output:
 
 
 class JourneyBuilder:
-    def __init__(self, storage: Storage, settings: JourneySettings, max_visitors: int = 500_000) -> None:
+    def __init__(self, storage: Storage, settings: JourneySettings) -> None:
         self.storage = storage
         self.settings = settings
         self.rules = StageRules.load(settings.stages_file)
         self.conversions = set(settings.conversions)
         self.timeout_ms = settings.session_timeout_s * 1000
-        self.max_visitors = max_visitors
+        self.max_visitors = settings.max_visitors
         self.visitors: OrderedDict[tuple[str, str], VisitorState] = OrderedDict()
         self.email_contacts: dict[tuple[str, str], str] = {}
         self.contacts: dict[tuple[str, str], dict[str, Any]] = {}

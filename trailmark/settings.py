@@ -98,6 +98,7 @@ class BusSettings(Section):
 
 class StorageSettings(Section):
     database: str = "trailmark"
+    read_sessions: int = 6  # chDB: read-only sessions for the journey reads (queries at once)
     batch_rows: int = 20000  # the journey builder writes at most this many events per insert
     flush_interval_s: float = 0.5
     # A ClickHouse cluster (its name in the servers' remote_servers): the schema is created ON CLUSTER
@@ -119,6 +120,9 @@ class JourneySettings(Section):
     time_decay_half_life_days: float = 7.0
     stages_file: Path | None = None
     include_bots: bool = False
+    # visitors (and contacts, accounts) the builder keeps in memory between batches; past it the
+    # least recently seen are dropped and reloaded from ClickHouse when they come back
+    max_visitors: int = 500_000
 
 
 class SqlSettings(Section):

@@ -73,3 +73,11 @@ def test_a_click_id_in_context_campaign_is_used(journey: Journey) -> None:
     only_click["context"]["campaign"] = {"ttclid": "T1"}
     (enriched,) = j.enrich([only_click])
     assert (enriched["source"], enriched["medium"], enriched["channel"]) == ("tiktok", "cpc", "Paid Social")
+
+
+def test_the_visitor_cache_is_bounded_by_its_setting(storage: object) -> None:
+    j = Journey(storage, max_visitors=3)  # type: ignore[arg-type]
+    j.send(*(j.event("page", f"cache-{i}", i) for i in range(10)))
+    assert len(j.builder.visitors) <= 3
+    j.send(j.event("page", "cache-0", 12))  # dropped from memory, reloaded from ClickHouse: same session
+    assert j.sql("SELECT count() AS n FROM {db}.sessions WHERE anonymous_id = 'cache-0'") == [{"n": 1}]

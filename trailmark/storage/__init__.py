@@ -22,7 +22,7 @@ def open_storage(settings: Settings) -> Storage:
         return ServerStorage(settings.clickhouse_url, s.database, s.connect_timeout_s, s.query_timeout_s)
     from trailmark.storage.chdb_backend import ChdbStorage
 
-    return ChdbStorage(settings.data_dir / "clickhouse", settings.storage.database)
+    return ChdbStorage(settings.data_dir / "clickhouse", settings.storage.database, settings.storage.read_sessions)
 
 
 __all__ = [
