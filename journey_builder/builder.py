@@ -160,6 +160,11 @@ class JourneyBuilder:
         if not fresh:
             return out
         fresh.sort(key=lambda e: (e["site_id"], visitor_id(e), e["timestamp"]))
+        # Contacts, emails and accounts span visitors, so other builders of the group (other
+        # partitions) change them too: read fresh for every batch. Visitors are this builder's own.
+        self.contacts.clear()
+        self.email_contacts.clear()
+        self.accounts.clear()
         self._load_visitors(fresh)
         self._load_contacts(fresh)
         self._load_accounts(fresh)
@@ -212,33 +217,53 @@ class JourneyBuilder:
         return kept
 
     def _load_visitors(self, events: Iterable[EnrichedEvent]) -> None:
+        """State of the visitors not in memory, as of the last batch whose events are stored.
+
+        A builder that died between its inserts (kill -9, or a batch that failed halfway) leaves
+        sessions, stage entries ... of a batch whose events are not stored; that batch is
+        delivered again, here or to another builder of the group, and must meet the state from
+        before it: sessions and stage entries count only with stored events, and the open
+        session's counters are checked against them. The Purchase marker comes back with the
+        sessions that converted.
+        """
         missing = sorted({(e["site_id"], visitor_id(e)) for e in events} - self.visitors.keys())
         if not missing:
             return
         db = self.storage.database
         for key in missing:
             self.visitors[key] = VisitorState()
+        stored = (f"(SELECT site_id, anonymous_id, @what FROM {db}.events"
+                  " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))})")
         rows = self.storage.query(
-            f"SELECT site_id, anonymous_id, count() AS n, argMax(session_id, end) AS session_id,"
+            f"SELECT site_id, anonymous_id, count() AS n, argMax(session_id, end) AS last_session,"
             f" argMax(tuple(start, end, entry_page, exit_page, referrer_host, channel, source, medium, campaign,"
             f" click_id_type, pageviews, events, conversions, user_id, device, browser, os, country, campaign_key),"
-            f" end) AS s"
+            f" end) AS s, countIf(conversions > 0) AS converted"
             f" FROM {db}.sessions_data FINAL WHERE (site_id, anonymous_id) IN"
-            " {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
+            " {v:Array(Tuple(String, String))} AND (site_id, anonymous_id, session_id) IN "
+            + stored.replace("@what", "session_id") + " GROUP BY site_id, anonymous_id",
             {"v": missing},
         )
+        converted: set[tuple[str, str]] = set()
         for r in rows:
             s = r["s"]
             start, end = from_ch(s[0]), from_ch(s[1])
             state = self.visitors[(r["site_id"], r["anonymous_id"])]
             state.sessions = int(r["n"])
             state.session = SessionState(
-                session_id=r["session_id"], anonymous_id=r["anonymous_id"], start=start, end=end,
+                session_id=r["last_session"], anonymous_id=r["anonymous_id"], start=start, end=end,
                 end_ms=epoch_ms(end), campaign_key=s[18], referrer_host=s[4], channel=s[5], source=s[6],
                 medium=s[7], campaign=s[8], click_id_type=s[9], entry_page=s[2], exit_page=s[3],
                 pageviews=int(s[10]), events=int(s[11]), conversions=int(s[12]), user_id=s[13],
                 device=s[14], browser=s[15], os=s[16], country=s[17],
             )
+            if int(r["converted"]) > (state.session.conversions > 0):  # an earlier session converted
+                converted.add((r["site_id"], r["anonymous_id"]))
+        self._check_open_sessions([(k, s) for k in missing if (s := self.visitors[k].session) is not None])
+        for key in missing:
+            state = self.visitors[key]
+            if key in converted or (state.session is not None and state.session.conversions > 0):
+                state.stages.add(PURCHASE)
         for r in self.storage.query(
             f"SELECT site_id, anonymous_id, argMax(contact_id, last_seen) AS contact_id FROM {db}.identities_data"
             " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
@@ -247,10 +272,47 @@ class JourneyBuilder:
             self.visitors[(r["site_id"], r["anonymous_id"])].contact_id = r["contact_id"]
         for r in self.storage.query(
             f"SELECT site_id, anonymous_id, groupUniqArray(stage) AS stages FROM {db}.stage_transitions_data"
-            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
+            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} AND (site_id, anonymous_id,"
+            " message_id) IN " + stored.replace("@what", "message_id") + " GROUP BY site_id, anonymous_id",
             {"v": missing},
         ):
-            self.visitors[(r["site_id"], r["anonymous_id"])].stages = set(r["stages"])
+            self.visitors[(r["site_id"], r["anonymous_id"])].stages |= set(r["stages"])
+
+    def _check_open_sessions(self, sessions: list[tuple[tuple[str, str], SessionState]]) -> None:
+        """Counters of each reloaded open session recomputed from its stored events when they
+        disagree (a batch that extended it was written but for its events)."""
+        if not sessions:
+            return
+        db = self.storage.database
+        found: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for r in self.storage.query(
+            f"SELECT site_id, anonymous_id, session_id, type, event, count() AS n, max(timestamp) AS last_at,"
+            f" maxIf(timestamp, type IN ('page', 'screen') AND page_path != '') AS page_at,"
+            f" argMaxIf(page_path, timestamp, type IN ('page', 'screen') AND page_path != '') AS page,"
+            f" maxIf(timestamp, user_id != '') AS user_at, argMaxIf(user_id, timestamp, user_id != '') AS last_user"
+            f" FROM {db}.events WHERE (site_id, anonymous_id, session_id) IN"
+            " {s:Array(Tuple(String, String, String))} GROUP BY site_id, anonymous_id, session_id, type, event",
+            {"s": sorted((site, anon, s.session_id) for (site, anon), s in sessions)},
+        ):
+            n = int(r["n"])
+            got = found.setdefault((r["site_id"], r["anonymous_id"], r["session_id"]), {
+                "events": 0, "pageviews": 0, "conversions": 0, "end": "", "page": ("", ""), "user": ("", "")})
+            got["events"] += n
+            got["pageviews"] += n if r["type"] in ("page", "screen") else 0
+            got["conversions"] += n if self._is_conversion(r["type"], r["event"]) else 0
+            got["end"] = max(got["end"], from_ch(r["last_at"]))
+            if r["page"]:
+                got["page"] = max(got["page"], (from_ch(r["page_at"]), r["page"]))
+            if r["last_user"]:
+                got["user"] = max(got["user"], (from_ch(r["user_at"]), r["last_user"]))
+        for (site, anon), s in sessions:
+            stored = found.get((site, anon, s.session_id))
+            if stored is None or stored["events"] == s.events:
+                continue
+            s.events, s.pageviews, s.conversions = stored["events"], stored["pageviews"], stored["conversions"]
+            s.end, s.end_ms = stored["end"], epoch_ms(stored["end"])
+            s.exit_page = stored["page"][1] or s.exit_page
+            s.user_id = stored["user"][1] or s.user_id
 
     def _load_contacts(self, events: Sequence[EnrichedEvent]) -> None:
         """Contacts this batch may touch, in two queries (not one per contact)."""
@@ -348,9 +410,7 @@ class JourneyBuilder:
             session.end, session.end_ms = ts, ts_ms
         if ev["user_id"]:
             session.user_id = ev["user_id"]
-        is_conversion = (kind == "track" and name in self.conversions) or (
-            name in FORM_EVENTS and "form_submit" in self.conversions
-        )
+        is_conversion = self._is_conversion(kind, name)
         if is_conversion:
             session.conversions += 1
         out.sessions[session.session_id] = (site_id, session)
@@ -379,6 +439,11 @@ class JourneyBuilder:
         elif new_session and out.touchpoints and out.touchpoints[-1]["touchpoint_id"] == session.session_id:
             out.touchpoints[-1]["stage"] = stage or self._current_stage(visitor)
         out.events.append(self._event_row(ev, session.session_id, contact_id))
+
+    def _is_conversion(self, kind: str, name: str) -> bool:
+        return (kind == "track" and name in self.conversions) or (
+            name in FORM_EVENTS and "form_submit" in self.conversions
+        )
 
     def _current_stage(self, visitor: VisitorState) -> str:
         for stage in reversed(STAGES):

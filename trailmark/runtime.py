@@ -277,22 +277,32 @@ class StageRunner(Generic[T]):
         self.stopping = asyncio.Event()
         self.consumer: Consumer | None = None
         self.health = StageHealth(stage, settings.health)
+        self.writing: asyncio.Task[bool] | None = None  # the batch being written and committed
+        self.rebalances = 0  # revocations seen: a batch polled before one is not written
 
-    async def _gather(self, consumer: Consumer) -> list[Message]:
+    async def _gather(self, consumer: Consumer) -> tuple[list[Message], int]:
         """One batch: the first records (waiting up to flush_interval_s), then whatever else arrives
         within ``linger_s``, up to ``batch`` records. A stage with a fixed cost per batch (the journey
-        builder's lookups and inserts) then writes fewer, larger batches under load."""
+        builder's lookups and inserts) then writes fewer, larger batches under load.
+
+        Also returns ``rebalances`` as of the batch's records: a poll returns records only between
+        rebalances (Kafka holds them back while partitions move), so records polled before a
+        revocation are dropped here (their partitions restart from the last commit, whoever owns
+        them now) and the ones polled after it are kept."""
         messages = await consumer.poll(self.batch, self.settings.storage.flush_interval_s)
+        generation = self.rebalances
         if not messages or self.linger_s <= 0:
-            return messages
+            return messages, generation
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.linger_s
         while len(messages) < self.batch and (remaining := deadline - loop.time()) > 0:
             more = await consumer.poll(self.batch - len(messages), remaining)
+            if self.rebalances != generation:
+                messages, generation = [], self.rebalances
             if not more:
                 break
             messages += more
-        return messages
+        return messages, generation
 
     async def pause(self, seconds: float) -> None:
         """Sleep, but wake at once on shutdown."""
@@ -309,18 +319,30 @@ class StageRunner(Generic[T]):
         if not messages and self.health.busy_since is None:
             self.health.progressed()  # nothing to do is progress too
 
+    async def _revoked(self) -> None:
+        """Partitions move away (Kafka rebalance; the move waits for this). The batch being written
+        is finished and committed first, so the partitions' next owner starts after it; a batch
+        polled but not yet written is dropped (``run`` checks ``rebalances``): its records go to
+        whoever owns their partition now, from that commit. Without this, both consumers would write
+        the same records at once (a builder's visitor state read while the other still writes it)."""
+        self.rebalances += 1  # at once (Kafka has just begun the rebalance): no batch polled until now gets written
+        if self.on_revoke is not None:
+            self.on_revoke()
+        writing = self.writing
+        if writing is not None and not writing.done():
+            await asyncio.wait([writing])  # its outcome (even an error) is the run loop's to act on
+
     async def run(self) -> None:
         """Batch N+1 is polled and processed (in a worker thread) while batch N is written, and
         offsets are committed in order, only up to batches whose output is written."""
         consumer = self.consumer = self.bus.consumer(self.topic, self.group)
-        if self.on_revoke is not None:
-            consumer.on_revoke(self.on_revoke)
-        writing: asyncio.Task[bool] | None = None
+        consumer.on_revoke(self._revoked)
+        self.writing = None
         backoff = 0.2
         try:
             while not self.stopping.is_set():
                 try:
-                    messages = await self._gather(consumer)
+                    messages, generation = await self._gather(consumer)
                 except BusUnavailable as exc:
                     log.warning("%s: cannot poll, retrying: %s", self.stage, exc)
                     self.health.poll_failing = True
@@ -330,22 +352,27 @@ class StageRunner(Generic[T]):
                 backoff = 0.2
                 self._polled(consumer, messages)
                 if not messages:
-                    if writing is not None and not await writing:
+                    if self.writing is not None and not await self.writing:
                         return
-                    writing = None
+                    self.writing = None
                     continue
                 upto = consumer.position()
                 started = time.perf_counter()
                 result = await asyncio.to_thread(self.process, messages)
-                if writing is not None and not await writing:  # in order: N is committed before N+1
+                if self.writing is not None and not await self.writing:  # in order: N is committed before N+1
                     return
+                self.writing = None
+                if self.rebalances != generation:  # polled before partitions moved: their new owner has it
+                    log.info("%s: rebalanced, %d polled records left to the partitions' owners", self.stage,
+                             len(messages))
+                    continue
                 self.health.busy()
-                writing = asyncio.create_task(self._finish(result, upto, len(messages), started))
-            if writing is not None:
-                await writing
+                self.writing = asyncio.create_task(self._finish(result, upto, len(messages), started))
+            if self.writing is not None:
+                await self.writing
         finally:
-            if writing is not None and not writing.done():
-                writing.cancel()
+            if self.writing is not None and not self.writing.done():
+                self.writing.cancel()
             await consumer.close()
 
     async def _finish(self, result: Batch[T], upto: object, records: int, started: float) -> bool:

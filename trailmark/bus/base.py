@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +16,10 @@ class Message:
     offset: int
     key: bytes
     value: bytes
+
+
+RevokeCallback = Callable[[], Awaitable[None] | None]
+"""What ``Consumer.on_revoke`` calls on a rebalance: a plain function, or one whose result is awaited."""
 
 
 class BusError(TrailmarkError):
@@ -48,9 +52,11 @@ class Consumer(Protocol):
     async def commit(self) -> None:
         """Mark every record returned by poll so far as done (call after the output is written)."""
 
-    def on_revoke(self, callback: Callable[[], None]) -> None:
+    def on_revoke(self, callback: RevokeCallback) -> None:
         """Call ``callback`` when partitions move away from this consumer (a rebalance): state kept
-        about their records may now be changed by another consumer of the group."""
+        about their records may now be changed by another consumer of the group. An async callback
+        is awaited before the partitions move: the time to finish writing and commit what was polled,
+        so their next owner starts after it rather than redoing it alongside."""
 
     async def close(self) -> None: ...
 

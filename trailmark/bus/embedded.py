@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from trailmark.bus.base import BusUnavailable, Message
+from trailmark.bus.base import BusUnavailable, Message, RevokeCallback
 
 _SAFE = re.compile(r"[^a-zA-Z0-9_]")
 _FRAME = struct.Struct("<II")
@@ -211,7 +211,7 @@ class EmbeddedConsumer:
                 raise BusUnavailable(f"embedded log commit failed: {exc}") from exc
             self._committed = position
 
-    def on_revoke(self, callback: Callable[[], None]) -> None:
+    def on_revoke(self, callback: RevokeCallback) -> None:
         """One consumer owns the embedded log's only partition: nothing is ever revoked."""
 
     def lag(self) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,7 +35,7 @@ from aiokafka.errors import (
 )
 from prometheus_client import Counter
 
-from trailmark.bus.base import BusError, BusUnavailable, Message
+from trailmark.bus.base import BusError, BusUnavailable, Message, RevokeCallback
 from trailmark.settings import BusSettings
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,12 @@ class KafkaProducer:
 
 
 class _Tracker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
-    """Drops offsets of revoked partitions so a commit never moves a partition we no longer own."""
+    """Drops offsets of revoked partitions so a commit never moves a partition we no longer own, and
+    runs the consumer's revoke callbacks. aiokafka awaits this before the group moves partitions,
+    and the assignment (hence commits) stays valid meanwhile: an async callback can finish writing
+    and commit what it polled, so the next owner starts after it instead of redoing it alongside."""
 
-    def __init__(self, pending: dict[TopicPartition, int], revoked: list[Callable[[], None]]) -> None:
+    def __init__(self, pending: dict[TopicPartition, int], revoked: list[RevokeCallback]) -> None:
         self._pending = pending
         self._revoked = revoked
 
@@ -160,7 +163,9 @@ class _Tracker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka shi
             self._pending.pop(tp, None)
         if revoked:
             for callback in self._revoked:
-                callback()
+                result = callback()
+                if result is not None:
+                    await result
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.debug("kafka partitions assigned: %s", sorted(str(tp) for tp in assigned))
@@ -176,9 +181,9 @@ class KafkaConsumer:
         self._pending: dict[TopicPartition, int] = {}  # next offset to commit, per owned partition
         self._consumer: Any = None
         self._closed = False
-        self._revoke_callbacks: list[Callable[[], None]] = []
+        self._revoke_callbacks: list[RevokeCallback] = []
 
-    def on_revoke(self, callback: Callable[[], None]) -> None:
+    def on_revoke(self, callback: RevokeCallback) -> None:
         self._revoke_callbacks.append(callback)
 
     async def _ensure_started(self) -> Any:
