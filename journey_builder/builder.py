@@ -1,10 +1,17 @@
 """Enriched events -> sessions, touchpoints, identities, contacts, stages, events in ClickHouse.
 
 The builder is the single writer for its visitors (the bus keys records by site + visitor), so it
-keeps each visitor's open session in memory and reloads it from ClickHouse after a restart.
+keeps each visitor's open session in memory and reloads it from ClickHouse after a restart or a
+rebalance, as of the last batch whose events are stored. Contacts, emails and accounts span
+visitors (several builders of a group write them), so they are read fresh for every batch.
 Write order makes redelivery harmless: derived tables first (versioned / replacing, so a re-derived
 row collapses), ``events`` last; an event already in ``events`` (looked up by visitor + messageId on
 the primary key) is skipped. So at-least-once delivery stores every event exactly once.
+
+Not covered: a builder killed after writing identities of a batch, in which an email-only identify
+is followed by a userId identify of the same visitor; the batch, redelivered, then finds the
+later contact already linked and adds a link of the email to it. Two builders updating one
+contact at once (two devices of a person on two partitions): the later write wins per contact.
 """
 
 from __future__ import annotations

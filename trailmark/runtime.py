@@ -324,7 +324,9 @@ class StageRunner(Generic[T]):
         is finished and committed first, so the partitions' next owner starts after it; a batch
         polled but not yet written is dropped (``run`` checks ``rebalances``): its records go to
         whoever owns their partition now, from that commit. Without this, both consumers would write
-        the same records at once (a builder's visitor state read while the other still writes it)."""
+        the same records at once (a builder's visitor state read while the other still writes it).
+        A write waiting for an unavailable ClickHouse holds the rebalance until it is back, or until
+        the group's rebalance timeout (max.poll.interval, 5 min) drops this member."""
         self.rebalances += 1  # at once (Kafka has just begun the rebalance): no batch polled until now gets written
         if self.on_revoke is not None:
             self.on_revoke()

@@ -23,6 +23,7 @@ phase would depend on which partition is read first, with one builder as with tw
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 import time
@@ -38,7 +39,12 @@ import pytest
 
 from tests.chserver import ClickHouseEndpoint, clickhouse_endpoint  # noqa: F401  (fixture)
 from tests.conftest import CHROME_UA
-from tests.kafka.pipeline import T0, Stage, bus_env
+from tests.kafka.pipeline import T0, Stage, bus_env, fresh
+from trailmark.bus.base import Message
+from trailmark.bus.kafka import KafkaBus
+from trailmark.results import Failed, Ok
+from trailmark.runtime import Batch, StageRunner
+from trailmark.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -313,3 +319,62 @@ def test_two_builders_one_killed_one_joining_give_the_journeys_of_one(
             pytest.fail(f"{part} differ between one builder and a group of builders:\n one builder only:"
                         f" {one_only[:5]}\n group only: {group_only[:5]}", pytrace=False)
         assert got[part] == rows, f"{part} differ between one builder and a group of builders"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_revocation_waits_for_the_batch_being_written_and_drops_the_one_polled(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    """The runner level of the test above, made deterministic: a consumer joins while the runner's
+    write of batch 1 is held. The partitions move only once that write is done and committed, and
+    batch 2 (polled before the rebalance) is not written: its records go to their partition's
+    owner. So no record is written by the runner and delivered to the newcomer as well."""
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap=kafka_bootstrap,
+                        bus={"kind": "kafka", "partitions": 2, "topic_dead_letter": fresh("dead")})
+    topic, group = fresh("revoke"), fresh("g-revoke")
+    bus = KafkaBus(kafka_bootstrap, settings.bus)
+    await bus.start()
+    await bus.ensure_topics([topic])
+    await bus.producer().send_batch(topic, [(f"k{i}".encode(), b"%d" % i) for i in range(40)])
+
+    written: list[tuple[int, int]] = []
+    first_write, release = asyncio.Event(), asyncio.Event()
+
+    async def write(ok: list[Ok[Message]]) -> list[Failed]:
+        if not first_write.is_set():
+            first_write.set()
+            await release.wait()
+        written.extend((o.value.partition, o.value.offset) for o in ok)
+        return []
+
+    runner = StageRunner("revoke-test", bus, settings, topic, group, 5,
+                         lambda messages: Batch(ok=[Ok(m.key, m) for m in messages]), write)
+    running = asyncio.create_task(runner.run())
+    newcomer = bus.consumer(topic, group)
+    received: list[tuple[int, int]] = []
+    try:
+        await asyncio.wait_for(first_write.wait(), 30)
+        await asyncio.sleep(1)  # batch 2 is polled and processed meanwhile, waiting for batch 1
+
+        async def take() -> None:
+            while True:
+                received.extend((m.partition, m.offset) for m in await newcomer.poll(100, 0.5))
+
+        taking = asyncio.create_task(take())
+        await asyncio.sleep(8)  # heartbeat (3 s) + join: the group would have moved partitions by now
+        assert received == [], "partitions moved while a batch of theirs was still being written"
+        release.set()
+        deadline = time.monotonic() + 30
+        while len(set(written) | set(received)) < 40:
+            assert time.monotonic() < deadline, (sorted(written), sorted(received))
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+        taking.cancel()
+    finally:
+        release.set()
+        runner.stopping.set()
+        await asyncio.wait_for(running, 30)
+        await newcomer.close()
+        await bus.stop()
+    assert received, "the newcomer owns a partition"
+    assert len(written) == len(set(written)), "the runner wrote a record twice"
+    assert not set(written) & set(received), "records written by the runner were delivered to the newcomer too"
