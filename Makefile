@@ -38,7 +38,11 @@ clients:
 	@test -x $(CLIENTS_PY14)/bin/python || $(PY) -m venv $(CLIENTS_PY14)
 	$(CLIENTS_PY14)/bin/pip install -q 'analytics-python==1.4.post1'
 
-test: install browser clients
+# esbuild for the check that the committed ingest/static/t.js is built from tracker_js/src
+tracker-deps:
+	npm ci --prefix tracker_js --no-audit --no-fund --silent
+
+test: install browser clients tracker-deps
 	@trap '$(KAFKA_SH) stop >/dev/null 2>&1 || true' EXIT; \
 	bash $(KAFKA_SH) start && \
 	TRAILMARK_TEST_KAFKA_BOOTSTRAP=$$(cat $(KAFKA_RUN_DIR)/bootstrap) $(BIN)/pytest -q
