@@ -7,7 +7,7 @@ KAFKA_SH := deploy/kafka/kafka.sh
 KAFKA_RUN_DIR ?= $(CURDIR)/.cache/kafka/run
 export KAFKA_RUN_DIR
 
-.PHONY: install run test lint browser clients tracker kafka-up kafka-down bench bench-collector bench-enrich bench-pipeline bench-journeys clean
+.PHONY: install run test lint browser clients tracker tracker-deps kafka-up kafka-down bench bench-collector bench-enrich bench-pipeline bench-journeys clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
