@@ -30,7 +30,7 @@ from machine import cpu_model, free_port  # bench/ is on sys.path when a script 
 ROOT = Path(__file__).resolve().parents[1]
 UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 
-BASELINE = '''
+BASELINE = """
 import orjson
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -42,9 +42,9 @@ async def batch(request):
                     media_type="application/json")
 
 app = Starlette(routes=[Route("/v1/batch", batch, methods=["POST"]), Route("/v1/track", batch, methods=["POST"])])
-'''
+"""
 
-COLLECTOR = '''
+COLLECTOR = """
 import os
 from pathlib import Path
 from trailmark.app import create_app
@@ -58,7 +58,7 @@ import gc  # as trailmark.cli does before serving
 gc.collect()
 gc.freeze()
 gc.set_threshold(20_000, 20, 20)
-'''
+"""
 
 
 def event(i: int, visitor: int | None = None) -> dict[str, object]:
@@ -70,9 +70,15 @@ def event(i: int, visitor: int | None = None) -> dict[str, object]:
         "timestamp": datetime.now(UTC).isoformat(),
         "properties": {"sku": f"SKU-{i}", "price": 19.99, "currency": "EUR", "list": "search results"},
         "context": {
-            "page": {"url": f"https://shop.example.com/p/{i}?utm_source=newsletter&utm_medium=email",
-                     "path": f"/p/{i}", "referrer": "https://www.google.com/", "title": "Product"},
-            "userAgent": UA, "locale": "en-GB", "timezone": "Europe/London",
+            "page": {
+                "url": f"https://shop.example.com/p/{i}?utm_source=newsletter&utm_medium=email",
+                "path": f"/p/{i}",
+                "referrer": "https://www.google.com/",
+                "title": "Product",
+            },
+            "userAgent": UA,
+            "locale": "en-GB",
+            "timezone": "Europe/London",
             "screen": {"width": 1440, "height": 900},
             "library": {"name": "trailmark.js", "version": "0.1.0"},
         },
@@ -82,8 +88,24 @@ def event(i: int, visitor: int | None = None) -> dict[str, object]:
 def start(module_src: str, workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     (workdir / "benchapp.py").write_text(module_src)
     port = free_port()
-    cmd = ["taskset", "-c", "0", sys.executable, "-m", "uvicorn", "benchapp:app", "--port", str(port),
-           "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+    cmd = [
+        "taskset",
+        "-c",
+        "0",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchapp:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+    ]
     proc = subprocess.Popen(cmd, cwd=workdir, env={**os.environ, **env, "PYTHONPATH": f"{workdir}:{ROOT}"})
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -105,8 +127,12 @@ def wrk(url: str, path: str, body: bytes, auth: str, seconds: int, connections: 
         f'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "{auth}"\n'
         f'wrk.headers["User-Agent"] = "{UA}"\n'
     )
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(lua),
-                          url + path], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), url + path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise SystemExit(f"{non2xx.group(1)} failed responses from {url}{path}:\n{out}")
@@ -130,8 +156,10 @@ def main() -> None:
     single = orjson.dumps(event(1))
     results: dict[str, dict[str, float]] = {}
     data_dir = work / "data"
-    for name, src, env in [("starlette-baseline", BASELINE, {}),
-                           ("trailmark-collector", COLLECTOR, {"TRAILMARK_DATA_DIR": str(data_dir)})]:
+    for name, src, env in [
+        ("starlette-baseline", BASELINE, {}),
+        ("trailmark-collector", COLLECTOR, {"TRAILMARK_DATA_DIR": str(data_dir)}),
+    ]:
         proc, url = start(src, work, env)
         try:
             auth = "Basic x"
@@ -144,8 +172,12 @@ def main() -> None:
             rps_batch = wrk(url, "/v1/batch", browser, auth, args.seconds, args.connections, work)
             rps_mixed = wrk(url, "/v1/batch", mixed, auth, args.seconds, args.connections, work)
             rps_single = wrk(url, "/v1/track", single, auth, args.seconds, args.connections, work)
-            results[name] = {"batch_rps": rps_batch, "events_per_s": rps_batch * 50,
-                             "mixed_events_per_s": rps_mixed * 50, "single_rps": rps_single}
+            results[name] = {
+                "batch_rps": rps_batch,
+                "events_per_s": rps_batch * 50,
+                "mixed_events_per_s": rps_mixed * 50,
+                "single_rps": rps_single,
+            }
         finally:
             proc.terminate()
             proc.wait(10)
@@ -164,12 +196,18 @@ def main() -> None:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['batch_rps']:,.0f} | {r['events_per_s']:,.0f} | {r['mixed_events_per_s']:,.0f}"
-                     f" | {r['single_rps']:,.0f} |")
+        lines.append(
+            f"| {name} | {r['batch_rps']:,.0f} | {r['events_per_s']:,.0f} | {r['mixed_events_per_s']:,.0f}"
+            f" | {r['single_rps']:,.0f} |"
+        )
     mixed_ratio = ours["mixed_events_per_s"] / base["mixed_events_per_s"]
-    lines += ["", f"Collector / baseline (events/s): **{ratio:.0%}** one visitor per batch, **{mixed_ratio:.0%}**"
-              " mixed visitors (target ≥ 30 %, and ≥ 150k events/s).",
-              "The collector's figure includes committing every batch to the embedded event log.", ""]
+    lines += [
+        "",
+        f"Collector / baseline (events/s): **{ratio:.0%}** one visitor per batch, **{mixed_ratio:.0%}**"
+        " mixed visitors (target ≥ 30 %, and ≥ 150k events/s).",
+        "The collector's figure includes committing every batch to the embedded event log.",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     with open(ROOT / "bench" / "RESULTS.md", "a") as f:

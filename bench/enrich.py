@@ -46,18 +46,34 @@ UA_TEMPLATES = [
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
     "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm) "
     "Chrome/{a}.0.{b}.{c} Safari/537.36",
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/{a}.0.{b}.{c} "
-    "Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/{a}.0.{b}.{c} Safari/537.36",
 ]
 REFERRERS = [
-    "", "", "", "https://www.google.com/", "https://www.google.de/search?q=shoes+{n}",
-    "https://www.bing.com/search?q=crm+{n}", "https://duckduckgo.com/?q=analytics+{n}", "https://l.facebook.com/l.php?u=x",
-    "https://t.co/{n}", "https://www.linkedin.com/feed/", "https://mail.google.com/", "https://blog{n}.example.net/p",
-    "https://www.example.com/pricing", "https://news.ycombinator.com/item?id={n}",
+    "",
+    "",
+    "",
+    "https://www.google.com/",
+    "https://www.google.de/search?q=shoes+{n}",
+    "https://www.bing.com/search?q=crm+{n}",
+    "https://duckduckgo.com/?q=analytics+{n}",
+    "https://l.facebook.com/l.php?u=x",
+    "https://t.co/{n}",
+    "https://www.linkedin.com/feed/",
+    "https://mail.google.com/",
+    "https://blog{n}.example.net/p",
+    "https://www.example.com/pricing",
+    "https://news.ycombinator.com/item?id={n}",
 ]
-QUERIES = ["", "", "", "?utm_source=google&utm_medium=cpc&utm_campaign=c{n}&gclid=G{n}",
-           "?utm_source=newsletter&utm_medium=email&utm_campaign=w{n}", "?fbclid=IwAR{n}", "?q=term{n}&page=2",
-           "?utm_source=partner{n}.com&utm_medium=referral"]
+QUERIES = [
+    "",
+    "",
+    "",
+    "?utm_source=google&utm_medium=cpc&utm_campaign=c{n}&gclid=G{n}",
+    "?utm_source=newsletter&utm_medium=email&utm_campaign=w{n}",
+    "?fbclid=IwAR{n}",
+    "?q=term{n}&page=2",
+    "?utm_source=partner{n}.com&utm_medium=referral",
+]
 PATHS = ["/", "/pricing", "/blog/post-{n}", "/docs/api/{n}", "/signup", "/product/{n}"]
 EMAIL_DOMAINS = ["gmail.com", "acme{n}.com", "yahoo.co.jp", "firma{n}.de", "mailinator.com", "corp{n}.co.uk"]
 PHONES = ["+1 650-253-{n:04d}", "+49 151 2345{n:04d}", "020 7946 {n:04d}", "+81 90-1234-{n:04d}"]
@@ -65,34 +81,58 @@ PHONES = ["+1 650-253-{n:04d}", "+49 151 2345{n:04d}", "020 7946 {n:04d}", "+81 
 
 def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
-    uas = [t.format(a=rnd.randint(110, 133), b=rnd.randint(0, 6999), c=rnd.randint(0, 200), d=rnd.randint(0, 9))
-           for t in UA_TEMPLATES for _ in range(400)]
-    ips = [f"{rnd.choice([8, 24, 31, 46, 62, 77, 81, 85, 91, 109, 133, 151, 185, 193, 203, 212])}."
-           f"{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}" for _ in range(30000)]
-    ips += [f"2a0{rnd.randint(0, 9)}:{rnd.randint(0, 0xffff):x}::{rnd.randint(1, 0xffff):x}" for _ in range(3000)]
+    uas = [
+        t.format(a=rnd.randint(110, 133), b=rnd.randint(0, 6999), c=rnd.randint(0, 200), d=rnd.randint(0, 9))
+        for t in UA_TEMPLATES
+        for _ in range(400)
+    ]
+    ips = [
+        f"{rnd.choice([8, 24, 31, 46, 62, 77, 81, 85, 91, 109, 133, 151, 185, 193, 203, 212])}."
+        f"{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"
+        for _ in range(30000)
+    ]
+    ips += [f"2a0{rnd.randint(0, 9)}:{rnd.randint(0, 0xFFFF):x}::{rnd.randint(1, 0xFFFF):x}" for _ in range(3000)]
     ips += ["10.0.0.1", "192.168.1.20"]
     events = []
     for i in range(n):
         k = rnd.randint(0, 5000)
-        url = ("https://www.example.com" + rnd.choice(PATHS).format(n=k % 300)
-               + rnd.choice(QUERIES).format(n=k))
+        url = "https://www.example.com" + rnd.choice(PATHS).format(n=k % 300) + rnd.choice(QUERIES).format(n=k)
         ev: dict[str, Any] = {
-            "v": 1, "site_id": "site1", "message_id": f"m{i}", "type": "page", "anonymous_id": f"a{k}",
-            "user_id": "", "previous_id": "", "group_id": "", "event": "", "properties": {}, "traits": {},
+            "v": 1,
+            "site_id": "site1",
+            "message_id": f"m{i}",
+            "type": "page",
+            "anonymous_id": f"a{k}",
+            "user_id": "",
+            "previous_id": "",
+            "group_id": "",
+            "event": "",
+            "properties": {},
+            "traits": {},
             "context": {"page": {"url": url, "referrer": rnd.choice(REFERRERS).format(n=k % 500), "title": "T"}},
-            "timestamp": "2026-01-01T00:00:00.000Z", "original_timestamp": "", "sent_at": "", "received_at": "",
-            "ip": rnd.choice(ips), "user_agent": rnd.choice(uas),
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "original_timestamp": "",
+            "sent_at": "",
+            "received_at": "",
+            "ip": rnd.choice(ips),
+            "user_agent": rnd.choice(uas),
         }
         r = rnd.random()
         if r < 0.06:
             ev["type"] = "identify"
-            ev["traits"] = {"email": f"user{k}@" + rnd.choice(EMAIL_DOMAINS).format(n=k % 200),
-                            "phone": rnd.choice(PHONES).format(n=k % 10000), "name": f"Pat{k} Doe"}
+            ev["traits"] = {
+                "email": f"user{k}@" + rnd.choice(EMAIL_DOMAINS).format(n=k % 200),
+                "phone": rnd.choice(PHONES).format(n=k % 10000),
+                "name": f"Pat{k} Doe",
+            }
         elif r < 0.10:
             ev["type"] = "track"
             ev["event"] = "form_submit"
-            ev["properties"] = {"email": f"lead{k}@" + rnd.choice(EMAIL_DOMAINS).format(n=k % 200),
-                                "firstName": "Sam", "lastName": f"Lee{k}"}
+            ev["properties"] = {
+                "email": f"lead{k}@" + rnd.choice(EMAIL_DOMAINS).format(n=k % 200),
+                "firstName": "Sam",
+                "lastName": f"Lee{k}",
+            }
         elif r < 0.45:
             ev["type"] = "track"
             ev["event"] = "Button Clicked"

@@ -33,21 +33,40 @@ from machine import cpu_model, free_port  # bench/ is on sys.path when a script 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PAGES = ["/", "/features", "/pricing", "/blog", "/blog/post-1", "/blog/post-2", "/docs", "/docs/start",
-         "/compare", "/signup", "/cart", "/checkout", "/account", "/about", "/contact"]
+PAGES = [
+    "/",
+    "/features",
+    "/pricing",
+    "/blog",
+    "/blog/post-1",
+    "/blog/post-2",
+    "/docs",
+    "/docs/start",
+    "/compare",
+    "/signup",
+    "/cart",
+    "/checkout",
+    "/account",
+    "/about",
+    "/contact",
+]
 CHANNELS = [  # (weight, channel, utm_source, utm_medium, campaign pool, referrer host, referrer type, click id)
     (30, "Organic Search", "", "", [], "www.google.com", "search", ""),
     (15, "Paid Search", "google", "cpc", ["brand", "generic", "competitor"], "www.google.com", "search", "gclid"),
     (20, "Direct", "", "", [], "", "direct", ""),
     (10, "Organic Social", "", "", [], "www.facebook.com", "social", ""),
-    (6, "Paid Social", "facebook", "paid_social", ["retargeting", "lookalike"], "www.facebook.com", "social",
-     "fbclid"),
+    (6, "Paid Social", "facebook", "paid_social", ["retargeting", "lookalike"], "www.facebook.com", "social", "fbclid"),
     (9, "Email", "newsletter", "email", ["nov-digest", "onboarding", "winback"], "", "email", ""),
     (7, "Referral", "", "", [], "news.example.net", "other", ""),
     (3, "Display", "dsp", "display", ["awareness"], "ads.example.org", "other", ""),
 ]
-DEVICES = [("desktop", "Chrome", "Windows"), ("desktop", "Safari", "Mac OS X"), ("mobile", "Mobile Safari", "iOS"),
-           ("mobile", "Chrome Mobile", "Android"), ("tablet", "Mobile Safari", "iOS")]
+DEVICES = [
+    ("desktop", "Chrome", "Windows"),
+    ("desktop", "Safari", "Mac OS X"),
+    ("mobile", "Mobile Safari", "iOS"),
+    ("mobile", "Chrome Mobile", "Android"),
+    ("tablet", "Mobile Safari", "iOS"),
+]
 COUNTRIES = ["US", "GB", "DE", "FR", "NL", "JP", "BR", "IN", "CA", "AU"]
 START = datetime(2026, 9, 1, tzinfo=UTC)
 
@@ -80,31 +99,82 @@ def visitor_events(rng: random.Random, n: int, defaults: dict[str, Any]) -> tupl
         for p in range(pages):
             path = rng.choice(PAGES) if p else rng.choice(["/", "/", "/blog/post-1", "/pricing", "/features"])
             first = p == 0
-            events.append(make_event(
-                defaults, message_id=str(uuid.uuid4()), type="page", anonymous_id=anon, event="",
-                timestamp=iso(t), original_timestamp=iso(t), sent_at=iso(t), received_at=iso(t),
-                page_path=path, page_url=f"https://shop.example.com{path}", page_host="shop.example.com",
-                referrer_host=rhost if first else "shop.example.com",
-                referrer_type=rtype if first else "internal", channel=channel if first else "Internal",
-                utm_source=src if first else "", utm_medium=med if first else "",
-                utm_campaign=campaign if first else "", click_id_type=click if first else "",
-                click_id=uuid.uuid4().hex[:12] if first and click else "",
-                ua_device_type=device[0], ua_browser=device[1], ua_os=device[2], geo_country=country))
+            events.append(
+                make_event(
+                    defaults,
+                    message_id=str(uuid.uuid4()),
+                    type="page",
+                    anonymous_id=anon,
+                    event="",
+                    timestamp=iso(t),
+                    original_timestamp=iso(t),
+                    sent_at=iso(t),
+                    received_at=iso(t),
+                    page_path=path,
+                    page_url=f"https://shop.example.com{path}",
+                    page_host="shop.example.com",
+                    referrer_host=rhost if first else "shop.example.com",
+                    referrer_type=rtype if first else "internal",
+                    channel=channel if first else "Internal",
+                    utm_source=src if first else "",
+                    utm_medium=med if first else "",
+                    utm_campaign=campaign if first else "",
+                    click_id_type=click if first else "",
+                    click_id=uuid.uuid4().hex[:12] if first and click else "",
+                    ua_device_type=device[0],
+                    ua_browser=device[1],
+                    ua_os=device[2],
+                    geo_country=country,
+                )
+            )
             t += timedelta(seconds=rng.uniform(5, 240))
             if path == "/signup" and rng.random() < 0.5:
-                events.append(make_event(defaults, message_id=str(uuid.uuid4()), type="track", anonymous_id=anon,
-                                         event="Signed Up", timestamp=iso(t), received_at=iso(t), page_path=path,
-                                         ua_device_type=device[0], geo_country=country))
+                events.append(
+                    make_event(
+                        defaults,
+                        message_id=str(uuid.uuid4()),
+                        type="track",
+                        anonymous_id=anon,
+                        event="Signed Up",
+                        timestamp=iso(t),
+                        received_at=iso(t),
+                        page_path=path,
+                        ua_device_type=device[0],
+                        geo_country=country,
+                    )
+                )
             if path == "/checkout" and rng.random() < 0.6:
-                events.append(make_event(defaults, message_id=str(uuid.uuid4()), type="track", anonymous_id=anon,
-                                         event="Order Completed", timestamp=iso(t), received_at=iso(t),
-                                         page_path=path, properties={"revenue": round(rng.uniform(10, 400), 2)},
-                                         ua_device_type=device[0], geo_country=country))
+                events.append(
+                    make_event(
+                        defaults,
+                        message_id=str(uuid.uuid4()),
+                        type="track",
+                        anonymous_id=anon,
+                        event="Order Completed",
+                        timestamp=iso(t),
+                        received_at=iso(t),
+                        page_path=path,
+                        properties={"revenue": round(rng.uniform(10, 400), 2)},
+                        ua_device_type=device[0],
+                        geo_country=country,
+                    )
+                )
         if user and s == sessions - 1:
             email = f"{user}@{rng.choice(['gmail.com', 'acme.io', 'corp.example', 'outlook.com'])}"
-            events.append(make_event(defaults, message_id=str(uuid.uuid4()), type="identify", anonymous_id=anon,
-                                     user_id=user, traits={"email": email}, email=email,
-                                     email_domain=email.split("@")[1], timestamp=iso(t), received_at=iso(t)))
+            events.append(
+                make_event(
+                    defaults,
+                    message_id=str(uuid.uuid4()),
+                    type="identify",
+                    anonymous_id=anon,
+                    user_id=user,
+                    traits={"email": email},
+                    email=email,
+                    email_domain=email.split("@")[1],
+                    timestamp=iso(t),
+                    received_at=iso(t),
+                )
+            )
         t += timedelta(seconds=rng.uniform(3600, 10 * 86400))
     return events, user
 
@@ -120,10 +190,22 @@ def load(data_dir: Path, target: int, seed: int = 7) -> dict[str, Any]:
     storage = ChdbStorage(data_dir / "clickhouse", "trailmark")
     apply_migrations(storage)
     builder = JourneyBuilder(storage, JourneySettings(max_visitors=200_000))
-    defaults = {"v": 1, "site_id": "default", "event": "", "user_id": "", "previous_id": "", "group_id": "",
-                "properties": {}, "traits": {}, "context": {}, "original_timestamp": "", "sent_at": "",
-                "ip": "203.0.113.0",
-                "user_agent": "", **ENRICHED_DEFAULTS}
+    defaults = {
+        "v": 1,
+        "site_id": "default",
+        "event": "",
+        "user_id": "",
+        "previous_id": "",
+        "group_id": "",
+        "properties": {},
+        "traits": {},
+        "context": {},
+        "original_timestamp": "",
+        "sent_at": "",
+        "ip": "203.0.113.0",
+        "user_agent": "",
+        **ENRICHED_DEFAULTS,
+    }
     rng = random.Random(seed)
     batch: list[dict[str, Any]] = []
     total, n, users = 0, 0, []
@@ -147,8 +229,7 @@ def load(data_dir: Path, target: int, seed: int = 7) -> dict[str, Any]:
     if batch:
         builder.process(batch)  # type: ignore[arg-type]
     seconds = time.perf_counter() - started
-    return {"events": total, "visitors": n, "users": users[:: max(1, len(users) // 500)][:500],
-            "load_s": seconds}
+    return {"events": total, "visitors": n, "users": users[:: max(1, len(users) // 500)][:500], "load_s": seconds}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -169,12 +250,17 @@ def timed(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> tu
 def measure(size: int, requests: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="trailmark-journeys-"))
     data = work / "data"
-    out = subprocess.run([sys.executable, __file__, "--load-child", str(data), str(size)], capture_output=True,
-                         check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, __file__, "--load-child", str(data), str(size)], capture_output=True, check=True, cwd=ROOT
+    )
     info = orjson.loads(out.stdout.splitlines()[-1])
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "trailmark.cli", "up", "--port", str(port), "--data-dir",
-                               str(data)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "trailmark.cli", "up", "--port", str(port), "--data-dir", str(data)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -198,9 +284,12 @@ def measure(size: int, requests: int) -> dict[str, Any]:
                 assert r.status_code == 200, (contact, r.text[:200])
             res["journey_p50"], res["journey_p95"] = statistics.median(journey_lat), percentile(journey_lat, 0.95)
             res["funnel_p50"], res["funnel_p95"] = timed(
-                c, "/v1/funnel?steps=/,/pricing,/signup,Signed%20Up&window=604800", h, max(5, requests // 20))
+                c, "/v1/funnel?steps=/,/pricing,/signup,Signed%20Up&window=604800", h, max(5, requests // 20)
+            )
             res["attribution_p50"], res["attribution_p95"] = timed(
-                c, "/v1/attribution?conversion=Order%20Completed&model=linear", h, max(5, requests // 20))
+                c, "/v1/attribution?conversion=Order%20Completed&model=linear", h, max(5, requests // 20)
+            )
+
             def sql(q: str) -> tuple[Any, float]:
                 t = time.perf_counter()
                 r = c.post("/v1/sql", json={"query": q}, headers=h)
@@ -229,23 +318,36 @@ def main() -> None:
     args = ap.parse_args()
     results = [measure(int(s), args.requests) for s in args.sizes.split(",")]
     cpu = cpu_model()
-    lines = [f"## Journeys read API — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "",
-             f"Machine: {os.cpu_count()} cores, {cpu}. chDB {__import__('chdb').__version__}. Data loaded through"
-             " JourneyBuilder.process (enrichment skipped), then read through a `trailmark up` server with"
-             f" httpx from the same machine, {args.requests} journey requests (half by userId, half by"
-             " anonymousId), funnel = 4 steps / 7-day window, attribution = linear.", "",
-             "| events | visitors | load (builder) | journey p50 / p95 | funnel p50 / p95 | attribution p50 / p95 |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"## Journeys read API — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {os.cpu_count()} cores, {cpu}. chDB {__import__('chdb').__version__}. Data loaded through"
+        " JourneyBuilder.process (enrichment skipped), then read through a `trailmark up` server with"
+        f" httpx from the same machine, {args.requests} journey requests (half by userId, half by"
+        " anonymousId), funnel = 4 steps / 7-day window, attribution = linear.",
+        "",
+        "| events | visitors | load (builder) | journey p50 / p95 | funnel p50 / p95 | attribution p50 / p95 |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in results:
-        lines.append(f"| {r['stored']:,} | {r['visitors']:,} | {r['load_s']:.0f} s ({r['events'] / r['load_s']:,.0f}"
-                     f" ev/s) | {r['journey_p50']:.1f} / {r['journey_p95']:.1f} ms | {r['funnel_p50']:.0f} /"
-                     f" {r['funnel_p95']:.0f} ms | {r['attribution_p50']:.0f} / {r['attribution_p95']:.0f} ms |")
-    lines += ["", "Sessions (ReplacingMergeTree; the `sessions` view reads it with FINAL):", "",
-              "| events | sessions_data rows (versions) | sessions | count() plain | count() FINAL |"
-              " sessions view, one filter |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines.append(
+            f"| {r['stored']:,} | {r['visitors']:,} | {r['load_s']:.0f} s ({r['events'] / r['load_s']:,.0f}"
+            f" ev/s) | {r['journey_p50']:.1f} / {r['journey_p95']:.1f} ms | {r['funnel_p50']:.0f} /"
+            f" {r['funnel_p95']:.0f} ms | {r['attribution_p50']:.0f} / {r['attribution_p95']:.0f} ms |"
+        )
+    lines += [
+        "",
+        "Sessions (ReplacingMergeTree; the `sessions` view reads it with FINAL):",
+        "",
+        "| events | sessions_data rows (versions) | sessions | count() plain | count() FINAL |"
+        " sessions view, one filter |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in results:
-        lines.append(f"| {r['stored']:,} | {r['session_rows']:,} | {r['sessions']:,} | {r['nofinal_ms']:.0f} ms |"
-                     f" {r['final_ms']:.0f} ms | {r['view_ms']:.0f} ms |")
+        lines.append(
+            f"| {r['stored']:,} | {r['session_rows']:,} | {r['sessions']:,} | {r['nofinal_ms']:.0f} ms |"
+            f" {r['final_ms']:.0f} ms | {r['view_ms']:.0f} ms |"
+        )
     lines += ["", "Targets: journey p95 < 50 ms and funnel < 1 s at 10M events.", ""]
     text = "\n".join(lines)
     print(text)

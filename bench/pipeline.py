@@ -57,21 +57,29 @@ def template() -> bytes:
     now = datetime.now(UTC).isoformat()
     events = []
     for i in range(PER_BATCH):
-        events.append({
-            "type": "page" if i % 5 == 0 else "track",
-            "event": "Product Viewed",
-            "messageId": f"@MID@-{i:02d}",
-            "anonymousId": "@VIS@",
-            "timestamp": now,
-            "properties": {"sku": f"SKU-{i}", "price": 19.99, "currency": "EUR", "list": "search results"},
-            "context": {
-                "page": {"url": f"https://shop.example.com/p/{i}?utm_source=newsletter&utm_medium=email",
-                         "path": f"/p/{i}", "referrer": "https://www.google.com/", "title": "Product"},
-                "userAgent": UA, "locale": "en-GB", "timezone": "Europe/London",
-                "screen": {"width": 1440, "height": 900},
-                "library": {"name": "trailmark.js", "version": "0.1.0"},
-            },
-        })
+        events.append(
+            {
+                "type": "page" if i % 5 == 0 else "track",
+                "event": "Product Viewed",
+                "messageId": f"@MID@-{i:02d}",
+                "anonymousId": "@VIS@",
+                "timestamp": now,
+                "properties": {"sku": f"SKU-{i}", "price": 19.99, "currency": "EUR", "list": "search results"},
+                "context": {
+                    "page": {
+                        "url": f"https://shop.example.com/p/{i}?utm_source=newsletter&utm_medium=email",
+                        "path": f"/p/{i}",
+                        "referrer": "https://www.google.com/",
+                        "title": "Product",
+                    },
+                    "userAgent": UA,
+                    "locale": "en-GB",
+                    "timezone": "Europe/London",
+                    "screen": {"width": 1440, "height": 900},
+                    "library": {"name": "trailmark.js", "version": "0.1.0"},
+                },
+            }
+        )
     return orjson.dumps({"batch": events, "sentAt": now})
 
 
@@ -102,8 +110,12 @@ def run_wrk(url: str, key: str, seconds: float, connections: int, work: Path, rp
         "  return wrk.format(nil, nil, nil, body)\n"
         "end\n" + delay
     )
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s", "-s", str(lua),
-                          url + "/v1/batch"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s", "-s", str(lua), url + "/v1/batch"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
     assert done, out
     took = float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
@@ -114,8 +126,14 @@ def run_wrk(url: str, key: str, seconds: float, connections: int, work: Path, rp
 class Proc:
     """A ``trailmark`` command (or, with ``module``, another ``python -m`` server) on a free port."""
 
-    def __init__(self, args: list[str], data_dir: Path, env: dict[str, str], module: str = "trailmark.cli",
-                 ready: str = "/readyz") -> None:
+    def __init__(
+        self,
+        args: list[str],
+        data_dir: Path,
+        env: dict[str, str],
+        module: str = "trailmark.cli",
+        ready: str = "/readyz",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -123,11 +141,16 @@ class Proc:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(data_dir.parent / f"{args[0] if args else module}.log", "ab")  # noqa: SIM115 - closed in stop()
         clean = {k: v for k, v in os.environ.items() if not k.startswith("TRAILMARK_")}
-        where = ["--port", str(self.port), "--data-dir", str(data_dir)] if module == "trailmark.cli" else \
-            ["--port", str(self.port), "--path", str(data_dir)]
+        where = (
+            ["--port", str(self.port), "--data-dir", str(data_dir)]
+            if module == "trailmark.cli"
+            else ["--port", str(self.port), "--path", str(data_dir)]
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *args, *where],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
             env={**clean, "TRAILMARK_LOG_LEVEL": "warning", **env},
         )
 
@@ -165,8 +188,12 @@ class Setup:
     figures: dict[str, float] = field(default_factory=dict)
 
     def count(self) -> int:
-        r = httpx.post(self.reader + "/v1/sql", json={"query": "SELECT count() AS n FROM trailmark.events"},
-                       headers={"authorization": f"Bearer {self.site['read_key']}"}, timeout=60)
+        r = httpx.post(
+            self.reader + "/v1/sql",
+            json={"query": "SELECT count() AS n FROM trailmark.events"},
+            headers={"authorization": f"Bearer {self.site['read_key']}"},
+            timeout=60,
+        )
         r.raise_for_status()
         return int(r.json()["rows"][0]["n"])
 
@@ -189,11 +216,16 @@ def embedded(work: Path) -> Setup:
 def kafka_env(bootstrap: str, **extra: str) -> dict[str, str]:
     """Fresh topics and groups (a set-up never reads another's records)."""
     tag = uuid.uuid4().hex[:8]
-    return {"TRAILMARK_KAFKA_BOOTSTRAP": bootstrap, "TRAILMARK_BUS__TOPIC_RAW": f"bench.raw.{tag}",
-            "TRAILMARK_BUS__TOPIC_ENRICHED": f"bench.enriched.{tag}", "TRAILMARK_BUS__TOPIC_DEAD_LETTER":
-            f"bench.dead.{tag}", "TRAILMARK_BUS__GROUP_ENRICH": f"bench-enrich-{tag}",
-            "TRAILMARK_BUS__GROUP_JOURNEYS": f"bench-journeys-{tag}",
-            "TRAILMARK_BUS__GROUP_DEAD_LETTERS": f"bench-dead-{tag}", **extra}
+    return {
+        "TRAILMARK_KAFKA_BOOTSTRAP": bootstrap,
+        "TRAILMARK_BUS__TOPIC_RAW": f"bench.raw.{tag}",
+        "TRAILMARK_BUS__TOPIC_ENRICHED": f"bench.enriched.{tag}",
+        "TRAILMARK_BUS__TOPIC_DEAD_LETTER": f"bench.dead.{tag}",
+        "TRAILMARK_BUS__GROUP_ENRICH": f"bench-enrich-{tag}",
+        "TRAILMARK_BUS__GROUP_JOURNEYS": f"bench-journeys-{tag}",
+        "TRAILMARK_BUS__GROUP_DEAD_LETTERS": f"bench-dead-{tag}",
+        **extra,
+    }
 
 
 def stages(work: Path, name: str, env: dict[str, str], builders: int, enrichers: int) -> list[Proc]:
@@ -215,8 +247,14 @@ def stages(work: Path, name: str, env: dict[str, str], builders: int, enrichers:
 
 def kafka(work: Path, bootstrap: str) -> Setup:
     procs = stages(work, "kafka", kafka_env(bootstrap), builders=1, enrichers=1)
-    return Setup("kafka (collector, enricher, journey-builder: 3 processes; chDB)", procs[-1].url, procs[0].url,
-                 procs, keys(procs[0].data_dir), notes="lz4, linger 5 ms, acks=all, idempotent, 3 partitions")
+    return Setup(
+        "kafka (collector, enricher, journey-builder: 3 processes; chDB)",
+        procs[-1].url,
+        procs[0].url,
+        procs,
+        keys(procs[0].data_dir),
+        notes="lz4, linger 5 ms, acks=all, idempotent, 3 partitions",
+    )
 
 
 def kafka_scaled(work: Path, bootstrap: str) -> Setup:
@@ -224,9 +262,15 @@ def kafka_scaled(work: Path, bootstrap: str) -> Setup:
     ch.wait_ready()
     env = kafka_env(bootstrap, TRAILMARK_CLICKHOUSE_URL=ch.url, TRAILMARK_BUS__PARTITIONS="6")
     procs = stages(work, "kafka-scaled", env, builders=2, enrichers=2)
-    return Setup("kafka ×2 (collector, 2 enrichers, 2 journey-builders: 5 processes; ClickHouse HTTP endpoint"
-                 " over chDB, 6th process)", procs[-1].url, procs[0].url, [ch, *procs], keys(procs[0].data_dir),
-                 notes="6 partitions")
+    return Setup(
+        "kafka ×2 (collector, 2 enrichers, 2 journey-builders: 5 processes; ClickHouse HTTP endpoint"
+        " over chDB, 6th process)",
+        procs[-1].url,
+        procs[0].url,
+        [ch, *procs],
+        keys(procs[0].data_dir),
+        notes="6 partitions",
+    )
 
 
 def wait_count(setup: Setup, target: int, timeout: float) -> float:
@@ -247,8 +291,9 @@ def throughput(setup: Setup, seconds: float, connections: int, work: Path) -> No
     accepted = w.requests * PER_BATCH
     stored_at = wait_count(setup, base + accepted, timeout=600)
     total = stored_at - started
-    setup.figures.update(accepted=accepted, collector_eps=accepted / w.seconds, e2e_eps=accepted / total,
-                         drain_s=total - w.seconds)
+    setup.figures.update(
+        accepted=accepted, collector_eps=accepted / w.seconds, e2e_eps=accepted / total, drain_s=total - w.seconds
+    )
 
 
 def freshness(setup: Setup, seconds: float, connections: int, rps: float, work: Path) -> None:
@@ -263,11 +308,17 @@ def freshness(setup: Setup, seconds: float, connections: int, rps: float, work: 
                 mid = uuid.uuid4().hex
                 ev = {"type": "track", "event": "probe", "anonymousId": "probe", "messageId": mid}
                 t0 = time.monotonic()
-                r = client.post(setup.collector + "/v1/batch", content=orjson.dumps({"batch": [ev]}), auth=auth,
-                                headers={"content-type": "application/json", "user-agent": UA})
+                r = client.post(
+                    setup.collector + "/v1/batch",
+                    content=orjson.dumps({"batch": [ev]}),
+                    auth=auth,
+                    headers={"content-type": "application/json", "user-agent": UA},
+                )
                 r.raise_for_status()
-                q = {"query": f"SELECT count() AS n FROM trailmark.events WHERE anonymous_id = 'probe'"
-                              f" AND message_id = '{mid}'"}
+                q = {
+                    "query": f"SELECT count() AS n FROM trailmark.events WHERE anonymous_id = 'probe'"
+                    f" AND message_id = '{mid}'"
+                }
                 while client.post(setup.reader + "/v1/sql", json=q, headers=read).json()["rows"][0]["n"] == 0:
                     if time.monotonic() - t0 > 60:
                         raise SystemExit(f"{setup.name}: probe not visible after 60 s")
@@ -282,8 +333,13 @@ def freshness(setup: Setup, seconds: float, connections: int, rps: float, work: 
     thread.join(90)
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive")
-    setup.figures.update(paced_eps=w.requests * PER_BATCH / w.seconds, fresh_p50=q[49], fresh_p95=q[94],
-                         fresh_max=latencies[-1], probes=len(latencies))
+    setup.figures.update(
+        paced_eps=w.requests * PER_BATCH / w.seconds,
+        fresh_p50=q[49],
+        fresh_p95=q[94],
+        fresh_max=latencies[-1],
+        probes=len(latencies),
+    )
 
 
 def start_broker(work: Path) -> tuple[str, dict[str, str]]:
@@ -361,20 +417,33 @@ def report(results: list[Setup], args: argparse.Namespace) -> None:
     ]
     for s in results:
         f = s.figures
-        lines.append(f"| {s.name} | {f['collector_eps']:,.0f} | **{f['e2e_eps']:,.0f}** | {f['drain_s']:.1f}"
-                     f" | {f['paced_eps']:,.0f} | {f['fresh_p50']:.2f} s | **{f['fresh_p95']:.2f} s**"
-                     f" | {f['fresh_max']:.2f} s ({f['probes']:.0f}) |")
-    lines += ["", "Targets: embedded end to end ≥ 20,000 events/s; freshness p95 < 2 s. Issue 12: Kafka end to end"
-              " ≥ the embedded figure, freshness p95 < 2 s under half of that load:"]
+        lines.append(
+            f"| {s.name} | {f['collector_eps']:,.0f} | **{f['e2e_eps']:,.0f}** | {f['drain_s']:.1f}"
+            f" | {f['paced_eps']:,.0f} | {f['fresh_p50']:.2f} s | **{f['fresh_p95']:.2f} s**"
+            f" | {f['fresh_max']:.2f} s ({f['probes']:.0f}) |"
+        )
+    lines += [
+        "",
+        "Targets: embedded end to end ≥ 20,000 events/s; freshness p95 < 2 s. Issue 12: Kafka end to end"
+        " ≥ the embedded figure, freshness p95 < 2 s under half of that load:",
+    ]
     base = next((s for s in results if s.name.startswith("embedded")), None)
     for s in results:
         if s is base:
             continue
         f = s.figures
-        e2e = (f"{f['e2e_eps'] / base.figures['e2e_eps']:.0%} of embedded end to end"
-               f" ({'met' if f['e2e_eps'] >= base.figures['e2e_eps'] else 'not met'})") if base else "no embedded run"
-        lines.append(f"- {s.name.split(' (')[0]}: {e2e}; freshness p95 {f['fresh_p95']:.2f} s"
-                     f" ({'met' if f['fresh_p95'] < 2 else 'not met'}).")
+        e2e = (
+            (
+                f"{f['e2e_eps'] / base.figures['e2e_eps']:.0%} of embedded end to end"
+                f" ({'met' if f['e2e_eps'] >= base.figures['e2e_eps'] else 'not met'})"
+            )
+            if base
+            else "no embedded run"
+        )
+        lines.append(
+            f"- {s.name.split(' (')[0]}: {e2e}; freshness p95 {f['fresh_p95']:.2f} s"
+            f" ({'met' if f['fresh_p95'] < 2 else 'not met'})."
+        )
     lines.append("")
     text = "\n".join(lines)
     print(text)

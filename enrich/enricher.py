@@ -172,8 +172,7 @@ class Enricher:
         if not ref.host:
             return RefInfo("", "other", "", "")
         if page_host and (
-            ref.host == page_host
-            or self._refs.registered_domain(ref.host) == self._refs.registered_domain(page_host)
+            ref.host == page_host or self._refs.registered_domain(ref.host) == self._refs.registered_domain(page_host)
         ):
             return RefInfo(ref.host, "internal", "", "")
         known = self._refs.host(ref.host)

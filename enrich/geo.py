@@ -111,9 +111,9 @@ class GeoLookup:
         if fallback and self._asn_db is None:
             self._asn_fallback = _load_geoip2fast_asn()
         self._tz = _country_timezones()
-        self.source = (
-            f"mmdb:{Path(db).name}" if db else ("iptocc" if self._cc else "none")
-        ) + ("+geoip2fast-asn" if self._asn_fallback is not None else "")
+        self.source = (f"mmdb:{Path(db).name}" if db else ("iptocc" if self._cc else "none")) + (
+            "+geoip2fast-asn" if self._asn_fallback is not None else ""
+        )
         self.lookup = lru_cache(maxsize=cache_size)(self._lookup)
 
     def _lookup(self, ip: str) -> GeoInfo:

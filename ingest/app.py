@@ -38,17 +38,29 @@ from trailmark.settings import CollectorSettings
 EVENTS = Counter("trailmark_collector_events_total", "Events received", ["outcome"])
 ACCEPTED, REJECTED, UNAVAILABLE = (EVENTS.labels(o) for o in ("accepted", "rejected", "unavailable"))
 REQUESTS = Counter("trailmark_collector_requests_total", "Collector requests", ["status"])
-BATCH = Histogram(
-    "trailmark_collector_batch_events", "Events per request", buckets=(1, 5, 10, 50, 100, 500, 2500)
-)
+BATCH = Histogram("trailmark_collector_batch_events", "Events per request", buckets=(1, 5, 10, 50, 100, 500, 2500))
 
-SINGLE_TYPES = {"track": "track", "page": "page", "identify": "identify", "alias": "alias",
-                "group": "group", "screen": "screen"}
+SINGLE_TYPES = {
+    "track": "track",
+    "page": "page",
+    "identify": "identify",
+    "alias": "alias",
+    "group": "group",
+    "screen": "screen",
+}
 # Segment's analytics.js (analytics-next) posts to these short paths; "b" is its batching endpoint
 SHORT_PATHS = {"t": "track", "p": "page", "i": "identify", "g": "group", "a": "alias", "s": "screen", "b": None}
 # the machine-readable ``code`` of each error status; Segment's clients read ``code`` and ``message``
-CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-         405: "method_not_allowed", 413: "payload_too_large", 429: "rate_limited", 503: "unavailable"}
+CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+    503: "unavailable",
+}
 # Headers a preflight may ask for: what the SDKs send (authorization, content-type, anonymousid,
 # sentat, x-retry-count, rsa-*...) and any other well-formed name; only their syntax is checked,
 # since no answer carries credentials
@@ -118,8 +130,11 @@ class Collector:
         """OPTIONS: allow what the browser asks for (SDK headers such as AnonymousId, SentAt,
         X-Retry-Count), cached by the browser for a day (browsers cap it lower)."""
         asked = request.headers.get("access-control-request-headers", "")
-        headers = {**self.cors(request), "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-                   "Access-Control-Max-Age": "86400"}
+        headers = {
+            **self.cors(request),
+            "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+            "Access-Control-Max-Age": "86400",
+        }
         if asked and _HEADER_LIST.match(asked):
             headers["Access-Control-Allow-Headers"] = asked
         if not headers.get("Access-Control-Allow-Origin"):
@@ -285,15 +300,26 @@ class Collector:
 
     def stamp(self, request: Request, site: Site) -> dict[str, Any]:
         """The server facts of a RawBatch, shared by every record of one request."""
-        return {"v": SCHEMA_VERSION, "site_id": site["site_id"], "received_at": bus_time(datetime.now(UTC)),
-                "ip": self.client_ip(request), "user_agent": request.headers.get("user-agent", "")}
+        return {
+            "v": SCHEMA_VERSION,
+            "site_id": site["site_id"],
+            "received_at": bus_time(datetime.now(UTC)),
+            "ip": self.client_ip(request),
+            "user_agent": request.headers.get("user-agent", ""),
+        }
 
     def record(self, request: Request, site: Site, body: Any) -> bytes:
         return orjson.dumps({**self.stamp(request, site), "body": body})
 
     async def slow_path(
-        self, request: Request, site: Site, events: list[Any], sent_at: Any, skip: set[int],
-        reasons: dict[int, str], validated: bool = False,
+        self,
+        request: Request,
+        site: Site,
+        events: list[Any],
+        sent_at: Any,
+        skip: set[int],
+        reasons: dict[int, str],
+        validated: bool = False,
     ) -> Response:
         """Event by event: validate, check, fill missing messageIds, one record per visitor.
         The caller has authenticated the site and checked the origin."""
@@ -332,7 +358,11 @@ class Collector:
         return await self.send(request, site, records, sum(len(g) for g in groups.values()), rejected)
 
     async def send(
-        self, request: Request, site: Site, records: list[tuple[bytes, bytes]], accepted: int,
+        self,
+        request: Request,
+        site: Site,
+        records: list[tuple[bytes, bytes]],
+        accepted: int,
         rejected: list[dict[str, Any]],
     ) -> Response:
         if records:
@@ -362,32 +392,45 @@ class Collector:
                 "anonymousId": q.get("aid") or q.get("anonymousId") or f"pixel-{self.client_ip(request)}",
                 "userId": q.get("uid"),
                 "properties": {k: v for k, v in q.items() if k.startswith("p_")},
-                "context": {"page": {"url": page_url, "path": urlsplit(page_url).path,
-                                     "referrer": q.get("ref") or ""}, "library": {"name": "pixel"}},
+                "context": {
+                    "page": {"url": page_url, "path": urlsplit(page_url).path, "referrer": q.get("ref") or ""},
+                    "library": {"name": "pixel"},
+                },
             }
             await self.slow_path(request, site, [event], None, set(), {})
-        return Response(_GIF, media_type="image/gif",
-                        headers={"Cache-Control": "no-store, max-age=0"})
+        return Response(_GIF, media_type="image/gif", headers={"Cache-Control": "no-store, max-age=0"})
 
     def tracker(self, request: Request) -> Response:
         if not self.script.body:
             return _error(404, "tracker not built: run make (tracker_js/build.mjs)")
-        cache = "public, max-age=31536000, immutable" if "v" in request.query_params else \
-            "public, max-age=300, must-revalidate"
+        cache = (
+            "public, max-age=31536000, immutable"
+            if "v" in request.query_params
+            else "public, max-age=300, must-revalidate"
+        )
         headers = {"ETag": self.script.etag, "Cache-Control": cache, "Access-Control-Allow-Origin": "*"}
         if request.headers.get("if-none-match") == self.script.etag:
             return Response(status_code=304, headers=headers)
         return Response(self.script.body, media_type="application/javascript", headers=headers)
 
 
-_ERROR = {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                                          "error": {"type": "string"}}}
+_ERROR = {
+    "type": "object",
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "error": {"type": "string"}},
+}
 ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"description": "accepted (``rejected`` lists the events refused alone)"},
-    **{status: {"description": what, "content": {"application/json": {"schema": _ERROR}}} for status, what in (
-        (400, "not JSON, not UTF-8, nested too deep, not a batch"), (401, "missing or unknown write key"),
-        (403, "a read key, or an origin the site does not allow"), (413, "over the size or event limits"),
-        (429, "rate limited (Retry-After)"), (503, "event log unavailable (Retry-After)"))},
+    **{
+        status: {"description": what, "content": {"application/json": {"schema": _ERROR}}}
+        for status, what in (
+            (400, "not JSON, not UTF-8, nested too deep, not a batch"),
+            (401, "missing or unknown write key"),
+            (403, "a read key, or an origin the site does not allow"),
+            (413, "over the size or event limits"),
+            (429, "rate limited (Retry-After)"),
+            (503, "event log unavailable (Retry-After)"),
+        )
+    },
 }
 
 
@@ -412,13 +455,24 @@ def collector_router(collector: Collector) -> APIRouter:
     async def batch(body: IncomingBatch) -> Response:  # documents the body; requests take the route above
         raise AssertionError("unreachable: POST /v1/batch is served by fast_batch")
 
-    one_event = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/IncomingEvent"}}}}}
+    one_event = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IncomingEvent"}}},
+        }
+    }
     for name in SINGLE_TYPES:
-        router.add_api_route(f"/v1/{name}", _single(collector, name), methods=["POST"], responses=ANSWERS,
-                             summary=f"Segment {name} call", openapi_extra=one_event)
+        router.add_api_route(
+            f"/v1/{name}",
+            _single(collector, name),
+            methods=["POST"],
+            responses=ANSWERS,
+            summary=f"Segment {name} call",
+            openapi_extra=one_event,
+        )
 
     for short, kind in SHORT_PATHS.items():  # aliases, left out of the OpenAPI document
+
         async def alias(request: Request, _type: str | None = kind) -> Response:
             return await collector.ingest(request, _type)
 
@@ -452,8 +506,7 @@ def collector_router(collector: Collector) -> APIRouter:
     async def not_found(request: Request) -> Response:
         return collector.refuse(request, 404, f"no collector endpoint at {request.url.path}")
 
-    posts = ["/v1/batch", *(f"/v1/{n}" for n in SINGLE_TYPES), *(f"/v1/{n}" for n in SHORT_PATHS),
-             "/beacon/v1/batch"]
+    posts = ["/v1/batch", *(f"/v1/{n}" for n in SINGLE_TYPES), *(f"/v1/{n}" for n in SHORT_PATHS), "/beacon/v1/batch"]
     others = ["GET", "HEAD", "PUT", "PATCH", "DELETE"]  # POST and OPTIONS are matched above
     for path in posts:
         router.routes.append(Route(path, not_allowed, methods=others))

@@ -31,9 +31,11 @@ def _contact(alias: str) -> str:
 def _join(db: str, alias: str) -> str:
     """The identity_map of one site (param ``s``) as an ANY join: a quarter cheaper than joining the
     view on (site, anonymousId) at 10M events (measured in bench/journeys.py's funnel)."""
-    return (f" LEFT ANY JOIN (SELECT anonymous_id, argMax(contact_id, last_seen) AS contact_id"
-            f" FROM {db}.identities_data WHERE site_id = {{s:String}} GROUP BY anonymous_id) AS m"
-            f" ON m.anonymous_id = {alias}.anonymous_id")
+    return (
+        f" LEFT ANY JOIN (SELECT anonymous_id, argMax(contact_id, last_seen) AS contact_id"
+        f" FROM {db}.identities_data WHERE site_id = {{s:String}} GROUP BY anonymous_id) AS m"
+        f" ON m.anonymous_id = {alias}.anonymous_id"
+    )
 
 
 def _epoch(value: Any) -> float:
@@ -54,7 +56,8 @@ def _range(col: str, params: dict[str, Any], since: str | None, until: str | Non
 def current_stages(storage: Storage, site_id: str) -> dict[str, str]:
     """contact_id -> the furthest stage it has entered."""
     db = storage.database
-    rows = _q(storage, 
+    rows = _q(
+        storage,
         f"SELECT {_contact('t')} AS contact_id, groupUniqArray(t.stage) AS stages"
         f" FROM {db}.stage_transitions_data AS t{_join(db, 't')} WHERE t.site_id = {{s:String}}"
         " GROUP BY contact_id",
@@ -68,9 +71,19 @@ def current_stages(storage: Storage, site_id: str) -> dict[str, str]:
     return out
 
 
-def contacts(storage: Storage, site_id: str, *, stage: str | None = None, channel: str | None = None,
-             campaign: str | None = None, converted: bool | None = None, since: str | None = None,
-             until: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+def contacts(
+    storage: Storage,
+    site_id: str,
+    *,
+    stage: str | None = None,
+    channel: str | None = None,
+    campaign: str | None = None,
+    converted: bool | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> dict[str, Any]:
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "limit": limit + 1, "offset": offset}
     where = _range("start", p, since, until)
@@ -89,7 +102,8 @@ def contacts(storage: Storage, site_id: str, *, stage: str | None = None, channe
             raise BadQuery(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
         p["ids"] = sorted(c for c, s in stages.items() if s == stage)
         having.append("contact_id IN {ids:Array(String)}")
-    rows = _q(storage, 
+    rows = _q(
+        storage,
         f"SELECT contact_id, min(start) AS first_seen, max(end) AS last_seen, count() AS sessions,"
         f" sum(conversions) AS conversions, argMin(channel, start) AS first_channel,"
         f" groupUniqArray(channel) AS channels, arrayFilter(x -> x != '', groupUniqArray(campaign)) AS campaigns"
@@ -107,7 +121,8 @@ def contacts(storage: Storage, site_id: str, *, stage: str | None = None, channe
 
 def stages(storage: Storage, site_id: str) -> dict[str, Any]:
     db = storage.database
-    rows = _q(storage, 
+    rows = _q(
+        storage,
         f"SELECT contact_id, stage, entered_at FROM {db}.stage_transitions WHERE site_id = {{s:String}}",
         {"s": site_id},
     )
@@ -150,8 +165,15 @@ def _step_condition(i: int, step: str, p: dict[str, Any]) -> str:
     return f"(e.event = {{step{i}:String}} AND e.type = 'track')"
 
 
-def funnel(storage: Storage, site_id: str, steps: list[str], window_s: int, by: str | None = None,
-           since: str | None = None, until: str | None = None) -> dict[str, Any]:
+def funnel(
+    storage: Storage,
+    site_id: str,
+    steps: list[str],
+    window_s: int,
+    by: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> dict[str, Any]:
     """Contacts reaching each step in order within ``window_s`` (ClickHouse windowFunnel)."""
     if not 1 <= len(steps) <= 20:
         raise BadQuery("steps: give 1 to 20 comma-separated page paths or event names")
@@ -182,20 +204,30 @@ def funnel(storage: Storage, site_id: str, steps: list[str], window_s: int, by: 
         for i in range(int(r["level"])):
             totals[i] += int(r["n"])
             by_channel[r["channel"] or "Direct"][i] += int(r["n"])
-    out_steps = [{"step": s, "count": totals[i], "conversion": round(totals[i] / totals[0], 4) if totals[0] else 0.0}
-                 for i, s in enumerate(steps)]
+    out_steps = [
+        {"step": s, "count": totals[i], "conversion": round(totals[i] / totals[0], 4) if totals[0] else 0.0}
+        for i, s in enumerate(steps)
+    ]
     return {"steps": out_steps, "window_s": window_s, "by": dict(by_channel) if by else {}}
 
 
-def paths(storage: Storage, site_id: str, start: str | None, depth: int, limit: int,
-          since: str | None = None, until: str | None = None) -> dict[str, Any]:
+def paths(
+    storage: Storage,
+    site_id: str,
+    start: str | None,
+    depth: int,
+    limit: int,
+    since: str | None = None,
+    until: str | None = None,
+) -> dict[str, Any]:
     """The most common sequences of pages/events within sessions, from ``start`` (or the entry)."""
     if not 2 <= depth <= 10:
         raise BadQuery("depth: 2 to 10")
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "depth": depth, "limit": limit, "from": start or ""}
     where = _range("timestamp", p, since, until)
-    rows = _q(storage, 
+    rows = _q(
+        storage,
         f"SELECT path, count() AS n FROM ("
         f" SELECT arraySlice(steps, if({{from:String}} = '', 1, indexOf(steps, {{from:String}})), {{depth:UInt8}})"
         f" AS path FROM ("
@@ -224,18 +256,27 @@ _SQL_WEIGHTS: dict[str, str] = {
     "first_touch": "arrayMap(i -> toFloat64(i = 1), arrayEnumerate(win))",
     "last_touch": "arrayMap(i -> toFloat64(i = n), arrayEnumerate(win))",
     "last_non_direct": "arrayMap(i -> toFloat64(i = if(arrayLastIndex(x -> x.2 NOT IN ('Direct', ''), win) = 0, n,"
-                       " arrayLastIndex(x -> x.2 NOT IN ('Direct', ''), win))), arrayEnumerate(win))",
+    " arrayLastIndex(x -> x.2 NOT IN ('Direct', ''), win))), arrayEnumerate(win))",
     "linear": "arrayMap(i -> 1 / n, arrayEnumerate(win))",
     "time_decay": "arrayMap(r -> r / arraySum(decay), decay)",
     "position_based": "arrayMap(i -> multiIf(n = 1, 1., n = 2, 0.5, i = 1 OR i = n, 0.4, 0.2 / (n - 2)),"
-                      " arrayEnumerate(win))",
+    " arrayEnumerate(win))",
 }
 _KEY_INDEX = {"channel": 2, "source": 3, "medium": 4, "campaign": 5}
 
 
-def attribution(storage: Storage, site_id: str, conversion: str, model: str, by: str, lookback_days: int,
-                half_life_days: float, since: str | None = None, until: str | None = None,
-                details: bool = False) -> dict[str, Any]:
+def attribution(
+    storage: Storage,
+    site_id: str,
+    conversion: str,
+    model: str,
+    by: str,
+    lookback_days: int,
+    half_life_days: float,
+    since: str | None = None,
+    until: str | None = None,
+    details: bool = False,
+) -> dict[str, Any]:
     """Credit per channel/source/campaign for ``conversion`` events, over the session-entry
     touchpoints of the same contact in the lookback window before each conversion. Computed in
     ClickHouse (arrays per conversion), so it scales with the data, not with Python loops."""
@@ -244,8 +285,12 @@ def attribution(storage: Storage, site_id: str, conversion: str, model: str, by:
     if by not in _KEY_INDEX:
         raise BadQuery("by: channel, source, medium or campaign")
     db = storage.database
-    p: dict[str, Any] = {"s": site_id, "conv": conversion, "lb": lookback_days * 86400.0,
-                         "hl": half_life_days * 86400.0}
+    p: dict[str, Any] = {
+        "s": site_id,
+        "conv": conversion,
+        "lb": lookback_days * 86400.0,
+        "hl": half_life_days * 86400.0,
+    }
     where = _range("e.timestamp", p, since, until)
     none = "'Direct'" if by == "channel" else "'(none)'"
     per_conversion = (
@@ -267,34 +312,55 @@ def attribution(storage: Storage, site_id: str, conversion: str, model: str, by:
         f"  WHERE t.site_id = {{s:String}} AND t.kind = 'session_start' GROUP BY contact_id) AS t"
         f" ON t.contact_id = c.contact_id"
     )
-    rows = _q(storage, f"SELECT key, sum(w) AS credit, uniqExact(message_id) AS conversions FROM ({per_conversion})"
-                       " ARRAY JOIN keys AS key, ws AS w GROUP BY key", p)
-    total = _q(storage, f"SELECT count() AS n FROM {db}.events WHERE site_id = {{s:String}} AND NOT is_bot"
-                        f" AND event = {{conv:String}}{where.replace('e.timestamp', 'timestamp')}", p)[0]["n"]
+    rows = _q(
+        storage,
+        f"SELECT key, sum(w) AS credit, uniqExact(message_id) AS conversions FROM ({per_conversion})"
+        " ARRAY JOIN keys AS key, ws AS w GROUP BY key",
+        p,
+    )
+    total = _q(
+        storage,
+        f"SELECT count() AS n FROM {db}.events WHERE site_id = {{s:String}} AND NOT is_bot"
+        f" AND event = {{conv:String}}{where.replace('e.timestamp', 'timestamp')}",
+        p,
+    )[0]["n"]
     out: dict[str, Any] = {
-        "model": model, "conversion": conversion, "lookback_days": lookback_days, "by": by,
-        "half_life_days": half_life_days if model == "time_decay" else None, "total_conversions": int(total),
-        "rows": [{"key": r["key"], "credit": round(float(r["credit"]), 6),
-                  "share": round(float(r["credit"]) / total, 6) if total else 0.0}
-                 for r in sorted(rows, key=lambda r: (-float(r["credit"]), r["key"])) if float(r["credit"]) > 0],
+        "model": model,
+        "conversion": conversion,
+        "lookback_days": lookback_days,
+        "by": by,
+        "half_life_days": half_life_days if model == "time_decay" else None,
+        "total_conversions": int(total),
+        "rows": [
+            {
+                "key": r["key"],
+                "credit": round(float(r["credit"]), 6),
+                "share": round(float(r["credit"]) / total, 6) if total else 0.0,
+            }
+            for r in sorted(rows, key=lambda r: (-float(r["credit"]), r["key"]))
+            if float(r["credit"]) > 0
+        ],
     }
     if details:
-        convs = _q(storage, f"SELECT contact_id, message_id, keys, ws FROM ({per_conversion})"
-                            " ORDER BY at LIMIT 10000", p)
+        convs = _q(
+            storage, f"SELECT contact_id, message_id, keys, ws FROM ({per_conversion}) ORDER BY at LIMIT 10000", p
+        )
         out["conversions"] = []
         for c in convs:
             split: dict[str, float] = defaultdict(float)
             for k, w in zip(c["keys"], c["ws"], strict=True):
                 split[k] += float(w)
-            out["conversions"].append({"contact_id": c["contact_id"], "message_id": c["message_id"],
-                                       "credits": dict(split)})
+            out["conversions"].append(
+                {"contact_id": c["contact_id"], "message_id": c["message_id"], "credits": dict(split)}
+            )
     return out
 
 
 def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, Any]:
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "limit": limit}
-    exits = _q(storage, 
+    exits = _q(
+        storage,
         f"SELECT x.page AS page, x.exits AS exits, v.pageviews AS pageviews,"
         f" round(x.exits / greatest(v.pageviews, 1), 4) AS exit_rate FROM"
         f" (SELECT exit_page AS page, count() AS exits FROM {db}.sessions WHERE site_id = {{s:String}}"
@@ -305,7 +371,8 @@ def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, An
         p,
     )
     current = current_stages(storage, site_id)
-    last_exit = _q(storage, 
+    last_exit = _q(
+        storage,
         f"SELECT contact_id, argMax(exit_page, end) AS page FROM {db}.sessions WHERE site_id = {{s:String}}"
         " GROUP BY contact_id",
         p,
@@ -318,15 +385,22 @@ def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, An
     dropoff = []
     for stage in STAGES[:-1]:
         pages = sorted(stuck[stage].items(), key=lambda kv: (-kv[1], kv[0]))
-        dropoff.append({"stage": stage, "stuck_contacts": sum(stuck[stage].values()),
-                        "top_exit_pages": [{"page": pg, "count": n} for pg, n in pages[:limit]]})
-    rage = _q(storage, 
+        dropoff.append(
+            {
+                "stage": stage,
+                "stuck_contacts": sum(stuck[stage].values()),
+                "top_exit_pages": [{"page": pg, "count": n} for pg, n in pages[:limit]],
+            }
+        )
+    rage = _q(
+        storage,
         f"SELECT page_path AS page, JSONExtractString(properties, 'selector') AS selector, count() AS count"
         f" FROM {db}.events WHERE site_id = {{s:String}} AND event = '$rage_click' GROUP BY page, selector"
         " ORDER BY count DESC, page LIMIT {limit:UInt32}",
         p,
     )
-    errors = _q(storage, 
+    errors = _q(
+        storage,
         f"SELECT JSONExtractString(properties, 'message') AS message, JSONExtractString(properties, 'source')"
         f" AS source, count() AS count FROM {db}.events WHERE site_id = {{s:String}} AND event = '$error'"
         " GROUP BY message, source ORDER BY count DESC, message LIMIT {limit:UInt32}",

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Model = Literal["first_touch", "last_touch", "last_non_direct", "linear", "time_decay", "position_based"]
-MODELS: tuple[Model, ...] = ("first_touch", "last_touch", "last_non_direct", "linear", "time_decay",
-                             "position_based")
+MODELS: tuple[Model, ...] = ("first_touch", "last_touch", "last_non_direct", "linear", "time_decay", "position_based")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +23,7 @@ class Touch:
     campaign: str = ""
 
 
-def weights(model: Model, touches: Sequence[Touch], conversion_at_s: float,
-            half_life_days: float = 7.0) -> list[float]:
+def weights(model: Model, touches: Sequence[Touch], conversion_at_s: float, half_life_days: float = 7.0) -> list[float]:
     """Credit per touch (same order as ``touches``, which must be in time order)."""
     n = len(touches)
     if n == 0:

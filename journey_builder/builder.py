@@ -37,8 +37,18 @@ _NS = uuid.UUID("6f1d8a52-3c1b-4c8e-9a53-1f0e7b7f2d10")
 FORM_EVENTS = {"$form_submit", "form_submit", "Form Submitted"}
 CONTACT_EVENTS = {"Contact Requested", "Support Requested", "Chat Started", "$contact"}
 CONTACT_FIELDS = (
-    "email", "email_domain", "email_free", "email_disposable", "company_domain", "company_name",
-    "phone_e164", "phone_country", "phone_carrier", "phone_line_type", "first_name", "last_name",
+    "email",
+    "email_domain",
+    "email_free",
+    "email_disposable",
+    "company_domain",
+    "company_name",
+    "phone_e164",
+    "phone_country",
+    "phone_carrier",
+    "phone_line_type",
+    "first_name",
+    "last_name",
 )
 
 
@@ -106,15 +116,30 @@ class SessionState:
 
     def row(self, site_id: str, version: int) -> dict[str, Any]:
         return {
-            "site_id": site_id, "session_id": self.session_id, "anonymous_id": self.anonymous_id,
-            "user_id": self.user_id, "start": ch_time(self.start), "end": ch_time(self.end),
-            "pageviews": self.pageviews, "events": self.events, "entry_page": self.entry_page,
-            "exit_page": self.exit_page, "referrer_host": self.referrer_host, "channel": self.channel,
-            "source": self.source, "medium": self.medium, "campaign": self.campaign,
-            "click_id_type": self.click_id_type, "campaign_key": self.campaign_key, "device": self.device,
+            "site_id": site_id,
+            "session_id": self.session_id,
+            "anonymous_id": self.anonymous_id,
+            "user_id": self.user_id,
+            "start": ch_time(self.start),
+            "end": ch_time(self.end),
+            "pageviews": self.pageviews,
+            "events": self.events,
+            "entry_page": self.entry_page,
+            "exit_page": self.exit_page,
+            "referrer_host": self.referrer_host,
+            "channel": self.channel,
+            "source": self.source,
+            "medium": self.medium,
+            "campaign": self.campaign,
+            "click_id_type": self.click_id_type,
+            "campaign_key": self.campaign_key,
+            "device": self.device,
             "browser": self.browser,
-            "os": self.os, "country": self.country, "converted": self.conversions > 0,
-            "conversions": self.conversions, "version": version,
+            "os": self.os,
+            "country": self.country,
+            "converted": self.conversions > 0,
+            "conversions": self.conversions,
+            "version": version,
         }
 
 
@@ -239,8 +264,10 @@ class JourneyBuilder:
         db = self.storage.database
         for key in missing:
             self.visitors[key] = VisitorState()
-        stored = (f"(SELECT site_id, anonymous_id, @what FROM {db}.events"
-                  " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))})")
+        stored = (
+            f"(SELECT site_id, anonymous_id, @what FROM {db}.events"
+            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))})"
+        )
         rows = self.storage.query(
             f"SELECT site_id, anonymous_id, count() AS n, argMax(session_id, end) AS last_session,"
             f" argMax(tuple(start, end, entry_page, exit_page, referrer_host, channel, source, medium, campaign,"
@@ -248,7 +275,8 @@ class JourneyBuilder:
             f" end) AS s, countIf(conversions > 0) AS converted"
             f" FROM {db}.sessions_data FINAL WHERE (site_id, anonymous_id) IN"
             " {v:Array(Tuple(String, String))} AND (site_id, anonymous_id, session_id) IN "
-            + stored.replace("@what", "session_id") + " GROUP BY site_id, anonymous_id",
+            + stored.replace("@what", "session_id")
+            + " GROUP BY site_id, anonymous_id",
             {"v": missing},
         )
         converted: set[tuple[str, str]] = set()
@@ -258,11 +286,28 @@ class JourneyBuilder:
             state = self.visitors[(r["site_id"], r["anonymous_id"])]
             state.sessions = int(r["n"])
             state.session = SessionState(
-                session_id=r["last_session"], anonymous_id=r["anonymous_id"], start=start, end=end,
-                end_ms=epoch_ms(end), campaign_key=s[18], referrer_host=s[4], channel=s[5], source=s[6],
-                medium=s[7], campaign=s[8], click_id_type=s[9], entry_page=s[2], exit_page=s[3],
-                pageviews=int(s[10]), events=int(s[11]), conversions=int(s[12]), user_id=s[13],
-                device=s[14], browser=s[15], os=s[16], country=s[17],
+                session_id=r["last_session"],
+                anonymous_id=r["anonymous_id"],
+                start=start,
+                end=end,
+                end_ms=epoch_ms(end),
+                campaign_key=s[18],
+                referrer_host=s[4],
+                channel=s[5],
+                source=s[6],
+                medium=s[7],
+                campaign=s[8],
+                click_id_type=s[9],
+                entry_page=s[2],
+                exit_page=s[3],
+                pageviews=int(s[10]),
+                events=int(s[11]),
+                conversions=int(s[12]),
+                user_id=s[13],
+                device=s[14],
+                browser=s[15],
+                os=s[16],
+                country=s[17],
             )
             if int(r["converted"]) > (state.session.conversions > 0):  # an earlier session converted
                 converted.add((r["site_id"], r["anonymous_id"]))
@@ -302,8 +347,10 @@ class JourneyBuilder:
             {"s": sorted((site, anon, s.session_id) for (site, anon), s in sessions)},
         ):
             n = int(r["n"])
-            got = found.setdefault((r["site_id"], r["anonymous_id"], r["session_id"]), {
-                "events": 0, "pageviews": 0, "conversions": 0, "end": "", "page": ("", ""), "user": ("", "")})
+            got = found.setdefault(
+                (r["site_id"], r["anonymous_id"], r["session_id"]),
+                {"events": 0, "pageviews": 0, "conversions": 0, "end": "", "page": ("", ""), "user": ("", "")},
+            )
             got["events"] += n
             got["pageviews"] += n if r["type"] in ("page", "screen") else 0
             got["conversions"] += n if self._is_conversion(r["type"], r["event"]) else 0
@@ -349,8 +396,7 @@ class JourneyBuilder:
         if not missing:
             return
         for row in self.storage.query(
-            f"SELECT * FROM {db}.contacts_data FINAL WHERE (site_id, contact_id) IN"
-            " {v:Array(Tuple(String, String))}",
+            f"SELECT * FROM {db}.contacts_data FINAL WHERE (site_id, contact_id) IN {{v:Array(Tuple(String, String))}}",
             {"v": missing},
         ):
             self.contacts[(row["site_id"], row["contact_id"])] = self._parsed(row)
@@ -371,8 +417,18 @@ class JourneyBuilder:
             row["traits"] = orjson.loads(row["traits"] or "{}")
             self.accounts[(row["site_id"], row["group_id"])] = row
         for site, gid in missing:
-            self.accounts.setdefault((site, gid), {"site_id": site, "group_id": gid, "name": "", "domain": "",
-                                                   "traits": {}, "first_seen": "", "last_seen": ""})
+            self.accounts.setdefault(
+                (site, gid),
+                {
+                    "site_id": site,
+                    "group_id": gid,
+                    "name": "",
+                    "domain": "",
+                    "traits": {},
+                    "first_seen": "",
+                    "last_seen": "",
+                },
+            )
 
     @staticmethod
     def _parsed(row: dict[str, Any]) -> dict[str, Any]:
@@ -382,8 +438,16 @@ class JourneyBuilder:
 
     @staticmethod
     def _blank_contact(site_id: str, contact_id: str) -> dict[str, Any]:
-        row: dict[str, Any] = {"site_id": site_id, "contact_id": contact_id, "user_id": "", "traits": {},
-                               "field_sources": {}, "first_seen": "", "last_seen": "", "country": ""}
+        row: dict[str, Any] = {
+            "site_id": site_id,
+            "contact_id": contact_id,
+            "user_id": "",
+            "traits": {},
+            "field_sources": {},
+            "first_seen": "",
+            "last_seen": "",
+            "country": "",
+        }
         for f in CONTACT_FIELDS:
             row[f] = False if f in ("email_free", "email_disposable") else ""
         return {**row, **NO_CONSENT, "consent_at": CH_EPOCH}
@@ -426,19 +490,40 @@ class JourneyBuilder:
         contact_id = self._identify(ev, visitor, anon, out)
         if kind == "group" and ev["group_id"]:
             self._group(ev, anon, out)
-        interaction = ("conversion" if is_conversion else "form_submit" if name in FORM_EVENTS
-                       else "contact" if name in CONTACT_EVENTS else "identify" if kind == "identify" else "")
+        interaction = (
+            "conversion"
+            if is_conversion
+            else "form_submit"
+            if name in FORM_EVENTS
+            else "contact"
+            if name in CONTACT_EVENTS
+            else "identify"
+            if kind == "identify"
+            else ""
+        )
         stage = ""
-        entered = self.rules.entered(event=name, path=ev["page_path"] if kind in ("page", "screen") else "",
-                                     sessions=visitor.sessions, entered=visitor.stages,
-                                     new_session=new_session)
+        entered = self.rules.entered(
+            event=name,
+            path=ev["page_path"] if kind in ("page", "screen") else "",
+            sessions=visitor.sessions,
+            entered=visitor.stages,
+            new_session=new_session,
+        )
         if is_conversion and PURCHASE not in visitor.stages:
             visitor.stages.add(PURCHASE)
         for rule in entered:
             visitor.stages.add(rule.stage)
             stage = rule.stage
-            out.stages.append({"site_id": site_id, "anonymous_id": anon, "stage": rule.stage,
-                               "entered_at": ts, "rule": rule.name, "message_id": ev["message_id"]})
+            out.stages.append(
+                {
+                    "site_id": site_id,
+                    "anonymous_id": anon,
+                    "stage": rule.stage,
+                    "entered_at": ts,
+                    "rule": rule.name,
+                    "message_id": ev["message_id"],
+                }
+            )
         if interaction:
             tp = self._touchpoint(ev, session, ev["message_id"], interaction, ts)
             tp["stage"] = stage or self._current_stage(visitor)
@@ -473,25 +558,46 @@ class JourneyBuilder:
                 return s, False
         session_id = str(uuid.uuid5(_NS, f"{ev['site_id']}|{anon}|{ev['message_id']}"))
         s = SessionState(
-            session_id=session_id, anonymous_id=anon, start=ts, end=ts, end_ms=ts_ms, campaign_key=campaign,
+            session_id=session_id,
+            anonymous_id=anon,
+            start=ts,
+            end=ts,
+            end_ms=ts_ms,
+            campaign_key=campaign,
             # "Internal" (a same-site referrer without tags) keeps no channel of its own
             referrer_host=ev["referrer_host"],
             channel=ev["channel"] if ev["channel"] not in ("", "Internal") else "Direct",
-            source=ev["source"] or "(direct)", medium=ev["medium"] or "(none)", campaign=ev["utm_campaign"],
-            click_id_type=ev["click_id_type"], entry_page=ev["page_path"], exit_page=ev["page_path"],
-            device=ev["ua_device_type"], browser=ev["ua_browser"], os=ev["ua_os"], country=ev["geo_country"],
+            source=ev["source"] or "(direct)",
+            medium=ev["medium"] or "(none)",
+            campaign=ev["utm_campaign"],
+            click_id_type=ev["click_id_type"],
+            entry_page=ev["page_path"],
+            exit_page=ev["page_path"],
+            device=ev["ua_device_type"],
+            browser=ev["ua_browser"],
+            os=ev["ua_os"],
+            country=ev["geo_country"],
         )
         visitor.session = s
         visitor.sessions += 1
         return s, True
 
-    def _touchpoint(
-        self, ev: EnrichedEvent, s: SessionState, tp_id: str, kind: str, ts: str
-    ) -> dict[str, Any]:
-        return {"site_id": ev["site_id"], "touchpoint_id": tp_id, "session_id": s.session_id,
-                "anonymous_id": s.anonymous_id, "timestamp": ts, "kind": kind, "event": ev["event"],
-                "page_path": ev["page_path"] or s.exit_page, "channel": s.channel, "source": s.source,
-                "medium": s.medium, "campaign": s.campaign, "stage": ""}
+    def _touchpoint(self, ev: EnrichedEvent, s: SessionState, tp_id: str, kind: str, ts: str) -> dict[str, Any]:
+        return {
+            "site_id": ev["site_id"],
+            "touchpoint_id": tp_id,
+            "session_id": s.session_id,
+            "anonymous_id": s.anonymous_id,
+            "timestamp": ts,
+            "kind": kind,
+            "event": ev["event"],
+            "page_path": ev["page_path"] or s.exit_page,
+            "channel": s.channel,
+            "source": s.source,
+            "medium": s.medium,
+            "campaign": s.campaign,
+            "stage": "",
+        }
 
     def _group(self, ev: EnrichedEvent, anon: str, out: Output) -> None:
         """A group call: its traits describe the account; the visitor is linked to it."""
@@ -508,8 +614,9 @@ class JourneyBuilder:
         account["first_seen"] = min(account["first_seen"] or ts, ts)
         account["last_seen"] = max(account["last_seen"] or ts, ts)
         out.accounts[(site_id, group_id)] = {**account, "traits": traits_json, "version": time.time_ns()}
-        out.account_links.append({"site_id": site_id, "group_id": group_id, "anonymous_id": anon,
-                                  "first_seen": ts, "last_seen": ts})
+        out.account_links.append(
+            {"site_id": site_id, "group_id": group_id, "anonymous_id": anon, "first_seen": ts, "last_seen": ts}
+        )
 
     def _identify(self, ev: EnrichedEvent, visitor: VisitorState, anon: str, out: Output) -> str:
         site_id = ev["site_id"]
@@ -524,13 +631,25 @@ class JourneyBuilder:
         if ev["type"] == "alias" and ev["previous_id"]:
             links.append(ev["previous_id"])
         # an email-only contact that now turns out to be this user is merged into it
-        merged = [c for c in dict.fromkeys((known_by_email, visitor.contact_id))
-                  if c and c != contact_id and c.startswith("email:")]
+        merged = [
+            c
+            for c in dict.fromkeys((known_by_email, visitor.contact_id))
+            if c and c != contact_id and c.startswith("email:")
+        ]
         for old in merged:
             links.extend(self._anonymous_ids_of(site_id, old))
         for a in dict.fromkeys(links):
-            out.identities.append({"site_id": site_id, "anonymous_id": a, "contact_id": contact_id,
-                                   "user_id": user_id, "email": email, "first_seen": ts, "last_seen": ts})
+            out.identities.append(
+                {
+                    "site_id": site_id,
+                    "anonymous_id": a,
+                    "contact_id": contact_id,
+                    "user_id": user_id,
+                    "email": email,
+                    "first_seen": ts,
+                    "last_seen": ts,
+                }
+            )
         visitor.contact_id = contact_id
         if email:
             self.email_contacts[(site_id, email)] = contact_id
@@ -544,8 +663,11 @@ class JourneyBuilder:
             {"s": site_id, "c": contact_id},
         )
         ids = [r["anonymous_id"] for r in rows]
-        ids += [v.session.anonymous_id for (s, _), v in self.visitors.items()
-                if s == site_id and v.contact_id == contact_id and v.session is not None]
+        ids += [
+            v.session.anonymous_id
+            for (s, _), v in self.visitors.items()
+            if s == site_id and v.contact_id == contact_id and v.session is not None
+        ]
         return ids
 
     def _merge_contact(self, ev: EnrichedEvent, contact_id: str, out: Output, merged: Sequence[str] = ()) -> None:

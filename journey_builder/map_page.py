@@ -24,8 +24,10 @@ CONTENT_TYPES = {
     ".png": "image/png",
 }
 # Everything the page loads is its own: no inline script, no third-party origin.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "Referrer-Policy": "no-referrer",  # the page URL may carry ?key=
@@ -74,9 +76,12 @@ def map_router() -> APIRouter:
     files = load_static()
     page = files["map.html"]
 
-    @router.get("/map", response_class=Response,
-                summary="Customer journey map (HTML; asks for the read key in the browser)",
-                responses={200: {"content": {"text/html": {}}}})
+    @router.get(
+        "/map",
+        response_class=Response,
+        summary="Customer journey map (HTML; asks for the read key in the browser)",
+        responses={200: {"content": {"text/html": {}}}},
+    )
     async def journey_map(request: Request) -> Response:
         return _respond(request, page, "no-cache")
 

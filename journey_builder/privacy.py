@@ -89,8 +89,14 @@ class Subject:
         return sorted(self.anonymous_ids | self.user_ids | self.emails | self.contact_ids)
 
     def params(self) -> dict[str, Any]:
-        return {"s": self.site_id, "a": sorted(self.anonymous_ids), "u": sorted(self.user_ids),
-                "e": sorted(self.emails), "c": sorted(self.contact_ids), "h": self.values()}
+        return {
+            "s": self.site_id,
+            "a": sorted(self.anonymous_ids),
+            "u": sorted(self.user_ids),
+            "e": sorted(self.emails),
+            "c": sorted(self.contact_ids),
+            "h": self.values(),
+        }
 
 
 def resolve_subject(storage: Storage, site_id: str, contact: str) -> Subject | None:
@@ -112,7 +118,9 @@ def resolve_subject(storage: Storage, site_id: str, contact: str) -> Subject | N
         for r in storage.query(
             f"SELECT DISTINCT anonymous_id, contact_id, user_id, email FROM {db}.identities_data"
             " WHERE site_id = {s:String} AND (contact_id IN {c:Array(String)} OR anonymous_id IN {a:Array(String)}"
-            " OR user_id IN {u:Array(String)} OR email IN {e:Array(String)})", p, readonly=True,
+            " OR user_id IN {u:Array(String)} OR email IN {e:Array(String)})",
+            p,
+            readonly=True,
         ):
             sub.anonymous_ids.add(r["anonymous_id"])
             for attr, value in (("contact_ids", r["contact_id"]), ("user_ids", r["user_id"]), ("emails", r["email"])):
@@ -121,7 +129,8 @@ def resolve_subject(storage: Storage, site_id: str, contact: str) -> Subject | N
         for r in storage.query(
             f"SELECT DISTINCT contact_id, user_id, email FROM {db}.contacts_data WHERE site_id = {{s:String}}"
             " AND (contact_id IN {c:Array(String)} OR user_id IN {u:Array(String)} OR email IN {e:Array(String)})",
-            p, readonly=True,
+            p,
+            readonly=True,
         ):
             for attr, value in (("contact_ids", r["contact_id"]), ("user_ids", r["user_id"]), ("emails", r["email"])):
                 if value:
@@ -132,8 +141,12 @@ def resolve_subject(storage: Storage, site_id: str, contact: str) -> Subject | N
 
 # --- consent (stored with every event and with the contact) ---------------------------------------------
 
-NO_CONSENT: dict[str, Any] = {"consent": "", "consent_dnt": False, "consent_cookieless": False,
-                              "consent_categories": []}
+NO_CONSENT: dict[str, Any] = {
+    "consent": "",
+    "consent_dnt": False,
+    "consent_cookieless": False,
+    "consent_categories": [],
+}
 
 
 def consent_of(context: object) -> dict[str, Any]:
@@ -143,15 +156,22 @@ def consent_of(context: object) -> dict[str, Any]:
     sent = context.get("consent") if isinstance(context, dict) else None
     if isinstance(sent, list):
         choice = sent[0] if sent else None
-        return {"consent": "granted" if choice == 1 else "denied" if choice == 0 else "none",
-                "consent_dnt": len(sent) > 1 and bool(sent[1]),
-                "consent_cookieless": len(sent) > 2 and sent[2] is False, "consent_categories": []}
+        return {
+            "consent": "granted" if choice == 1 else "denied" if choice == 0 else "none",
+            "consent_dnt": len(sent) > 1 and bool(sent[1]),
+            "consent_cookieless": len(sent) > 2 and sent[2] is False,
+            "consent_categories": [],
+        }
     if isinstance(sent, dict):
         prefs = sent.get("categoryPreferences")
         prefs = prefs if isinstance(prefs, dict) else {}
         granted = sorted(str(k)[:100] for k, v in prefs.items() if v is True)[:100]
-        return {"consent": "granted" if granted else "denied" if prefs else "none", "consent_dnt": False,
-                "consent_cookieless": False, "consent_categories": granted}
+        return {
+            "consent": "granted" if granted else "denied" if prefs else "none",
+            "consent_dnt": False,
+            "consent_cookieless": False,
+            "consent_categories": granted,
+        }
     return dict(NO_CONSENT)
 
 
@@ -175,19 +195,27 @@ def apply_retention(storage: Storage, days_by_site: dict[str, int], default_days
     now on carry their site's days), and, where that DEFAULT changed, update the rows already stored
     (a mutation; their TTL follows at the next merge). Returns the tables changed."""
     db, expr = storage.database, retention_expression(days_by_site, default_days)
-    current = {r["table"]: r["default_expression"] for r in storage.query(
-        "SELECT table, default_expression FROM system.columns WHERE database = {db:String}"
-        " AND name = 'retention_days'", {"db": db})}
+    current = {
+        r["table"]: r["default_expression"]
+        for r in storage.query(
+            "SELECT table, default_expression FROM system.columns WHERE database = {db:String}"
+            " AND name = 'retention_days'",
+            {"db": db},
+        )
+    }
     probe = storage.query("SELECT formatQuerySingleLine('SELECT ' || {e:String}) AS q", {"e": expr})[0]["q"]
     changed = []
     for table in RETENTION_TABLES:
-        now = storage.query("SELECT formatQuerySingleLine('SELECT ' || {e:String}) AS q",
-                            {"e": current.get(table) or "0"})[0]["q"]
+        now = storage.query(
+            "SELECT formatQuerySingleLine('SELECT ' || {e:String}) AS q", {"e": current.get(table) or "0"}
+        )[0]["q"]
         if table not in current or now == probe:
             continue
         storage.execute(f"ALTER TABLE {db}.{table} MODIFY COLUMN retention_days UInt16 DEFAULT {expr}")
-        storage.execute(f"ALTER TABLE {db}.{table} UPDATE retention_days = {expr} WHERE retention_days != {expr}"
-                        " SETTINGS mutations_sync = 2")
+        storage.execute(
+            f"ALTER TABLE {db}.{table} UPDATE retention_days = {expr} WHERE retention_days != {expr}"
+            " SETTINGS mutations_sync = 2"
+        )
         changed.append(table)
     return changed
 
@@ -215,10 +243,14 @@ class Suppression:
         wanted = sorted({(str(e.get("site_id", "")), h) for e, hs in zip(events, hashes, strict=True) for h in hs})
         if not wanted or self.entries == 0:
             return [False] * len(events)
-        found = {(r["site_id"], r["hash"]) for r in self.storage.query(
-            f"SELECT DISTINCT site_id, hash FROM {self.storage.database}.suppressed_identifiers"
-            " WHERE (site_id, hash) IN {v:Array(Tuple(String, String))}", {"v": wanted},
-        )}
+        found = {
+            (r["site_id"], r["hash"])
+            for r in self.storage.query(
+                f"SELECT DISTINCT site_id, hash FROM {self.storage.database}.suppressed_identifiers"
+                " WHERE (site_id, hash) IN {v:Array(Tuple(String, String))}",
+                {"v": wanted},
+            )
+        }
         return [any((str(e.get("site_id", "")), h) in found for h in hs) for e, hs in zip(events, hashes, strict=True)]
 
 
@@ -289,10 +321,19 @@ class Progress:
     requested_at: str = field(default_factory=ch_now)
 
     def row(self) -> dict[str, Any]:
-        return {"site_id": self.site_id, "request_id": self.request_id, "contact_hash": self.contact_hash,
-                "status": self.status, "steps_done": self.steps_done, "steps_total": self.steps_total,
-                "identifiers": self.identifiers, "detail": self.detail, "requested_at": self.requested_at,
-                "updated_at": ch_now(), "version": time.time_ns()}
+        return {
+            "site_id": self.site_id,
+            "request_id": self.request_id,
+            "contact_hash": self.contact_hash,
+            "status": self.status,
+            "steps_done": self.steps_done,
+            "steps_total": self.steps_total,
+            "identifiers": self.identifiers,
+            "detail": self.detail,
+            "requested_at": self.requested_at,
+            "updated_at": ch_now(),
+            "version": time.time_ns(),
+        }
 
 
 def new_request(site_id: str, contact: str) -> Progress:
@@ -307,7 +348,8 @@ def load(storage: Storage, site_id: str, request_id: str) -> Row | None:
     rows = storage.query(
         f"SELECT request_id, status, steps_done, steps_total, identifiers, detail, requested_at, updated_at"
         f" FROM {storage.database}.erasure_requests FINAL WHERE site_id = {{s:String}} AND request_id = {{r:String}}",
-        {"s": site_id, "r": request_id}, readonly=True,
+        {"s": site_id, "r": request_id},
+        readonly=True,
     )
     return rows[0] if rows else None
 
@@ -320,7 +362,8 @@ def erasable_tables(storage: Storage) -> list[tuple[str, list[str]]]:
         "SELECT c.table AS t, groupArray(c.name) AS cols FROM system.columns AS c"
         " INNER JOIN system.tables AS x ON x.database = c.database AND x.name = c.table"
         " WHERE c.database = {db:String} AND x.engine LIKE '%MergeTree' AND c.default_kind != 'ALIAS'"
-        " GROUP BY c.table ORDER BY c.table", {"db": db},
+        " GROUP BY c.table ORDER BY c.table",
+        {"db": db},
     )
     out = []
     for r in rows:
@@ -342,7 +385,7 @@ def _dead_letter_match(subject: Subject) -> tuple[str, dict[str, Any]]:
     """Dead letters of the site (or of no known site) whose payload holds an identifier as a JSON
     string, plain or inside an escaped JSON text (multiSearchAny takes at most 255 needles a call)."""
     needles = [n.decode() for n in RecordScrubber(subject).needles]
-    chunks = [needles[i:i + 200] for i in range(0, len(needles), 200)] or [[]]
+    chunks = [needles[i : i + 200] for i in range(0, len(needles), 200)] or [[]]
     params: dict[str, Any] = {"s": subject.site_id}
     terms = []
     for i, chunk in enumerate(chunks):
@@ -354,8 +397,9 @@ def _dead_letter_match(subject: Subject) -> tuple[str, dict[str, Any]]:
 class Eraser:
     """Runs one erasure: suppress, delete from every table, scrub the logs, verify (passes)."""
 
-    def __init__(self, storage: Storage, subject: Subject, progress: Progress,
-                 settle_s: float = 2.0, passes: int = 3) -> None:
+    def __init__(
+        self, storage: Storage, subject: Subject, progress: Progress, settle_s: float = 2.0, passes: int = 3
+    ) -> None:
         self.storage = storage
         self.subject = subject
         self.progress = progress
@@ -374,9 +418,18 @@ class Eraser:
     def suppress(self) -> None:
         now = ch_now()
         s = self.subject
-        self.storage.insert("suppressed_identifiers", [
-            {"site_id": s.site_id, "hash": identifier_hash(s.site_id, i), "request_id": self.progress.request_id,
-             "suppressed_at": now} for i in s.identifiers()])
+        self.storage.insert(
+            "suppressed_identifiers",
+            [
+                {
+                    "site_id": s.site_id,
+                    "hash": identifier_hash(s.site_id, i),
+                    "request_id": self.progress.request_id,
+                    "suppressed_at": now,
+                }
+                for i in s.identifiers()
+            ],
+        )
         self.step("suppressed; deleting rows")
 
     def delete(self, record: bool = True) -> None:
@@ -389,8 +442,11 @@ class Eraser:
         where, dp = _dead_letter_match(self.subject)
         ids = [r["id"] for r in self.storage.query(f"SELECT id FROM {db}.dead_letters WHERE {where}", dp)]
         if ids:
-            self.storage.execute(f"ALTER TABLE {db}.dead_letter_replays DELETE WHERE dead_letter_id IN"
-                                 " {ids:Array(String)} SETTINGS mutations_sync = 2", {"ids": ids})
+            self.storage.execute(
+                f"ALTER TABLE {db}.dead_letter_replays DELETE WHERE dead_letter_id IN"
+                " {ids:Array(String)} SETTINGS mutations_sync = 2",
+                {"ids": ids},
+            )
         if record:
             self.step("deleted dead-letter replays")
         self.storage.execute(f"ALTER TABLE {db}.dead_letters DELETE WHERE {where} SETTINGS mutations_sync = 2", dp)
@@ -451,23 +507,28 @@ def export_chunks(storage: Storage, subject: Subject, page_rows: int = 1000) -> 
     db, p = storage.database, subject.params()
     sections = {
         "contacts": f"SELECT * EXCEPT (version) FROM {db}.contacts_data FINAL WHERE site_id = {{s:String}}"
-                    " AND contact_id IN {c:Array(String)} ORDER BY first_seen, contact_id",
+        " AND contact_id IN {c:Array(String)} ORDER BY first_seen, contact_id",
         "identities": f"SELECT anonymous_id, contact_id, user_id, email, min(first_seen) AS first_seen,"
-                      f" max(last_seen) AS last_seen FROM {db}.identities_data WHERE {_match(['anonymous_id'])}"
-                      " GROUP BY anonymous_id, contact_id, user_id, email ORDER BY first_seen, anonymous_id",
+        f" max(last_seen) AS last_seen FROM {db}.identities_data WHERE {_match(['anonymous_id'])}"
+        " GROUP BY anonymous_id, contact_id, user_id, email ORDER BY first_seen, anonymous_id",
         "sessions": f"SELECT * EXCEPT (version) FROM {db}.sessions_data FINAL WHERE {_match(['anonymous_id'])}"
-                    " ORDER BY start, session_id",
+        " ORDER BY start, session_id",
         "touchpoints": f"SELECT * FROM {db}.touchpoints_data FINAL WHERE {_match(['anonymous_id'])}"
-                       " ORDER BY timestamp, touchpoint_id",
+        " ORDER BY timestamp, touchpoint_id",
         "stage_transitions": f"SELECT * FROM {db}.stage_transitions_data FINAL WHERE {_match(['anonymous_id'])}"
-                             " ORDER BY entered_at, stage",
+        " ORDER BY entered_at, stage",
         "accounts": f"SELECT a.* EXCEPT (version) FROM {db}.accounts_data AS a FINAL WHERE site_id = {{s:String}}"
-                    f" AND group_id IN (SELECT group_id FROM {db}.account_links_data WHERE {_match(['anonymous_id'])})"
-                    " ORDER BY first_seen, group_id",
+        f" AND group_id IN (SELECT group_id FROM {db}.account_links_data WHERE {_match(['anonymous_id'])})"
+        " ORDER BY first_seen, group_id",
     }
-    head = {"site_id": subject.site_id, "contact_id": subject.contact_id, "exported_at": ch_now(),
-            "anonymous_ids": sorted(subject.anonymous_ids), "user_ids": sorted(subject.user_ids),
-            "emails": sorted(subject.emails)}
+    head = {
+        "site_id": subject.site_id,
+        "contact_id": subject.contact_id,
+        "exported_at": ch_now(),
+        "anonymous_ids": sorted(subject.anonymous_ids),
+        "user_ids": sorted(subject.user_ids),
+        "emails": sorted(subject.emails),
+    }
     yield orjson.dumps(head)[:-1]
     for name, sql in sections.items():
         rows = [_parsed(r) for r in storage.query(sql, p, readonly=True)]
@@ -480,7 +541,8 @@ def export_chunks(storage: Storage, subject: Subject, page_rows: int = 1000) -> 
         keyset = " AND (timestamp, message_id) > ({t:DateTime64(3, 'UTC')}, {m:String})" if after else ""
         page = storage.query(
             f"SELECT * FROM {db}.events WHERE {where}{keyset} ORDER BY timestamp, message_id LIMIT {int(page_rows)}",
-            {**p, **({"t": after[0], "m": after[1]} if after else {})}, readonly=True,
+            {**p, **({"t": after[0], "m": after[1]} if after else {})},
+            readonly=True,
         )
         for row in page:
             yield (b"" if first else b",") + orjson.dumps(_parsed(row))

@@ -51,12 +51,15 @@ def scrub_logs(logs: Logs, settings: Settings, change: Callable[[bytes], bytes |
     return changed
 
 
-def privacy_router(storage: Callable[[], Storage], logs: Logs, sites: list[Site], settings: Settings,
-                   limits: EdgeLimits) -> APIRouter:
+def privacy_router(
+    storage: Callable[[], Storage], logs: Logs, sites: list[Site], settings: Settings, limits: EdgeLimits
+) -> APIRouter:
     router = APIRouter(tags=["privacy"])
     admin_keys = index_keys(sites, "admin_key")
-    refused = [(keys, "erase and export need the site's admin key (keys.json: admin_key)")
-               for keys in (index_keys(sites, "read_key"), index_keys(sites, "write_key"))]
+    refused = [
+        (keys, "erase and export need the site's admin key (keys.json: admin_key)")
+        for keys in (index_keys(sites, "read_key"), index_keys(sites, "write_key"))
+    ]
     conf = settings.privacy
     running: dict[str, asyncio.Task[None]] = {}
     one_at_a_time = asyncio.Lock()
@@ -78,8 +81,7 @@ def privacy_router(storage: Callable[[], Storage], logs: Logs, sites: list[Site]
             try:
                 await asyncio.to_thread(eraser.suppress)
                 await asyncio.to_thread(eraser.delete)
-                scrubbed = await asyncio.to_thread(scrub_logs, logs, settings,
-                                                   privacy.RecordScrubber(eraser.subject))
+                scrubbed = await asyncio.to_thread(scrub_logs, logs, settings, privacy.RecordScrubber(eraser.subject))
                 await asyncio.to_thread(eraser.step, f"removed {scrubbed} log record(s); verifying")
                 left = await asyncio.to_thread(eraser.verify)
                 await asyncio.to_thread(eraser.finish, left)
@@ -93,19 +95,29 @@ def privacy_router(storage: Callable[[], Storage], logs: Logs, sites: list[Site]
             finally:
                 running.pop(eraser.progress.request_id, None)
 
-    @router.delete("/v1/contacts/{contact}", status_code=202,
-                   summary="Erase a contact: every identity's events, sessions, journeys, dead letters, logs")
+    @router.delete(
+        "/v1/contacts/{contact}",
+        status_code=202,
+        summary="Erase a contact: every identity's events, sessions, journeys, dead letters, logs",
+    )
     async def erase_contact(contact: str, site: Admin) -> JSONResponse:
         subject = await subject_of(site, contact)
         progress = privacy.new_request(site["site_id"], contact)
         store = storage()
-        eraser = await asyncio.to_thread(privacy.Eraser, store, subject, progress, conf.erase_settle_s,
-                                         conf.erase_passes)
+        eraser = await asyncio.to_thread(
+            privacy.Eraser, store, subject, progress, conf.erase_settle_s, conf.erase_passes
+        )
         await asyncio.to_thread(privacy.save, store, progress)
         running[progress.request_id] = asyncio.create_task(erase(eraser), name=f"erase-{progress.request_id}")
-        return JSONResponse({"request_id": progress.request_id, "status": "running",
-                             "identifiers": progress.identifiers,
-                             "status_url": f"/v1/erasures/{progress.request_id}"}, status_code=202)
+        return JSONResponse(
+            {
+                "request_id": progress.request_id,
+                "status": "running",
+                "identifiers": progress.identifiers,
+                "status_url": f"/v1/erasures/{progress.request_id}",
+            },
+            status_code=202,
+        )
 
     @router.get("/v1/erasures/{request_id}", summary="Progress of an erasure (running, done, failed, interrupted)")
     async def erasure(request_id: str, site: Admin) -> dict[str, Any]:
@@ -117,13 +129,15 @@ def privacy_router(storage: Callable[[], Storage], logs: Logs, sites: list[Site]
             row["detail"] = "the server stopped before it finished; erase the contact again"
         return row
 
-    @router.get("/v1/contacts/{contact}/export",
-                summary="Everything stored about a contact, as one JSON document (streamed)")
+    @router.get(
+        "/v1/contacts/{contact}/export", summary="Everything stored about a contact, as one JSON document (streamed)"
+    )
     async def export_contact(contact: str, site: Admin) -> StreamingResponse:
         subject = await subject_of(site, contact)
         chunks = privacy.export_chunks(storage(), subject, conf.export_page_rows)
         name = f"trailmark-export-{site['site_id']}.json"
-        return StreamingResponse(chunks, media_type="application/json",
-                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return StreamingResponse(
+            chunks, media_type="application/json", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
 
     return router

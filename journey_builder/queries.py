@@ -24,7 +24,8 @@ def resolve(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str
         " AND handle IN ({c:String}, concat('user:', {c:String}), lower({c:String}),"
         " concat('email:', lower({c:String}))) GROUP BY contact_id"
         " ORDER BY startsWith(contact_id, 'user:') DESC, seen DESC LIMIT 1",
-        {"s": site_id, "c": contact}, readonly=True,
+        {"s": site_id, "c": contact},
+        readonly=True,
     )
     if rows:
         contact_id = rows[0]["contact_id"]
@@ -32,14 +33,15 @@ def resolve(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str
             f"SELECT anonymous_id FROM {db}.identity_map WHERE site_id = {{s:String}} AND anonymous_id IN"
             f" (SELECT anonymous_id FROM {db}.contact_devices WHERE site_id = {{s:String}}"
             " AND contact_id = {c:String}) AND contact_id = {c:String}",
-            {"s": site_id, "c": contact_id}, readonly=True,
+            {"s": site_id, "c": contact_id},
+            readonly=True,
         )
         return contact_id, sorted(r["anonymous_id"] for r in anon)
     anonymous_id = contact.removeprefix("anon:")
     seen = storage.query(
-        f"SELECT 1 AS x FROM {db}.sessions_data WHERE site_id = {{s:String}} AND anonymous_id = {{a:String}}"
-        " LIMIT 1",
-        {"s": site_id, "a": anonymous_id}, readonly=True,
+        f"SELECT 1 AS x FROM {db}.sessions_data WHERE site_id = {{s:String}} AND anonymous_id = {{a:String}} LIMIT 1",
+        {"s": site_id, "a": anonymous_id},
+        readonly=True,
     )
     return (f"anon:{anonymous_id}", [anonymous_id]) if seen else None
 
@@ -53,27 +55,27 @@ def journey(storage: Storage, site_id: str, contact: str) -> dict[str, Any] | No
     p = {"s": site_id, "a": anonymous_ids, "c": contact_id}
     sql = {
         "contact": f"SELECT * EXCEPT (version) FROM {db}.contacts_data FINAL WHERE site_id = {{s:String}}"
-                   " AND contact_id = {c:String}",
+        " AND contact_id = {c:String}",
         "identities": f"SELECT anonymous_id, contact_id, user_id, email, min(first_seen) AS first_seen,"
-                      f" max(last_seen) AS last_seen FROM {db}.identities_data WHERE site_id = {{s:String}}"
-                      " AND anonymous_id IN {a:Array(String)} GROUP BY anonymous_id, contact_id, user_id, email"
-                      " ORDER BY first_seen",
+        f" max(last_seen) AS last_seen FROM {db}.identities_data WHERE site_id = {{s:String}}"
+        " AND anonymous_id IN {a:Array(String)} GROUP BY anonymous_id, contact_id, user_id, email"
+        " ORDER BY first_seen",
         "sessions": f"SELECT session_id, anonymous_id, user_id, start, end, toUInt32(dateDiff('second', start, end))"
-                    f" AS duration_s, pageviews, events, entry_page AS landing_page, exit_page, referrer_host,"
-                    f" channel, source, medium, campaign, click_id_type, device, browser, os, country,"
-                    f" pageviews <= 1 AND events <= 1 AS bounce, converted, conversions"
-                    f" FROM {db}.sessions_data FINAL WHERE site_id = {{s:String}}"
-                    " AND anonymous_id IN {a:Array(String)} ORDER BY start, session_id",
+        f" AS duration_s, pageviews, events, entry_page AS landing_page, exit_page, referrer_host,"
+        f" channel, source, medium, campaign, click_id_type, device, browser, os, country,"
+        f" pageviews <= 1 AND events <= 1 AS bounce, converted, conversions"
+        f" FROM {db}.sessions_data FINAL WHERE site_id = {{s:String}}"
+        " AND anonymous_id IN {a:Array(String)} ORDER BY start, session_id",
         "touchpoints": f"SELECT touchpoint_id, session_id, anonymous_id, timestamp, kind, event, page_path, channel,"
-                       f" source, medium, campaign, stage FROM {db}.touchpoints_data FINAL"
-                       " WHERE site_id = {s:String} AND anonymous_id IN {a:Array(String)}"
-                       " ORDER BY timestamp, touchpoint_id",
+        f" source, medium, campaign, stage FROM {db}.touchpoints_data FINAL"
+        " WHERE site_id = {s:String} AND anonymous_id IN {a:Array(String)}"
+        " ORDER BY timestamp, touchpoint_id",
         "stages": f"SELECT t.stage AS stage, min(t.entered_at) AS entered_at, argMin(t.rule, t.entered_at) AS rule"
-                  f" FROM {db}.stage_transitions_data AS t WHERE site_id = {{s:String}}"
-                  " AND anonymous_id IN {a:Array(String)} GROUP BY stage ORDER BY entered_at",
+        f" FROM {db}.stage_transitions_data AS t WHERE site_id = {{s:String}}"
+        " AND anonymous_id IN {a:Array(String)} GROUP BY stage ORDER BY entered_at",
         "accounts": f"SELECT group_id, name, domain, traits, first_seen, last_seen FROM {db}.accounts_data FINAL"
-                    f" WHERE site_id = {{s:String}} AND group_id IN (SELECT group_id FROM {db}.account_links_data"
-                    " WHERE site_id = {s:String} AND anonymous_id IN {a:Array(String)}) ORDER BY first_seen, group_id",
+        f" WHERE site_id = {{s:String}} AND group_id IN (SELECT group_id FROM {db}.account_links_data"
+        " WHERE site_id = {s:String} AND anonymous_id IN {a:Array(String)}) ORDER BY first_seen, group_id",
     }
     # independent lookups: run them side by side on the storage's read-only sessions
     futures = {k: _POOL.submit(storage.query, q, p, readonly=True) for k, q in sql.items()}

@@ -5,7 +5,6 @@ queries wait or get 429 instead of taking the threads the collector and the jour
 query whose client goes away is cancelled in ClickHouse.
 """
 
-
 import asyncio
 import logging
 import uuid
@@ -31,8 +30,12 @@ MAX_OFFSET = 10_000_000  # deeper paging is a query for /v1/sql
 
 
 class SqlRequest(BaseModel):
-    query: str = Field(..., min_length=1, max_length=100_000,
-                       description="one ClickHouse SELECT over this site's tables (see docs/sql.md)")
+    query: str = Field(
+        ...,
+        min_length=1,
+        max_length=100_000,
+        description="one ClickHouse SELECT over this site's tables (see docs/sql.md)",
+    )
     params: dict[str, Any] | None = Field(None, description="values for {name:Type} placeholders")
 
 
@@ -48,8 +51,10 @@ def read_router(
     read_keys, write_keys = index_keys(sites, "read_key"), index_keys(sites, "write_key")
     admin_keys = index_keys(sites, "admin_key")
 
-    refused = [(write_keys, "a write key cannot read; use the site's read key"),
-               (admin_keys, "an admin key only erases and exports contacts; use the site's read key")]
+    refused = [
+        (write_keys, "a write key cannot read; use the site's read key"),
+        (admin_keys, "an admin key only erases and exports contacts; use the site's read key"),
+    ]
 
     def site(request: Request) -> Site:
         return bearer_site(request, limits, read_keys, refused, "read key")
@@ -86,8 +91,18 @@ def read_router(
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
-        return await run(analytics.contacts, s["site_id"], stage=stage, channel=channel, campaign=campaign,
-                         converted=converted, since=since, until=until, limit=limit, offset=offset)
+        return await run(
+            analytics.contacts,
+            s["site_id"],
+            stage=stage,
+            channel=channel,
+            campaign=campaign,
+            converted=converted,
+            since=since,
+            until=until,
+            limit=limit,
+            offset=offset,
+        )
 
     @router.get("/v1/stages", summary="Contacts per journey stage and median time between stages")
     async def stages(s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
@@ -126,9 +141,18 @@ def read_router(
         until: Until = None,
         details: bool = False,
     ) -> dict[str, Any]:
-        return await run(analytics.attribution, s["site_id"], conversion, model, by,
-                         lookback_days or conf.lookback_days, half_life_days or conf.time_decay_half_life_days,
-                         since, until, details)
+        return await run(
+            analytics.attribution,
+            s["site_id"],
+            conversion,
+            model,
+            by,
+            lookback_days or conf.lookback_days,
+            half_life_days or conf.time_decay_half_life_days,
+            since,
+            until,
+            details,
+        )
 
     @router.get("/v1/pain-points", summary="Exit pages, stage drop-off, rage clicks and JS errors")
     async def pain_points(

@@ -30,18 +30,47 @@ from trailmark.settings import SqlSettings
 from trailmark.storage.base import QueryError, Storage
 
 QUERY_NODES = frozenset({"SelectWithUnionQuery", "SelectQuery", "SelectIntersectExceptQuery", "TablesInSelectQuery"})
-IN_FUNCTIONS = frozenset({"in", "notin", "globalin", "globalnotin", "nullin", "notnullin", "globalnullin",
-                          "globalnotnullin"})
+IN_FUNCTIONS = frozenset(
+    {"in", "notin", "globalin", "globalnotin", "nullin", "notnullin", "globalnullin", "globalnotnullin"}
+)
 # Scalar functions that reach outside the query's own data: files, dictionaries, other tables (by name),
 # the server's configuration and network identity, models on disk, or time itself (sleep).
-DENIED_FUNCTIONS = frozenset({
-    "file", "joinget", "joingetornull", "sleep", "sleepeachrow", "catboostevaluate", "modelevaluate",
-    "naivebayesclassifier", "getmacro", "getserverport", "getserversetting", "getmergetreesetting",
-    "filesystemavailable", "filesystemcapacity", "filesystemunreserved", "filesystemfree",
-    "getclienthttpheader", "showcertificate", "currentprofiles", "currentroles", "enabledroles",
-    "defaultroles", "input", "hostname", "fqdn", "tcpport", "getosinformation", "initialqueryid",
-    "queryid", "__getscalar", "getsetting", "getsettingordefault",
-})
+DENIED_FUNCTIONS = frozenset(
+    {
+        "file",
+        "joinget",
+        "joingetornull",
+        "sleep",
+        "sleepeachrow",
+        "catboostevaluate",
+        "modelevaluate",
+        "naivebayesclassifier",
+        "getmacro",
+        "getserverport",
+        "getserversetting",
+        "getmergetreesetting",
+        "filesystemavailable",
+        "filesystemcapacity",
+        "filesystemunreserved",
+        "filesystemfree",
+        "getclienthttpheader",
+        "showcertificate",
+        "currentprofiles",
+        "currentroles",
+        "enabledroles",
+        "defaultroles",
+        "input",
+        "hostname",
+        "fqdn",
+        "tcpport",
+        "getosinformation",
+        "initialqueryid",
+        "queryid",
+        "__getscalar",
+        "getsetting",
+        "getsettingordefault",
+    }
+)
 DENIED_PREFIXES = ("dict", "__")
 _HEADER = re.compile(r"^(?P<kind>\S+)(?: (?P<rest>.*?))?(?: \(alias (?P<alias>.*?)\))?(?: \(children \d+\))?$")
 
@@ -165,7 +194,10 @@ class SqlSandbox:
         if self._catalog is None:
             rows = storage.query(
                 "SELECT table, countIf(name = 'site_id') > 0 AS has_site FROM system.columns"
-                " WHERE database = {db:String} GROUP BY table", {"db": self.database}, readonly=True)
+                " WHERE database = {db:String} GROUP BY table",
+                {"db": self.database},
+                readonly=True,
+            )
             self._catalog = Catalog(
                 self.database,
                 frozenset(r["table"] for r in rows if r["has_site"]),
@@ -196,8 +228,9 @@ class SqlSandbox:
             "readonly": 1,  # last: from here on nothing, including the query, changes a setting
         }
 
-    def prepare(self, storage: Storage, site_id: str, sql: str,
-                params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    def prepare(
+        self, storage: Storage, site_id: str, sql: str, params: Mapping[str, Any] | None
+    ) -> tuple[str, dict[str, Any]]:
         """The normalized query and the settings to run it with; SqlRefused if not allowed."""
         catalog = self.catalog(storage)
         settings = self.query_settings(catalog, site_id)
@@ -213,8 +246,9 @@ class SqlSandbox:
         check_ast(parse_explain_ast("\n".join(r["explain"] for r in explained)), catalog)
         return normalized, settings
 
-    def run(self, storage: Storage, site_id: str, sql: str, params: Mapping[str, Any] | None,
-            query_id: str) -> tuple[list[dict[str, Any]], bool]:
+    def run(
+        self, storage: Storage, site_id: str, sql: str, params: Mapping[str, Any] | None, query_id: str
+    ) -> tuple[list[dict[str, Any]], bool]:
         """(rows, truncated); SqlRefused for a refused or failed query."""
         normalized, settings = self.prepare(storage, site_id, sql, params)
         try:

@@ -51,17 +51,20 @@ class StageRules:
         rules = []
         for stage in data.get("stage", []):
             for r in stage.get("rules", []):
-                rules.append(Rule(
-                    stage=stage["name"], name=r.get("name", stage["name"]),
-                    events=frozenset(r.get("events", [])), path_contains=tuple(r.get("path_contains", [])),
-                    min_sessions=int(r.get("min_sessions", 0)), after_stage=r.get("after_stage", ""),
-                    new_session=bool(r.get("new_session", False)),
-                ))
+                rules.append(
+                    Rule(
+                        stage=stage["name"],
+                        name=r.get("name", stage["name"]),
+                        events=frozenset(r.get("events", [])),
+                        path_contains=tuple(r.get("path_contains", [])),
+                        min_sessions=int(r.get("min_sessions", 0)),
+                        after_stage=r.get("after_stage", ""),
+                        new_session=bool(r.get("new_session", False)),
+                    )
+                )
         return cls(rules)
 
-    def entered(
-        self, *, event: str, path: str, sessions: int, entered: set[str], new_session: bool
-    ) -> list[Rule]:
+    def entered(self, *, event: str, path: str, sessions: int, entered: set[str], new_session: bool) -> list[Rule]:
         """Rules that put the visitor into a stage it has not entered yet (first rule per stage)."""
         out: list[Rule] = []
         seen = set(entered)

@@ -173,9 +173,7 @@ class Site(TypedDict):
 def _enriched_defaults() -> dict[str, Any]:
     zero: dict[Any, Any] = {str: "", bool: False, int: 0, float: 0.0}
     raw = set(get_type_hints(RawEvent))
-    return {
-        name: zero.get(tp, []) for name, tp in get_type_hints(EnrichedEvent).items() if name not in raw
-    }
+    return {name: zero.get(tp, []) for name, tp in get_type_hints(EnrichedEvent).items() if name not in raw}
 
 
 ENRICHED_DEFAULTS: dict[str, Any] = _enriched_defaults()

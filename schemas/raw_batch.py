@@ -77,8 +77,9 @@ def unfold(
     return out
 
 
-def _unfold_one(raw: RawBatch, ev: Any, received: datetime, batch_sent: datetime | None,
-                max_skew: timedelta) -> RawEvent:
+def _unfold_one(
+    raw: RawBatch, ev: Any, received: datetime, batch_sent: datetime | None, max_skew: timedelta
+) -> RawEvent:
     sent = parse_time(ev.get("sentAt")) or batch_sent
     # the client's own time: ``timestamp``, else ``originalTimestamp`` (RudderStack's SDKs and
     # Segment's mobile ones send only that); both get the same sentAt skew correction
@@ -121,7 +122,22 @@ def _unfold_one(raw: RawBatch, ev: Any, received: datetime, batch_sent: datetime
 
 # top-level event fields that have a RawEvent field of their own (or, the write key, must not be
 # stored); every other one (integrations, channel, category, _metadata, unknown) goes to ``extra``
-_MAPPED = frozenset({
-    "type", "messageId", "anonymousId", "userId", "previousId", "groupId", "event", "name", "properties",
-    "traits", "context", "timestamp", "originalTimestamp", "sentAt", "writeKey",
-})
+_MAPPED = frozenset(
+    {
+        "type",
+        "messageId",
+        "anonymousId",
+        "userId",
+        "previousId",
+        "groupId",
+        "event",
+        "name",
+        "properties",
+        "traits",
+        "context",
+        "timestamp",
+        "originalTimestamp",
+        "sentAt",
+        "writeKey",
+    }
+)

@@ -19,8 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROME_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
 
 
@@ -53,9 +52,20 @@ class TrailmarkProcess:
         env.update(self.env)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "trailmark.cli", *self.command, "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "trailmark.cli",
+                    *self.command,
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
             )
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -114,12 +124,17 @@ class Server(TrailmarkProcess):
         return httpx.post(self.url + path, content=content, headers=headers, auth=auth, timeout=30, **kw)
 
     def read(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, headers={"authorization": f"Bearer {self.site['read_key']}"},
-                         timeout=30, **kw)
+        return httpx.get(
+            self.url + path, headers={"authorization": f"Bearer {self.site['read_key']}"}, timeout=30, **kw
+        )
 
     def sql(self, query: str) -> list[dict[str, Any]]:
-        r = httpx.post(self.url + "/v1/sql", json={"query": query},
-                       headers={"authorization": f"Bearer {self.site['read_key']}"}, timeout=30)
+        r = httpx.post(
+            self.url + "/v1/sql",
+            json={"query": query},
+            headers={"authorization": f"Bearer {self.site['read_key']}"},
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         rows: list[dict[str, Any]] = r.json()["rows"]
         return rows

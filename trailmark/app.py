@@ -60,9 +60,13 @@ class Runtime:
         self.spool: SpoolingProducer | None = None
         b = settings.bus
         if b.kind == "kafka" and b.spool and "collector" in roles:
-            self.spool = SpoolingProducer(self.bus.producer(), (b.spool_dir or settings.data_dir / "spool")
-                                          / "spool.sqlite3", [b.topic_raw], spool_after_s=b.spool_after_s,
-                                          max_bytes=b.spool_max_bytes)
+            self.spool = SpoolingProducer(
+                self.bus.producer(),
+                (b.spool_dir or settings.data_dir / "spool") / "spool.sqlite3",
+                [b.topic_raw],
+                spool_after_s=b.spool_after_s,
+                max_bytes=b.spool_max_bytes,
+            )
         if b.kind == "kafka":
             from trailmark.bus.kafka import PRODUCE_ERRORS
 
@@ -97,8 +101,11 @@ class Runtime:
         except Unavailable as exc:
             if not self._retryable(exc):
                 raise
-            log.warning("%s; retrying in the background%s", exc,
-                        " (the collector spools meanwhile)" if self.spool is not None else "")
+            log.warning(
+                "%s; retrying in the background%s",
+                exc,
+                " (the collector spools meanwhile)" if self.spool is not None else "",
+            )
             self.aux.append(asyncio.create_task(self._bring_up_later(), name="connect"))
             self.ready = self.spool is not None and self.roles == {"collector"}
             return
@@ -171,8 +178,12 @@ class Runtime:
                 raise
             except Exception as exc:
                 runner.health.crashed(exc)
-                log.exception("stage %s crashed (%d in a row); restarting in %.1f s", runner.stage,
-                              runner.health.crashes_in_a_row, delay)
+                log.exception(
+                    "stage %s crashed (%d in a row); restarting in %.1f s",
+                    runner.stage,
+                    runner.health.crashes_in_a_row,
+                    delay,
+                )
                 await runner.pause(delay)
 
     def problems(self) -> dict[str, str]:
@@ -188,8 +199,11 @@ class Runtime:
 
         b = self.settings.bus
         assert isinstance(self.bus, EmbeddedBus)
-        groups = {b.topic_raw: [b.group_enrich], b.topic_enriched: [b.group_journeys],
-                  b.topic_dead_letter: [b.group_dead_letters]}
+        groups = {
+            b.topic_raw: [b.group_enrich],
+            b.topic_enriched: [b.group_journeys],
+            b.topic_dead_letter: [b.group_dead_letters],
+        }
         while True:
             await asyncio.sleep(b.truncate_interval_s)
             for topic, gs in groups.items():
@@ -229,8 +243,14 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="trailmark", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Collector (Segment-compatible), customer journeys and read-only SQL.")
+    app = FastAPI(
+        title="trailmark",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Collector (Segment-compatible), customer journeys and read-only SQL.",
+    )
     app.state.runtime = runtime
     app.add_middleware(NoSniff)
     add_docs(app)
@@ -259,8 +279,11 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
     if "journeys" in roles:
         app.include_router(admin_router(runtime.storage_or_fail, runtime.bus.producer, settings, sites, limits))
         app.include_router(privacy_router(runtime.storage_or_fail, runtime, sites, settings, limits))
-        app.include_router(read_router(runtime.storage_or_fail, sites, settings.journeys, settings.sql,
-                                       settings.storage.database, limits))
+        app.include_router(
+            read_router(
+                runtime.storage_or_fail, sites, settings.journeys, settings.sql, settings.storage.database, limits
+            )
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
@@ -270,8 +293,9 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
     async def readyz() -> Response:
         problems = runtime.problems()
         alive = runtime.ready and not problems
-        return JSONResponse({"ready": alive, "roles": sorted(roles), "problems": problems},
-                            status_code=200 if alive else 503)
+        return JSONResponse(
+            {"ready": alive, "roles": sorted(roles), "problems": problems}, status_code=200 if alive else 503
+        )
 
     add_metrics(app, settings.metrics_token)
     return app

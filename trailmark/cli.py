@@ -40,8 +40,9 @@ Bus = Annotated[str | None, typer.Option("--bus", help="embedded (default) or ka
 Kafka = Annotated[str | None, typer.Option("--kafka", help="Kafka bootstrap servers, host:port")]
 
 
-def _settings(host: str | None, port: int | None, data_dir: Path | None, bus: str | None,
-              kafka: str | None) -> Settings:
+def _settings(
+    host: str | None, port: int | None, data_dir: Path | None, bus: str | None, kafka: str | None
+) -> Settings:
     """The one Settings of this process: the environment, with the command line on top (built once,
     never changed afterwards; every stage gets its section from it)."""
     if bus is not None and bus not in ("embedded", "kafka"):
@@ -81,14 +82,14 @@ def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    config = uvicorn.Config(app_, host=s.host, port=s.port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=15)
+    config = uvicorn.Config(
+        app_, host=s.host, port=s.port, log_level="warning", access_log=False, timeout_graceful_shutdown=15
+    )
     uvicorn.Server(config).run()
 
 
 @app.command()
-def up(host: Host = None, port: Port = None, data_dir: DataDir = None, bus: Bus = None,
-       kafka: Kafka = None) -> None:
+def up(host: Host = None, port: Port = None, data_dir: DataDir = None, bus: Bus = None, kafka: Kafka = None) -> None:
     """Run collector + enrichment + journey builder in one process (embedded log + chDB by default)."""
     _serve(_settings(host, port, data_dir, bus, kafka), ROLES, announce=True)
 
@@ -124,8 +125,7 @@ def sql(
         sites, _ = load_or_create(data_dir or Settings().data_dir)
         key = sites[0]["read_key"]
     try:
-        r = httpx.post(f"{url}/v1/sql", json={"query": query}, headers={"Authorization": f"Bearer {key}"},
-                       timeout=120)
+        r = httpx.post(f"{url}/v1/sql", json={"query": query}, headers={"Authorization": f"Bearer {key}"}, timeout=120)
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {url}: {exc}[/red]")
         raise typer.Exit(2) from None
@@ -165,18 +165,26 @@ def _print_rows(rows: list[dict[str, object]], fmt: Literal["table", "csv", "jso
 
 # --- trailmark dead-letters list|show|replay ----------------------------------------------------------
 
-dead_letters_app = typer.Typer(help="List, show and replay dead letters (records a stage could not process).",
-                               no_args_is_help=True)
+dead_letters_app = typer.Typer(
+    help="List, show and replay dead letters (records a stage could not process).", no_args_is_help=True
+)
 app.add_typer(dead_letters_app, name="dead-letters")
 
 Url = Annotated[str, typer.Option(envvar="TRAILMARK_URL", help="the running server")]
-Token = Annotated[str | None, typer.Option(envvar="TRAILMARK_ADMIN_TOKEN",
-                                           help="admin token (default: the admin key from keys.json)")]
-Direct = Annotated[bool, typer.Option("--direct", help="no server: open storage and the bus of --data-dir / "
-                                                       "TRAILMARK_CLICKHOUSE_URL yourself")]
+Token = Annotated[
+    str | None, typer.Option(envvar="TRAILMARK_ADMIN_TOKEN", help="admin token (default: the admin key from keys.json)")
+]
+Direct = Annotated[
+    bool,
+    typer.Option(
+        "--direct", help="no server: open storage and the bus of --data-dir / TRAILMARK_CLICKHOUSE_URL yourself"
+    ),
+]
 Stage = Annotated[str | None, typer.Option(help="enrich, journeys, unknown")]
-Kind = Annotated[str | None, typer.Option(help="the failure: unreadable, invalid, enrich_failed, unserializable, "
-                                                "build_failed, unknown")]
+Kind = Annotated[
+    str | None,
+    typer.Option(help="the failure: unreadable, invalid, enrich_failed, unserializable, build_failed, unknown"),
+]
 PayloadType = Annotated[str | None, typer.Option(help="raw_batch, raw_event, enriched_event, none (not replayable)")]
 Site = Annotated[str | None, typer.Option(help="site id")]
 Reason = Annotated[str | None, typer.Option(help="substring of the reason (any case)")]
@@ -186,8 +194,15 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 @asynccontextmanager
-async def _dead_letter_source(url: str, token: str | None, data_dir: Path | None, direct: bool, bus: str | None,
-                              kafka: str | None, with_bus: bool = False) -> AsyncIterator[DeadLetterSource]:
+async def _dead_letter_source(
+    url: str,
+    token: str | None,
+    data_dir: Path | None,
+    direct: bool,
+    bus: str | None,
+    kafka: str | None,
+    with_bus: bool = False,
+) -> AsyncIterator[DeadLetterSource]:
     if direct:
         s = _settings(None, None, data_dir, bus, kafka)
         async with direct_source(s, make_bus, with_bus) as local:
@@ -212,24 +227,42 @@ def _run_dead_letters(work: Coroutine[Any, Any, None]) -> None:
 
 @dead_letters_app.command("list")
 def dead_letters_list(
-    stage: Stage = None, kind: Kind = None, reason: Reason = None, since: Since = None, until: Until = None,
-    payload_type: PayloadType = None, site: Site = None,
+    stage: Stage = None,
+    kind: Kind = None,
+    reason: Reason = None,
+    since: Since = None,
+    until: Until = None,
+    payload_type: PayloadType = None,
+    site: Site = None,
     replayed: Annotated[bool | None, typer.Option("--replayed/--not-replayed", help="replayed before or not")] = None,
     limit: Annotated[int, typer.Option(help="rows per page")] = 50,
     after: Annotated[str | None, typer.Option(help="the cursor a previous page printed")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
-    url: Url = DEFAULT_URL, token: Token = None, data_dir: DataDir = None, direct: Direct = False,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    data_dir: DataDir = None,
+    direct: Direct = False,
 ) -> None:
     """Dead letters, oldest first (no payloads: `show ID` prints one)."""
+
     async def work() -> None:
         async with _dead_letter_source(url, token, data_dir, direct, None, None) as source:
             flt = Filter(stage, kind, reason, since, until, replayed, payload_type, site)
             page = await source.list(flt, after, limit)
         rows = page["rows"]
         if fmt == "table":  # the columns that fit a terminal; csv and json have every field
-            rows = [{"id": r["id"], "failed_at": r["failed_at"], "stage": r["stage"], "kind": r["kind"],
-                     "payload": r["payload_type"], "replays": r["replays"], "reason": r["reason"][:120]}
-                    for r in rows]
+            rows = [
+                {
+                    "id": r["id"],
+                    "failed_at": r["failed_at"],
+                    "stage": r["stage"],
+                    "kind": r["kind"],
+                    "payload": r["payload_type"],
+                    "replays": r["replays"],
+                    "reason": r["reason"][:120],
+                }
+                for r in rows
+            ]
         _print_rows(rows, fmt)  # type: ignore[arg-type]
         if fmt == "table":
             more = f"; next page: --after '{page['next']}'" if page["next"] else ""
@@ -242,9 +275,13 @@ def dead_letters_list(
 def dead_letters_show(
     dead_letter_id: Annotated[str, typer.Argument(metavar="ID", help="the id `list` printed")],
     fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
-    url: Url = DEFAULT_URL, token: Token = None, data_dir: DataDir = None, direct: Direct = False,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    data_dir: DataDir = None,
+    direct: Direct = False,
 ) -> None:
     """One dead letter: stage, kind, payload type, reason, payload and its replays."""
+
     async def work() -> None:
         async with _dead_letter_source(url, token, data_dir, direct, None, None) as source:
             found = await source.show(dead_letter_id)
@@ -254,12 +291,25 @@ def dead_letters_show(
         if fmt == "json":
             sys.stdout.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
             return
-        for field in ("id", "failed_at", "site_id", "stage", "kind", "payload_type", "reason", "payload_encoding",
-                      "version"):
+        for field in (
+            "id",
+            "failed_at",
+            "site_id",
+            "stage",
+            "kind",
+            "payload_type",
+            "reason",
+            "payload_encoding",
+            "version",
+        ):
             console.print(Text(f"{field + ':':<18}{found[field]}"))
         for r in found["replays"]:
-            console.print(Text(f"{'replayed:':<18}{r['replayed_at']} to {r['topic']} ({r['records']} record(s),"
-                               f" replay {r['replay_id']})"))
+            console.print(
+                Text(
+                    f"{'replayed:':<18}{r['replayed_at']} to {r['topic']} ({r['records']} record(s),"
+                    f" replay {r['replay_id']})"
+                )
+            )
         payload = found["payload"]
         if found["payload_encoding"] == "utf-8":
             try:
@@ -274,12 +324,21 @@ def dead_letters_show(
 
 @dead_letters_app.command("replay")
 def dead_letters_replay(
-    stage: Stage = None, kind: Kind = None, reason: Reason = None, since: Since = None, until: Until = None,
-    payload_type: PayloadType = None, site: Site = None,
+    stage: Stage = None,
+    kind: Kind = None,
+    reason: Reason = None,
+    since: Since = None,
+    until: Until = None,
+    payload_type: PayloadType = None,
+    site: Site = None,
     again: Annotated[bool, typer.Option("--again", help="also dead letters replayed before")] = False,
     batch: Annotated[int, typer.Option(help="dead letters per request")] = 100,
-    url: Url = DEFAULT_URL, token: Token = None, data_dir: DataDir = None, direct: Direct = False,
-    bus: Bus = None, kafka: Kafka = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    data_dir: DataDir = None,
+    direct: Direct = False,
+    bus: Bus = None,
+    kafka: Kafka = None,
 ) -> None:
     """Send matching dead letters through the pipeline again (idempotent by messageId; recorded in
     trailmark.dead_letter_replays). Those replayed before are skipped unless --again."""
@@ -292,8 +351,9 @@ def dead_letters_replay(
             replayed = records = 0
             skipped: list[dict[str, str]] = []
             after: str | None = None
-            with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console) as progress:
+            with Progress(
+                TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+            ) as progress:
                 task = progress.add_task("replay", total=total)
                 while True:
                     page = await source.replay(flt, after, batch, again, replay_id)
@@ -315,8 +375,9 @@ def dead_letters_replay(
 
 # --- trailmark erase | export (through the running server, with the site's admin key) ------------------
 
-AdminKey = Annotated[str | None, typer.Option("--key", envvar="TRAILMARK_ADMIN_KEY",
-                                              help="the site's admin key (default: keys.json)")]
+AdminKey = Annotated[
+    str | None, typer.Option("--key", envvar="TRAILMARK_ADMIN_KEY", help="the site's admin key (default: keys.json)")
+]
 
 
 def _admin_call(method: str, url: str, key: str | None, data_dir: Path | None) -> httpx.Response:
@@ -337,7 +398,9 @@ def _admin_call(method: str, url: str, key: str | None, data_dir: Path | None) -
 def erase(
     contact: Annotated[str, typer.Argument(help="a userId, email, contact id or anonymousId")],
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the erasure until it ends")] = True,
-    url: Url = DEFAULT_URL, key: AdminKey = None, data_dir: DataDir = None,
+    url: Url = DEFAULT_URL,
+    key: AdminKey = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Erase a contact and every identity linked to it (events, journeys, dead letters, the log);
     later events of its identifiers are dropped. Prints the request id and follows its progress."""
@@ -346,13 +409,23 @@ def erase(
     console.print(f"erasure {request_id}: {started['identifiers']} identifier(s)", soft_wrap=True)
     if not wait:
         return
-    with Progress(TextColumn("erasing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("erasing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("", total=None)
         while True:
             state = _admin_call("GET", f"{url}/v1/erasures/{request_id}", key, data_dir).json()
-            progress.update(task, completed=state["steps_done"], total=state["steps_total"] or None,
-                            description=Text(state["detail"]).plain)
+            progress.update(
+                task,
+                completed=state["steps_done"],
+                total=state["steps_total"] or None,
+                description=Text(state["detail"]).plain,
+            )
             if state["status"] != "running":
                 break
             time.sleep(0.5)
@@ -365,7 +438,9 @@ def erase(
 def export(
     contact: Annotated[str, typer.Argument(help="a userId, email, contact id or anonymousId")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write (default: stdout)")] = None,
-    url: Url = DEFAULT_URL, key: AdminKey = None, data_dir: DataDir = None,
+    url: Url = DEFAULT_URL,
+    key: AdminKey = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Everything stored about a contact as one JSON document (streamed to the file or stdout)."""
     if key is None:
@@ -373,8 +448,9 @@ def export(
     out = output.open("wb") if output is not None else sys.stdout.buffer
     written = 0
     try:
-        with httpx.stream("GET", f"{url}/v1/contacts/{contact}/export", timeout=120,
-                          headers={"Authorization": f"Bearer {key}"}) as r:
+        with httpx.stream(
+            "GET", f"{url}/v1/contacts/{contact}/export", timeout=120, headers={"Authorization": f"Bearer {key}"}
+        ) as r:
             if r.status_code != 200:
                 console.print(Text(f"{r.status_code}: {r.read().decode('utf-8', 'replace')[:500]}", style="red"))
                 raise typer.Exit(1)

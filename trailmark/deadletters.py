@@ -88,8 +88,10 @@ PAYLOAD_TYPE_SQL = (
 
 def rows_sql(db: str) -> str:
     """The dead letters with their payload type, as ``d`` (``id`` is an ALIAS column: named, not in ``*``)."""
-    return (f"(SELECT id, failed_at, site_id, stage, kind, reason, payload, payload_encoding, version,"
-            f" {PAYLOAD_TYPE_SQL} AS payload_type FROM {db}.dead_letters) AS d")
+    return (
+        f"(SELECT id, failed_at, site_id, stage, kind, reason, payload, payload_encoding, version,"
+        f" {PAYLOAD_TYPE_SQL} AS payload_type FROM {db}.dead_letters) AS d"
+    )
 
 
 _RELATIVE = re.compile(r"(\d+)([smhd])\Z")
@@ -195,8 +197,14 @@ def fold(event: Mapping[str, Any]) -> RawBatch:
     correction gives the same timestamp again."""
     kind = event["type"]
     ev: dict[str, Any] = {**(event.get("extra") or {}), "type": kind, "messageId": event["message_id"]}
-    for field, name in (("anonymous_id", "anonymousId"), ("user_id", "userId"), ("previous_id", "previousId"),
-                        ("group_id", "groupId"), ("original_timestamp", "timestamp"), ("sent_at", "sentAt")):
+    for field, name in (
+        ("anonymous_id", "anonymousId"),
+        ("user_id", "userId"),
+        ("previous_id", "previousId"),
+        ("group_id", "groupId"),
+        ("original_timestamp", "timestamp"),
+        ("sent_at", "sentAt"),
+    ):
         if event.get(field):
             ev[name] = event[field]
     if event.get("event"):
@@ -204,9 +212,14 @@ def fold(event: Mapping[str, Any]) -> RawBatch:
     for field in ("properties", "traits", "context"):
         if event.get(field):
             ev[field] = event[field]
-    return {"v": SCHEMA_VERSION, "site_id": event["site_id"], "received_at": event["received_at"],
-            "ip": event.get("ip") or "", "user_agent": event.get("user_agent") or "",
-            "body": {"batch": [ev], "sentAt": None}}
+    return {
+        "v": SCHEMA_VERSION,
+        "site_id": event["site_id"],
+        "received_at": event["received_at"],
+        "ip": event.get("ip") or "",
+        "user_agent": event.get("user_agent") or "",
+        "body": {"batch": [ev], "sentAt": None},
+    }
 
 
 @dataclass
@@ -227,16 +240,23 @@ def outgoing(row: Row, settings: Settings) -> Outgoing | str:
         payload = orjson.loads(_payload_bytes(row))
         if ptype == "client_event":
             received = datetime.fromisoformat(row["failed_at"]).replace(tzinfo=UTC)
-            batch: RawBatch = {"v": SCHEMA_VERSION, "site_id": row["site_id"], "received_at": bus_time(received),
-                               "ip": "", "user_agent": "", "body": {"batch": [payload], "sentAt": None}}
+            batch: RawBatch = {
+                "v": SCHEMA_VERSION,
+                "site_id": row["site_id"],
+                "received_at": bus_time(received),
+                "ip": "",
+                "user_agent": "",
+                "body": {"batch": [payload], "sentAt": None},
+            }
             ids = [str(payload["messageId"])] if payload.get("messageId") else []
             return Outgoing(bus.topic_raw, [(record_key(row["site_id"], payload), orjson.dumps(batch))], ids)
         site_id = payload["site_id"]
         if ptype == "raw_batch":
             events = [e for e in (payload.get("body") or {}).get("batch") or () if isinstance(e, dict)]
             key = record_key(site_id, events[0] if events else {})
-            return Outgoing(bus.topic_raw, [(key, _payload_bytes(row))],
-                            [str(e["messageId"]) for e in events if e.get("messageId")])
+            return Outgoing(
+                bus.topic_raw, [(key, _payload_bytes(row))], [str(e["messageId"]) for e in events if e.get("messageId")]
+            )
         key = record_key(site_id, {"anonymousId": payload.get("anonymous_id"), "userId": payload.get("user_id")})
         ids = [str(payload["message_id"])]
         if ptype == "enriched_event" and bus.kind == "kafka":
@@ -261,8 +281,7 @@ class DeadLetterSource(Protocol):
     async def show(self, dead_letter_id: str) -> dict[str, Any] | None:
         """One dead letter with its payload and replays, or None."""
 
-    async def replay(self, flt: Filter, after: str | None, limit: int, again: bool,
-                     replay_id: str) -> dict[str, Any]:
+    async def replay(self, flt: Filter, after: str | None, limit: int, again: bool, replay_id: str) -> dict[str, Any]:
         """Replay up to ``limit`` dead letters after the cursor: ``{"selected", "replayed",
         "records", "skipped": [{"id", "reason"}], "next"}``."""
 
@@ -278,9 +297,11 @@ class DeadLetters:
 
     def _select(self, columns: str, flt: Filter, after: str | None, limit: int) -> list[Row]:
         where, params = flt.where(self.db, after)
-        sql = (f"SELECT d.id AS id, toString(d.failed_at) AS failed_at, d.site_id AS site_id, d.stage AS stage,"
-               f" d.kind AS kind, d.payload_type AS payload_type, {columns} FROM {rows_sql(self.db)} WHERE {where}"
-               f" ORDER BY d.failed_at, d.id LIMIT {max(1, min(limit, MAX_PAGE))}")
+        sql = (
+            f"SELECT d.id AS id, toString(d.failed_at) AS failed_at, d.site_id AS site_id, d.stage AS stage,"
+            f" d.kind AS kind, d.payload_type AS payload_type, {columns} FROM {rows_sql(self.db)} WHERE {where}"
+            f" ORDER BY d.failed_at, d.id LIMIT {max(1, min(limit, MAX_PAGE))}"
+        )
         return self.storage().query(sql, params, readonly=True, settings=QUERY_SETTINGS)
 
     def _replays(self, ids: list[str]) -> dict[str, list[Row]]:
@@ -289,7 +310,10 @@ class DeadLetters:
         rows = self.storage().query(
             f"SELECT dead_letter_id, replay_id, toString(replayed_at) AS replayed_at, topic, records, message_ids"
             f" FROM {self.db}.dead_letter_replays WHERE dead_letter_id IN {{ids:Array(String)}}"
-            " ORDER BY replayed_at", {"ids": ids}, readonly=True)
+            " ORDER BY replayed_at",
+            {"ids": ids},
+            readonly=True,
+        )
         out: dict[str, list[Row]] = {}
         for r in rows:
             out.setdefault(r.pop("dead_letter_id"), []).append(r)
@@ -303,8 +327,9 @@ class DeadLetters:
             r["replays"] = len(done)
             r["last_replayed_at"] = done[-1]["replayed_at"] if done else None
         where, params = flt.where(self.db)
-        total = self.storage().query(f"SELECT count() AS n FROM {rows_sql(self.db)} WHERE {where}",
-                                     params, readonly=True)[0]["n"]
+        total = self.storage().query(
+            f"SELECT count() AS n FROM {rows_sql(self.db)} WHERE {where}", params, readonly=True
+        )[0]["n"]
         return {"rows": rows, "total": int(total), "next": _cursor(rows[-1]) if len(rows) >= limit else None}
 
     def show_sync(self, dead_letter_id: str) -> dict[str, Any] | None:
@@ -312,8 +337,10 @@ class DeadLetters:
             f"SELECT d.id AS id, toString(d.failed_at) AS failed_at, d.site_id AS site_id, d.stage AS stage,"
             f" d.kind AS kind, d.payload_type AS payload_type, d.reason AS reason, d.payload AS payload,"
             f" d.payload_encoding AS payload_encoding, d.version AS version"
-            f" FROM {rows_sql(self.db)} WHERE d.id = {{id:String}} LIMIT 1", {"id": dead_letter_id},
-            readonly=True)
+            f" FROM {rows_sql(self.db)} WHERE d.id = {{id:String}} LIMIT 1",
+            {"id": dead_letter_id},
+            readonly=True,
+        )
         if not rows:
             return None
         row = rows[0]
@@ -326,11 +353,11 @@ class DeadLetters:
     async def show(self, dead_letter_id: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.show_sync, dead_letter_id)
 
-    async def replay(self, flt: Filter, after: str | None, limit: int, again: bool,
-                     replay_id: str) -> dict[str, Any]:
+    async def replay(self, flt: Filter, after: str | None, limit: int, again: bool, replay_id: str) -> dict[str, Any]:
         flt = replay_filter(flt, again)
         rows = await asyncio.to_thread(
-            self._select, "d.payload AS payload, d.payload_encoding AS payload_encoding", flt, after, limit)
+            self._select, "d.payload AS payload, d.payload_encoding AS payload_encoding", flt, after, limit
+        )
         skipped: list[dict[str, str]] = []
         sent: list[tuple[Row, Outgoing]] = []
         for row in rows:
@@ -346,17 +373,32 @@ class DeadLetters:
         for topic, records in by_topic.items():  # acknowledged (durable) before the replay is recorded
             await producer.send_batch(topic, records)
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
-        log_rows = [{"dead_letter_id": row["id"], "replay_id": replay_id, "replayed_at": now, "topic": out.topic,
-                     "records": len(out.records), "message_ids": out.message_ids} for row, out in sent]
+        log_rows = [
+            {
+                "dead_letter_id": row["id"],
+                "replay_id": replay_id,
+                "replayed_at": now,
+                "topic": out.topic,
+                "records": len(out.records),
+                "message_ids": out.message_ids,
+            }
+            for row, out in sent
+        ]
         if log_rows:
             await asyncio.to_thread(self.storage().insert, "dead_letter_replays", log_rows)
-        return {"selected": len(rows), "replayed": len(sent), "records": sum(len(o.records) for _, o in sent),
-                "skipped": skipped, "next": _cursor(rows[-1]) if len(rows) >= limit else None}
+        return {
+            "selected": len(rows),
+            "replayed": len(sent),
+            "records": sum(len(o.records) for _, o in sent),
+            "skipped": skipped,
+            "next": _cursor(rows[-1]) if len(rows) >= limit else None,
+        }
 
 
 @asynccontextmanager
-async def direct_source(settings: Settings, bus_factory: Callable[[Settings], EventBus],
-                        with_bus: bool) -> AsyncIterator[DeadLetters]:
+async def direct_source(
+    settings: Settings, bus_factory: Callable[[Settings], EventBus], with_bus: bool
+) -> AsyncIterator[DeadLetters]:
     """Dead letters straight from storage (no server running on it) and, for a replay, the bus the
     settings name (the embedded log of the data folder, or Kafka)."""
     storage = await asyncio.to_thread(open_storage, settings)
@@ -384,8 +426,9 @@ class HttpDeadLetters:
     """The same requests through a running server's admin routes (the server owns chDB)."""
 
     def __init__(self, url: str, token: str, timeout_s: float = 120) -> None:
-        self.client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout_s,
-                                        headers={"Authorization": f"Bearer {token}"})
+        self.client = httpx.AsyncClient(
+            base_url=url.rstrip("/"), timeout=timeout_s, headers={"Authorization": f"Bearer {token}"}
+        )
 
     async def _call(self, method: str, path: str, missing_ok: bool = False, **kw: Any) -> Any:
         try:
@@ -411,17 +454,18 @@ class HttpDeadLetters:
         return params
 
     async def list(self, flt: Filter, after: str | None, limit: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/v1/admin/dead-letters",
-                                                  params={**self._params(flt, after), "limit": limit})
+        result: dict[str, Any] = await self._call(
+            "GET", "/v1/admin/dead-letters", params={**self._params(flt, after), "limit": limit}
+        )
         return result
 
     async def show(self, dead_letter_id: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = await self._call("GET", f"/v1/admin/dead-letters/{dead_letter_id}",
-                                                               missing_ok=True)
+        result: dict[str, Any] | None = await self._call(
+            "GET", f"/v1/admin/dead-letters/{dead_letter_id}", missing_ok=True
+        )
         return result
 
-    async def replay(self, flt: Filter, after: str | None, limit: int, again: bool,
-                     replay_id: str) -> dict[str, Any]:
+    async def replay(self, flt: Filter, after: str | None, limit: int, again: bool, replay_id: str) -> dict[str, Any]:
         body = {**self._params(flt, after), "limit": limit, "again": again, "replay_id": replay_id}
         result: dict[str, Any] = await self._call("POST", "/v1/admin/dead-letters/replay", json=body)
         return result
@@ -431,6 +475,7 @@ class HttpDeadLetters:
 
 
 # --- admin routes -----------------------------------------------------------------------------------
+
 
 class ReplayRequest(BaseModel):
     stage: str | None = None
@@ -447,8 +492,13 @@ class ReplayRequest(BaseModel):
     replay_id: str = Field(default_factory=lambda: uuid.uuid4().hex, max_length=100)
 
 
-def admin_router(storage: Callable[[], Storage], producer: Callable[[], Producer], settings: Settings,
-                 sites: list[Site], limits: EdgeLimits) -> APIRouter:
+def admin_router(
+    storage: Callable[[], Storage],
+    producer: Callable[[], Producer],
+    settings: Settings,
+    sites: list[Site],
+    limits: EdgeLimits,
+) -> APIRouter:
     """``/v1/admin/dead-letters``: list, show, replay. Dead letters are not all per site (a record that
     cannot be read has none), so these need the admin token (``TRAILMARK_ADMIN_TOKEN``) when one is
     set, and otherwise the admin key of a one-site install (a replay writes: read keys never open
@@ -457,13 +507,20 @@ def admin_router(storage: Callable[[], Storage], producer: Callable[[], Producer
     service = DeadLetters(storage, producer, settings)
     admin_keys = index_keys(sites, "admin_key")
     token = {key_digest(settings.admin_token): sites[0]} if settings.admin_token and sites else {}
-    others = [(index_keys(sites, "read_key"), "a read key cannot manage dead letters; use the admin key"),
-              (index_keys(sites, "write_key"), "a write key cannot manage dead letters; use the admin key")]
+    others = [
+        (index_keys(sites, "read_key"), "a read key cannot manage dead letters; use the admin key"),
+        (index_keys(sites, "write_key"), "a write key cannot manage dead letters; use the admin key"),
+    ]
 
     def authorised(request: Request) -> None:
         if token:
-            bearer_site(request, limits, token, [(admin_keys, "admin routes need TRAILMARK_ADMIN_TOKEN"), *others],
-                        "admin token")
+            bearer_site(
+                request,
+                limits,
+                token,
+                [(admin_keys, "admin routes need TRAILMARK_ADMIN_TOKEN"), *others],
+                "admin token",
+            )
             return
         bearer_site(request, limits, admin_keys, others, "admin key")
         if len(sites) != 1:
@@ -475,10 +532,16 @@ def admin_router(storage: Callable[[], Storage], producer: Callable[[], Producer
 
     @router.get("/dead-letters", dependencies=[Auth])
     async def list_dead_letters(
-        stage: str | None = None, kind: str | None = None, reason: str | None = None,
-        since: str | None = None, until: str | None = None, replayed: bool | None = None,
-        payload_type: str | None = None, site: str | None = None,
-        after: str | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        stage: str | None = None,
+        kind: str | None = None,
+        reason: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        replayed: bool | None = None,
+        payload_type: str | None = None,
+        site: str | None = None,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     ) -> dict[str, Any]:
         """Dead letters, oldest first, without payloads; ``next`` is the cursor of the next page."""
         flt = Filter(stage, kind, reason, since, until, replayed, payload_type, site)
@@ -496,8 +559,9 @@ def admin_router(storage: Callable[[], Storage], producer: Callable[[], Producer
     @router.post("/dead-letters/replay", dependencies=[Auth])
     async def replay_dead_letters(body: ReplayRequest) -> dict[str, Any]:
         """Send up to ``limit`` dead letters through the pipeline again (see trailmark/deadletters.py)."""
-        flt = Filter(body.stage, body.kind, body.reason, body.since, body.until, body.replayed, body.payload_type,
-                     body.site)
+        flt = Filter(
+            body.stage, body.kind, body.reason, body.since, body.until, body.replayed, body.payload_type, body.site
+        )
         result: dict[str, Any] = await service.replay(flt, body.after, body.limit, body.again, body.replay_id)
         return result
 

@@ -8,8 +8,7 @@ from prometheus_client import Counter, Gauge
 
 from trailmark.settings import HealthSettings
 
-HEALTHY = Gauge("trailmark_stage_healthy", "1 while a stage makes progress, 0 when it crash-loops or stalls",
-                ["stage"])
+HEALTHY = Gauge("trailmark_stage_healthy", "1 while a stage makes progress, 0 when it crash-loops or stalls", ["stage"])
 RESTARTS = Counter("trailmark_stage_restarts_total", "Times a stage crashed and was restarted", ["stage"])
 
 
@@ -61,8 +60,7 @@ class StageHealth:
     def problem(self) -> str | None:
         """Why the stage is not healthy, or None."""
         if self.crashes_in_a_row >= self.settings.crash_loop_restarts:
-            return (f"crash-looping: {self.crashes_in_a_row} restarts without progress;"
-                    f" last error: {self.last_error}")
+            return f"crash-looping: {self.crashes_in_a_row} restarts without progress; last error: {self.last_error}"
         stuck = time.monotonic() - self.last_progress
         if stuck <= self.settings.stall_after_s:
             return None

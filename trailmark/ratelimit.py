@@ -27,8 +27,7 @@ from starlette.requests import Request
 
 from trailmark.settings import CollectorSettings
 
-LIMITED = Counter("trailmark_collector_rate_limited_total", "Requests refused with 429 by a rate limit",
-                  ["limit"])
+LIMITED = Counter("trailmark_collector_rate_limited_total", "Requests refused with 429 by a rate limit", ["limit"])
 for _limit in ("ip", "key", "bad_key"):
     LIMITED.labels(_limit)
 
@@ -36,8 +35,9 @@ for _limit in ("ip", "key", "bad_key"):
 class TokenBuckets:
     """One token bucket per key: ``burst`` tokens, refilled at ``rate`` per second."""
 
-    def __init__(self, rate: float, burst: float, max_tracked: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: float, max_tracked: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = rate
         self.burst = max(burst, 1.0)
         self.max_tracked = max(max_tracked, 1)
@@ -95,14 +95,32 @@ class EdgeLimits:
 
     @classmethod
     def from_settings(cls, s: CollectorSettings) -> EdgeLimits:
-        return cls(ip_rate=s.rate_limit_ip_per_s, ip_burst=s.rate_limit_ip_burst, key_rate=s.rate_limit_key_per_s,
-                   key_burst=s.rate_limit_key_burst, bad_key_rate=s.rate_limit_bad_key_per_s,
-                   bad_key_burst=s.rate_limit_bad_key_burst, max_tracked=s.rate_limit_max_tracked,
-                   exempt=s.rate_limit_exempt, trust_forwarded_for=s.trust_forwarded_for)
+        return cls(
+            ip_rate=s.rate_limit_ip_per_s,
+            ip_burst=s.rate_limit_ip_burst,
+            key_rate=s.rate_limit_key_per_s,
+            key_burst=s.rate_limit_key_burst,
+            bad_key_rate=s.rate_limit_bad_key_per_s,
+            bad_key_burst=s.rate_limit_bad_key_burst,
+            max_tracked=s.rate_limit_max_tracked,
+            exempt=s.rate_limit_exempt,
+            trust_forwarded_for=s.trust_forwarded_for,
+        )
 
-    def __init__(self, *, ip_rate: float, ip_burst: float, key_rate: float, key_burst: float,
-                 bad_key_rate: float, bad_key_burst: float, max_tracked: int, exempt: Iterable[str],
-                 trust_forwarded_for: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        ip_rate: float,
+        ip_burst: float,
+        key_rate: float,
+        key_burst: float,
+        bad_key_rate: float,
+        bad_key_burst: float,
+        max_tracked: int,
+        exempt: Iterable[str],
+        trust_forwarded_for: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.trust_forwarded_for = trust_forwarded_for
         self.ip = TokenBuckets(ip_rate, ip_burst, max_tracked, clock)
         self.key = TokenBuckets(key_rate, key_burst, max_tracked, clock)

@@ -104,10 +104,16 @@ def dead_letter(stage: str, reason: str, payload: object, kind: DeadLetterKind =
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(data).decode(), "base64"
     full = _valid_text(reason)[:MAX_REASON] + "".join(f" [{n}]" for n in notes)
-    record: DeadLetter = {"stage": _valid_text(stage), "reason": full or "unknown", "payload": text,
-                          "payload_encoding": encoding,  # type: ignore[typeddict-item]
-                          "failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                          "version": SCHEMA_VERSION, "kind": kind, "site_id": _valid_text(site_id)[:200]}
+    record: DeadLetter = {
+        "stage": _valid_text(stage),
+        "reason": full or "unknown",
+        "payload": text,
+        "payload_encoding": encoding,  # type: ignore[typeddict-item]
+        "failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "version": SCHEMA_VERSION,
+        "kind": kind,
+        "site_id": _valid_text(site_id)[:200],
+    }
     return orjson.dumps(record)
 
 
@@ -117,7 +123,6 @@ def describe(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}"
     except Exception:  # an exception whose __str__ fails (from hostile input) still has a type
         return type(exc).__name__
-
 
 
 def _as_text(value: object) -> str:
@@ -162,9 +167,14 @@ def minimal_row(row: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     """What is stored of a dead letter ClickHouse refused: plain ASCII, a valid time, and the
     refused row itself as the payload (JSON, base64), so nothing of it is lost."""
     original = _payload_bytes(row)[0]
-    return {"stage": _ascii(str(row.get("stage", "unknown")), 100),
-            "reason": f"stored as a minimal row, storage refused the dead letter ({_ascii(describe(exc), 500)});"
-                      f" payload: the refused row as JSON; its reason: {_ascii(str(row.get('reason', '')), 1000)}",
-            "payload": base64.b64encode(original[:MAX_DEAD_LETTER_PAYLOAD]).decode(),
-            "payload_encoding": "base64", "failed_at": ch_now(), "version": SCHEMA_VERSION,
-            "kind": "unknown", "site_id": _ascii(str(row.get("site_id", "")), 200)}
+    return {
+        "stage": _ascii(str(row.get("stage", "unknown")), 100),
+        "reason": f"stored as a minimal row, storage refused the dead letter ({_ascii(describe(exc), 500)});"
+        f" payload: the refused row as JSON; its reason: {_ascii(str(row.get('reason', '')), 1000)}",
+        "payload": base64.b64encode(original[:MAX_DEAD_LETTER_PAYLOAD]).decode(),
+        "payload_encoding": "base64",
+        "failed_at": ch_now(),
+        "version": SCHEMA_VERSION,
+        "kind": "unknown",
+        "site_id": _ascii(str(row.get("site_id", "")), 200),
+    }

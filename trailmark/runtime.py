@@ -56,17 +56,28 @@ log = logging.getLogger("trailmark.runtime")
 PROCESSED = Counter("trailmark_stage_records_total", "Records handled by a stage", ["stage", "outcome"])
 DROPPED = Counter("trailmark_stage_dropped_total", "Records a stage dropped on purpose", ["stage", "reason"])
 LAG = Gauge("trailmark_consumer_lag", "Records not yet consumed", ["stage"])
-BATCH_SIZE = Histogram("trailmark_stage_batch_records", "Records per stage batch", ["stage"],
-                       buckets=(1, 10, 100, 1000, 5000, 20000))
+BATCH_SIZE = Histogram(
+    "trailmark_stage_batch_records", "Records per stage batch", ["stage"], buckets=(1, 10, 100, 1000, 5000, 20000)
+)
 BATCH_SECONDS = Histogram("trailmark_stage_batch_seconds", "Seconds per stage batch", ["stage"])
-DEAD_LETTERS_REFUSED = Counter("trailmark_dead_letters_refused_total",
-                               "Dead letters storage refused even as a minimal row (logged, then skipped)")
+DEAD_LETTERS_REFUSED = Counter(
+    "trailmark_dead_letters_refused_total", "Dead letters storage refused even as a minimal row (logged, then skipped)"
+)
 
 T = TypeVar("T")
 
 __all__ = [  # the dead-letter helpers are re-exported for the tests and tools that build records
-    "MAX_DEAD_LETTER_PAYLOAD", "Batch", "StageRunner", "dead_letter", "dead_letter_row", "describe", "minimal_row",
-    "enrich_runner", "journey_runner", "embedded_runner", "dead_letter_sink",
+    "MAX_DEAD_LETTER_PAYLOAD",
+    "Batch",
+    "StageRunner",
+    "dead_letter",
+    "dead_letter_row",
+    "describe",
+    "minimal_row",
+    "enrich_runner",
+    "journey_runner",
+    "embedded_runner",
+    "dead_letter_sink",
 ]
 
 
@@ -80,6 +91,7 @@ class Batch(Generic[T]):
 
 
 # ---- stages -------------------------------------------------------------------------------------
+
 
 class EnrichStage:
     """``RawBatch`` records -> ``EnrichedEvent`` results (one per event of each batch)."""
@@ -125,8 +137,9 @@ class EnrichStage:
             try:
                 out.ok.append(Ok(ok.key, orjson.dumps(ok.value)))
             except (TypeError, ValueError) as exc:  # e.g. properties nested deeper than JSON can be written
-                out.failed.append(Failed(ok.key, "unserializable", f"cannot be written as JSON: {describe(exc)}",
-                                         ok.value))
+                out.failed.append(
+                    Failed(ok.key, "unserializable", f"cannot be written as JSON: {describe(exc)}", ok.value)
+                )
         return out
 
 
@@ -180,8 +193,11 @@ class BuildStage:
                 self._forget(ev)
             if len(events) == 1:
                 return [Failed(b"", "build_failed", describe(exc), events[0])]
-            log.warning("journeys: batch of %d failed (%s), splitting it to find the bad events",
-                        len(events), describe(exc)[:300])
+            log.warning(
+                "journeys: batch of %d failed (%s), splitting it to find the bad events",
+                len(events),
+                describe(exc)[:300],
+            )
         else:
             # events the builder skips on purpose: already stored (a redelivery, a replay), or of an
             # erased contact; both are counted, neither is written again
@@ -238,11 +254,15 @@ class DeadLetterStore:
             raise
         except Exception as again:  # nothing more can be stored of it: counted and logged, not blocking
             DEAD_LETTERS_REFUSED.inc()
-            log.error("dead letters: storage refused even the minimal row (%s); skipped: %r",
-                      describe(again)[:300], row.get("reason", "")[:300])
+            log.error(
+                "dead letters: storage refused even the minimal row (%s); skipped: %r",
+                describe(again)[:300],
+                row.get("reason", "")[:300],
+            )
 
 
 # ---- the runner ---------------------------------------------------------------------------------
+
 
 class StageRunner(Generic[T]):
     """Drives one stage over one consumer group; see the module docstring."""
@@ -365,8 +385,9 @@ class StageRunner(Generic[T]):
                     return
                 self.writing = None
                 if self.rebalances != generation:  # polled before partitions moved: their new owner has it
-                    log.info("%s: rebalanced, %d polled records left to the partitions' owners", self.stage,
-                             len(messages))
+                    log.info(
+                        "%s: rebalanced, %d polled records left to the partitions' owners", self.stage, len(messages)
+                    )
                     continue
                 self.health.busy()
                 self.writing = asyncio.create_task(self._finish(result, upto, len(messages), started))
@@ -423,6 +444,7 @@ class StageRunner(Generic[T]):
 
 # ---- the runners the app starts ----------------------------------------------------------------
 
+
 def enrich_runner(bus: EventBus, settings: Settings, sites: dict[str, Site]) -> StageRunner[bytes]:
     """Kafka: raw topic -> enriched topic."""
     stage = EnrichStage(settings, sites)
@@ -440,27 +462,47 @@ def journey_runner(bus: EventBus, settings: Settings, storage: Storage) -> Stage
     """Kafka: enriched topic -> ClickHouse; after a rebalance the builder reloads visitor state."""
     stage = BuildStage(settings, storage)
     b = settings.bus
-    return StageRunner("journeys", bus, settings, b.topic_enriched, b.group_journeys, settings.storage.batch_rows,
-                       parse_enriched, stage.write, linger_s=b.journeys_linger_ms / 1000, on_revoke=stage.on_revoke)
+    return StageRunner(
+        "journeys",
+        bus,
+        settings,
+        b.topic_enriched,
+        b.group_journeys,
+        settings.storage.batch_rows,
+        parse_enriched,
+        stage.write,
+        linger_s=b.journeys_linger_ms / 1000,
+        on_revoke=stage.on_revoke,
+    )
 
 
-def embedded_runner(bus: EventBus, settings: Settings, sites: dict[str, Site],
-                    storage: Storage) -> StageRunner[EnrichedEvent]:
+def embedded_runner(
+    bus: EventBus, settings: Settings, sites: dict[str, Site], storage: Storage
+) -> StageRunner[EnrichedEvent]:
     """Embedded: raw log -> enrichment -> journey builder, in memory. No enriched topic in between:
     its records would only be written to and read back from the same SQLite file by the same
     process. Raw records are request batches (a browser sends up to ~50 events in one): a round
     polls about batch_rows events' worth."""
     enrich, build = EnrichStage(settings, sites), BuildStage(settings, storage)
     b = settings.bus
-    return StageRunner("enrich+journeys", bus, settings, b.topic_raw, b.group_enrich,
-                       max(1, settings.storage.batch_rows // 25), enrich.process, build.write,
-                       linger_s=b.journeys_linger_ms / 1000, failed_in=("enrich", "journeys"))
+    return StageRunner(
+        "enrich+journeys",
+        bus,
+        settings,
+        b.topic_raw,
+        b.group_enrich,
+        max(1, settings.storage.batch_rows // 25),
+        enrich.process,
+        build.write,
+        linger_s=b.journeys_linger_ms / 1000,
+        failed_in=("enrich", "journeys"),
+    )
 
 
 def dead_letter_sink(bus: EventBus, settings: Settings, storage: Storage) -> StageRunner[dict[str, Any]]:
     """Dead-letter topic -> ``trailmark.dead_letters`` (queryable)."""
     store = DeadLetterStore(storage)
     b = settings.bus
-    return StageRunner("dead_letters", bus, settings, b.topic_dead_letter, b.group_dead_letters, 5000,
-                       store.process, store.write)
-
+    return StageRunner(
+        "dead_letters", bus, settings, b.topic_dead_letter, b.group_dead_letters, 5000, store.process, store.write
+    )

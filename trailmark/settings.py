@@ -140,8 +140,16 @@ class SqlSettings(Section):
     # table functions that only generate values (no files, network or other tables)
     table_functions: list[str] = ["numbers", "numbers_mt", "generateSeries", "generate_series", "values"]
     # system tables a data team may read (columns/tables are limited to the trailmark database)
-    system_tables: list[str] = ["one", "numbers", "numbers_mt", "columns", "tables", "functions",
-                                "data_type_families", "time_zones"]
+    system_tables: list[str] = [
+        "one",
+        "numbers",
+        "numbers_mt",
+        "columns",
+        "tables",
+        "functions",
+        "data_type_families",
+        "time_zones",
+    ]
 
 
 class PrivacySettings(Section):
@@ -172,9 +180,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, validation_alias=AliasChoices("TRAILMARK_PORT", "PORT", "port"))
-    data_dir: Path = Field(
-        Path("data"), validation_alias=AliasChoices("TRAILMARK_DATA_DIR", "DATA_DIR", "data_dir")
-    )
+    data_dir: Path = Field(Path("data"), validation_alias=AliasChoices("TRAILMARK_DATA_DIR", "DATA_DIR", "data_dir"))
     kafka_bootstrap: str = "127.0.0.1:9092"
     clickhouse_url: str | None = None  # http(s)://user:pass@host:8123 ; unset = embedded chDB
     log_level: str = "info"

@@ -56,8 +56,10 @@ def add_docs(app: FastAPI, path: str = "/docs") -> None:
     async def docs(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
-            swagger_js_url=f"{root}{static}/swagger-ui-bundle.js", swagger_css_url=f"{root}{static}/swagger-ui.css",
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{root}{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{static}/swagger-ui.css",
             swagger_favicon_url=f"{root}{static}/favicon.png",
             # no validator badge: swagger-ui would send the document to an outside validator
             swagger_ui_parameters={"validatorUrl": None},
@@ -74,17 +76,25 @@ def add_metrics(app: FastAPI, token: str | None) -> None:
         if expected is not None:
             presented = request.headers.get("authorization", "").encode("latin-1", "replace")
             if not hmac.compare_digest(presented, expected):
-                return Response(b'{"error": "metrics need Authorization: Bearer <TRAILMARK_METRICS_TOKEN>"}',
-                                status_code=401, media_type="application/json",
-                                headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+                return Response(
+                    b'{"error": "metrics need Authorization: Bearer <TRAILMARK_METRICS_TOKEN>"}',
+                    status_code=401,
+                    media_type="application/json",
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 __all__ = ["NoSniff", "SWAGGER_STATIC", "add_docs", "add_metrics"]
 
 
-def bearer_site(request: Request, limits: EdgeLimits, keys: Mapping[bytes, Site],
-                refused: Sequence[tuple[Mapping[bytes, Site], str]], kind: str) -> Site:
+def bearer_site(
+    request: Request,
+    limits: EdgeLimits,
+    keys: Mapping[bytes, Site],
+    refused: Sequence[tuple[Mapping[bytes, Site], str]],
+    kind: str,
+) -> Site:
     """The site whose key of ``kind`` (indexed by ``index_keys``) the request's Bearer header holds.
 
     429 while the client address is over its limits; 401 for a missing or unknown key, 403 with the
@@ -95,13 +105,17 @@ def bearer_site(request: Request, limits: EdgeLimits, keys: Mapping[bytes, Site]
     limit, wait = limits.before_auth(ip)
     if wait:
         what = "requests with a wrong key" if limit == "bad_key" else "requests"
-        raise HTTPException(429, f"too many {what} from this address; retry later",
-                            headers={"Retry-After": retry_after(wait)})
+        raise HTTPException(
+            429, f"too many {what} from this address; retry later", headers={"Retry-After": retry_after(wait)}
+        )
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
         limits.wrong_key(ip)
-        raise HTTPException(401, f"missing {kind}: Authorization: Bearer {kind.upper().replace(' ', '_')}",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            f"missing {kind}: Authorization: Bearer {kind.upper().replace(' ', '_')}",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     key = header[7:].strip()
     found = find_site(keys, key)
     if found is None:
@@ -127,8 +141,9 @@ def openapi_errors_as_400(app: FastAPI) -> None:
             for operation in operations.values():
                 responses = operation.get("responses", {})
                 if responses.pop("422", None) is not None:
-                    responses.setdefault("400", {"description": "invalid request",
-                                                 "content": {"application/json": {"schema": error}}})
+                    responses.setdefault(
+                        "400", {"description": "invalid request", "content": {"application/json": {"schema": error}}}
+                    )
         app.openapi_schema = schema
         return schema
 

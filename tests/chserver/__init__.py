@@ -45,7 +45,10 @@ class ClickHouseEndpoint:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.chserver.server", "--port", str(self.port), "--path", str(self.path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
             )
         deadline = time.time() + timeout
         while time.time() < deadline:

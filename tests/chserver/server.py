@@ -77,28 +77,82 @@ from starlette.routing import Route
 DISPLAY_NAME = "chdb-test-endpoint"
 
 # URL parameters that belong to the HTTP interface rather than to the query's settings.
-HTTP_PARAMS = {"query", "database", "default_format", "query_id", "wait_end_of_query", "user", "password",
-               "quota_key", "role", "buffer_size", "client_protocol_version", "session_timeout", "session_check",
-               "stacktrace"}
-REFUSED_PARAMS = {"session_id": "server-side sessions", "compress": "ClickHouse block compression of answers",
-                  "decompress": "ClickHouse block compression of request bodies"}
+HTTP_PARAMS = {
+    "query",
+    "database",
+    "default_format",
+    "query_id",
+    "wait_end_of_query",
+    "user",
+    "password",
+    "quota_key",
+    "role",
+    "buffer_size",
+    "client_protocol_version",
+    "session_timeout",
+    "session_check",
+    "stacktrace",
+}
+REFUSED_PARAMS = {
+    "session_id": "server-side sessions",
+    "compress": "ClickHouse block compression of answers",
+    "decompress": "ClickHouse block compression of request bodies",
+}
 
 # ClickHouse's exceptionCodeToHTTPStatus (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp), by error name.
 STATUS_BY_NAME: dict[str, int] = {
     "REQUIRED_PASSWORD": 401,
-    **dict.fromkeys(["UNKNOWN_USER", "WRONG_PASSWORD", "AUTHENTICATION_FAILED", "SET_NON_GRANTED_ROLE",
-                     "ACCESS_DENIED"], 403),
-    **dict.fromkeys(["BAD_ARGUMENTS", "CANNOT_COMPILE_REGEXP", "CANNOT_PARSE_TEXT", "CANNOT_PARSE_ESCAPE_SEQUENCE",
-                     "CANNOT_PARSE_QUOTED_STRING", "CANNOT_PARSE_DATE", "CANNOT_PARSE_DATETIME", "CANNOT_PARSE_NUMBER",
-                     "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING", "CANNOT_PARSE_IPV4", "CANNOT_PARSE_IPV6",
-                     "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "CANNOT_PARSE_UUID", "DUPLICATE_COLUMN", "ILLEGAL_COLUMN",
-                     "UNKNOWN_ELEMENT_IN_AST", "UNKNOWN_TYPE_OF_AST_NODE", "THERE_IS_NO_COLUMN", "TOO_DEEP_AST",
-                     "TOO_BIG_AST", "UNEXPECTED_AST_STRUCTURE", "SYNTAX_ERROR", "INCORRECT_DATA", "TYPE_MISMATCH",
-                     "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE"], 400),
-    **dict.fromkeys(["UNKNOWN_TABLE", "UNKNOWN_FUNCTION", "UNKNOWN_IDENTIFIER", "UNKNOWN_TYPE", "UNKNOWN_STORAGE",
-                     "UNKNOWN_DATABASE", "UNKNOWN_SETTING", "UNKNOWN_DIRECTION_OF_SORTING",
-                     "UNKNOWN_AGGREGATE_FUNCTION", "UNKNOWN_FORMAT", "UNKNOWN_DATABASE_ENGINE",
-                     "UNKNOWN_TYPE_OF_QUERY", "UNKNOWN_ROLE"], 404),
+    **dict.fromkeys(
+        ["UNKNOWN_USER", "WRONG_PASSWORD", "AUTHENTICATION_FAILED", "SET_NON_GRANTED_ROLE", "ACCESS_DENIED"], 403
+    ),
+    **dict.fromkeys(
+        [
+            "BAD_ARGUMENTS",
+            "CANNOT_COMPILE_REGEXP",
+            "CANNOT_PARSE_TEXT",
+            "CANNOT_PARSE_ESCAPE_SEQUENCE",
+            "CANNOT_PARSE_QUOTED_STRING",
+            "CANNOT_PARSE_DATE",
+            "CANNOT_PARSE_DATETIME",
+            "CANNOT_PARSE_NUMBER",
+            "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING",
+            "CANNOT_PARSE_IPV4",
+            "CANNOT_PARSE_IPV6",
+            "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+            "CANNOT_PARSE_UUID",
+            "DUPLICATE_COLUMN",
+            "ILLEGAL_COLUMN",
+            "UNKNOWN_ELEMENT_IN_AST",
+            "UNKNOWN_TYPE_OF_AST_NODE",
+            "THERE_IS_NO_COLUMN",
+            "TOO_DEEP_AST",
+            "TOO_BIG_AST",
+            "UNEXPECTED_AST_STRUCTURE",
+            "SYNTAX_ERROR",
+            "INCORRECT_DATA",
+            "TYPE_MISMATCH",
+            "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+        ],
+        400,
+    ),
+    **dict.fromkeys(
+        [
+            "UNKNOWN_TABLE",
+            "UNKNOWN_FUNCTION",
+            "UNKNOWN_IDENTIFIER",
+            "UNKNOWN_TYPE",
+            "UNKNOWN_STORAGE",
+            "UNKNOWN_DATABASE",
+            "UNKNOWN_SETTING",
+            "UNKNOWN_DIRECTION_OF_SORTING",
+            "UNKNOWN_AGGREGATE_FUNCTION",
+            "UNKNOWN_FORMAT",
+            "UNKNOWN_DATABASE_ENGINE",
+            "UNKNOWN_TYPE_OF_QUERY",
+            "UNKNOWN_ROLE",
+        ],
+        404,
+    ),
     "QUERY_IS_TOO_LARGE": 413,
     "NOT_IMPLEMENTED": 501,
     **dict.fromkeys(["SOCKET_TIMEOUT", "CANNOT_OPEN_FILE", "CANNOT_SCHEDULE_TASK"], 503),
@@ -108,10 +162,14 @@ STATUS_BY_NAME: dict[str, int] = {
 }
 NOT_IMPLEMENTED, UNKNOWN_FORMAT, STD_EXCEPTION = 48, 73, 1001
 
-CONTENT_TYPES = {"TabSeparated": "text/tab-separated-values; charset=UTF-8", "TSV": "text/tab-separated-values; "
-                 "charset=UTF-8", "CSV": "text/csv; charset=UTF-8; header=absent", "JSON": "application/json; "
-                 "charset=UTF-8", "JSONEachRow": "application/x-ndjson; charset=UTF-8", "JSONCompact":
-                 "application/json; charset=UTF-8"}
+CONTENT_TYPES = {
+    "TabSeparated": "text/tab-separated-values; charset=UTF-8",
+    "TSV": "text/tab-separated-values; charset=UTF-8",
+    "CSV": "text/csv; charset=UTF-8; header=absent",
+    "JSON": "application/json; charset=UTF-8",
+    "JSONEachRow": "application/x-ndjson; charset=UTF-8",
+    "JSONCompact": "application/json; charset=UTF-8",
+}
 BINARY = "application/octet-stream"
 
 # Statements that produce a result set (X-ClickHouse-Format is set for them, as on a server).
@@ -120,8 +178,11 @@ _LEADING = re.compile(rb"^(?:\s+|--[^\n]*\n|/\*.*?\*/|\()*([A-Za-z]+)", re.S)
 _FORMAT_AT_END = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.I)
 _INSERT_FORMAT = re.compile(rb"\bFORMAT[ \t\r\n]+([A-Za-z0-9_]+)", re.I)
 _SETTINGS_CLAUSE = re.compile(rb"\bSETTINGS\b", re.I)
-_KILL_BY_ID = re.compile(r"^\s*KILL\s+QUERY\s+WHERE\s+query_id\s*=\s*(?:\{(\w+):String\}|'((?:[^'\\]|\\.)*)')"
-                         r"(\s+(?:ASYNC|SYNC|TEST))?\s*;?\s*$", re.I)
+_KILL_BY_ID = re.compile(
+    r"^\s*KILL\s+QUERY\s+WHERE\s+query_id\s*=\s*(?:\{(\w+):String\}|'((?:[^'\\]|\\.)*)')"
+    r"(\s+(?:ASYNC|SYNC|TEST))?\s*;?\s*$",
+    re.I,
+)
 QUERY_TAG = "chserver-query-id:"
 _ERROR = re.compile(r"Code: (\d+)\. DB::Exception: .*?(?: \(([A-Z0-9_]+)\))?\s*$", re.S)
 
@@ -275,13 +336,15 @@ def encode_answer(data: bytes, accept: str) -> tuple[bytes, str]:
 def parse_multipart(content_type: str, body: bytes) -> dict[str, str]:
     """Text fields of a multipart/form-data body (query and param_*); file parts are refused."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
     fields: dict[str, str] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if part.get_filename() is not None or not isinstance(name, str):
-            raise ClickHouseException.new(NOT_IMPLEMENTED, "NOT_IMPLEMENTED",
-                                          "external data is not supported by the chDB test endpoint")
+            raise ClickHouseException.new(
+                NOT_IMPLEMENTED, "NOT_IMPLEMENTED", "external data is not supported by the chDB test endpoint"
+            )
         payload = part.get_payload(decode=True)
         fields[name] = payload.decode() if isinstance(payload, bytes) else str(payload)
     return fields
@@ -293,8 +356,11 @@ class Endpoint:
         self.tmp = tempfile.mkdtemp(prefix="chserver-insert-")
 
     def headers(self, query_id: str) -> dict[str, str]:
-        return {"X-ClickHouse-Query-Id": query_id, "X-ClickHouse-Server-Display-Name": DISPLAY_NAME,
-                "X-ClickHouse-Timezone": self.engine.timezone}
+        return {
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Server-Display-Name": DISPLAY_NAME,
+            "X-ClickHouse-Timezone": self.engine.timezone,
+        }
 
     async def handle(self, request: Request) -> Response:
         query_id = request.query_params.get("query_id") or str(uuid.uuid4())
@@ -312,8 +378,9 @@ class Endpoint:
     def error(self, exc: ClickHouseException, query_id: str) -> Response:
         body = f"{exc} (version {self.engine.version})\n".encode()
         headers = {**self.headers(query_id), "X-ClickHouse-Exception-Code": str(exc.code)}
-        return Response(body, status_code=STATUS_BY_NAME.get(exc.name, 500), headers=headers,
-                        media_type="text/plain; charset=UTF-8")
+        return Response(
+            body, status_code=STATUS_BY_NAME.get(exc.name, 500), headers=headers, media_type="text/plain; charset=UTF-8"
+        )
 
     async def parse(self, request: Request, query_id: str) -> Query | None:
         url = dict(parse_qsl(request.url.query, keep_blank_values=True))
@@ -324,8 +391,9 @@ class Endpoint:
             body = b""
         for name, what in REFUSED_PARAMS.items():
             if url.get(name, "") not in ("", "0"):
-                raise ClickHouseException.new(NOT_IMPLEMENTED, "NOT_IMPLEMENTED",
-                                              f"{what} ({name}) are not supported by the chDB test endpoint")
+                raise ClickHouseException.new(
+                    NOT_IMPLEMENTED, "NOT_IMPLEMENTED", f"{what} ({name}) are not supported by the chDB test endpoint"
+                )
         query = url.get("query", "").encode()
         sql = query + b"\n" + body if query and body else query or body
         if not sql.strip():
@@ -333,14 +401,23 @@ class Endpoint:
                 return None
             raise ClickHouseException.new(62, "SYNTAX_ERROR", "Empty query")
         params = {k[6:]: v for k, v in url.items() if k.startswith("param_")}
-        settings = {k: v for k, v in url.items()
-                    if k not in HTTP_PARAMS and k not in REFUSED_PARAMS and not k.startswith("param_")}
+        settings = {
+            k: v
+            for k, v in url.items()
+            if k not in HTTP_PARAMS and k not in REFUSED_PARAMS and not k.startswith("param_")
+        }
         if request.method == "GET" and settings.get("readonly", "0") == "0":
             settings["readonly"] = "2"
-        return Query(sql=sql, database=url.get("database", ""), settings=settings, params=params,
-                        query_id=query_id, default_format=url.get("default_format") or "TabSeparated",
-                        accept_encoding=request.headers.get("accept-encoding", ""),
-                        compress_answer=settings.get("enable_http_compression", "0") not in ("0", "false"))
+        return Query(
+            sql=sql,
+            database=url.get("database", ""),
+            settings=settings,
+            params=params,
+            query_id=query_id,
+            default_format=url.get("default_format") or "TabSeparated",
+            accept_encoding=request.headers.get("accept-encoding", ""),
+            compress_answer=settings.get("enable_http_compression", "0") not in ("0", "false"),
+        )
 
     def run(self, req: Query) -> Response:
         keyword = leading_keyword(req.sql)
@@ -361,8 +438,7 @@ class Endpoint:
         try:
             # a SET or USE in the query changes its connection: that one is not reused
             with self.engine.connection(req.database, req.settings, keyword not in ("SET", "USE")) as conn:
-                result = conn.query(sql, fmt if keyword in RESULT_STATEMENTS else "TabSeparated",
-                                    params=req.params)
+                result = conn.query(sql, fmt if keyword in RESULT_STATEMENTS else "TabSeparated", params=req.params)
         except ClickHouseException:
             raise
         except Exception as exc:
@@ -376,8 +452,9 @@ class Endpoint:
         media_type = "text/plain; charset=UTF-8"
         if keyword in RESULT_STATEMENTS:
             headers["X-ClickHouse-Format"] = fmt
-            media_type = CONTENT_TYPES.get(fmt, BINARY if "Binary" in fmt or fmt in ("Native", "Parquet", "Arrow")
-                                           else "text/plain; charset=UTF-8")
+            media_type = CONTENT_TYPES.get(
+                fmt, BINARY if "Binary" in fmt or fmt in ("Native", "Parquet", "Arrow") else "text/plain; charset=UTF-8"
+            )
         if req.compress_answer and data:
             data, encoding = encode_answer(data, req.accept_encoding)
             if encoding:
@@ -401,7 +478,7 @@ class Endpoint:
         the engine takes insert data from a file, not from bytes appended to the query text. The data
         starts after the first newline following the format name, or after the whitespace (as on a
         server)."""
-        head, rest = sql[:m.start()], sql[m.end():]
+        head, rest = sql[: m.start()], sql[m.end() :]
         stripped = rest.lstrip(b" \t\r")
         data = stripped[1:] if stripped.startswith(b"\n") else rest.lstrip()
         fd, name = tempfile.mkstemp(dir=self.tmp)
@@ -410,8 +487,7 @@ class Endpoint:
         settings_at = _SETTINGS_CLAUSE.search(head)
         cut = settings_at.start() if settings_at else len(head)
         fmt = m.group(1).decode()
-        text = (head[:cut].decode() + f" FROM INFILE {quote_string(name)} " + head[cut:].decode()
-                + f" FORMAT {fmt}")
+        text = head[:cut].decode() + f" FROM INFILE {quote_string(name)} " + head[cut:].decode() + f" FORMAT {fmt}"
         return text, name, fmt
 
     @staticmethod
@@ -419,17 +495,29 @@ class Endpoint:
         if result is None:
             values = dict.fromkeys(("read_rows", "read_bytes", "written_rows", "written_bytes"), 0)
         else:
-            values = {"read_rows": result.rows_read(), "read_bytes": result.bytes_read(),
-                      "written_rows": result.rows_written(), "written_bytes": result.bytes_written()}
-        values |= {"total_rows_to_read": 0, "result_rows": values["read_rows"], "result_bytes": len(data),
-                   "elapsed_ns": elapsed_ns}
+            values = {
+                "read_rows": result.rows_read(),
+                "read_bytes": result.bytes_read(),
+                "written_rows": result.rows_written(),
+                "written_bytes": result.bytes_written(),
+            }
+        values |= {
+            "total_rows_to_read": 0,
+            "result_rows": values["read_rows"],
+            "result_bytes": len(data),
+            "elapsed_ns": elapsed_ns,
+        }
         return "{" + ",".join(f'"{k}":"{v}"' for k, v in values.items()) + "}"
 
 
 def create_app(path: str) -> Starlette:
     endpoint = Endpoint(path)
-    return Starlette(routes=[Route("/", endpoint.handle, methods=["GET", "POST"]),
-                             Route("/ping", endpoint.ping, methods=["GET", "HEAD"])])
+    return Starlette(
+        routes=[
+            Route("/", endpoint.handle, methods=["GET", "POST"]),
+            Route("/ping", endpoint.ping, methods=["GET", "HEAD"]),
+        ]
+    )
 
 
 def main() -> None:

@@ -30,8 +30,10 @@ def client(clickhouse_endpoint: ClickHouseEndpoint) -> Iterator[Any]:  # noqa: F
 def table(client: Any) -> Iterator[str]:
     db = f"ep_{uuid.uuid4().hex[:10]}"
     client.command(f"CREATE DATABASE {db}")
-    client.command(f"CREATE TABLE {db}.t (a UInt32, s String, ts DateTime64(3, 'UTC'), arr Array(String)) "
-                   "ENGINE = MergeTree ORDER BY a")
+    client.command(
+        f"CREATE TABLE {db}.t (a UInt32, s String, ts DateTime64(3, 'UTC'), arr Array(String)) "
+        "ENGINE = MergeTree ORDER BY a"
+    )
     yield f"{db}.t"
     client.command(f"DROP DATABASE {db}")
 
@@ -44,11 +46,17 @@ def test_clickhouse_connect_connects_and_reads_server_info(client: Any) -> None:
 
 def test_native_and_json_inserts_and_typed_reads(client: Any, table: str) -> None:
     client.insert(table, [[1, "x", datetime(2026, 1, 1, 12, tzinfo=UTC), ["p"]]], column_names=["a", "s", "ts", "arr"])
-    client.raw_insert(table, ["a", "s", "ts", "arr"], fmt="JSONEachRow",
-                      insert_block=b'{"a":2,"s":"y","ts":"2026-01-01T00:00:00.5Z","arr":["q","r"]}\n')
+    client.raw_insert(
+        table,
+        ["a", "s", "ts", "arr"],
+        fmt="JSONEachRow",
+        insert_block=b'{"a":2,"s":"y","ts":"2026-01-01T00:00:00.5Z","arr":["q","r"]}\n',
+    )
     result = client.query(f"SELECT a, s, ts, arr FROM {table} ORDER BY a")
-    assert result.result_rows == [(1, "x", datetime(2026, 1, 1, 12), ["p"]),
-                                  (2, "y", datetime(2026, 1, 1, 0, 0, 0, 500000), ["q", "r"])]
+    assert result.result_rows == [
+        (1, "x", datetime(2026, 1, 1, 12), ["p"]),
+        (2, "y", datetime(2026, 1, 1, 0, 0, 0, 500000), ["q", "r"]),
+    ]
     assert result.summary["read_rows"] == "2" and result.summary["query_id"]
     rows = client.raw_query(f"SELECT a FROM {table} WHERE s = {{s:String}} FORMAT JSONEachRow", parameters={"s": "y"})
     assert rows == b'{"a":2}\n'
@@ -57,8 +65,12 @@ def test_native_and_json_inserts_and_typed_reads(client: Any, table: str) -> Non
 
 
 def test_errors_carry_code_header_text_and_status(clickhouse_endpoint: ClickHouseEndpoint, client: Any) -> None:  # noqa: F811
-    for sql, code, status in [("SELEC 1", 62, 400), ("SELECT * FROM system.nope", 60, 404),
-                              ("SELECT * FROM nodb.t", 81, 404), ("SELECT throwIf(1)", 395, 500)]:
+    for sql, code, status in [
+        ("SELEC 1", 62, 400),
+        ("SELECT * FROM system.nope", 60, 404),
+        ("SELECT * FROM nodb.t", 81, 404),
+        ("SELECT throwIf(1)", 395, 500),
+    ]:
         r = httpx.post(clickhouse_endpoint.url, content=sql)
         assert r.status_code == status, r.text
         assert r.headers["x-clickhouse-exception-code"] == str(code)
@@ -70,8 +82,11 @@ def test_errors_carry_code_header_text_and_status(clickhouse_endpoint: ClickHous
     assert unknown.status_code == 404 and unknown.headers["x-clickhouse-exception-code"] == "115"
 
 
-def test_readonly_settings_and_get_are_enforced(clickhouse_endpoint: ClickHouseEndpoint, client: Any,  # noqa: F811
-                                                table: str) -> None:
+def test_readonly_settings_and_get_are_enforced(
+    clickhouse_endpoint: ClickHouseEndpoint,  # noqa: F811
+    client: Any,  # noqa: F811
+    table: str,
+) -> None:
     with pytest.raises(DatabaseError, match="READONLY"):
         client.command(f"INSERT INTO {table} (a) VALUES (1)", settings={"readonly": 2})
     r = httpx.get(clickhouse_endpoint.url, params={"query": f"INSERT INTO {table} (a) VALUES (1)"})
@@ -82,9 +97,12 @@ def test_readonly_settings_and_get_are_enforced(clickhouse_endpoint: ClickHouseE
 
 def test_headers_formats_and_compression(clickhouse_endpoint: ClickHouseEndpoint) -> None:  # noqa: F811
     url = clickhouse_endpoint.url
-    r = httpx.post(url, params={"query_id": "q-1", "default_format": "JSONEachRow", "param_n": "3",
-                                "enable_http_compression": "1"},
-                   content="SELECT number FROM numbers({n:UInt8})", headers={"accept-encoding": "gzip"})
+    r = httpx.post(
+        url,
+        params={"query_id": "q-1", "default_format": "JSONEachRow", "param_n": "3", "enable_http_compression": "1"},
+        content="SELECT number FROM numbers({n:UInt8})",
+        headers={"accept-encoding": "gzip"},
+    )
     assert r.status_code == 200
     assert r.headers["x-clickhouse-query-id"] == "q-1" and r.headers["x-clickhouse-format"] == "JSONEachRow"
     assert r.headers["content-encoding"] == "gzip" and r.headers["x-clickhouse-timezone"] in ("UTC", "Etc/UTC")

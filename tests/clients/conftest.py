@@ -44,8 +44,10 @@ def need(ok: bool, message: str) -> None:
 
 def need_node() -> str:
     node = shutil.which("node")
-    need(node is not None and NODE_MODULES.is_dir(),
-         "the npm SDKs are not installed: npm ci --prefix tests/clients (make test does it)")
+    need(
+        node is not None and NODE_MODULES.is_dir(),
+        "the npm SDKs are not installed: npm ci --prefix tests/clients (make test does it)",
+    )
     assert node is not None
     return node
 

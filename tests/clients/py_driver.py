@@ -23,31 +23,75 @@ def main() -> None:
     errors: list[dict[str, Any]] = []
 
     def on_error(exc: Exception, batch: list[dict[str, Any]]) -> None:
-        errors.append({"type": type(exc).__name__, "status": getattr(exc, "status", None),
-                       "code": getattr(exc, "code", None), "message": str(getattr(exc, "message", exc)),
-                       "events": len(batch)})
+        errors.append(
+            {
+                "type": type(exc).__name__,
+                "status": getattr(exc, "status", None),
+                "code": getattr(exc, "code", None),
+                "message": str(getattr(exc, "message", exc)),
+                "events": len(batch),
+            }
+        )
 
-    client = client_cls(args["write_key"], host=args["host"], on_error=on_error, gzip=args["gzip"],
-                        sync_mode=args["sync"], max_retries=args.get("max_retries", 10))
+    client = client_cls(
+        args["write_key"],
+        host=args["host"],
+        on_error=on_error,
+        gzip=args["gzip"],
+        sync_mode=args["sync"],
+        max_retries=args.get("max_retries", 10),
+    )
     run, user, anon = args["run"], f"u-{args['run']}", f"a-{args['run']}"
     sent: list[dict[str, Any]] = []
 
     def keep(result: Any) -> None:
         ok, msg = result
-        sent.append({"messageId": msg["messageId"], "type": msg["type"], "timestamp": msg.get("timestamp")
-                     or msg.get("originalTimestamp"), "ok": ok})
+        sent.append(
+            {
+                "messageId": msg["messageId"],
+                "type": msg["type"],
+                "timestamp": msg.get("timestamp") or msg.get("originalTimestamp"),
+                "ok": ok,
+            }
+        )
 
     started = time.time()
-    keep(client.identify(user, {"firstName": "Ann", "lastName": "Lee", "email": f"ann-{run}@acme.io"},
-                         anonymous_id=anon, context={"traits": {"plan": "pro"}, "locale": "de-DE"}))
+    keep(
+        client.identify(
+            user,
+            {"firstName": "Ann", "lastName": "Lee", "email": f"ann-{run}@acme.io"},
+            anonymous_id=anon,
+            context={"traits": {"plan": "pro"}, "locale": "de-DE"},
+        )
+    )
     time.sleep(0.3)  # distinct client times, held by the client until its batch goes
-    keep(client.track(user, "Order Completed", {"revenue": 42.5, "currency": "EUR"}, anonymous_id=anon,
-                      integrations={"All": False, "Mixpanel": True}))
-    keep(client.page(user, "Docs", "Install", {"url": "https://shop.example/docs/install", "path": "/docs/install"},
-                     anonymous_id=anon))
+    keep(
+        client.track(
+            user,
+            "Order Completed",
+            {"revenue": 42.5, "currency": "EUR"},
+            anonymous_id=anon,
+            integrations={"All": False, "Mixpanel": True},
+        )
+    )
+    keep(
+        client.page(
+            user,
+            "Docs",
+            "Install",
+            {"url": "https://shop.example/docs/install", "path": "/docs/install"},
+            anonymous_id=anon,
+        )
+    )
     keep(client.screen(user, "Settings", "Billing", {"tab": "invoices"}, anonymous_id=anon))
-    keep(client.group(user, f"g-{run}", {"name": "Acme Inc", "website": "https://www.acme.io", "employees": 120},
-                      anonymous_id=anon))
+    keep(
+        client.group(
+            user,
+            f"g-{run}",
+            {"name": "Acme Inc", "website": "https://www.acme.io", "employees": 120},
+            anonymous_id=anon,
+        )
+    )
     keep(client.alias(f"old-{run}", user))
     client.flush()
     if not args["sync"]:  # sync mode has no consumer thread to join

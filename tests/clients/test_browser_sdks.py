@@ -208,8 +208,9 @@ CASES = [("segment", False, False), ("segment", True, False), ("rudder", False, 
          ("rudder", False, True)]  # fmt: skip
 
 
-@pytest.mark.parametrize("sdk, batched, beacon", CASES,
-                         ids=["segment", "segment-batched", "rudder", "rudder-batched", "rudder-beacon"])
+@pytest.mark.parametrize(
+    "sdk, batched, beacon", CASES, ids=["segment", "segment-batched", "rudder", "rudder-batched", "rudder-beacon"]
+)
 def test_browser_sdk_events_are_stored_once(
     browser: Any, pages: PageServer, server: Server, sdk: str, batched: bool, beacon: bool
 ) -> None:
@@ -256,9 +257,7 @@ def test_browser_sdk_events_are_stored_once(
 
 
 @pytest.mark.parametrize("sdk", ["segment", "rudder"])
-def test_browser_sdk_stops_on_a_bad_write_key(
-    browser: Any, pages: PageServer, server: Server, sdk: str
-) -> None:
+def test_browser_sdk_stops_on_a_bad_write_key(browser: Any, pages: PageServer, server: Server, sdk: str) -> None:
     rid = run_id()
     pages.config = {"key": "wk_not_a_key_" + rid, "collector": server.url, "apiHost": server.url[7:] + "/v1",
                     "batched": False, "beacon": False}  # fmt: skip

@@ -28,26 +28,37 @@ def basic(key: str) -> str:
 def test_short_segment_paths_store_one_event_each(server: Server) -> None:
     rid = run_id()
     key = server.site["write_key"]
-    calls = {"t": {"type": "track", "event": "Clicked"}, "p": {"type": "page", "name": "Home"},
-             "i": {"type": "identify", "userId": f"u-{rid}", "traits": {"email": f"{rid}@acme.io"}},
-             "g": {"type": "group", "groupId": f"g-{rid}", "traits": {"name": "Acme Inc"}},
-             "a": {"type": "alias", "userId": f"u-{rid}", "previousId": f"a-{rid}"},
-             "s": {"type": "screen", "name": "Settings"}}
+    calls = {
+        "t": {"type": "track", "event": "Clicked"},
+        "p": {"type": "page", "name": "Home"},
+        "i": {"type": "identify", "userId": f"u-{rid}", "traits": {"email": f"{rid}@acme.io"}},
+        "g": {"type": "group", "groupId": f"g-{rid}", "traits": {"name": "Acme Inc"}},
+        "a": {"type": "alias", "userId": f"u-{rid}", "previousId": f"a-{rid}"},
+        "s": {"type": "screen", "name": "Settings"},
+    }
     ids = []
     for path, ev in calls.items():
         mid = str(uuid.uuid4())
         ids.append(mid)
         body = {**ev, "anonymousId": f"a-{rid}", "messageId": mid, "writeKey": key}
-        r = httpx.post(f"{server.url}/v1/{path}", content=orjson.dumps(body),
-                       headers={"content-type": "text/plain", "origin": ORIGIN})
+        r = httpx.post(
+            f"{server.url}/v1/{path}",
+            content=orjson.dumps(body),
+            headers={"content-type": "text/plain", "origin": ORIGIN},
+        )
         assert r.status_code == 200, r.text
         assert r.json() == {"success": True, "accepted": 1, "rejected": []}
         assert r.headers["access-control-allow-origin"] == ORIGIN
         assert "access-control-allow-credentials" not in r.headers
-    batch = [{"type": "track", "event": "Batched", "anonymousId": f"a-{rid}", "messageId": str(uuid.uuid4())}
-             for _ in range(3)]
-    r = httpx.post(f"{server.url}/v1/b", content=orjson.dumps({"batch": batch, "writeKey": key}),
-                   headers={"content-type": "text/plain", "authorization": basic(key)})
+    batch = [
+        {"type": "track", "event": "Batched", "anonymousId": f"a-{rid}", "messageId": str(uuid.uuid4())}
+        for _ in range(3)
+    ]
+    r = httpx.post(
+        f"{server.url}/v1/b",
+        content=orjson.dumps({"batch": batch, "writeKey": key}),
+        headers={"content-type": "text/plain", "authorization": basic(key)},
+    )
     assert r.status_code == 200 and r.json()["accepted"] == 3, r.text
     ids += [e["messageId"] for e in batch]
     rows = wait_stored(server, f"anonymous_id = 'a-{rid}'", len(ids))
@@ -58,14 +69,20 @@ def test_short_segment_paths_store_one_event_each(server: Server) -> None:
 def test_rudderstack_beacon_route_takes_the_key_from_the_query(server: Server) -> None:
     rid = run_id()
     mid = str(uuid.uuid4())
-    body = {"batch": [{"type": "track", "event": "Beaconed", "anonymousId": f"a-{rid}", "messageId": mid}],
-            "sentAt": datetime.now(UTC).isoformat()}
-    r = httpx.post(f"{server.url}/beacon/v1/batch?writeKey={server.site['write_key']}", content=orjson.dumps(body),
-                   headers={"content-type": "text/plain;charset=UTF-8", "origin": ORIGIN})
+    body = {
+        "batch": [{"type": "track", "event": "Beaconed", "anonymousId": f"a-{rid}", "messageId": mid}],
+        "sentAt": datetime.now(UTC).isoformat(),
+    }
+    r = httpx.post(
+        f"{server.url}/beacon/v1/batch?writeKey={server.site['write_key']}",
+        content=orjson.dumps(body),
+        headers={"content-type": "text/plain;charset=UTF-8", "origin": ORIGIN},
+    )
     assert r.status_code == 200 and r.json()["success"] is True, r.text
     assert by_message_id(wait_stored(server, f"anonymous_id = 'a-{rid}'", 1)) == {mid: 1}
-    bad = httpx.post(f"{server.url}/beacon/v1/batch?writeKey=wk_nope", content=orjson.dumps(body),
-                     headers={"origin": ORIGIN})
+    bad = httpx.post(
+        f"{server.url}/beacon/v1/batch?writeKey=wk_nope", content=orjson.dumps(body), headers={"origin": ORIGIN}
+    )
     assert bad.status_code == 401 and bad.headers["access-control-allow-origin"] == ORIGIN
 
 
@@ -122,12 +139,28 @@ def test_client_time_from_original_timestamp_and_every_field_kept(server: Server
     mid = str(uuid.uuid4())
     now = datetime.now(UTC)
     skewed = now - timedelta(hours=3)  # a client clock three hours behind, holding the event 2 s
-    ev = {"type": "track", "event": "Held", "anonymousId": f"a-{rid}", "messageId": mid,
-          "originalTimestamp": skewed.isoformat(), "sentAt": (skewed + timedelta(seconds=2)).isoformat(),
-          "integrations": {"All": True}, "channel": "server", "newField": {"x": 1},
-          "context": {"library": {"name": "x", "version": "1"}, "campaign": {"source": "s"},
-                      "device": {"id": "d"}, "app": {"name": "a"}, "os": {"name": "o"}, "locale": "de-DE",
-                      "timezone": "Europe/Berlin", "screen": {"width": 3}, "traits": {"plan": "pro"}}}
+    ev = {
+        "type": "track",
+        "event": "Held",
+        "anonymousId": f"a-{rid}",
+        "messageId": mid,
+        "originalTimestamp": skewed.isoformat(),
+        "sentAt": (skewed + timedelta(seconds=2)).isoformat(),
+        "integrations": {"All": True},
+        "channel": "server",
+        "newField": {"x": 1},
+        "context": {
+            "library": {"name": "x", "version": "1"},
+            "campaign": {"source": "s"},
+            "device": {"id": "d"},
+            "app": {"name": "a"},
+            "os": {"name": "o"},
+            "locale": "de-DE",
+            "timezone": "Europe/Berlin",
+            "screen": {"width": 3},
+            "traits": {"plan": "pro"},
+        },
+    }
     r = server.post("/v1/batch", {"batch": [ev]})
     assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
     row = wait_stored(server, f"message_id = '{mid}'", 1)[0]
@@ -166,8 +199,11 @@ def test_a_refused_origin_reads_403_and_nothing_is_stored(locked: Server) -> Non
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
     assert r.headers["access-control-allow-origin"] == evil
     assert "access-control-allow-credentials" not in r.headers
-    ok = httpx.post(locked.url + "/v1/batch", content=gzip.compress(body),
-                    headers={"origin": ORIGIN, "authorization": basic(key), "content-encoding": "gzip"})
+    ok = httpx.post(
+        locked.url + "/v1/batch",
+        content=gzip.compress(body),
+        headers={"origin": ORIGIN, "authorization": basic(key), "content-encoding": "gzip"},
+    )
     assert ok.status_code == 200 and ok.json()["success"] is True, ok.text
     locked.wait_for(f"SELECT count() FROM trailmark.events WHERE anonymous_id = 'a-{rid}'", 1)
     assert [r["message_id"] for r in stored(locked, f"anonymous_id = 'a-{rid}'")] == [mid]

@@ -43,8 +43,14 @@ def drive(sdk: str, server: Server, *, sync: bool, gzip: bool, key: str | None =
         except ImportError:
             need(False, f"{sdk} is not installed (pip install -e '.[dev]')")
     rid = run_id()
-    args = {"module": module, "host": server.url, "write_key": key or server.site["write_key"], "run": rid,
-            "sync": sync, "gzip": gzip}
+    args = {
+        "module": module,
+        "host": server.url,
+        "write_key": key or server.site["write_key"],
+        "run": rid,
+        "sync": sync,
+        "gzip": gzip,
+    }
     proc = subprocess.run([python, str(HERE / "py_driver.py"), orjson.dumps(args).decode()], capture_output=True,
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()[-4000:]

@@ -63,8 +63,12 @@ def cluster() -> dict[str, list[str]]:
 
 def test_single_node_statements_are_byte_identical_to_what_installs_ran() -> None:
     files = migrations()
-    assert [n for n, _ in files][:4] == ["001_init.sql", "002_accounts.sql", "003_session_campaign_key.sql",
-                                         "004_dead_letter_replays.sql"]
+    assert [n for n, _ in files][:4] == [
+        "001_init.sql",
+        "002_accounts.sql",
+        "003_session_campaign_key.sql",
+        "004_dead_letter_replays.sql",
+    ]
     assert single_node() == {name: legacy_split(sql, DB) for name, sql in files}
 
 
@@ -109,8 +113,14 @@ def test_merge_tree_tables_become_replicated_local_tables_under_distributed_publ
 
 def test_one_visitors_rows_share_a_shard() -> None:
     visitor = "cityHash64(site_id, anonymous_id)"
-    for table in ("events", "sessions_data", "touchpoints_data", "identities_data", "stage_transitions_data",
-                  "account_links_data"):
+    for table in (
+        "events",
+        "sessions_data",
+        "touchpoints_data",
+        "identities_data",
+        "stage_transitions_data",
+        "account_links_data",
+    ):
         assert SHARD_KEYS[table] == visitor, table
     # each ReplacingMergeTree's rows of one key land on one shard, so FINAL per shard is FINAL
     assert SHARD_KEYS["contacts_data"] == "cityHash64(site_id, contact_id)"
@@ -128,8 +138,21 @@ def test_views_keep_their_names_and_materialized_views_work_on_local_tables(chdb
 
     plain = views([s for st in single_node().values() for s in st])
     rendered = views([s for st in cluster().values() for s in st])
-    assert set(rendered) == set(plain) >= {"sessions", "touchpoints", "contacts", "identities", "identity_map",
-                                           "stage_transitions", "accounts", "account_contacts", "contact_handles_mv"}
+    assert (
+        set(rendered)
+        == set(plain)
+        >= {
+            "sessions",
+            "touchpoints",
+            "contacts",
+            "identities",
+            "identity_map",
+            "stage_transitions",
+            "accounts",
+            "account_contacts",
+            "contact_handles_mv",
+        }
+    )
     for name, text in rendered.items():
         if name.endswith("_mv"):  # inserts reach each shard's local tables: the MV must fire there
             assert re.search(rf"TO {DB}\.\w+{LOCAL_SUFFIX} ", text) and f"FROM {DB}.identities_data_local" in text
@@ -140,8 +163,14 @@ def test_views_keep_their_names_and_materialized_views_work_on_local_tables(chdb
 def test_column_alters_change_the_local_and_the_distributed_table() -> None:
     statements = cluster()["003_session_campaign_key.sql"]
     targets = [s.split(" ON CLUSTER")[0].removeprefix("ALTER TABLE ") for s in statements]
-    assert targets == [f"{DB}.sessions_data_local", f"{DB}.sessions_data", f"{DB}.events_local", f"{DB}.events",
-                       f"{DB}.events_local", f"{DB}.events"]
+    assert targets == [
+        f"{DB}.sessions_data_local",
+        f"{DB}.sessions_data",
+        f"{DB}.events_local",
+        f"{DB}.events",
+        f"{DB}.events_local",
+        f"{DB}.events",
+    ]
 
 
 def test_every_table_has_a_sharding_key_and_unknown_shapes_are_refused() -> None:
@@ -179,13 +208,19 @@ def test_the_single_node_form_runs_on_chdb_as_before(chdb: ChdbStorage) -> None:
         expected = [s for _, sql in migrations() for s in legacy_split(sql, db)]
         assert store.executed[2:] == expected  # after the database and schema_migrations
         assert apply_migrations(store, StorageSettings()) == []  # recorded by name: nothing runs twice
-        tables = {r["name"]: r["engine"] for r in store.query(
-            "SELECT name, engine FROM system.tables WHERE database = {d:String}", {"d": db})}
+        tables = {
+            r["name"]: r["engine"]
+            for r in store.query("SELECT name, engine FROM system.tables WHERE database = {d:String}", {"d": db})
+        }
         assert tables["events"] == "MergeTree" and tables["dead_letter_replays"] == "MergeTree"
         assert not any(t.endswith(LOCAL_SUFFIX) for t in tables)
-        cols = {r["name"]: r["default_kind"] for r in store.query(
-            "SELECT name, default_kind FROM system.columns WHERE database = {d:String} AND table = 'dead_letters'",
-            {"d": db})}
+        cols = {
+            r["name"]: r["default_kind"]
+            for r in store.query(
+                "SELECT name, default_kind FROM system.columns WHERE database = {d:String} AND table = 'dead_letters'",
+                {"d": db},
+            )
+        }
         assert cols["id"] == "ALIAS"
     finally:
         chdb.execute(f"DROP DATABASE IF EXISTS {db} SYNC")

@@ -28,10 +28,18 @@ DROP_CONSTRAINT = "ALTER TABLE trailmark.events DROP CONSTRAINT IF EXISTS replay
 
 def alter_storage(data_dir: Path, statement: str) -> None:
     """Run one statement on the chDB store of a stopped trailmark process."""
-    code = ("import sys; from pathlib import Path; from trailmark.storage.chdb_backend import ChdbStorage; "
-            "s = ChdbStorage(Path(sys.argv[1])); s.execute(sys.argv[2]); s.close()")
-    done = subprocess.run([sys.executable, "-c", code, str(data_dir / "clickhouse"), statement], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
+    code = (
+        "import sys; from pathlib import Path; from trailmark.storage.chdb_backend import ChdbStorage; "
+        "s = ChdbStorage(Path(sys.argv[1])); s.execute(sys.argv[2]); s.close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(data_dir / "clickhouse"), statement],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -40,8 +48,15 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> 
     full = {k: v for k, v in os.environ.items() if not k.startswith("TRAILMARK_")}
     full.update(env or {})
     full["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "trailmark.cli", "dead-letters", *args], cwd=ROOT, env=full,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "trailmark.cli", "dead-letters", *args],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def listed(*args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -72,5 +87,11 @@ def wait(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
 
 
 def track(visitor: str, message_id: str, name: str) -> dict[str, Any]:
-    return {"type": "track", "anonymousId": visitor, "messageId": message_id, "event": name,
-            "timestamp": "2026-11-02T09:00:00Z", "properties": {"n": 1}}
+    return {
+        "type": "track",
+        "anonymousId": visitor,
+        "messageId": message_id,
+        "event": name,
+        "timestamp": "2026-11-02T09:00:00Z",
+        "properties": {"n": 1},
+    }

@@ -20,21 +20,56 @@ from trailmark.storage.base import Storage
 
 
 def raw_batch(events: list[dict[str, Any]], sent_at: str | None = None, site: str = "s1") -> dict[str, Any]:
-    return {"v": 1, "site_id": site, "received_at": "2026-11-02T10:00:00.250Z", "ip": "203.0.113.7",
-            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0", "body": {"batch": events, "sentAt": sent_at}}
+    return {
+        "v": 1,
+        "site_id": site,
+        "received_at": "2026-11-02T10:00:00.250Z",
+        "ip": "203.0.113.7",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+        "body": {"batch": events, "sentAt": sent_at},
+    }
 
 
 EVENTS = [
-    ({"type": "page", "anonymousId": "a1", "messageId": "m1", "name": "Home", "timestamp": "2026-11-02T09:59:58Z",
-      "context": {"page": {"url": "https://shop.example/?utm_source=news"}}, "integrations": {"All": True}},
-     "2026-11-02T10:00:03Z"),  # client clock 5 s ahead: corrected
-    ({"type": "track", "userId": 42, "messageId": "m2", "event": "Order Completed", "properties": {"total": 9.5},
-      "originalTimestamp": "2026-11-02T09:00:00.123Z", "sentAt": "2026-11-02T09:00:01Z",
-      "context": {"ip": "198.51.100.1", "userAgent": "curl/8", "traits": {"email": "j@acme.io"}}}, None),
-    ({"type": "identify", "anonymousId": "a3", "messageId": "m3", "traits": {"email": "x@y.io"},
-      "_metadata": {"bundled": ["x"]}}, None),  # no client time at all: receivedAt
-    ({"type": "alias", "previousId": "a4", "userId": "u4", "messageId": "m4",
-      "timestamp": "9999-01-01T00:00:00Z"}, "2026-11-02T10:00:00Z"),  # far future: receivedAt
+    (
+        {
+            "type": "page",
+            "anonymousId": "a1",
+            "messageId": "m1",
+            "name": "Home",
+            "timestamp": "2026-11-02T09:59:58Z",
+            "context": {"page": {"url": "https://shop.example/?utm_source=news"}},
+            "integrations": {"All": True},
+        },
+        "2026-11-02T10:00:03Z",
+    ),  # client clock 5 s ahead: corrected
+    (
+        {
+            "type": "track",
+            "userId": 42,
+            "messageId": "m2",
+            "event": "Order Completed",
+            "properties": {"total": 9.5},
+            "originalTimestamp": "2026-11-02T09:00:00.123Z",
+            "sentAt": "2026-11-02T09:00:01Z",
+            "context": {"ip": "198.51.100.1", "userAgent": "curl/8", "traits": {"email": "j@acme.io"}},
+        },
+        None,
+    ),
+    (
+        {
+            "type": "identify",
+            "anonymousId": "a3",
+            "messageId": "m3",
+            "traits": {"email": "x@y.io"},
+            "_metadata": {"bundled": ["x"]},
+        },
+        None,
+    ),  # no client time at all: receivedAt
+    (
+        {"type": "alias", "previousId": "a4", "userId": "u4", "messageId": "m4", "timestamp": "9999-01-01T00:00:00Z"},
+        "2026-11-02T10:00:00Z",
+    ),  # far future: receivedAt
     ({"type": "group", "anonymousId": "a5", "groupId": "g5", "messageId": "m5", "traits": {"name": "Acme"}}, None),
 ]
 
@@ -49,13 +84,15 @@ def test_fold_gives_back_the_same_event_through_unfold(event: dict[str, Any], se
     # but for the IP, which enrichment truncated (also in context.ip): re-enrichment sees the /24
     assert from_enriched == {**raw, "ip": enriched["ip"], "context": enriched["context"]}
     assert {k: v for k, v in enriched["context"].items() if k != "ip"} == {
-        k: v for k, v in raw["context"].items() if k != "ip"}
+        k: v for k, v in raw["context"].items() if k != "ip"
+    }
 
 
 def test_time_filters_take_iso_or_relative_times() -> None:
     assert parse_time("2026-11-02T10:00:00+01:00") == "2026-11-02 09:00:00.000"
     assert parse_time("2026-11-02 10:00:00.5") == "2026-11-02 10:00:00.500"
     from datetime import UTC, datetime
+
     assert parse_time("2h", now=datetime(2026, 11, 2, 12, tzinfo=UTC)) == "2026-11-02 10:00:00.000"
     with pytest.raises(BadFilter):
         parse_time("yesterday")
@@ -82,8 +119,16 @@ def row(stage: str, kind: str, reason: str, payload: bytes, at: str) -> dict[str
         text, encoding = payload.decode(), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(payload).decode(), "base64"
-    return {"stage": stage, "kind": kind, "site_id": "s1", "reason": reason, "payload": text,
-            "payload_encoding": encoding, "failed_at": f"2026-11-02 {at}:00.000", "version": 1}
+    return {
+        "stage": stage,
+        "kind": kind,
+        "site_id": "s1",
+        "reason": reason,
+        "payload": text,
+        "payload_encoding": encoding,
+        "failed_at": f"2026-11-02 {at}:00.000",
+        "version": 1,
+    }
 
 
 def seed(store: Storage) -> dict[str, dict[str, Any]]:
@@ -92,11 +137,13 @@ def seed(store: Storage) -> dict[str, dict[str, Any]]:
     [raw] = unfold(batch)  # type: ignore[arg-type]
     enriched = Enricher().enrich(raw, None)
     rows = {
-        "raw_batch": row("enrich", "unreadable", "unreadable raw batch: KeyError: 'type'", orjson.dumps(batch),
-                         "09:00"),
+        "raw_batch": row(
+            "enrich", "unreadable", "unreadable raw batch: KeyError: 'type'", orjson.dumps(batch), "09:00"
+        ),
         "raw_event": row("enrich", "enrich_failed", "PoisonEvent: enrichment crashed", orjson.dumps(raw), "10:00"),
-        "enriched_event": row("journeys", "build_failed", "QueryError: Constraint `c` is VIOLATED",
-                              orjson.dumps(enriched), "11:00"),
+        "enriched_event": row(
+            "journeys", "build_failed", "QueryError: Constraint `c` is VIOLATED", orjson.dumps(enriched), "11:00"
+        ),
         "none": row("journeys", "unreadable", "not JSON: unexpected character", b"\xff\xfe{", "12:00"),
     }
     store.insert("dead_letters", list(rows.values()))
@@ -112,8 +159,11 @@ def test_list_filters_and_pages(store: Storage, settings: Settings) -> None:
     dl = DeadLetters(lambda: store, lambda: None, settings)  # type: ignore[arg-type,return-value]
     page = run(dl.list(Filter(), None, 50))
     assert [(r["stage"], r["kind"], r["payload_type"]) for r in page["rows"]] == [
-        ("enrich", "unreadable", "raw_batch"), ("enrich", "enrich_failed", "raw_event"),
-        ("journeys", "build_failed", "enriched_event"), ("journeys", "unreadable", "none")]
+        ("enrich", "unreadable", "raw_batch"),
+        ("enrich", "enrich_failed", "raw_event"),
+        ("journeys", "build_failed", "enriched_event"),
+        ("journeys", "unreadable", "none"),
+    ]
     assert page["total"] == 4 and page["next"] is None
     assert all(len(r["id"]) == 16 and r["replays"] == 0 and r["last_replayed_at"] is None for r in page["rows"])
 
@@ -179,8 +229,10 @@ def test_replay_sends_each_kind_where_its_stage_reads_and_records_it(store: Stor
     assert {**again, "ip": raw_event["ip"]} == raw_event and again["ip"] == "203.0.113.0"
     assert read_log(log_path, settings.bus.topic_enriched) == []  # embedded: no enriched topic is read
 
-    recorded = store.query(f"SELECT dead_letter_id, replay_id, topic, records, message_ids FROM "
-                           f"{settings.storage.database}.dead_letter_replays ORDER BY replayed_at, dead_letter_id")
+    recorded = store.query(
+        f"SELECT dead_letter_id, replay_id, topic, records, message_ids FROM "
+        f"{settings.storage.database}.dead_letter_replays ORDER BY replayed_at, dead_letter_id"
+    )
     assert len(recorded) == 3 and {r["replay_id"] for r in recorded} == {"r1"}
     assert all(r["message_ids"] == ["m1"] and r["topic"] == settings.bus.topic_raw for r in recorded)
 
@@ -199,8 +251,7 @@ def test_replay_sends_each_kind_where_its_stage_reads_and_records_it(store: Stor
     assert (again["selected"], again["replayed"]) == (2, 2) and again["next"] is not None
 
 
-def test_on_kafka_an_enriched_event_goes_to_the_enriched_topic_as_it_was(store: Storage,
-                                                                        settings: Settings) -> None:
+def test_on_kafka_an_enriched_event_goes_to_the_enriched_topic_as_it_was(store: Storage, settings: Settings) -> None:
     rows = seed(store)
     settings = settings.model_copy(update={"bus": settings.bus.model_copy(update={"kind": "kafka"})})
     enriched = {**rows["enriched_event"], "payload_type": "enriched_event"}
@@ -217,8 +268,9 @@ def test_on_kafka_an_enriched_event_goes_to_the_enriched_topic_as_it_was(store: 
 
 def test_a_refused_client_event_goes_back_in_a_raw_batch_of_its_site(store: Storage, settings: Settings) -> None:
     item = {"anonymousId": "c1", "messageId": "mc1", "event": "Signed Up"}  # no type: unfold refused it
-    store.insert("dead_letters", [row("enrich", "invalid", "not an event: KeyError: 'type'", orjson.dumps(item),
-                                      "13:00")])
+    store.insert(
+        "dead_letters", [row("enrich", "invalid", "not an event: KeyError: 'type'", orjson.dumps(item), "13:00")]
+    )
     dl = DeadLetters(lambda: store, lambda: None, settings)  # type: ignore[arg-type,return-value]
     [listed] = run(dl.list(Filter(), None, 50))["rows"]
     assert listed["payload_type"] == "client_event"

@@ -42,8 +42,9 @@ def test_admin_routes_take_the_admin_key_of_a_one_site_install_or_the_admin_toke
             assert r.status_code == 403, (other, r.text)
         ok = httpx.get(url, headers={"authorization": f"Bearer {site['admin_key']}"}, timeout=10)
         assert ok.status_code == 200 and ok.json() == {"rows": [], "total": 0, "next": None}
-        bad = httpx.get(url, params={"since": "yesterday"}, timeout=10,
-                        headers={"authorization": f"Bearer {site['admin_key']}"})
+        bad = httpx.get(
+            url, params={"since": "yesterday"}, timeout=10, headers={"authorization": f"Bearer {site['admin_key']}"}
+        )
         assert bad.status_code == 400 and "ISO 8601" in bad.text
         refused = cli("list", "--url", server.url, "--token", "ak_wrong")  # the CLI says why, exits 1
         assert refused.returncode == 1 and "401: unknown admin key" in refused.stdout, refused.stdout

@@ -65,14 +65,28 @@ def test_replay_on_kafka_goes_to_the_topic_each_stage_reads(pipeline: Pipeline, 
     events = [track("k1", "ok-1", "Viewed"), track("k1", "bad-1", POISON), track("k1", "ok-2", "Viewed")]
     assert post(pipeline.collector.url, site["write_key"], events).status_code == 200
     # an event the enricher refuses (no type) in a raw record: an enrich-stage dead letter of the item
-    unreadable = {"v": 1, "site_id": site["site_id"], "received_at": datetime.now(UTC).isoformat(), "ip": "",
-                  "user_agent": "pytest", "body": {"batch": [{"anonymousId": "k2", "messageId": "raw-1"}]}}
-    asyncio.run(_produce(kafka_bootstrap, pipeline.env["TRAILMARK_BUS__TOPIC_RAW"], f"{site['site_id']}:k2".encode(),
-                         orjson.dumps(unreadable)))
+    unreadable = {
+        "v": 1,
+        "site_id": site["site_id"],
+        "received_at": datetime.now(UTC).isoformat(),
+        "ip": "",
+        "user_agent": "pytest",
+        "body": {"batch": [{"anonymousId": "k2", "messageId": "raw-1"}]},
+    }
+    asyncio.run(
+        _produce(
+            kafka_bootstrap,
+            pipeline.env["TRAILMARK_BUS__TOPIC_RAW"],
+            f"{site['site_id']}:k2".encode(),
+            orjson.dumps(unreadable),
+        )
+    )
     pipeline.wait_stored({"ok-1", "ok-2"})
     dead = wait(lambda: (rows := listed(*via, env=env)) and len(rows) == 2 and rows, "two dead letters")
-    assert sorted((r["stage"], r["payload_type"]) for r in dead) == [("enrich", "client_event"),
-                                                                     ("journeys", "enriched_event")]
+    assert sorted((r["stage"], r["payload_type"]) for r in dead) == [
+        ("enrich", "client_event"),
+        ("journeys", "enriched_event"),
+    ]
 
     journeys.terminate()
     alter_storage(journeys.data_dir, DROP_CONSTRAINT)  # the fix
@@ -83,8 +97,10 @@ def test_replay_on_kafka_goes_to_the_topic_each_stage_reads(pipeline: Pipeline, 
     assert enriched_copies(kafka_bootstrap, enriched_topic, "bad-1") == 2  # the original, and the replay as it was
     # the item went back to the raw topic in a raw batch: the enricher read it and (unfixed) dead-lettered
     # it again
-    again = wait(lambda: [r for r in listed(*via, "--stage", "enrich", env=env) if r["replays"] == 0],
-                 "the event dead-lettered again")
+    again = wait(
+        lambda: [r for r in listed(*via, "--stage", "enrich", env=env) if r["replays"] == 0],
+        "the event dead-lettered again",
+    )
     assert len(again) == 1 and again[0]["payload_type"] == "client_event"
 
     assert replayed(*via, "--payload-type", "enriched_event", env=env) == 0  # replayed before: nothing to do

@@ -46,8 +46,9 @@ def setting_path(var: str) -> list[str]:
         path.append(part)
         annotation = fields[part].annotation
         if i < len(parts) - 1:
-            assert isinstance(annotation, type) and issubclass(annotation, BaseModel), \
+            assert isinstance(annotation, type) and issubclass(annotation, BaseModel), (
                 f"{var}: {'.'.join(path)} is not a section"
+            )
             model = annotation
     return path
 
@@ -90,8 +91,14 @@ def test_every_trailmark_variable_is_a_real_setting_and_takes_effect(
 
 def test_stages_share_one_bus_and_one_clickhouse() -> None:
     envs = [env_of(s) for s in STAGES.values()]
-    shared = ("TRAILMARK_KAFKA_BOOTSTRAP", "TRAILMARK_CLICKHOUSE_URL", "TRAILMARK_BUS__TOPIC_RAW",
-              "TRAILMARK_BUS__TOPIC_ENRICHED", "TRAILMARK_BUS__TOPIC_DEAD_LETTER", "TRAILMARK_BUS__PARTITIONS")
+    shared = (
+        "TRAILMARK_KAFKA_BOOTSTRAP",
+        "TRAILMARK_CLICKHOUSE_URL",
+        "TRAILMARK_BUS__TOPIC_RAW",
+        "TRAILMARK_BUS__TOPIC_ENRICHED",
+        "TRAILMARK_BUS__TOPIC_DEAD_LETTER",
+        "TRAILMARK_BUS__PARTITIONS",
+    )
     for var in shared:
         assert len({e.get(var) for e in envs}) == 1, f"{var} differs between stages"
     host, _, port = envs[0]["TRAILMARK_KAFKA_BOOTSTRAP"].partition(":")
@@ -134,8 +141,9 @@ def test_the_image_runs_trailmark_as_a_non_root_user() -> None:
     for package in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
         top = package.rstrip("*")
         assert re.search(rf"^COPY {top} {top}$", DOCKERFILE, re.M), f"Dockerfile does not copy {top}/"
-    tracked = subprocess.run(["git", "ls-files", "ingest/static/t.js"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "ingest/static/t.js"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert tracked == ["ingest/static/t.js"], "the tracker must be committed for the image to serve it"
 
 

@@ -35,8 +35,12 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Data
 
 
 def run(server: Server, query: str) -> list[dict[str, Any]]:
-    r = httpx.post(server.url + "/v1/sql", json={"query": query},
-                   headers={"authorization": f"Bearer {server.site['read_key']}"}, timeout=60)
+    r = httpx.post(
+        server.url + "/v1/sql",
+        json={"query": query},
+        headers={"authorization": f"Bearer {server.site['read_key']}"},
+        timeout=60,
+    )
     assert r.status_code == 200, f"{r.status_code}: {r.text[:2000]}"
     body = r.json()
     assert not body["truncated"]
@@ -108,8 +112,10 @@ def test_hand_computed_values(srv: tuple[Server, Dataset]) -> None:
     assert (plans["pro"]["signups"], plans["pro"]["seats"], plans["starter"]["seats"]) == (1, 5, 1)
 
     timeline = run(server, ex["contact-journey-timeline"])
-    assert len(timeline) == 10 and {r["anonymous_id"] for r in timeline} == {ds.ids["jane-desktop"],
-                                                                              ds.ids["jane-phone"]}
+    assert len(timeline) == 10 and {r["anonymous_id"] for r in timeline} == {
+        ds.ids["jane-desktop"],
+        ds.ids["jane-phone"],
+    }
 
 
 def sections(doc: str) -> list[tuple[set[str], str]]:
@@ -130,8 +136,15 @@ def test_every_table_and_column_is_documented(srv: tuple[Server, Dataset]) -> No
     tables: dict[str, list[str]] = {}
     for r in rows:
         tables.setdefault(r["table"], []).append(r["name"])
-    assert {"events", "sessions", "touchpoints", "contacts", "identity_map", "dead_letters",
-            "schema_migrations"} <= set(tables)
+    assert {
+        "events",
+        "sessions",
+        "touchpoints",
+        "contacts",
+        "identity_map",
+        "dead_letters",
+        "schema_migrations",
+    } <= set(tables)
     missing = []
     for table, columns in tables.items():
         bodies = [body for names, body in documented if table in names]

@@ -52,8 +52,12 @@ def test_read_endpoints_refuse_write_keys_and_no_keys(server: Server) -> None:
 
 def test_sql_refuses_anything_but_a_select(server: Server) -> None:
     rk = server.site["read_key"]
-    for q in ["INSERT INTO trailmark.events (message_id) VALUES ('x')", "DROP TABLE trailmark.events",
-              "CREATE TABLE trailmark.t (a Int8) ENGINE = Memory", "SET readonly = 0"]:
+    for q in [
+        "INSERT INTO trailmark.events (message_id) VALUES ('x')",
+        "DROP TABLE trailmark.events",
+        "CREATE TABLE trailmark.t (a Int8) ENGINE = Memory",
+        "SET readonly = 0",
+    ]:
         r = httpx.post(server.url + "/v1/sql", json={"query": q}, headers={"authorization": f"Bearer {rk}"})
         assert r.status_code == 400, (q, r.text)
         assert "only select" in r.text.lower(), r.text
@@ -103,8 +107,9 @@ def test_ten_thousand_events_in_one_batch_is_413(server: Server) -> None:
 
 def test_deep_nesting_is_400(server: Server) -> None:
     deep = "[" * 5000 + "]" * 5000
-    body = ('{"batch": [{"type": "track", "event": "deep", "anonymousId": "a", "properties": {"x": '
-            + deep + "}}]}").encode()
+    body = (
+        '{"batch": [{"type": "track", "event": "deep", "anonymousId": "a", "properties": {"x": ' + deep + "}}]}"
+    ).encode()
     r = server.post("/v1/batch", body)
     assert r.status_code == 400
 
@@ -126,9 +131,13 @@ def test_tracker_script_and_pixel(server: Server) -> None:
         etag = r.headers["etag"]
         assert httpx.get(server.url + "/t.js", headers={"if-none-match": etag}).status_code == 304
     anon = f"px-{uuid.uuid4()}"
-    r = httpx.get(server.url + "/v1/p.gif", params={"key": server.site["write_key"], "aid": anon,
-                                                      "url": "https://shop.example.com/mail"},
-                  headers={"user-agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-                                         "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"})
+    r = httpx.get(
+        server.url + "/v1/p.gif",
+        params={"key": server.site["write_key"], "aid": anon, "url": "https://shop.example.com/mail"},
+        headers={
+            "user-agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+            "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+        },
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "image/gif"
     server.wait_for(f"SELECT page_path FROM trailmark.events WHERE anonymous_id = '{anon}'", "/mail")

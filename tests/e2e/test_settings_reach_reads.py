@@ -9,8 +9,10 @@ from tests.conftest import Server
 
 
 def test_attribution_uses_the_configured_lookback(tmp_path: Path) -> None:
-    srv = Server(tmp_path / "data", env={"TRAILMARK_JOURNEYS__LOOKBACK_DAYS": "3",
-                                         "TRAILMARK_JOURNEYS__TIME_DECAY_HALF_LIFE_DAYS": "2"}).start()
+    srv = Server(
+        tmp_path / "data",
+        env={"TRAILMARK_JOURNEYS__LOOKBACK_DAYS": "3", "TRAILMARK_JOURNEYS__TIME_DECAY_HALF_LIFE_DAYS": "2"},
+    ).start()
     try:
         r = srv.read("/v1/attribution", params={"conversion": "Order Completed", "model": "time_decay"})
         assert r.status_code == 200, r.text

@@ -54,7 +54,8 @@ def test_docs_render_in_a_browser_without_leaving_the_server(server: Server) -> 
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"])
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
+        )
         try:
             page = browser.new_page()
             page.on("request", lambda req: requested.append(req.url))

@@ -68,8 +68,10 @@ def test_boundary_on_fast_slow_and_single_paths(server: Server) -> None:
     r = server.post("/v1/batch", {"batch": fast})
     assert r.json()["accepted"] == 1 and [x["index"] for x in r.json()["rejected"]] == [1], r.text
     # slow paths: missing messageIds, two visitors, and an invalid event next to a deep one
-    for batch in ([event(anon, MAX_DEPTH, False), event(anon, MAX_DEPTH + 1, False)],
-                  [event(anon, MAX_DEPTH), event(other, MAX_DEPTH + 1)]):
+    for batch in (
+        [event(anon, MAX_DEPTH, False), event(anon, MAX_DEPTH + 1, False)],
+        [event(anon, MAX_DEPTH), event(other, MAX_DEPTH + 1)],
+    ):
         r = server.post("/v1/batch", {"batch": batch})
         assert r.json()["accepted"] == 1 and [x["index"] for x in r.json()["rejected"]] == [1], r.text
     r = server.post("/v1/batch", {"batch": [event(anon, MAX_DEPTH), event(anon, 40), {"type": "nope"}]})

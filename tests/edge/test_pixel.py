@@ -12,9 +12,11 @@ from tests.edge.conftest import SHOP
 
 
 def hit(server: Server, aid: str, ip: str, **headers: str) -> httpx.Response:
-    r = httpx.get(server.url + "/v1/p.gif", params={"key": server.site["write_key"], "aid": aid,
-                                                    "url": f"{SHOP}/landing"},
-                  headers={"x-forwarded-for": ip, **headers})
+    r = httpx.get(
+        server.url + "/v1/p.gif",
+        params={"key": server.site["write_key"], "aid": aid, "url": f"{SHOP}/landing"},
+        headers={"x-forwarded-for": ip, **headers},
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "image/gif", r.text
     return r
 

@@ -40,8 +40,9 @@ def test_per_ip_burst_then_429_with_retry_after(tight: Server) -> None:
     assert limited(post(tight, "", forwarded="198.18.0.1, 203.0.113.10"))
     assert post(tight, "203.0.113.11").status_code == 200  # other clients are not affected
     # single events and the pixel share the bucket
-    assert limited(tight.post("/v1/track", {"event": "x", "anonymousId": "a"},
-                              headers={"x-forwarded-for": "203.0.113.10"}))
+    assert limited(
+        tight.post("/v1/track", {"event": "x", "anonymousId": "a"}, headers={"x-forwarded-for": "203.0.113.10"})
+    )
 
 
 def test_per_write_key_limit_across_addresses(tight: Server) -> None:
@@ -107,8 +108,16 @@ def test_memory_is_bounded() -> None:
 
 
 def test_ipv6_counted_by_64_and_loopback_exempt() -> None:
-    limits = EdgeLimits(ip_rate=1, ip_burst=2, key_rate=0, key_burst=0, bad_key_rate=0, bad_key_burst=0,
-                        max_tracked=100, exempt=["127.0.0.0/8", "::1/128"])
+    limits = EdgeLimits(
+        ip_rate=1,
+        ip_burst=2,
+        key_rate=0,
+        key_burst=0,
+        bad_key_rate=0,
+        bad_key_burst=0,
+        max_tracked=100,
+        exempt=["127.0.0.0/8", "::1/128"],
+    )
     assert [limits.before_auth(f"2001:db8:1:2::{i}")[1] > 0 for i in range(3)] == [False, False, True]
     assert limits.before_auth("2001:db8:1:3::1")[1] == 0.0
     assert all(limits.before_auth("127.0.0.1")[1] == 0.0 for _ in range(10))
@@ -116,8 +125,9 @@ def test_ipv6_counted_by_64_and_loopback_exempt() -> None:
 
 def test_wrong_read_keys_use_up_the_address_too(tight: Server) -> None:
     def read(ip: str, key: str) -> httpx.Response:
-        return httpx.get(tight.url + "/v1/stages", timeout=30,
-                         headers={"authorization": f"Bearer {key}", "x-forwarded-for": ip})
+        return httpx.get(
+            tight.url + "/v1/stages", timeout=30, headers={"authorization": f"Bearer {key}", "x-forwarded-for": ip}
+        )
 
     ip = "192.0.2.60"
     for i in range(5):

@@ -12,11 +12,25 @@ def identify(traits, ip="", **extra):
 @pytest.mark.parametrize(
     ("raw", "email", "domain", "free", "disposable", "company_domain", "company_name"),
     [
-        ("John.Smith@Acme-Widgets.co.uk", "john.smith@acme-widgets.co.uk", "acme-widgets.co.uk", False, False,
-         "acme-widgets.co.uk", "Acme Widgets"),
+        (
+            "John.Smith@Acme-Widgets.co.uk",
+            "john.smith@acme-widgets.co.uk",
+            "acme-widgets.co.uk",
+            False,
+            False,
+            "acme-widgets.co.uk",
+            "Acme Widgets",
+        ),
         ("  ceo@Siemens.DE ", "ceo@siemens.de", "siemens.de", False, False, "siemens.de", "Siemens"),
-        ("jane@eu.mail.bigcorp.com", "jane@eu.mail.bigcorp.com", "eu.mail.bigcorp.com", False, False,
-         "bigcorp.com", "Bigcorp"),
+        (
+            "jane@eu.mail.bigcorp.com",
+            "jane@eu.mail.bigcorp.com",
+            "eu.mail.bigcorp.com",
+            False,
+            False,
+            "bigcorp.com",
+            "Bigcorp",
+        ),
         ("someone@gmail.com", "someone@gmail.com", "gmail.com", True, False, "", ""),
         ("user@yahoo.co.jp", "user@yahoo.co.jp", "yahoo.co.jp", True, False, "", ""),
         ("test@GMX.de", "test@gmx.de", "gmx.de", True, False, "", ""),
@@ -94,12 +108,18 @@ def test_names(enricher, traits, first, last):
 
 
 def test_form_submit_properties(enricher):
-    ev = page_event(type="track", event="form_submit",
-                    properties={"form_id": "demo", "Email": "Lead@Contoso.com", "Phone Number": "+1 206 555 0100",
-                                "name": "Pat Doe"})
+    ev = page_event(
+        type="track",
+        event="form_submit",
+        properties={
+            "form_id": "demo",
+            "Email": "Lead@Contoso.com",
+            "Phone Number": "+1 206 555 0100",
+            "name": "Pat Doe",
+        },
+    )
     out = enricher.enrich(ev)
-    assert (out["email"], out["company_domain"], out["company_name"]) == (
-        "lead@contoso.com", "contoso.com", "Contoso")
+    assert (out["email"], out["company_domain"], out["company_name"]) == ("lead@contoso.com", "contoso.com", "Contoso")
     assert out["phone_e164"] == "" or out["phone_e164"] == "+12065550100"
     assert (out["first_name"], out["last_name"]) == ("Pat", "Doe")
 

@@ -38,8 +38,20 @@ def test_fallback_timezone_and_org(enricher):
 
 
 @pytest.mark.parametrize(
-    "ip", ["10.1.2.3", "192.168.0.10", "172.16.5.4", "127.0.0.1", "::1", "fe80::1", "100.64.1.1", "fd00::5",
-           "203.0.113.9", "not-an-ip", ""]
+    "ip",
+    [
+        "10.1.2.3",
+        "192.168.0.10",
+        "172.16.5.4",
+        "127.0.0.1",
+        "::1",
+        "fe80::1",
+        "100.64.1.1",
+        "fd00::5",
+        "203.0.113.9",
+        "not-an-ip",
+        "",
+    ],
 )
 def test_non_global_addresses_get_no_geo(enricher, ip):
     out = enricher.enrich(page_event(ip=ip))
@@ -49,8 +61,12 @@ def test_non_global_addresses_get_no_geo(enricher, ip):
 
 @pytest.mark.parametrize(
     ("ip", "truncated"),
-    [("81.2.69.142", "81.2.69.0"), ("2a00:1450:4001:82b::200e", "2a00:1450:4001::"),
-     ("::ffff:8.8.4.4", "8.8.4.0"), ("10.0.0.7", "10.0.0.0")],
+    [
+        ("81.2.69.142", "81.2.69.0"),
+        ("2a00:1450:4001:82b::200e", "2a00:1450:4001::"),
+        ("::ffff:8.8.4.4", "8.8.4.0"),
+        ("10.0.0.7", "10.0.0.0"),
+    ],
 )
 def test_ip_truncated_after_lookup(enricher, ip, truncated):
     out = enricher.enrich(page_event(ip=ip))
@@ -93,8 +109,9 @@ def city_mmdb(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("mmdb") / "test-city.mmdb"
     w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"])
-    w.insert_network(IPSet(["81.2.69.0/24"]), _city_record("GB", "London", "England", 51.5142, -0.0931,
-                                                          "Europe/London"))
+    w.insert_network(
+        IPSet(["81.2.69.0/24"]), _city_record("GB", "London", "England", 51.5142, -0.0931, "Europe/London")
+    )
     w.insert_network(IPSet(["2a02:ff0::/32"]), _city_record("IT", "Rome", "Lazio", 41.9, 12.5, "Europe/Rome"))
     w.to_db_file(str(path))
     return path
@@ -107,8 +124,10 @@ def asn_mmdb(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("mmdb") / "test-asn.mmdb"
     w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-ASN", languages=["en"])
-    w.insert_network(IPSet(["81.2.64.0/18"]), {"autonomous_system_number": MmdbU32(20712),
-                                               "autonomous_system_organization": "Andrews & Arnold Ltd"})
+    w.insert_network(
+        IPSet(["81.2.64.0/18"]),
+        {"autonomous_system_number": MmdbU32(20712), "autonomous_system_organization": "Andrews & Arnold Ltd"},
+    )
     w.to_db_file(str(path))
     return path
 

@@ -72,8 +72,10 @@ def test_internal_respects_public_suffix(enricher):
 
 
 def test_page_fields_and_tracking_params_stripped(enricher):
-    url = ("https://www.example.com/pricing?plan=pro&utm_source=newsletter&utm_medium=email"
-           "&utm_campaign=spring_sale&utm_content=hero&utm_term=crm&fbclid=IwAR0abc&_gl=1*xyz&ref=nav")
+    url = (
+        "https://www.example.com/pricing?plan=pro&utm_source=newsletter&utm_medium=email"
+        "&utm_campaign=spring_sale&utm_content=hero&utm_term=crm&fbclid=IwAR0abc&_gl=1*xyz&ref=nav"
+    )
     out = enricher.enrich(page_event(url))
     assert out["page_url"] == url
     assert (out["page_host"], out["page_path"], out["page_title"]) == ("www.example.com", "/pricing", "Home")
@@ -95,7 +97,11 @@ def test_context_campaign_wins_over_url(enricher):
     ev["context"]["campaign"] = {"name": "Launch", "source": "ctx_src", "medium": "cpc"}
     out = enricher.enrich(ev)
     assert (out["utm_campaign"], out["utm_source"], out["utm_medium"], out["utm_term"]) == (
-        "Launch", "ctx_src", "cpc", "t")
+        "Launch",
+        "ctx_src",
+        "cpc",
+        "t",
+    )
 
 
 @pytest.mark.parametrize(
@@ -146,8 +152,11 @@ def test_channel_grouping(enricher, url, ref, channel):
 def test_segment_page_properties_fallback(enricher):
     ev = page_event()
     ev["context"] = {}
-    ev["properties"] = {"url": "https://www.example.com/blog/hello?utm_source=x", "title": "Hello",
-                        "referrer": "https://www.bing.com/search?q=hello"}
+    ev["properties"] = {
+        "url": "https://www.example.com/blog/hello?utm_source=x",
+        "title": "Hello",
+        "referrer": "https://www.bing.com/search?q=hello",
+    }
     out = enricher.enrich(ev)
     assert (out["page_path"], out["page_title"], out["content_group"]) == ("/blog/hello", "Hello", "Blog")
     assert (out["referrer_name"], out["search_term"], out["utm_source"]) == ("Bing", "hello", "x")

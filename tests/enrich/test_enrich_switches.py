@@ -7,8 +7,9 @@ from enrich.content import ContentGrouper
 from schemas.events import ENRICHED_DEFAULTS, RawEvent
 from tests.enrich.helpers import page_event
 
-CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-          "Chrome/131.0.0.0 Safari/537.36")
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
@@ -16,7 +17,9 @@ def full_event(**extra):
     ev = page_event(
         "https://www.example.com/blog/post?utm_source=google&utm_medium=cpc&gclid=abc&x=1",
         "https://www.google.com/search?q=trailmark",
-        type="identify", ip="81.2.69.142", user_agent=CHROME,
+        type="identify",
+        ip="81.2.69.142",
+        user_agent=CHROME,
         traits={"email": "ann@acme.io", "phone": "+44 20 7946 0958", "name": "Ann Lee"},
     )
     ev.update(extra)
@@ -97,15 +100,17 @@ def test_failing_enrichment_is_recorded_not_dropped(enricher):
 
 
 def test_malformed_fields_do_not_poison(enricher):
-    ev = full_event(context={"page": "not a dict", "campaign": ["x"]}, traits=None, properties="x",
-                    ip=12345, user_agent=None)
+    ev = full_event(
+        context={"page": "not a dict", "campaign": ["x"]}, traits=None, properties="x", ip=12345, user_agent=None
+    )
     out = enricher.enrich(ev)
     assert out["site_id"] == "site1" and out["enrich_errors"] == []
     ev = full_event(context={"page": {"url": "http://[::1/bad", "referrer": "http://exa mple.com:99999/"}})
     out = enricher.enrich(ev)
     assert out["site_id"] == "site1"  # bad URLs are an enrichment error at most, never a drop
-    assert all(e.split(":")[0] in ("page", "campaign", "referrer", "channel", "content_group")
-               for e in out["enrich_errors"])
+    assert all(
+        e.split(":")[0] in ("page", "campaign", "referrer", "channel", "content_group") for e in out["enrich_errors"]
+    )
 
 
 @pytest.mark.parametrize("bad", [None, [], "text", 42, {}, {"site_id": ""}, {"site_id": 5}, {"type": "page"}])
@@ -126,8 +131,9 @@ def test_no_network_at_start_or_run(no_network):
 
 
 def test_content_groups():
-    g = ContentGrouper([("/blog/*", "Blog"), ("/docs/*/api*", "API docs"), ("re:^/(pricing|plans)\\b", "Pricing"),
-                        ("/", "Home")])
+    g = ContentGrouper(
+        [("/blog/*", "Blog"), ("/docs/*/api*", "API docs"), ("re:^/(pricing|plans)\\b", "Pricing"), ("/", "Home")]
+    )
     assert g.group("/blog/2024/hello") == "Blog"
     assert g.group("/docs/v2/api-reference") == "API docs"
     assert g.group("/pricing") == "Pricing" and g.group("/plans/team") == "Pricing"

@@ -72,8 +72,13 @@ def auth(server: Server, method: str, path: str, kind: str) -> dict[str, str]:
     own, other = ("write_key", "read_key") if is_write(method, path) else ("read_key", "write_key")
     if path.startswith(("/v1/admin/", "/v1/contacts", "/v1/erasures")):  # the admin key's routes
         own, other = "admin_key", "read_key"
-    key = {"right": site[own], "right, invalid input": site[own], "swapped": site[other],
-           "unknown": site[own][:3] + "x" * 24, "none": ""}[kind]
+    key = {
+        "right": site[own],
+        "right, invalid input": site[own],
+        "swapped": site[other],
+        "unknown": site[own][:3] + "x" * 24,
+        "none": "",
+    }[kind]
     if not key:
         return {}
     if is_write(method, path):
@@ -87,14 +92,22 @@ def test_no_5xx_and_answers_match_the_schema(api: Any, fuzzed: Server, method: s
     headers = auth(fuzzed, method, path, kind)
     mode = schemathesis.GenerationMode.NEGATIVE if "invalid" in kind else schemathesis.GenerationMode.POSITIVE
 
-    @settings(max_examples=EXAMPLES[kind], deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES[kind],
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(mode))
     def fuzz(case: Any) -> None:
         response = case.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
         if not kind.startswith("right") and path.startswith("/v1/"):
             # refused before any data: never a 2xx (an invalid request may be refused as such first)
-            assert response.status_code in (400, 401, 403, 413, 429), (case.path, response.status_code,
-                                                                       response.text[:300])
+            assert response.status_code in (400, 401, 403, 413, 429), (
+                case.path,
+                response.status_code,
+                response.text[:300],
+            )
 
     fuzz()

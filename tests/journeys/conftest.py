@@ -17,10 +17,13 @@ from tests.storage.backends import clickhouse_endpoint, clickhouse_url, storage 
 from trailmark.settings import JourneySettings
 from trailmark.storage.base import Storage
 
-CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-          "Chrome/131.0.0.0 Safari/537.36")
-IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-          "Version/17.5 Mobile/15E148 Safari/604.1")
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Mobile/15E148 Safari/604.1"
+)
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
@@ -41,13 +44,31 @@ class Journey:
         self.builder = JourneyBuilder(store, JourneySettings(**settings))
 
     @staticmethod
-    def event(kind: str, anon: str, minutes: float, *, path: str = "/", query: str = "", referrer: str = "",
-              event: str = "", user_id: str | None = None, traits: dict[str, Any] | None = None,
-              ua: str = CHROME, properties: dict[str, Any] | None = None) -> dict[str, Any]:
+    def event(
+        kind: str,
+        anon: str,
+        minutes: float,
+        *,
+        path: str = "/",
+        query: str = "",
+        referrer: str = "",
+        event: str = "",
+        user_id: str | None = None,
+        traits: dict[str, Any] | None = None,
+        ua: str = CHROME,
+        properties: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         ts = (T0 + timedelta(minutes=minutes)).isoformat()
-        ev: dict[str, Any] = {"type": kind, "messageId": str(uuid.uuid4()), "anonymousId": anon, "timestamp": ts,
-                              "context": {"page": {"url": f"https://shop.example.com{path}{query}", "path": path,
-                                                   "referrer": referrer}, "userAgent": ua}}
+        ev: dict[str, Any] = {
+            "type": kind,
+            "messageId": str(uuid.uuid4()),
+            "anonymousId": anon,
+            "timestamp": ts,
+            "context": {
+                "page": {"url": f"https://shop.example.com{path}{query}", "path": path, "referrer": referrer},
+                "userAgent": ua,
+            },
+        }
         if event:
             ev["event"] = event
         if user_id:
@@ -59,8 +80,14 @@ class Journey:
         return ev
 
     def enrich(self, events: list[dict[str, Any]]) -> list[EnrichedEvent]:
-        raw: RawBatch = {"v": 1, "site_id": "s1", "received_at": T0.isoformat(), "ip": "81.2.69.142",
-                         "user_agent": CHROME, "body": {"batch": events}}
+        raw: RawBatch = {
+            "v": 1,
+            "site_id": "s1",
+            "received_at": T0.isoformat(),
+            "ip": "81.2.69.142",
+            "user_agent": CHROME,
+            "body": {"batch": events},
+        }
         return [enricher().enrich(e, None) for e in unfold(raw)]
 
     def send(self, *events: dict[str, Any]) -> None:

@@ -10,11 +10,28 @@ from tests.journeys.conftest import Journey
 
 def test_group_traits_go_to_the_account_not_the_person(journey: Journey) -> None:
     j = journey
-    j.send(j.event("identify", "ann-laptop", 0, user_id="u-ann",
-                   traits={"firstName": "Ann", "lastName": "Lee", "email": "ann@acme.io"}))
-    group = j.event("group", "ann-laptop", 1, user_id="u-ann",
-                    traits={"name": "Acme Inc", "website": "https://www.acme.io/about", "email": "billing@acme.io",
-                            "employees": 120, "plan": "enterprise"})
+    j.send(
+        j.event(
+            "identify",
+            "ann-laptop",
+            0,
+            user_id="u-ann",
+            traits={"firstName": "Ann", "lastName": "Lee", "email": "ann@acme.io"},
+        )
+    )
+    group = j.event(
+        "group",
+        "ann-laptop",
+        1,
+        user_id="u-ann",
+        traits={
+            "name": "Acme Inc",
+            "website": "https://www.acme.io/about",
+            "email": "billing@acme.io",
+            "employees": 120,
+            "plan": "enterprise",
+        },
+    )
     group["groupId"] = "g-acme"
     j.send(group)
     contact = j.sql("SELECT first_name, last_name, email, traits FROM {db}.contacts WHERE contact_id = 'user:u-ann'")
@@ -52,16 +69,28 @@ def test_account_traits_merge_and_members_follow_identity(journey: Journey) -> N
 def test_top_level_fields_without_a_column_are_kept_in_extra(journey: Journey) -> None:
     j = journey
     ev = j.event("page", "carl", 0)
-    ev.update({"integrations": {"All": False, "Mixpanel": True}, "channel": "web", "category": "Docs",
-               "_metadata": {"bundled": ["Segment.io"]}, "somethingNew": [1, 2], "writeKey": "wk_secret"})
+    ev.update(
+        {
+            "integrations": {"All": False, "Mixpanel": True},
+            "channel": "web",
+            "category": "Docs",
+            "_metadata": {"bundled": ["Segment.io"]},
+            "somethingNew": [1, 2],
+            "writeKey": "wk_secret",
+        }
+    )
     j.send(ev)
     track = j.event("track", "carl", 1, event="Clicked")
     track["name"] = "a track call has no name"
     j.send(track)
     rows = j.sql("SELECT type, extra FROM {db}.events ORDER BY timestamp")
-    assert orjson.loads(rows[0]["extra"]) == {"integrations": {"All": False, "Mixpanel": True}, "channel": "web",
-                                              "category": "Docs", "_metadata": {"bundled": ["Segment.io"]},
-                                              "somethingNew": [1, 2]}
+    assert orjson.loads(rows[0]["extra"]) == {
+        "integrations": {"All": False, "Mixpanel": True},
+        "channel": "web",
+        "category": "Docs",
+        "_metadata": {"bundled": ["Segment.io"]},
+        "somethingNew": [1, 2],
+    }
     assert orjson.loads(rows[1]["extra"]) == {"name": "a track call has no name"}
 
 

@@ -14,22 +14,35 @@ SITE = "s1"
 def site(journey: Journey) -> Journey:
     j = journey
     # v1: google ad -> pricing -> signup -> Signed Up (all steps)
-    j.send(j.event("page", "v1", 0, path="/", query="?utm_source=google&utm_medium=cpc&utm_campaign=brand",
-                   referrer="https://www.google.com/"),
-           j.event("page", "v1", 1, path="/pricing"),
-           j.event("page", "v1", 2, path="/signup"),
-           j.event("track", "v1", 3, event="Signed Up"))
+    j.send(
+        j.event(
+            "page",
+            "v1",
+            0,
+            path="/",
+            query="?utm_source=google&utm_medium=cpc&utm_campaign=brand",
+            referrer="https://www.google.com/",
+        ),
+        j.event("page", "v1", 1, path="/pricing"),
+        j.event("page", "v1", 2, path="/signup"),
+        j.event("track", "v1", 3, event="Signed Up"),
+    )
     # v2: facebook -> pricing, leaves; comes back 2 days later by newsletter and signs up
-    j.send(j.event("page", "v2", 0, path="/", referrer="https://www.facebook.com/"),
-           j.event("page", "v2", 1, path="/pricing"),
-           j.event("page", "v2", 2880, path="/signup", query="?utm_source=newsletter&utm_medium=email"),
-           j.event("track", "v2", 2881, event="Signed Up"))
+    j.send(
+        j.event("page", "v2", 0, path="/", referrer="https://www.facebook.com/"),
+        j.event("page", "v2", 1, path="/pricing"),
+        j.event("page", "v2", 2880, path="/signup", query="?utm_source=newsletter&utm_medium=email"),
+        j.event("track", "v2", 2881, event="Signed Up"),
+    )
     # v3: direct -> pricing only; v4: direct -> blog only (a bounce), with a rage click and an error
     j.send(j.event("page", "v3", 0, path="/"), j.event("page", "v3", 1, path="/pricing"))
-    j.send(j.event("page", "v4", 0, path="/blog"),
-           j.event("track", "v4", 1, event="$rage_click", path="/blog", properties={"selector": "button.buy"}),
-           j.event("track", "v4", 2, event="$error", path="/blog", properties={"message": "x is undefined",
-                                                                              "source": "app.js"}))
+    j.send(
+        j.event("page", "v4", 0, path="/blog"),
+        j.event("track", "v4", 1, event="$rage_click", path="/blog", properties={"selector": "button.buy"}),
+        j.event(
+            "track", "v4", 2, event="$error", path="/blog", properties={"message": "x is undefined", "source": "app.js"}
+        ),
+    )
     return j
 
 
@@ -53,12 +66,15 @@ def test_paths_from_a_page(site: Journey) -> None:
     assert {"source": "1:/", "target": "2:/pricing", "value": 3} in entry["links"]
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    ("first_touch", {"Paid Search": 1.0, "Organic Social": 1.0}),
-    ("last_touch", {"Paid Search": 1.0, "Email": 1.0}),
-    ("linear", {"Paid Search": 1.0, "Organic Social": 0.5, "Email": 0.5}),
-    ("position_based", {"Paid Search": 1.0, "Organic Social": 0.5, "Email": 0.5}),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("first_touch", {"Paid Search": 1.0, "Organic Social": 1.0}),
+        ("last_touch", {"Paid Search": 1.0, "Email": 1.0}),
+        ("linear", {"Paid Search": 1.0, "Organic Social": 0.5, "Email": 0.5}),
+        ("position_based", {"Paid Search": 1.0, "Organic Social": 0.5, "Email": 0.5}),
+    ],
+)
 def test_attribution_over_session_touchpoints(site: Journey, model: str, expected: dict[str, float]) -> None:
     a = analytics.attribution(site.storage, SITE, "Signed Up", model, "channel", 30, 7.0, details=True)
     assert a["total_conversions"] == 2

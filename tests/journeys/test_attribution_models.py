@@ -10,8 +10,7 @@ from journey_builder.attribution import MODELS, Touch, weights
 
 DAY = 86400.0
 # Paid Search (day 0), Direct (day 7), Email (day 10), Direct (day 14); conversion on day 14
-JOURNEY = [Touch(0 * DAY, "Paid Search"), Touch(7 * DAY, "Direct"), Touch(10 * DAY, "Email"),
-           Touch(14 * DAY, "Direct")]
+JOURNEY = [Touch(0 * DAY, "Paid Search"), Touch(7 * DAY, "Direct"), Touch(10 * DAY, "Email"), Touch(14 * DAY, "Direct")]
 CONVERSION = 14 * DAY
 
 

@@ -8,21 +8,34 @@ from tests.journeys.conftest import IPHONE, Journey
 def test_sessions_split_by_inactivity_and_campaign_change(journey: Journey) -> None:
     j = journey
     j.send(
-        j.event("page", "a", 0, path="/", query="?utm_source=google&utm_medium=cpc&utm_campaign=spring",
-                referrer="https://www.google.com/"),
+        j.event(
+            "page",
+            "a",
+            0,
+            path="/",
+            query="?utm_source=google&utm_medium=cpc&utm_campaign=spring",
+            referrer="https://www.google.com/",
+        ),
         j.event("page", "a", 10, path="/pricing", referrer="https://shop.example.com/"),
         j.event("page", "a", 39, path="/docs"),  # 29 min idle: same session
         j.event("page", "a", 70, path="/blog"),  # 31 min idle: new session (Direct)
         j.event("page", "a", 75, path="/", query="?utm_source=newsletter&utm_medium=email&utm_campaign=nov"),
         j.event("page", "a", 76, path="/", query="?gclid=abc123"),  # a click id: a new campaign
     )
-    rows = j.sql("SELECT entry_page, exit_page, pageviews, channel, source, medium, campaign FROM {db}.sessions"
-                 " ORDER BY start")
+    rows = j.sql(
+        "SELECT entry_page, exit_page, pageviews, channel, source, medium, campaign FROM {db}.sessions ORDER BY start"
+    )
     assert [(r["entry_page"], r["exit_page"], r["pageviews"]) for r in rows] == [
-        ("/", "/docs", 3), ("/blog", "/blog", 1), ("/", "/", 1), ("/", "/", 1)]
+        ("/", "/docs", 3),
+        ("/blog", "/blog", 1),
+        ("/", "/", 1),
+        ("/", "/", 1),
+    ]
     assert [(r["channel"], r["source"], r["medium"], r["campaign"]) for r in rows][:3] == [
-        ("Paid Search", "google", "cpc", "spring"), ("Direct", "(direct)", "(none)", ""),
-        ("Email", "newsletter", "email", "nov")]
+        ("Paid Search", "google", "cpc", "spring"),
+        ("Direct", "(direct)", "(none)", ""),
+        ("Email", "newsletter", "email", "nov"),
+    ]
     assert rows[3]["channel"] == "Paid Search"
     starts = j.sql("SELECT count() AS n FROM {db}.touchpoints WHERE kind = 'session_start'")
     assert starts == [{"n": 4}]
@@ -30,8 +43,10 @@ def test_sessions_split_by_inactivity_and_campaign_change(journey: Journey) -> N
 
 def test_a_new_external_referrer_starts_a_session(journey: Journey) -> None:
     j = journey
-    j.send(j.event("page", "r", 0, path="/", referrer="https://blog.example.net/post"),
-           j.event("page", "r", 5, path="/a", referrer="https://www.facebook.com/"))
+    j.send(
+        j.event("page", "r", 0, path="/", referrer="https://blog.example.net/post"),
+        j.event("page", "r", 5, path="/a", referrer="https://www.facebook.com/"),
+    )
     rows = j.sql("SELECT referrer_host, channel FROM {db}.sessions ORDER BY start")
     assert [r["channel"] for r in rows] == ["Referral", "Organic Social"]
 
@@ -56,17 +71,21 @@ def test_stitching_is_retroactive_across_two_devices(journey: Journey) -> None:
     assert [r["anonymous_id"] for r in rows] == ["laptop", "laptop", "phone"]
     assert rows[2]["device"] == "mobile"
     links = j.sql("SELECT anonymous_id, contact_id FROM {db}.identity_map ORDER BY anonymous_id")
-    assert links == [{"anonymous_id": "laptop", "contact_id": "user:u42"},
-                     {"anonymous_id": "phone", "contact_id": "user:u42"}]
+    assert links == [
+        {"anonymous_id": "laptop", "contact_id": "user:u42"},
+        {"anonymous_id": "phone", "contact_id": "user:u42"},
+    ]
     contact = j.sql("SELECT email, email_domain, company_domain, user_id FROM {db}.contacts")
-    assert contact == [{"email": "ann@acme.io", "email_domain": "acme.io", "company_domain": "acme.io",
-                        "user_id": "u42"}]
+    assert contact == [
+        {"email": "ann@acme.io", "email_domain": "acme.io", "company_domain": "acme.io", "user_id": "u42"}
+    ]
 
 
 def test_an_email_contact_merges_into_the_user_contact(journey: Journey) -> None:
     j = journey
-    j.send(j.event("page", "x", 0), j.event("identify", "x", 1, traits={"email": "bo@corp.example",
-                                                                         "name": "Bo Smith"}))
+    j.send(
+        j.event("page", "x", 0), j.event("identify", "x", 1, traits={"email": "bo@corp.example", "name": "Bo Smith"})
+    )
     assert j.sql("SELECT DISTINCT contact_id FROM {db}.sessions") == [{"contact_id": "email:bo@corp.example"}]
     j.send(j.event("page", "y", 50), j.event("identify", "y", 51, user_id="u7", traits={"email": "bo@corp.example"}))
     assert j.sql("SELECT DISTINCT contact_id FROM {db}.sessions") == [{"contact_id": "user:u7"}]
@@ -84,10 +103,17 @@ def test_stage_transitions_from_the_default_rules(journey: Journey) -> None:
         j.event("page", "s", 600, path="/account"),  # a later return after the purchase: Retention
         j.event("track", "s", 601, event="Review Submitted"),  # Advocacy
     )
-    rows = j.sql("SELECT stage, rule, toUnixTimestamp(entered_at) - toUnixTimestamp(min(entered_at) OVER ())"
-                 " AS after_s FROM {db}.stage_transitions ORDER BY entered_at")
+    rows = j.sql(
+        "SELECT stage, rule, toUnixTimestamp(entered_at) - toUnixTimestamp(min(entered_at) OVER ())"
+        " AS after_s FROM {db}.stage_transitions ORDER BY entered_at"
+    )
     assert [(r["stage"], r["after_s"]) for r in rows] == [
-        ("Awareness", 0), ("Consideration", 120), ("Decision", 180), ("Retention", 36000), ("Advocacy", 36060)]
+        ("Awareness", 0),
+        ("Consideration", 120),
+        ("Decision", 180),
+        ("Retention", 36000),
+        ("Advocacy", 36060),
+    ]
     assert rows[3]["rule"] == "return after purchase"
     tps = j.sql("SELECT kind, event, stage FROM {db}.touchpoints ORDER BY timestamp, kind")
     assert ("conversion", "Order Completed", "Decision") in [(t["kind"], t["event"], t["stage"]) for t in tps]
@@ -97,8 +123,7 @@ def test_second_session_means_consideration(journey: Journey) -> None:
     j = journey
     j.send(j.event("page", "c", 0, path="/blog"), j.event("page", "c", 100, path="/blog/2"))
     rows = j.sql("SELECT stage, rule FROM {db}.stage_transitions ORDER BY entered_at")
-    assert rows == [{"stage": "Awareness", "rule": "first visit"},
-                    {"stage": "Consideration", "rule": "second session"}]
+    assert rows == [{"stage": "Awareness", "rule": "first visit"}, {"stage": "Consideration", "rule": "second session"}]
 
 
 def test_bots_stay_out_of_journeys(journey: Journey) -> None:
@@ -106,7 +131,9 @@ def test_bots_stay_out_of_journeys(journey: Journey) -> None:
     bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
     j.send(j.event("page", "g", 0, ua=bot), j.event("page", "h", 0))
     assert j.sql("SELECT anonymous_id, is_bot FROM {db}.events ORDER BY anonymous_id") == [
-        {"anonymous_id": "g", "is_bot": True}, {"anonymous_id": "h", "is_bot": False}]
+        {"anonymous_id": "g", "is_bot": True},
+        {"anonymous_id": "h", "is_bot": False},
+    ]
     assert j.sql("SELECT anonymous_id FROM {db}.sessions") == [{"anonymous_id": "h"}]
 
 
@@ -127,4 +154,5 @@ def test_a_restarted_builder_continues_the_open_session(journey: Journey) -> Non
     later = Journey(j.storage)
     later.send(later.event("page", "k", 10, path="/two"))
     assert j.sql("SELECT pageviews, entry_page, exit_page FROM {db}.sessions") == [
-        {"pageviews": 2, "entry_page": "/", "exit_page": "/two"}]
+        {"pageviews": 2, "entry_page": "/", "exit_page": "/two"}
+    ]

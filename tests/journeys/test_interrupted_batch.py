@@ -43,9 +43,12 @@ def batches(j: Journey, anon: str) -> list[list[dict[str, Any]]]:
     return [
         [j.event("page", anon, 0, path="/"), j.event("page", anon, 1, path="/product/1")],
         # the interrupted one: extends session 1 (a purchase), then a campaign opens session 2
-        [j.event("page", anon, 3, path="/cart"), j.event("track", anon, 4, event="Order Completed"),
-         j.event("page", anon, 10, path="/", query="?utm_source=news&utm_medium=email"),
-         j.event("page", anon, 11, path="/blog")],
+        [
+            j.event("page", anon, 3, path="/cart"),
+            j.event("track", anon, 4, event="Order Completed"),
+            j.event("page", anon, 10, path="/", query="?utm_source=news&utm_medium=email"),
+            j.event("page", anon, 11, path="/blog"),
+        ],
         [j.event("page", anon, 24 * 60, path="/")],  # the next day: Retention (a return after a purchase)
     ]
 
@@ -53,12 +56,17 @@ def batches(j: Journey, anon: str) -> list[list[dict[str, Any]]]:
 def journeys(j: Journey, anon: str) -> dict[str, list[dict[str, Any]]]:
     where = f"WHERE anonymous_id = '{anon}'"
     return {
-        "sessions": j.sql("SELECT start, end, pageviews, events, entry_page, exit_page, channel, converted,"
-                          f" conversions FROM {{db}}.sessions {where} ORDER BY start"),
-        "touchpoints": j.sql(f"SELECT timestamp, kind, event, page_path, channel, stage FROM {{db}}.touchpoints"
-                             f" {where} ORDER BY timestamp, kind"),
-        "stages": j.sql(f"SELECT stage, entered_at, rule FROM {{db}}.stage_transitions_data FINAL {where}"
-                        " ORDER BY stage"),
+        "sessions": j.sql(
+            "SELECT start, end, pageviews, events, entry_page, exit_page, channel, converted,"
+            f" conversions FROM {{db}}.sessions {where} ORDER BY start"
+        ),
+        "touchpoints": j.sql(
+            f"SELECT timestamp, kind, event, page_path, channel, stage FROM {{db}}.touchpoints"
+            f" {where} ORDER BY timestamp, kind"
+        ),
+        "stages": j.sql(
+            f"SELECT stage, entered_at, rule FROM {{db}}.stage_transitions_data FINAL {where} ORDER BY stage"
+        ),
         "events": j.sql(f"SELECT count() AS n, uniqExact(session_id) AS sessions FROM {{db}}.events {where}"),
     }
 

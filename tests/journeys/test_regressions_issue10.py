@@ -28,14 +28,17 @@ def test_a_new_click_id_after_a_restart_still_starts_a_new_session(journey: Jour
     assert j.sql("SELECT count() AS n FROM {db}.sessions WHERE anonymous_id = 'clicker2'") == [{"n": 2}]
 
 
-@pytest.mark.parametrize(("query", "referrer", "source", "medium"), [
-    ("", "https://www.google.com/", "google", "organic"),
-    ("", "https://www.facebook.com/", "facebook", "social"),
-    ("", "https://blog.example.net/post", "blog.example.net", "referral"),
-    ("?utm_source=Google&utm_medium=CPC", "", "google", "cpc"),
-    ("?gclid=abc", "", "google", "cpc"),
-    ("", "", "(direct)", "(none)"),
-])
+@pytest.mark.parametrize(
+    ("query", "referrer", "source", "medium"),
+    [
+        ("", "https://www.google.com/", "google", "organic"),
+        ("", "https://www.facebook.com/", "facebook", "social"),
+        ("", "https://blog.example.net/post", "blog.example.net", "referral"),
+        ("?utm_source=Google&utm_medium=CPC", "", "google", "cpc"),
+        ("?gclid=abc", "", "google", "cpc"),
+        ("", "", "(direct)", "(none)"),
+    ],
+)
 def test_source_and_medium_are_named_once_the_same_way_in_events_and_sessions(
     journey: Journey, query: str, referrer: str, source: str, medium: str
 ) -> None:
@@ -46,8 +49,12 @@ def test_source_and_medium_are_named_once_the_same_way_in_events_and_sessions(
     event = j.sql("SELECT source, medium FROM {db}.events WHERE anonymous_id = 'src'")
     assert session == [{"source": source, "medium": medium}]
     # the event carries the enrichment's own naming; the session shows GA's (direct)/(none) for none
-    assert event == [{"source": source.strip("()").replace("direct", "").replace("none", ""),
-                      "medium": medium.strip("()").replace("none", "")}]
+    assert event == [
+        {
+            "source": source.strip("()").replace("direct", "").replace("none", ""),
+            "medium": medium.strip("()").replace("none", ""),
+        }
+    ]
 
 
 def test_a_group_call_keeps_the_persons_context_traits_and_not_the_companys(journey: Journey) -> None:

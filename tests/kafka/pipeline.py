@@ -90,8 +90,12 @@ class Pipeline:
         return site
 
     def sql(self, query: str) -> list[dict[str, Any]]:
-        r = httpx.post(f"{self.journeys.url}/v1/sql", json={"query": query},
-                       headers={"authorization": f"Bearer {self.site['read_key']}"}, timeout=60)
+        r = httpx.post(
+            f"{self.journeys.url}/v1/sql",
+            json={"query": query},
+            headers={"authorization": f"Bearer {self.site['read_key']}"},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         rows: list[dict[str, Any]] = r.json()["rows"]
         return rows
@@ -113,9 +117,11 @@ class Pipeline:
                 return self.stored_ids()
             time.sleep(0.3)
         missing = expected - set(ids)
-        raise AssertionError(f"{len(missing)} of {len(expected)} acked events never stored, e.g. "
-                             f"{sorted(missing)[:5]}\n--- enricher:\n{self.enricher.tail(2000)}\n"
-                             f"--- journeys:\n{self.journeys.tail(2000)}")
+        raise AssertionError(
+            f"{len(missing)} of {len(expected)} acked events never stored, e.g. "
+            f"{sorted(missing)[:5]}\n--- enricher:\n{self.enricher.tail(2000)}\n"
+            f"--- journeys:\n{self.journeys.tail(2000)}"
+        )
 
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -123,7 +129,9 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 def page(visitor: str, seq: int, at: datetime, path: str | None = None) -> dict[str, Any]:
     return {
-        "type": "page", "anonymousId": visitor, "messageId": f"{visitor}-{seq:05d}",
+        "type": "page",
+        "anonymousId": visitor,
+        "messageId": f"{visitor}-{seq:05d}",
         "timestamp": at.isoformat().replace("+00:00", "Z"),
         "context": {"page": {"url": f"https://shop.example{path or f'/p/{seq}'}", "title": f"p{seq}"}},
     }
@@ -134,8 +142,16 @@ class Poster(threading.Thread):
     connection error is retried (same body, same messageIds) until the collector answers 200.
     ``acked`` holds the messageIds of every answered-200 request."""
 
-    def __init__(self, url: str, write_key: str, visitors: list[str], per_request: int = 5,
-                 requests: int | None = None, pause_s: float = 0.0, retry_s: float = 0.3) -> None:
+    def __init__(
+        self,
+        url: str,
+        write_key: str,
+        visitors: list[str],
+        per_request: int = 5,
+        requests: int | None = None,
+        pause_s: float = 0.0,
+        retry_s: float = 0.3,
+    ) -> None:
         super().__init__(daemon=True)
         self.url = url
         self.write_key = write_key
@@ -170,8 +186,12 @@ class Poster(threading.Thread):
         content = orjson.dumps(body)
         while True:
             try:
-                r = client.post(f"{self.url}/v1/batch", content=content, auth=(self.write_key, ""),
-                                headers={"content-type": "application/json", "user-agent": CHROME_UA})
+                r = client.post(
+                    f"{self.url}/v1/batch",
+                    content=content,
+                    auth=(self.write_key, ""),
+                    headers={"content-type": "application/json", "user-agent": CHROME_UA},
+                )
             except httpx.HTTPError:
                 self.errors += 1
                 time.sleep(self.retry_s)

@@ -49,8 +49,7 @@ def assert_exactly_once(pipeline: Pipeline, *posters: Poster, timeout: float = 1
 
 
 def test_kill9_enricher_and_journey_builder_mid_stream(pipeline: Pipeline) -> None:
-    poster = Poster(pipeline.collector.url, pipeline.site["write_key"], [f"k{i}" for i in range(10)],
-                    pause_s=0.005)
+    poster = Poster(pipeline.collector.url, pipeline.site["write_key"], [f"k{i}" for i in range(10)], pause_s=0.005)
     poster.start()
     try:
         time.sleep(3)
@@ -83,8 +82,14 @@ class Broker:
         self.bootstrap = ""
 
     def _sh(self, cmd: str, **env: str) -> str:
-        done = subprocess.run(["bash", str(KAFKA_SH), cmd], env={**self.env, **env}, capture_output=True,
-                              text=True, timeout=180, check=False)
+        done = subprocess.run(
+            ["bash", str(KAFKA_SH), cmd],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         assert done.returncode == 0, f"kafka.sh {cmd}: {done.stdout}\n{done.stderr}"
         return done.stdout.strip().splitlines()[-1]
 
@@ -180,8 +185,16 @@ async def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, int]
 
 
 def _raw(site_id: str, events: list[object]) -> bytes:
-    return orjson.dumps({"v": 1, "site_id": site_id, "received_at": datetime.now(UTC).isoformat(),
-                         "ip": "203.0.113.9", "user_agent": "pytest", "body": {"batch": events, "sentAt": None}})
+    return orjson.dumps(
+        {
+            "v": 1,
+            "site_id": site_id,
+            "received_at": datetime.now(UTC).isoformat(),
+            "ip": "203.0.113.9",
+            "user_agent": "pytest",
+            "body": {"batch": events, "sentAt": None},
+        }
+    )
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -204,8 +217,13 @@ def test_poison_records_go_to_dead_letter_and_the_stream_goes_on(pipeline: Pipel
         b"\xff\xfe not json",  # neither UTF-8 nor JSON
     ]
     good = [page("p1", i, T0) for i in range(1, 3)]
-    asyncio.run(_produce(kafka_bootstrap, env["TRAILMARK_BUS__TOPIC_RAW"],
-                         [(key, _raw(sid, [good[0]])), *((key, p) for p in poison_raw), (key, _raw(sid, [good[1]]))]))
+    asyncio.run(
+        _produce(
+            kafka_bootstrap,
+            env["TRAILMARK_BUS__TOPIC_RAW"],
+            [(key, _raw(sid, [good[0]])), *((key, p) for p in poison_raw), (key, _raw(sid, [good[1]]))],
+        )
+    )
     # Poison on the enriched topic fails in the journey builder: not JSON, and an event without fields.
     poison_enriched = [b"{not json", orjson.dumps({"v": 1, "site_id": sid, "anonymous_id": "p1"})]
     asyncio.run(_produce(kafka_bootstrap, env["TRAILMARK_BUS__TOPIC_ENRICHED"], [(key, p) for p in poison_enriched]))
@@ -224,8 +242,10 @@ def test_poison_records_go_to_dead_letter_and_the_stream_goes_on(pipeline: Pipel
         assert set(d) >= {"stage", "reason", "payload", "payload_encoding", "failed_at", "version"}, d
         assert d["reason"], d
         by_stage[d["stage"]].append(d)
-    payloads = {(d["payload"].encode() if d["payload_encoding"] == "utf-8" else base64.b64decode(d["payload"])): d
-                for d in by_stage["enrich"]}
+    payloads = {
+        (d["payload"].encode() if d["payload_encoding"] == "utf-8" else base64.b64decode(d["payload"])): d
+        for d in by_stage["enrich"]
+    }
     # unreadable records are kept whole; of a readable batch only the item that is not an event
     assert set(payloads) == {poison_raw[0], b"42", poison_raw[2]}, "the enricher's dead letters carry the records"
     assert payloads[b"42"]["kind"] == "invalid" and "not an event" in payloads[b"42"]["reason"]

@@ -66,13 +66,25 @@ def _page(anon: str, mid: str, t: datetime, path: str, referrer: str = "") -> Ev
 
 
 def _track(anon: str, mid: str, t: datetime, name: str, path: str, **props: Any) -> Event:
-    return {"type": "track", "event": name, "anonymousId": anon, "messageId": mid, "timestamp": _at(t),
-            "properties": props, "context": {"page": {"url": f"https://shop.example{path}"}}}
+    return {
+        "type": "track",
+        "event": name,
+        "anonymousId": anon,
+        "messageId": mid,
+        "timestamp": _at(t),
+        "properties": props,
+        "context": {"page": {"url": f"https://shop.example{path}"}},
+    }
 
 
 def _identify(anon: str, mid: str, t: datetime, email: str, user_id: str = "") -> Event:
-    ev: Event = {"type": "identify", "anonymousId": anon, "messageId": mid, "timestamp": _at(t),
-                 "traits": {"email": email, "plan": f"plan-{mid[-1]}"}}
+    ev: Event = {
+        "type": "identify",
+        "anonymousId": anon,
+        "messageId": mid,
+        "timestamp": _at(t),
+        "traits": {"email": email, "plan": f"plan-{mid[-1]}"},
+    }
     if user_id:
         ev["userId"] = user_id
     return ev
@@ -110,11 +122,17 @@ def phases() -> list[dict[str, list[Event]]]:
         s3 = s2 + timedelta(minutes=20)
         p3 = [_page(anon, mid(), s3, "/cart?utm_source=facebook&utm_medium=cpc&utm_campaign=retarget")]
         p3 += [_page(anon, mid(), s3 + timedelta(seconds=5 * (j + 1)), f"/cart/item/{j}") for j in range(10)]
-        p3.append(_identify(anon, mid(), s3 + timedelta(minutes=1), email, f"user{k}") if not device_a
-                  else _track(anon, mid(), s3 + timedelta(minutes=1), "Checkout Started", "/checkout"))
+        p3.append(
+            _identify(anon, mid(), s3 + timedelta(minutes=1), email, f"user{k}")
+            if not device_a
+            else _track(anon, mid(), s3 + timedelta(minutes=1), "Checkout Started", "/checkout")
+        )
         if i % 3 != 2:
-            p3.append(_track(anon, mid(), s3 + timedelta(minutes=2), CONVERSION, "/checkout/done",
-                             revenue=10 + i, currency="EUR"))
+            p3.append(
+                _track(
+                    anon, mid(), s3 + timedelta(minutes=2), CONVERSION, "/checkout/done", revenue=10 + i, currency="EUR"
+                )
+            )
         out[2][anon] = p3
         # session 4, the next day: a direct return (Retention after a purchase), a review
         s4 = b + timedelta(days=1)
@@ -135,8 +153,12 @@ class Run:
         self.root = root
         self.endpoint = endpoint
         self.database = f"rb_{uuid.uuid4().hex[:10]}"
-        self.env = bus_env(bootstrap, TRAILMARK_CLICKHOUSE_URL=endpoint.url, TRAILMARK_STORAGE__DATABASE=self.database,
-                           TRAILMARK_BUS__PARTITIONS="6")
+        self.env = bus_env(
+            bootstrap,
+            TRAILMARK_CLICKHOUSE_URL=endpoint.url,
+            TRAILMARK_STORAGE__DATABASE=self.database,
+            TRAILMARK_BUS__PARTITIONS="6",
+        )
         self.keys = keys
         self.builders: list[Stage] = []
         self.others: list[Stage] = []
@@ -177,13 +199,18 @@ class Run:
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         """Rows straight from the ClickHouse endpoint (every table and view of this run's database)."""
-        r = httpx.post(self.endpoint.url, params={"database": self.database, "default_format": "JSONEachRow"},
-                       content=sql.encode(), timeout=60)
+        r = httpx.post(
+            self.endpoint.url,
+            params={"database": self.database, "default_format": "JSONEachRow"},
+            content=sql.encode(),
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         return [orjson.loads(line) for line in r.content.splitlines() if line.strip()]
 
-    def post(self, per_visitor: dict[str, list[Event]], per_request: int = 2, threads: int = 4,
-             pause_s: float = 0.0) -> None:
+    def post(
+        self, per_visitor: dict[str, list[Event]], per_request: int = 2, threads: int = 4, pause_s: float = 0.0
+    ) -> None:
         """Each visitor's events in order, a few per request, visitors spread over a few threads."""
         url, key = self.collector.url, self.site["write_key"]
         anons = sorted(per_visitor)
@@ -194,11 +221,15 @@ class Run:
                 for anon in mine:
                     events = per_visitor[anon]
                     for at in range(0, len(events), per_request):
-                        body = orjson.dumps({"batch": events[at:at + per_request]})
+                        body = orjson.dumps({"batch": events[at : at + per_request]})
                         for _ in range(100):
                             try:
-                                r = client.post(f"{url}/v1/batch", content=body, auth=(key, ""),
-                                                headers={"content-type": "application/json", "user-agent": CHROME_UA})
+                                r = client.post(
+                                    f"{url}/v1/batch",
+                                    content=body,
+                                    auth=(key, ""),
+                                    headers={"content-type": "application/json", "user-agent": CHROME_UA},
+                                )
                             except httpx.HTTPError:
                                 time.sleep(0.2)
                                 continue
@@ -233,8 +264,12 @@ class Run:
         read = {"authorization": f"Bearer {self.site['read_key']}"}
         attribution = {}
         for model in ("linear", "last_non_direct", "time_decay"):
-            r = httpx.get(f"{reader.url}/v1/attribution", headers=read, timeout=30,
-                          params={"conversion": CONVERSION, "model": model, "by": "channel", "details": "true"})
+            r = httpx.get(
+                f"{reader.url}/v1/attribution",
+                headers=read,
+                timeout=30,
+                params={"conversion": CONVERSION, "model": model, "by": "channel", "details": "true"},
+            )
             assert r.status_code == 200, r.text
             body = r.json()
             body["conversions"] = sorted(body["conversions"], key=lambda c: c["message_id"])
@@ -255,7 +290,10 @@ def _processed(stage: Stage) -> float:
 
 
 def test_two_builders_one_killed_one_joining_give_the_journeys_of_one(
-        tmp_path: Path, kafka_bootstrap: str, clickhouse_endpoint: ClickHouseEndpoint) -> None:  # noqa: F811
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    clickhouse_endpoint: ClickHouseEndpoint,  # noqa: F811
+) -> None:
     stream = phases()
     sizes = [sum(len(v) for v in p.values()) for p in stream]
 
@@ -279,8 +317,9 @@ def test_two_builders_one_killed_one_joining_give_the_journeys_of_one(
 
         # Phase 2: the first builder dies with SIGKILL while the stream flows; its partitions move
         # to the second once the group's session timeout has passed.
-        poster = threading.Thread(target=group.post, args=(stream[1],), kwargs={"per_request": 1, "pause_s": 0.01},
-                                  daemon=True)
+        poster = threading.Thread(
+            target=group.post, args=(stream[1],), kwargs={"per_request": 1, "pause_s": 0.01}, daemon=True
+        )
         poster.start()
         deadline = time.time() + 30
         while group.query("SELECT count() AS n FROM events")[0]["n"] < sizes[0] + sizes[1] // 3:
@@ -292,8 +331,9 @@ def test_two_builders_one_killed_one_joining_give_the_journeys_of_one(
 
         # Phase 3: a third builder joins while the stream flows (the second's writes are in flight).
         third = group.add_builder()
-        poster = threading.Thread(target=group.post, args=(stream[2],), kwargs={"per_request": 1, "pause_s": 0.01},
-                                  daemon=True)
+        poster = threading.Thread(
+            target=group.post, args=(stream[2],), kwargs={"per_request": 1, "pause_s": 0.01}, daemon=True
+        )
         poster.start()
         deadline = time.time() + 30
         enriched = group.env["TRAILMARK_BUS__TOPIC_ENRICHED"]
@@ -316,20 +356,27 @@ def test_two_builders_one_killed_one_joining_give_the_journeys_of_one(
         if got[part] != rows and isinstance(rows, list):
             one_only = [r for r in rows if r not in got[part]]
             group_only = [r for r in got[part] if r not in rows]
-            pytest.fail(f"{part} differ between one builder and a group of builders:\n one builder only:"
-                        f" {one_only[:5]}\n group only: {group_only[:5]}", pytrace=False)
+            pytest.fail(
+                f"{part} differ between one builder and a group of builders:\n one builder only:"
+                f" {one_only[:5]}\n group only: {group_only[:5]}",
+                pytrace=False,
+            )
         assert got[part] == rows, f"{part} differ between one builder and a group of builders"
 
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_revocation_waits_for_the_batch_being_written_and_drops_the_one_polled(
-        tmp_path: Path, kafka_bootstrap: str) -> None:
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
     """The runner level of the test above, made deterministic: a consumer joins while the runner's
     write of batch 1 is held. The partitions move only once that write is done and committed, and
     batch 2 (polled before the rebalance) is not written: its records go to their partition's
     owner. So no record is written by the runner and delivered to the newcomer as well."""
-    settings = Settings(data_dir=tmp_path, kafka_bootstrap=kafka_bootstrap,
-                        bus={"kind": "kafka", "partitions": 2, "topic_dead_letter": fresh("dead")})
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka_bootstrap=kafka_bootstrap,
+        bus={"kind": "kafka", "partitions": 2, "topic_dead_letter": fresh("dead")},
+    )
     topic, group = fresh("revoke"), fresh("g-revoke")
     bus = KafkaBus(kafka_bootstrap, settings.bus)
     await bus.start()
@@ -346,8 +393,16 @@ async def test_a_revocation_waits_for_the_batch_being_written_and_drops_the_one_
         written.extend((o.value.partition, o.value.offset) for o in ok)
         return []
 
-    runner = StageRunner("revoke-test", bus, settings, topic, group, 5,
-                         lambda messages: Batch(ok=[Ok(m.key, m) for m in messages]), write)
+    runner = StageRunner(
+        "revoke-test",
+        bus,
+        settings,
+        topic,
+        group,
+        5,
+        lambda messages: Batch(ok=[Ok(m.key, m) for m in messages]),
+        write,
+    )
     running = asyncio.create_task(runner.run())
     newcomer = bus.consumer(topic, group)
     received: list[tuple[int, int]] = []

@@ -36,12 +36,18 @@ def pipeline(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Pipeline]:
 
 
 def post(url: str, key: str, events: list[dict[str, object]]) -> httpx.Response:
-    return httpx.post(f"{url}/v1/batch", content=orjson.dumps({"batch": events}), auth=(key, ""),
-                      headers={"content-type": "application/json", "user-agent": CHROME_UA}, timeout=30)
+    return httpx.post(
+        f"{url}/v1/batch",
+        content=orjson.dumps({"batch": events}),
+        auth=(key, ""),
+        headers={"content-type": "application/json", "user-agent": CHROME_UA},
+        timeout=30,
+    )
 
 
-async def _read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 30,
-                      idle_s: float | None = None) -> list[tuple[bytes, bytes, int]]:
+async def _read_topic(
+    bootstrap: str, topic: str, n: int, timeout_s: float = 30, idle_s: float | None = None
+) -> list[tuple[bytes, bytes, int]]:
     """(key, value, partition) from the start of a topic: ``n`` records, or (with ``idle_s``)
     everything until nothing new came for that long."""
     bus = KafkaBus(bootstrap, BusSettings(kind="kafka"))
@@ -105,7 +111,8 @@ def test_events_flow_through_three_processes_in_order(pipeline: Pipeline, kafka_
     rows = pipeline.sql(
         "SELECT anonymous_id, count() AS n, groupArray(pageviews) AS pv, groupArray(entry_page) AS entry,"
         " groupArray(exit_page) AS exit FROM (SELECT * FROM trailmark.sessions ORDER BY start)"
-        " GROUP BY anonymous_id ORDER BY anonymous_id")
+        " GROUP BY anonymous_id ORDER BY anonymous_id"
+    )
     assert [r["anonymous_id"] for r in rows] == sorted(visitors)
     for r in rows:
         assert r["n"] == 3 and r["pv"] == [12, 12, 12], r
@@ -135,12 +142,13 @@ def test_events_flow_through_three_processes_in_order(pipeline: Pipeline, kafka_
     n = float(len(expected))
     assert pipeline.enricher.metric("trailmark_stage_records_total", stage="enrich", outcome="ok") == n
     assert pipeline.enricher.metric("trailmark_consumer_lag", stage="enrich") == 0
-    assert pipeline.enricher.metric("trailmark_produced_records_total",
-                                    topic=env["TRAILMARK_BUS__TOPIC_ENRICHED"]) == n
+    assert pipeline.enricher.metric("trailmark_produced_records_total", topic=env["TRAILMARK_BUS__TOPIC_ENRICHED"]) == n
     assert pipeline.journeys.metric("trailmark_stage_records_total", stage="journeys", outcome="ok") == n
     assert pipeline.journeys.metric("trailmark_stage_batch_records_count", stage="journeys") >= 1
-    assert pipeline.collector.metric("trailmark_produced_records_total",
-                                     topic=env["TRAILMARK_BUS__TOPIC_RAW"]) == 8 * 3 * 4
+    assert (
+        pipeline.collector.metric("trailmark_produced_records_total", topic=env["TRAILMARK_BUS__TOPIC_RAW"])
+        == 8 * 3 * 4
+    )
     assert "trailmark_produce_errors_total" in pipeline.collector.metrics()
     assert pipeline.collector.metric("trailmark_produce_errors_total") == 0
     assert pipeline.collector.metric("trailmark_spool_active") == 0
@@ -182,8 +190,12 @@ def test_up_runs_all_stages_in_one_process_on_kafka(tmp_path: Path, kafka_bootst
         assert post(up.url, key["write_key"], events).status_code == 200
         deadline = time.time() + 30
         while True:
-            r = httpx.post(f"{up.url}/v1/sql", json={"query": "SELECT count() AS n FROM trailmark.events"},
-                           headers={"authorization": f"Bearer {key['read_key']}"}, timeout=30)
+            r = httpx.post(
+                f"{up.url}/v1/sql",
+                json={"query": "SELECT count() AS n FROM trailmark.events"},
+                headers={"authorization": f"Bearer {key['read_key']}"},
+                timeout=30,
+            )
             if r.json()["rows"][0]["n"] == 20:
                 break
             assert time.time() < deadline, r.text

@@ -25,8 +25,8 @@ def decode(data: bytes) -> tuple[int, int, int, list[bytes]]:
     pos, idat = 8, bytearray()
     width = height = bpp = 0
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IHDR":
             width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
@@ -42,7 +42,7 @@ def decode(data: bytes) -> tuple[int, int, int, list[bytes]]:
     prev = bytearray(stride)
     for y in range(height):
         start = y * (stride + 1)
-        ftype, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        ftype, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
         if ftype == 1:
             for i in range(bpp, stride):
                 line[i] = (line[i] + line[i - bpp]) & 0xFF
@@ -70,6 +70,6 @@ def colour_stats(path: Path, step: int = 3) -> tuple[int, float]:
     counts: Counter[bytes] = Counter()
     for row in rows[::step]:
         for x in range(0, len(row), bpp * step):
-            counts[row[x:x + min(bpp, 3)]] += 1
+            counts[row[x : x + min(bpp, 3)]] += 1
     total = sum(counts.values())
     return len(counts), counts.most_common(1)[0][1] / total

@@ -36,8 +36,10 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Data
     try:
         r = httpx.get(server.url + "/map", timeout=10)
         if r.status_code == 404:
-            pytest.fail("GET /map is 404: map_router() is not included in the app yet "
-                        "(read_api.py: router.include_router(map_router()))")
+            pytest.fail(
+                "GET /map is 404: map_router() is not included in the app yet "
+                "(read_api.py: router.include_router(map_router()))"
+            )
         yield server, post_dataset(server)
     finally:
         server.stop()
@@ -50,8 +52,11 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
+        )
         yield b
         b.close()
 
@@ -62,8 +67,14 @@ def page(browser: Any) -> Iterator[Any]:
     pg = ctx.new_page()
     problems: list[str] = []
     pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-          if m.type == "error" and "favicon" not in m.text and "404" not in m.text else None)
+    pg.on(
+        "console",
+        lambda m: (
+            problems.append(f"console {m.type}: {m.text}")
+            if m.type == "error" and "favicon" not in m.text and "404" not in m.text
+            else None
+        ),
+    )
     pg.problems = problems
     yield pg
     ctx.close()
@@ -94,8 +105,7 @@ def test_whole_site_map(srv: tuple[Server, Dataset], page: Any, tmp_path: Path) 
     assert [cols.nth(i).get_attribute("data-stage") for i in range(cols.count())] == STAGES
     counts = {s: int(page.get_attribute(f'#stages .stage[data-stage="{s}"] .count', "data-count")) for s in STAGES}
     assert counts == CURRENT_STAGES
-    entered = {s: int(page.get_attribute(f'#stages .stage[data-stage="{s}"] .entered', "data-entered"))
-               for s in STAGES}
+    entered = {s: int(page.get_attribute(f'#stages .stage[data-stage="{s}"] .entered', "data-entered")) for s in STAGES}
     assert entered == ENTERED_STAGES
     awareness = page.text_content('#stages .stage[data-stage="Awareness"]')
     assert "Paid Search" in awareness and "visit" in awareness  # top channels and touchpoint kinds
@@ -124,8 +134,7 @@ def test_one_contact_map(srv: tuple[Server, Dataset], page: Any, tmp_path: Path)
     assert [lanes.nth(i).get_attribute("data-stage") for i in range(lanes.count())] == STAGES
     journey = server.read("/v1/journeys/u-jane").json()
     expected = {s: sum(1 for t in journey["touchpoints"] if (t["stage"] or "Awareness") == s) for s in STAGES}
-    shown = {s: int(page.get_attribute(f'#lanes .stage[data-stage="{s}"] .touchpoints', "data-count"))
-             for s in STAGES}
+    shown = {s: int(page.get_attribute(f'#lanes .stage[data-stage="{s}"] .touchpoints', "data-count")) for s in STAGES}
     assert shown == expected and sum(shown.values()) == len(journey["touchpoints"]) >= 5
     assert page.locator('#lanes .stage[data-stage="Decision"] .tp[data-kind="conversion"]').count() == 1
     assert "Signed Up" in page.text_content('#lanes .stage[data-stage="Decision"]')

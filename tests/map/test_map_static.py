@@ -38,13 +38,16 @@ async def test_page_is_html_with_a_strict_policy(client: httpx.AsyncClient) -> N
     assert (await client.head("/map")).status_code == 200
 
 
-@pytest.mark.parametrize(("path", "ctype"), [
-    ("map.js", "text/javascript; charset=utf-8"),
-    ("map.css", "text/css; charset=utf-8"),
-    ("vendor/chart.umd.min.js", "text/javascript; charset=utf-8"),
-    ("vendor/chartjs-chart-sankey.min.js", "text/javascript; charset=utf-8"),
-    ("vendor/chart.js.LICENSE.txt", "text/plain; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    ("path", "ctype"),
+    [
+        ("map.js", "text/javascript; charset=utf-8"),
+        ("map.css", "text/css; charset=utf-8"),
+        ("vendor/chart.umd.min.js", "text/javascript; charset=utf-8"),
+        ("vendor/chartjs-chart-sankey.min.js", "text/javascript; charset=utf-8"),
+        ("vendor/chart.js.LICENSE.txt", "text/plain; charset=utf-8"),
+    ],
+)
 async def test_static_files_and_types(client: httpx.AsyncClient, path: str, ctype: str) -> None:
     r = await client.get(f"/map/static/{path}")
     assert r.status_code == 200 and r.headers["content-type"] == ctype
@@ -53,8 +56,9 @@ async def test_static_files_and_types(client: httpx.AsyncClient, path: str, ctyp
     assert again.status_code == 304 and not again.content
 
 
-@pytest.mark.parametrize("path", ["../map_page.py", "..%2Fmap_page.py", "nope.js", "vendor/", "/etc/passwd",
-                                  "vendor/../../builder.py"])
+@pytest.mark.parametrize(
+    "path", ["../map_page.py", "..%2Fmap_page.py", "nope.js", "vendor/", "/etc/passwd", "vendor/../../builder.py"]
+)
 async def test_only_static_files_are_served(client: httpx.AsyncClient, path: str) -> None:
     assert (await client.get(f"/map/static/{path}")).status_code == 404
 

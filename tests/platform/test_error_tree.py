@@ -19,10 +19,17 @@ from trailmark.storage.base import QueryError, StorageUnavailable
 PACKAGES = ["schemas", "ingest", "enrich", "journey_builder", "trailmark"]
 
 
-@pytest.mark.parametrize(("error", "branch"), [
-    (BusUnavailable, Unavailable), (StorageUnavailable, Unavailable), (QueryError, Rejected),
-    (PoisonEvent, Rejected), (SqlRefused, BadRequest), (KeysError, ConfigError),
-])
+@pytest.mark.parametrize(
+    ("error", "branch"),
+    [
+        (BusUnavailable, Unavailable),
+        (StorageUnavailable, Unavailable),
+        (QueryError, Rejected),
+        (PoisonEvent, Rejected),
+        (SqlRefused, BadRequest),
+        (KeysError, ConfigError),
+    ],
+)
 def test_each_adapter_error_is_on_its_branch(error: type[Exception], branch: type[Exception]) -> None:
     assert issubclass(error, branch)
     others = {Unavailable, Rejected, BadRequest, ConfigError} - {branch}

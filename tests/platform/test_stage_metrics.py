@@ -14,8 +14,10 @@ from tests.conftest import CHROME_UA, Server
 
 def counters(server: Server) -> dict[str, float]:
     text = httpx.get(server.url + "/metrics", timeout=30).text
-    return {f"{name}{labels}": float(value)
-            for name, labels, value in re.findall(r"^(trailmark_stage_\w+_total)(\{[^}]*\}) ([\d.e+]+)$", text, re.M)}
+    return {
+        f"{name}{labels}": float(value)
+        for name, labels, value in re.findall(r"^(trailmark_stage_\w+_total)(\{[^}]*\}) ([\d.e+]+)$", text, re.M)
+    }
 
 
 def test_dead_letters_and_drops_are_counted_apart_from_ok(server: Server) -> None:
@@ -24,8 +26,12 @@ def test_dead_letters_and_drops_are_counted_apart_from_ok(server: Server) -> Non
     dup = 'trailmark_stage_dropped_total{reason="duplicate",stage="journeys"}'
     before = counters(server)
     anon = f"m-{uuid.uuid4().hex[:8]}"
-    event = {"type": "page", "messageId": str(uuid.uuid4()), "anonymousId": anon,
-             "context": {"page": {"url": "https://shop.example.com/m"}}}
+    event = {
+        "type": "page",
+        "messageId": str(uuid.uuid4()),
+        "anonymousId": anon,
+        "context": {"page": {"url": "https://shop.example.com/m"}},
+    }
     assert server.post("/v1/batch", {"batch": [event]}, headers={"user-agent": CHROME_UA}).status_code == 200
     server.wait_for(f"SELECT count() FROM trailmark.events WHERE anonymous_id = '{anon}'", 1)
     assert server.post("/v1/batch", {"batch": [event]}, headers={"user-agent": CHROME_UA}).status_code == 200

@@ -18,14 +18,21 @@ JANE = ("u-jane", "jane@acme.io", *JANE_DEVICES)
 def every_row(storage: Storage) -> dict[str, list[str]]:
     """Each table of the database (views left out: they read these) as rows of JSON text."""
     db = storage.database
-    tables = [r["name"] for r in storage.query(
-        "SELECT name FROM system.tables WHERE database = {db:String} AND engine NOT LIKE '%View'", {"db": db})]
+    tables = [
+        r["name"]
+        for r in storage.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} AND engine NOT LIKE '%View'", {"db": db}
+        )
+    ]
     return {t: [orjson.dumps(r).decode() for r in storage.query(f"SELECT * FROM {db}.{t}")] for t in tables}
 
 
 def mentions(rows: dict[str, list[str]], needles: tuple[str, ...]) -> dict[str, list[str]]:
-    return {t: [r for r in rs if any(n in r for n in needles)] for t, rs in rows.items()
-            if any(n in r for r in rs for n in needles)}
+    return {
+        t: [r for r in rs if any(n in r for n in needles)]
+        for t, rs in rows.items()
+        if any(n in r for r in rs for n in needles)
+    }
 
 
 def stitched_jane_and_bob(journey: Journey) -> None:
@@ -45,9 +52,21 @@ def stitched_jane_and_bob(journey: Journey) -> None:
     )
     # a dead letter that carries one of Jane's events (as the journey runner stores them)
     payload = orjson.dumps({"site_id": "s1", "message_id": "m-dead", "anonymous_id": "jane-phone", "type": "track"})
-    journey.storage.insert("dead_letters", [{"stage": "journeys", "reason": "test", "payload": payload.decode(),
-                                             "payload_encoding": "utf-8", "failed_at": "2026-11-02 09:30:00.000",
-                                             "version": 1, "site_id": "s1", "kind": "build_failed"}])
+    journey.storage.insert(
+        "dead_letters",
+        [
+            {
+                "stage": "journeys",
+                "reason": "test",
+                "payload": payload.decode(),
+                "payload_encoding": "utf-8",
+                "failed_at": "2026-11-02 09:30:00.000",
+                "version": 1,
+                "site_id": "s1",
+                "kind": "build_failed",
+            }
+        ],
+    )
 
 
 def erase(storage: Storage, contact: str) -> privacy.Eraser:
@@ -64,9 +83,18 @@ def test_erasing_a_stitched_contact_leaves_nothing_of_its_identifiers(journey: J
     stitched_jane_and_bob(journey)
     store = journey.storage
     before = every_row(store)
-    assert mentions(before, JANE).keys() >= {"events", "sessions_data", "identities_data", "contacts_data",
-                                             "contact_handles", "contact_devices", "account_links_data",
-                                             "touchpoints_data", "stage_transitions_data", "dead_letters"}
+    assert mentions(before, JANE).keys() >= {
+        "events",
+        "sessions_data",
+        "identities_data",
+        "contacts_data",
+        "contact_handles",
+        "contact_devices",
+        "account_links_data",
+        "touchpoints_data",
+        "stage_transitions_data",
+        "dead_letters",
+    }
     bob = {t: [r for r in rs if "bob" in r] for t, rs in before.items()}
 
     subject = privacy.resolve_subject(store, "s1", "jane@acme.io")
@@ -88,12 +116,16 @@ def test_late_and_replayed_events_of_erased_identifiers_are_dropped(journey: Jou
     stitched_jane_and_bob(journey)
     erase(journey.storage, "u-jane")
     e = journey.event
-    out = journey.builder.process(journey.enrich([
-        e("page", "jane-phone", 30),  # an erased device
-        e("identify", "new-device", 31, user_id="u-jane"),  # an erased user id on a new device
-        e("identify", "other-device", 32, traits={"email": "JANE@acme.io"}),  # an erased email
-        e("page", "bob-1", 33),  # not erased
-    ]))
+    out = journey.builder.process(
+        journey.enrich(
+            [
+                e("page", "jane-phone", 30),  # an erased device
+                e("identify", "new-device", 31, user_id="u-jane"),  # an erased user id on a new device
+                e("identify", "other-device", 32, traits={"email": "JANE@acme.io"}),  # an erased email
+                e("page", "bob-1", 33),  # not erased
+            ]
+        )
+    )
     assert out.skipped_erased == 3 and len(out.events) == 1
     assert mentions(every_row(journey.storage), JANE) == {}
 
@@ -104,8 +136,12 @@ def test_export_round_trips_the_stored_events(journey: Journey) -> None:
     subject = privacy.resolve_subject(store, "s1", "u-jane")
     assert subject is not None
     doc: dict[str, Any] = orjson.loads(b"".join(privacy.export_chunks(store, subject, page_rows=2)))  # several pages
-    stored = [privacy._parsed(r) for r in store.query(
-        f"SELECT * FROM {store.database}.events WHERE anonymous_id LIKE 'jane-%' ORDER BY timestamp, message_id")]
+    stored = [
+        privacy._parsed(r)
+        for r in store.query(
+            f"SELECT * FROM {store.database}.events WHERE anonymous_id LIKE 'jane-%' ORDER BY timestamp, message_id"
+        )
+    ]
     assert len(stored) == 8 and doc["events"] == stored
     assert [c["contact_id"] for c in doc["contacts"]] == ["user:u-jane"]
     assert doc["contacts"][0]["traits"]["plan"] == "pro"
@@ -117,9 +153,15 @@ def test_export_round_trips_the_stored_events(journey: Journey) -> None:
 def test_a_raw_batch_in_the_log_loses_only_the_erased_events() -> None:
     subject = privacy.Subject("s1", "user:u-jane", {"user:u-jane"}, {"jane-laptop"}, {"u-jane"}, {"jane@acme.io"})
     scrub = privacy.RecordScrubber(subject)
-    batch = {"site_id": "s1", "body": {"batch": [
-        {"type": "page", "anonymousId": "shared"},
-        {"type": "identify", "anonymousId": "shared", "traits": {"email": "Jane@Acme.io"}}]}}
+    batch = {
+        "site_id": "s1",
+        "body": {
+            "batch": [
+                {"type": "page", "anonymousId": "shared"},
+                {"type": "identify", "anonymousId": "shared", "traits": {"email": "Jane@Acme.io"}},
+            ]
+        },
+    }
     kept = scrub(orjson.dumps(batch))
     assert kept is not None and orjson.loads(kept)["body"]["batch"] == [{"type": "page", "anonymousId": "shared"}]
     assert scrub(orjson.dumps({"site_id": "s1", "body": {"batch": [{"anonymousId": "jane-laptop"}]}})) is None
@@ -144,13 +186,20 @@ def test_consent_is_stored_with_each_event_and_the_contact(journey: Journey) -> 
         with_consent(e("page", "seg-2", 3), {"categoryPreferences": {"Analytics": False}}),
         e("page", "server-1", 4),  # a server-side SDK: no consent at all
     )
-    rows = journey.sql("SELECT anonymous_id, type, consent, consent_dnt, consent_cookieless, consent_categories"
-                       " FROM {db}.events ORDER BY timestamp")
-    assert [(r["anonymous_id"], r["consent"], r["consent_dnt"], r["consent_cookieless"], r["consent_categories"])
-            for r in rows] == [
-        ("c-1", "none", True, True, []), ("c-1", "granted", False, False, []),
-        ("seg-1", "granted", False, False, ["Analytics"]), ("seg-2", "denied", False, False, []),
-        ("server-1", "", False, False, [])]
+    rows = journey.sql(
+        "SELECT anonymous_id, type, consent, consent_dnt, consent_cookieless, consent_categories"
+        " FROM {db}.events ORDER BY timestamp"
+    )
+    assert [
+        (r["anonymous_id"], r["consent"], r["consent_dnt"], r["consent_cookieless"], r["consent_categories"])
+        for r in rows
+    ] == [
+        ("c-1", "none", True, True, []),
+        ("c-1", "granted", False, False, []),
+        ("seg-1", "granted", False, False, ["Analytics"]),
+        ("seg-2", "denied", False, False, []),
+        ("server-1", "", False, False, []),
+    ]
     [contact] = journey.sql("SELECT consent, consent_dnt, consent_at FROM {db}.contacts")
     assert contact["consent"] == "granted" and not contact["consent_dnt"]
     assert contact["consent_at"].startswith("2026-11-02 09:01:00")
@@ -162,8 +211,12 @@ def test_consent_is_stored_with_each_event_and_the_contact(journey: Journey) -> 
 def test_rows_older_than_the_sites_retention_disappear_at_the_next_merge(journey: Journey) -> None:
     e = journey.event
     old, recent = -400 * 1440, 0  # 400 days before T0, and T0 (a few weeks ago at most)
-    journey.send(e("page", "r-1", old), e("track", "r-1", old + 1, event="Order Completed"),
-                 e("page", "r-2", recent), e("track", "r-2", recent + 1, event="Order Completed"))
+    journey.send(
+        e("page", "r-1", old),
+        e("track", "r-1", old + 1, event="Order Completed"),
+        e("page", "r-2", recent),
+        e("track", "r-2", recent + 1, event="Order Completed"),
+    )
     store, db = journey.storage, journey.storage.database
 
     def merged_counts() -> dict[str, int]:

@@ -28,26 +28,46 @@ POISON = "Poisoned Event"
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAILMARK_")}
     env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "trailmark.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=180, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "trailmark.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def ev(kind: str, anon: str, minute: int, **fields: Any) -> dict[str, Any]:
-    return {"type": kind, "anonymousId": anon, "messageId": f"{anon}-{kind}-{minute}",
-            "timestamp": f"2026-11-02T09:{minute:02d}:00Z",
-            "context": {"page": {"url": f"https://shop.example/p{minute}", "path": f"/p{minute}"}}, **fields}
+    return {
+        "type": kind,
+        "anonymousId": anon,
+        "messageId": f"{anon}-{kind}-{minute}",
+        "timestamp": f"2026-11-02T09:{minute:02d}:00Z",
+        "context": {"page": {"url": f"https://shop.example/p{minute}", "path": f"/p{minute}"}},
+        **fields,
+    }
 
 
 def dump_tables(data_dir: Path) -> dict[str, list[str]]:
     """Every table of the trailmark database as rows of JSON text (the server must be stopped)."""
-    code = ("import sys, orjson; from pathlib import Path; from trailmark.storage.chdb_backend import ChdbStorage\n"
-            "s = ChdbStorage(Path(sys.argv[1]))\n"
-            "names = [r['name'] for r in s.query(\"SELECT name FROM system.tables WHERE database = 'trailmark'"
-            " AND engine NOT LIKE '%View'\")]\n"
-            "out = {n: [orjson.dumps(r).decode() for r in s.query(f'SELECT * FROM trailmark.{n}')] for n in names}\n"
-            "s.close(); sys.stdout.write(orjson.dumps(out).decode())")
-    done = subprocess.run([sys.executable, "-c", code, str(data_dir / "clickhouse")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=False)
+    code = (
+        "import sys, orjson; from pathlib import Path; from trailmark.storage.chdb_backend import ChdbStorage\n"
+        "s = ChdbStorage(Path(sys.argv[1]))\n"
+        "names = [r['name'] for r in s.query(\"SELECT name FROM system.tables WHERE database = 'trailmark'"
+        " AND engine NOT LIKE '%View'\")]\n"
+        "out = {n: [orjson.dumps(r).decode() for r in s.query(f'SELECT * FROM trailmark.{n}')] for n in names}\n"
+        "s.close(); sys.stdout.write(orjson.dumps(out).decode())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(data_dir / "clickhouse")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     tables: dict[str, list[str]] = orjson.loads(done.stdout)
     return tables
@@ -99,27 +119,41 @@ def test_erase_a_stitched_contact_through_the_cli(tmp_path: Path) -> None:
     alter_storage(data, f"ALTER TABLE trailmark.events ADD CONSTRAINT IF NOT EXISTS poison CHECK event != '{POISON}'")
     server = Server(data).start()
     try:
-        r = server.post("/v1/batch", {"batch": [
-            ev("page", "jane-laptop", 0), ev("identify", "jane-laptop", 1, userId="u-jane",
-                                             traits={"email": "jane@acme.io"}),
-            ev("group", "jane-laptop", 2, userId="u-jane", groupId="acme", traits={"name": "Acme"}),
-            ev("page", "jane-phone", 10), ev("identify", "jane-phone", 11, userId="u-jane"),
-            ev("page", "jane-tablet", 20), ev("identify", "jane-tablet", 21, traits={"email": "jane@acme.io"}),
-            ev("track", "jane-tablet", 22, event="Order Completed", properties={"total": 42}),
-            ev("track", "jane-phone", 23, event=POISON),
-            ev("page", "bob-1", 5), ev("identify", "bob-1", 6, userId="u-bob", traits={"email": "bob@globex.com"}),
-        ]})
+        r = server.post(
+            "/v1/batch",
+            {
+                "batch": [
+                    ev("page", "jane-laptop", 0),
+                    ev("identify", "jane-laptop", 1, userId="u-jane", traits={"email": "jane@acme.io"}),
+                    ev("group", "jane-laptop", 2, userId="u-jane", groupId="acme", traits={"name": "Acme"}),
+                    ev("page", "jane-phone", 10),
+                    ev("identify", "jane-phone", 11, userId="u-jane"),
+                    ev("page", "jane-tablet", 20),
+                    ev("identify", "jane-tablet", 21, traits={"email": "jane@acme.io"}),
+                    ev("track", "jane-tablet", 22, event="Order Completed", properties={"total": 42}),
+                    ev("track", "jane-phone", 23, event=POISON),
+                    ev("page", "bob-1", 5),
+                    ev("identify", "bob-1", 6, userId="u-bob", traits={"email": "bob@globex.com"}),
+                ]
+            },
+        )
         assert r.status_code == 200 and r.json()["accepted"] == 11, r.text
         server.wait_for("SELECT count() FROM trailmark.events", 10)
-        wait(lambda: server.sql("SELECT count() AS n FROM trailmark.dead_letters WHERE payload LIKE '%jane-phone%'")
-             [0]["n"] == 1, "the dead letter")
+        wait(
+            lambda: (
+                server.sql("SELECT count() AS n FROM trailmark.dead_letters WHERE payload LIKE '%jane-phone%'")[0]["n"]
+                == 1
+            ),
+            "the dead letter",
+        )
 
         exported = tmp_path / "jane.json"
         done = cli("export", "u-jane", "-o", str(exported), "--url", server.url, "--data-dir", str(data))
         assert done.returncode == 0, done.stdout + done.stderr
         doc = orjson.loads(exported.read_bytes())
-        stored = server.sql("SELECT * FROM trailmark.events WHERE anonymous_id LIKE 'jane-%'"
-                            " ORDER BY timestamp, message_id")
+        stored = server.sql(
+            "SELECT * FROM trailmark.events WHERE anonymous_id LIKE 'jane-%' ORDER BY timestamp, message_id"
+        )
         for row in stored:
             for c in ("properties", "traits", "context", "extra"):
                 row[c] = orjson.loads(row[c])
@@ -131,8 +165,11 @@ def test_erase_a_stitched_contact_through_the_cli(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         assert "erasing" in done.stdout and "done: erased" in done.stdout, done.stdout
         request_id = done.stdout.split("erasure ", 1)[1].split(":", 1)[0]
-        state = httpx.get(f"{server.url}/v1/erasures/{request_id}", timeout=10,
-                          headers={"authorization": f"Bearer {server.site['admin_key']}"}).json()
+        state = httpx.get(
+            f"{server.url}/v1/erasures/{request_id}",
+            timeout=10,
+            headers={"authorization": f"Bearer {server.site['admin_key']}"},
+        ).json()
         assert state["status"] == "done" and state["identifiers"] == 5
 
         # the log: its records of Jane are gone, bytes included (the server keeps running)
@@ -143,20 +180,34 @@ def test_erase_a_stitched_contact_through_the_cli(tmp_path: Path) -> None:
         assert b"bob-1" in (data / "log" / "events.sqlite3").read_bytes()
 
         # late and replayed events of her identifiers are dropped; Bob's are stored
-        r = server.post("/v1/batch", {"batch": [
-            ev("page", "jane-phone", 40), ev("identify", "new-device", 41, userId="u-jane"),
-            ev("page", "bob-1", 42)]})
+        r = server.post(
+            "/v1/batch",
+            {
+                "batch": [
+                    ev("page", "jane-phone", 40),
+                    ev("identify", "new-device", 41, userId="u-jane"),
+                    ev("page", "bob-1", 42),
+                ]
+            },
+        )
         assert r.status_code == 200
         server.wait_for("SELECT count() FROM trailmark.events WHERE anonymous_id = 'bob-1'", 3)
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
         assert 'trailmark_stage_dropped_total{reason="erased",stage="journeys"} 2.0' in metrics
-        bob_after = server.sql("SELECT * FROM trailmark.events WHERE anonymous_id = 'bob-1' AND minute(timestamp) < 40"
-                               " ORDER BY message_id")
+        bob_after = server.sql(
+            "SELECT * FROM trailmark.events WHERE anonymous_id = 'bob-1' AND minute(timestamp) < 40 ORDER BY message_id"
+        )
         assert bob_after == bob_before
     finally:
         server.stop()
     tables = dump_tables(data)
     assert mentions(tables, JANE) == {}  # every table, views' base tables, dead letters, replays
     assert mentions(tables, ("u-bob", "bob@globex.com", "bob-1")).keys() >= {
-        "events", "sessions_data", "identities_data", "contacts_data", "contact_handles", "contact_devices"}
+        "events",
+        "sessions_data",
+        "identities_data",
+        "contacts_data",
+        "contact_handles",
+        "contact_devices",
+    }
     assert len(tables["suppressed_identifiers"]) == 5 and tables["erasure_requests"]

@@ -35,8 +35,16 @@ def log_path(server: Server) -> Path:
 def raw_record(site_id: str, body: bytes) -> bytes:
     """A raw-topic record as the collector builds it: server facts around the client's bytes,
     which go in unchanged (they need not even be valid JSON)."""
-    return orjson.dumps({"v": SCHEMA_VERSION, "site_id": site_id, "received_at": bus_time(datetime.now(UTC)),
-                         "ip": "81.2.69.142", "user_agent": CHROME_UA, "body": orjson.Fragment(body)})
+    return orjson.dumps(
+        {
+            "v": SCHEMA_VERSION,
+            "site_id": site_id,
+            "received_at": bus_time(datetime.now(UTC)),
+            "ip": "81.2.69.142",
+            "user_agent": CHROME_UA,
+            "body": orjson.Fragment(body),
+        }
+    )
 
 
 def append(server: Server, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -57,8 +65,9 @@ def append(server: Server, topic: str, records: list[tuple[bytes, bytes]]) -> No
 def append_damaged_row(server: Server, topic: str) -> int:
     """A row whose frames cannot be decoded (a damaged log file); returns its offset."""
     with sqlite3.connect(log_path(server), timeout=30) as conn:
-        cur = conn.execute(f"INSERT INTO t_{topic.replace('.', '_')} (records, frames) VALUES (1, ?)",
-                           (b"\x01\x02\x03",))
+        cur = conn.execute(
+            f"INSERT INTO t_{topic.replace('.', '_')} (records, frames) VALUES (1, ?)", (b"\x01\x02\x03",)
+        )
         return int(cur.lastrowid or 0)
 
 
@@ -71,8 +80,12 @@ def readyz(server: Server) -> tuple[int, dict[str, Any]]:
 def metric(server: Server, name: str, **labels: str) -> float:
     """Sum of a metric's samples whose labels include ``labels`` (0 when absent)."""
     text = httpx.get(server.url + "/metrics", timeout=10).text
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def json_with(value: Any, **raw: str) -> bytes:
@@ -111,8 +124,12 @@ def offline_query(server: Server, query: str) -> list[dict[str, Any]]:
     """A query on the stopped server's chDB store, from a process of its own (chDB lets one process
     open a data path): for tables read keys cannot see, such as ``dead_letters``."""
     assert not server.alive, "stop the server first: chDB allows one process per data path"
-    out = subprocess.run([sys.executable, "-c", _OFFLINE, str(server.data_dir / "clickhouse"), query],
-                         capture_output=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _OFFLINE, str(server.data_dir / "clickhouse"), query],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
     rows: list[dict[str, Any]] = orjson.loads(out.stdout)
     return rows
 
@@ -124,8 +141,9 @@ def wait_consumed(server: Server, topic: str, group: str, timeout: float = 20) -
     while True:
         with sqlite3.connect(log_path(server), timeout=30) as conn:
             last = conn.execute(f"SELECT max(offset) FROM {table}").fetchone()[0] or 0
-            row = conn.execute("SELECT next_offset FROM consumer_offsets WHERE grp = ? AND topic = ?",
-                               (group, topic)).fetchone()
+            row = conn.execute(
+                "SELECT next_offset FROM consumer_offsets WHERE grp = ? AND topic = ?", (group, topic)
+            ).fetchone()
         if row is not None and row[0] > last:
             return
         assert time.time() < deadline, f"{group} never consumed {topic}\n{server.tail()}"

@@ -49,10 +49,25 @@ def test_an_object_that_cannot_even_be_shown_still_gives_a_dead_letter() -> None
 
 
 def test_any_topic_record_becomes_a_row_of_the_table_shape() -> None:
-    shape = {"stage": str, "reason": str, "payload": str, "payload_encoding": str, "failed_at": str, "version": int,
-             "kind": str, "site_id": str}
-    records = [b"", b"\xff", b"null", b"[1]", b'{"stage": 1, "version": -1, "failed_at": 5}',
-               b'{"payload": ' + b"[" * 600 + b"]" * 600 + b"}", dead_letter("enrich", "ok", b"p")]
+    shape = {
+        "stage": str,
+        "reason": str,
+        "payload": str,
+        "payload_encoding": str,
+        "failed_at": str,
+        "version": int,
+        "kind": str,
+        "site_id": str,
+    }
+    records = [
+        b"",
+        b"\xff",
+        b"null",
+        b"[1]",
+        b'{"stage": 1, "version": -1, "failed_at": 5}',
+        b'{"payload": ' + b"[" * 600 + b"]" * 600 + b"}",
+        dead_letter("enrich", "ok", b"p"),
+    ]
     for value in records:
         row = dead_letter_row(value)
         assert {k: type(v) for k, v in row.items()} == shape, (value[:40], row)

@@ -18,8 +18,11 @@ from tests.robustness.helpers import RAW, append_damaged_row, log_path, metric, 
 
 STAGE = "enrich+journeys"
 # a 1 s linger: the stalled test takes the log lock well before the stage commits its batch
-FAST = {"TRAILMARK_HEALTH__STALL_AFTER_S": "2", "TRAILMARK_HEALTH__RESTART_DELAY_S": "0.2",
-        "TRAILMARK_BUS__JOURNEYS_LINGER_MS": "1000"}
+FAST = {
+    "TRAILMARK_HEALTH__STALL_AFTER_S": "2",
+    "TRAILMARK_HEALTH__RESTART_DELAY_S": "0.2",
+    "TRAILMARK_BUS__JOURNEYS_LINGER_MS": "1000",
+}
 
 
 @pytest.fixture

@@ -35,12 +35,31 @@ def pipeline(tmp_path: Path, broker: str) -> Iterator[Pipeline]:
 def test_events_no_serializer_can_write_are_dead_lettered_on_kafka(pipeline: Pipeline, broker: str) -> None:
     env, sid = pipeline.env, pipeline.site["site_id"]
     key = f"{sid}:p1".encode()
-    raw = json_with({"v": 1, "site_id": sid, "received_at": datetime.now(UTC).isoformat(), "ip": "203.0.113.9",
-                     "user_agent": "pytest", "body": {"batch": [{"type": "track", "event": "Deep",
-                                                                 "anonymousId": "p1", "messageId": "deep-raw",
-                                                                 "properties": {"a": "@deep@"}}]}}, deep=DEEP)
-    enriched = json_with({"v": 1, "site_id": sid, "anonymous_id": "p1", "message_id": "deep-enriched",
-                          "properties": {"a": "@deep@"}}, deep=DEEP)
+    raw = json_with(
+        {
+            "v": 1,
+            "site_id": sid,
+            "received_at": datetime.now(UTC).isoformat(),
+            "ip": "203.0.113.9",
+            "user_agent": "pytest",
+            "body": {
+                "batch": [
+                    {
+                        "type": "track",
+                        "event": "Deep",
+                        "anonymousId": "p1",
+                        "messageId": "deep-raw",
+                        "properties": {"a": "@deep@"},
+                    }
+                ]
+            },
+        },
+        deep=DEEP,
+    )
+    enriched = json_with(
+        {"v": 1, "site_id": sid, "anonymous_id": "p1", "message_id": "deep-enriched", "properties": {"a": "@deep@"}},
+        deep=DEEP,
+    )
     asyncio.run(_produce(broker, env["TRAILMARK_BUS__TOPIC_RAW"], [(key, raw)]))
     asyncio.run(_produce(broker, env["TRAILMARK_BUS__TOPIC_ENRICHED"], [(key, enriched)]))
     later = [page("p1", i, T0) for i in range(1, 4)]

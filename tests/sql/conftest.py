@@ -32,11 +32,16 @@ class TwoSites:
         self.server = server
         self.a, self.b = sites
 
-    def sql(self, query: str, site: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
-            timeout: float = 30) -> httpx.Response:
+    def sql(
+        self, query: str, site: dict[str, Any] | None = None, params: dict[str, Any] | None = None, timeout: float = 30
+    ) -> httpx.Response:
         key = (site or self.a)["read_key"]
-        return httpx.post(self.server.url + "/v1/sql", json={"query": query, "params": params},
-                          headers={"authorization": f"Bearer {key}"}, timeout=timeout)
+        return httpx.post(
+            self.server.url + "/v1/sql",
+            json={"query": query, "params": params},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=timeout,
+        )
 
     def rows(self, query: str, site: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
         r = self.sql(query, site, **kw)
@@ -45,16 +50,24 @@ class TwoSites:
         return rows
 
     def post(self, site: dict[str, Any], events: list[dict[str, Any]]) -> None:
-        r = httpx.post(self.server.url + "/v1/batch", auth=(site["write_key"], ""), timeout=30,
-                       headers={"user-agent": CHROME_UA},  # not a bot: the events make sessions
-                       json={"batch": events, "sentAt": datetime.now(UTC).isoformat()})
+        r = httpx.post(
+            self.server.url + "/v1/batch",
+            auth=(site["write_key"], ""),
+            timeout=30,
+            headers={"user-agent": CHROME_UA},  # not a bot: the events make sessions
+            json={"batch": events, "sentAt": datetime.now(UTC).isoformat()},
+        )
         assert r.status_code == 200, r.text
 
 
 def page(anon: str, path: str) -> dict[str, Any]:
-    return {"type": "page", "messageId": str(uuid.uuid4()), "anonymousId": anon,
-            "timestamp": datetime.now(UTC).isoformat(),
-            "context": {"page": {"url": f"https://shop.example.com{path}", "path": path}}}
+    return {
+        "type": "page",
+        "messageId": str(uuid.uuid4()),
+        "anonymousId": anon,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "context": {"page": {"url": f"https://shop.example.com{path}", "path": path}},
+    }
 
 
 @pytest.fixture(scope="module")

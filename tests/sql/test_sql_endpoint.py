@@ -66,8 +66,9 @@ def test_attacks_get_a_clear_400(two_sites: TwoSites, query: str, reason: str) -
 def test_identifier_parameters_are_checked_as_tables(two_sites: TwoSites) -> None:
     r = two_sites.sql("SELECT * FROM {t:Identifier}", params={"t": "system.processes"})
     assert r.status_code == 400 and "system.processes" in r.json()["detail"]
-    rows = two_sites.rows("SELECT count() AS n FROM {t:Identifier} WHERE page_path = {p:String}",
-                          params={"t": "events", "p": "/a1"})
+    rows = two_sites.rows(
+        "SELECT count() AS n FROM {t:Identifier} WHERE page_path = {p:String}", params={"t": "events", "p": "/a1"}
+    )
     assert rows == [{"n": 1}]
 
 
@@ -75,20 +76,27 @@ def test_each_read_key_sees_only_its_own_site(two_sites: TwoSites) -> None:
     a, b = two_sites.a, two_sites.b
     assert two_sites.rows("SELECT count() AS n FROM trailmark.events", a) == [{"n": 3}]
     assert two_sites.rows("SELECT count() AS n FROM events", b) == [{"n": 1}]
-    tables = [r["table"] for r in two_sites.rows(
-        "SELECT table FROM system.columns WHERE name = 'site_id' ORDER BY table", a)]
+    tables = [
+        r["table"] for r in two_sites.rows("SELECT table FROM system.columns WHERE name = 'site_id' ORDER BY table", a)
+    ]
     assert {"events", "sessions", "sessions_data", "touchpoints", "contacts", "identity_map"} <= set(tables)
     for site, other in ((a, b), (b, a)):
-        union = " UNION ALL ".join(f"SELECT '{t}' AS t, countIf(site_id = {{other:String}}) AS foreign,"
-                                   f" countIf(site_id = {{own:String}}) AS own FROM trailmark.{t}" for t in tables)
+        union = " UNION ALL ".join(
+            f"SELECT '{t}' AS t, countIf(site_id = {{other:String}}) AS foreign,"
+            f" countIf(site_id = {{own:String}}) AS own FROM trailmark.{t}"
+            for t in tables
+        )
         rows = two_sites.rows(union, site, params={"own": site["site_id"], "other": other["site_id"]})
         assert {r["t"] for r in rows} == set(tables)
         assert all(r["foreign"] == 0 for r in rows), rows
         assert {r["t"]: r["own"] for r in rows}["events"] == (3 if site is a else 1)
     # a join or a subquery cannot reach around the filter either
-    joined = two_sites.rows("SELECT count() AS n FROM trailmark.events AS e JOIN trailmark.sessions AS s"
-                            " ON e.session_id = s.session_id WHERE e.site_id != {own:String}", a,
-                            params={"own": a["site_id"]})
+    joined = two_sites.rows(
+        "SELECT count() AS n FROM trailmark.events AS e JOIN trailmark.sessions AS s"
+        " ON e.session_id = s.session_id WHERE e.site_id != {own:String}",
+        a,
+        params={"own": a["site_id"]},
+    )
     assert joined == [{"n": 0}]
     only_trailmark = two_sites.rows("SELECT DISTINCT database FROM system.tables", a)
     assert only_trailmark == [{"database": "trailmark"}]
@@ -99,7 +107,8 @@ def test_what_a_data_team_writes_still_works(two_sites: TwoSites) -> None:
         "SELECT * FROM (WITH p AS (SELECT page_path AS path, count() AS n FROM events GROUP BY path)"
         " SELECT path, n FROM p WHERE path IN (SELECT page_path FROM trailmark.events WHERE anonymous_id = {v:String})"
         " UNION ALL SELECT 'total', toUInt64(sum(number)) FROM numbers(4)) ORDER BY path",
-        params={"v": "alpha-2"})
+        params={"v": "alpha-2"},
+    )
     assert rows == [{"path": "/a2", "n": 1}, {"path": "/a3", "n": 1}, {"path": "total", "n": 6}]
     assert two_sites.rows("SELECT count() AS n FROM generateSeries(1, 10)") == [{"n": 10}]
 
@@ -112,12 +121,18 @@ def test_no_state_survives_a_request(two_sites: TwoSites) -> None:
     r = two_sites.sql("SELECT * FROM leak")
     assert r.status_code == 400
     # the other site's journey reads are untouched
-    journey = httpx.get(two_sites.server.url + "/v1/journeys/beta-1", timeout=30,
-                        headers={"authorization": f"Bearer {two_sites.b['read_key']}"})
+    journey = httpx.get(
+        two_sites.server.url + "/v1/journeys/beta-1",
+        timeout=30,
+        headers={"authorization": f"Bearer {two_sites.b['read_key']}"},
+    )
     assert journey.status_code == 200, journey.text
     # and a site cannot read the other site's journey by id
-    foreign = httpx.get(two_sites.server.url + "/v1/journeys/beta-1", timeout=30,
-                        headers={"authorization": f"Bearer {two_sites.a['read_key']}"})
+    foreign = httpx.get(
+        two_sites.server.url + "/v1/journeys/beta-1",
+        timeout=30,
+        headers={"authorization": f"Bearer {two_sites.a['read_key']}"},
+    )
     assert foreign.status_code == 404
 
 
@@ -139,16 +154,24 @@ def test_errors_do_not_echo_generated_sql(two_sites: TwoSites) -> None:
     assert r.status_code == 400
     detail = r.json()["detail"]
     assert "no_such_column" in detail and "site_id =" not in detail and "In scope" not in detail
-    r = httpx.get(two_sites.server.url + "/v1/journeys", params={"from": "not a date"}, timeout=30,
-                  headers={"authorization": f"Bearer {two_sites.a['read_key']}"})
+    r = httpx.get(
+        two_sites.server.url + "/v1/journeys",
+        params={"from": "not a date"},
+        timeout=30,
+        headers={"authorization": f"Bearer {two_sites.a['read_key']}"},
+    )
     assert r.status_code == 400
     assert "SELECT" not in r.text and "FROM" not in r.text
 
 
 def test_paging_beyond_the_bound_is_refused(two_sites: TwoSites) -> None:
     for offset in ("4294967296", "18446744073709551616", "-1"):
-        r = httpx.get(two_sites.server.url + "/v1/journeys", params={"offset": offset}, timeout=30,
-                      headers={"authorization": f"Bearer {two_sites.a['read_key']}"})
+        r = httpx.get(
+            two_sites.server.url + "/v1/journeys",
+            params={"offset": offset},
+            timeout=30,
+            headers={"authorization": f"Bearer {two_sites.a['read_key']}"},
+        )
         assert r.status_code == 400, (offset, r.text)
 
 
@@ -171,11 +194,22 @@ def test_heavy_sql_never_starves_the_collector_or_journey_reads(two_sites: TwoSi
     time.sleep(1.5)  # the admitted ones are running now
     anon = f"during-{uuid.uuid4().hex[:8]}"
     for _ in range(5):
-        took, r = _timed(lambda: httpx.post(server.url + "/v1/batch", auth=(two_sites.a["write_key"], ""),
-                                            json={"batch": [page(anon, "/busy")]}, timeout=30))
+        took, r = _timed(
+            lambda: httpx.post(
+                server.url + "/v1/batch",
+                auth=(two_sites.a["write_key"], ""),
+                json={"batch": [page(anon, "/busy")]},
+                timeout=30,
+            )
+        )
         assert r.status_code == 200 and took < 2, (took, r.text)
-        took, r = _timed(lambda: httpx.get(server.url + "/v1/journeys/alpha-1", timeout=30,
-                                           headers={"authorization": f"Bearer {two_sites.a['read_key']}"}))
+        took, r = _timed(
+            lambda: httpx.get(
+                server.url + "/v1/journeys/alpha-1",
+                timeout=30,
+                headers={"authorization": f"Bearer {two_sites.a['read_key']}"},
+            )
+        )
         assert r.status_code == 200 and took < 2, (took, r.text)
         assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
     for t in threads:
@@ -207,13 +241,39 @@ def test_a_dropped_client_cancels_its_query(two_sites: TwoSites) -> None:
 
 def test_trailmark_sql_prints_values_as_data(two_sites: TwoSites) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "trailmark.cli", "sql", "SELECT '[bold red]x[/bold red]' AS v",
-         "--url", two_sites.server.url, "--key", two_sites.a["read_key"]],
-        capture_output=True, text=True, cwd=ROOT, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "trailmark.cli",
+            "sql",
+            "SELECT '[bold red]x[/bold red]' AS v",
+            "--url",
+            two_sites.server.url,
+            "--key",
+            two_sites.a["read_key"],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "[bold red]x[/bold red]" in out.stdout
     refused = subprocess.run(
-        [sys.executable, "-m", "trailmark.cli", "sql", "SELECT * FROM file('[red]boom[/red]')",
-         "--url", two_sites.server.url, "--key", two_sites.a["read_key"]],
-        capture_output=True, text=True, cwd=ROOT, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "trailmark.cli",
+            "sql",
+            "SELECT * FROM file('[red]boom[/red]')",
+            "--url",
+            two_sites.server.url,
+            "--key",
+            two_sites.a["read_key"],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert refused.returncode == 1 and "query refused" in refused.stdout

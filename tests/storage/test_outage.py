@@ -25,10 +25,17 @@ pytestmark = pytest.mark.slow
 
 def _batch(tag: str, n: int, size: int) -> dict[str, Any]:
     now = datetime.now(UTC).isoformat()
-    events = [{"type": "page" if i % 5 else "track", "event": "Clicked", "messageId": f"{tag}-{n}-{i}",
-               "anonymousId": f"{tag}-v{(n * size + i) % 37}", "timestamp": now,
-               "context": {"page": {"url": f"https://shop.example.com/p{i % 7}", "path": f"/p{i % 7}"}}}
-              for i in range(size)]
+    events = [
+        {
+            "type": "page" if i % 5 else "track",
+            "event": "Clicked",
+            "messageId": f"{tag}-{n}-{i}",
+            "anonymousId": f"{tag}-v{(n * size + i) % 37}",
+            "timestamp": now,
+            "context": {"page": {"url": f"https://shop.example.com/p{i % 7}", "path": f"/p{i % 7}"}},
+        }
+        for i in range(size)
+    ]
     return {"batch": events, "sentAt": now}
 
 
@@ -38,8 +45,10 @@ def _count(store: ServerStorage, sql: str) -> int:
 
 def _dead_letters_counted(server: Server) -> float:
     metrics = httpx.get(server.url + "/metrics", timeout=10).text
-    return sum(float(m.group(1)) for m in re.finditer(
-        r'^trailmark_stage_records_total\{[^}]*outcome="dead_letter"[^}]*\} (\S+)$', metrics, re.M))
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(r'^trailmark_stage_records_total\{[^}]*outcome="dead_letter"[^}]*\} (\S+)$', metrics, re.M)
+    )
 
 
 def test_clickhouse_down_for_20s_mid_load_loses_nothing_and_stores_once(tmp_path: Path) -> None:

@@ -23,8 +23,10 @@ from trailmark.storage.server_backend import EXCEPTION_MEANING, ServerStorage, t
 
 def test_migrations_are_idempotent(storage: Storage) -> None:
     assert apply_migrations(storage) == []
-    tables = {r["name"] for r in storage.query("SELECT name FROM system.tables WHERE database = {d:String}",
-                                                {"d": storage.database})}
+    tables = {
+        r["name"]
+        for r in storage.query("SELECT name FROM system.tables WHERE database = {d:String}", {"d": storage.database})
+    }
     assert {"events", "sessions", "touchpoints", "contacts", "identities"} <= tables
 
 
@@ -33,8 +35,10 @@ def test_the_builder_writes_and_the_read_api_reads(storage: Storage) -> None:
     from tests.journeys.conftest import Journey
 
     j = Journey(storage)
-    j.send(j.event("page", "srv", 0, path="/", query="?utm_source=google&utm_medium=cpc"),
-           j.event("identify", "srv", 1, user_id="u-srv", traits={"email": "srv@acme.io"}))
+    j.send(
+        j.event("page", "srv", 0, path="/", query="?utm_source=google&utm_medium=cpc"),
+        j.event("identify", "srv", 1, user_id="u-srv", traits={"email": "srv@acme.io"}),
+    )
     body = queries.journey(storage, "s1", "u-srv")
     assert body is not None and body["contact_id"] == "user:u-srv"
     assert [s["channel"] for s in body["sessions"]] == ["Paid Search"]
@@ -46,24 +50,44 @@ def test_query_values_are_the_same_json_on_both_backends(storage: Storage) -> No
         " toDateTime64('2026-11-02 09:00:00.123', 3, 'UTC') AS t, toDate('2026-11-02') AS day,"
         " toUUID('00000000-0000-0000-0000-00000000002a') AS u, ['a', 'b'] AS arr, map('k', 1) AS m, NULL AS n,"
         " true AS b, {s:String} AS s, {l:Array(String)} AS l",
-        {"s": "tab\there 'quoted'", "l": ["x", "y'z"]})
-    assert rows == [{"big": 18446744073709551615, "small": -3, "f": 1.5, "d": 2.25, "t": "2026-11-02 09:00:00.123",
-                     "day": "2026-11-02", "u": "00000000-0000-0000-0000-00000000002a", "arr": ["a", "b"],
-                     "m": {"k": 1}, "n": None, "b": True, "s": "tab\there 'quoted'", "l": ["x", "y'z"]}]
+        {"s": "tab\there 'quoted'", "l": ["x", "y'z"]},
+    )
+    assert rows == [
+        {
+            "big": 18446744073709551615,
+            "small": -3,
+            "f": 1.5,
+            "d": 2.25,
+            "t": "2026-11-02 09:00:00.123",
+            "day": "2026-11-02",
+            "u": "00000000-0000-0000-0000-00000000002a",
+            "arr": ["a", "b"],
+            "m": {"k": 1},
+            "n": None,
+            "b": True,
+            "s": "tab\there 'quoted'",
+            "l": ["x", "y'z"],
+        }
+    ]
 
 
 def test_explain_shows_the_query_as_given(storage: Storage) -> None:
     """No FORMAT clause is added to the text: the SQL sandbox reads EXPLAIN AST."""
     rows = storage.query("EXPLAIN AST SELECT 1")
-    assert [r["explain"].strip() for r in rows] == ["SelectWithUnionQuery (children 1)", "ExpressionList (children 1)",
-                                                    "SelectQuery (children 1)", "ExpressionList (children 1)",
-                                                    "Literal UInt64_1"]
+    assert [r["explain"].strip() for r in rows] == [
+        "SelectWithUnionQuery (children 1)",
+        "ExpressionList (children 1)",
+        "SelectQuery (children 1)",
+        "ExpressionList (children 1)",
+        "Literal UInt64_1",
+    ]
 
 
 def test_inserted_rows_read_back_alike(storage: Storage) -> None:
     storage.insert("dead_letters", [{"stage": "journeys", "reason": "r1", "payload": "{}"}])
     assert storage.query(f"SELECT stage, reason FROM {storage.database}.dead_letters") == [
-        {"stage": "journeys", "reason": "r1"}]
+        {"stage": "journeys", "reason": "r1"}
+    ]
 
 
 def test_settings_apply_to_one_query(storage: Storage) -> None:
@@ -78,8 +102,12 @@ def test_cancel_stops_a_running_query(storage: Storage) -> None:
 
     def run() -> None:
         try:
-            storage.query("SELECT sleepEachRow(0.05) FROM numbers(400) SETTINGS max_block_size = 1",
-                          readonly=True, settings={"max_threads": 1}, query_id=query_id)
+            storage.query(
+                "SELECT sleepEachRow(0.05) FROM numbers(400) SETTINGS max_block_size = 1",
+                readonly=True,
+                settings={"max_threads": 1},
+                query_id=query_id,
+            )
         except Exception as exc:
             errors.append(exc)
 
@@ -109,35 +137,42 @@ def test_a_bad_query_is_a_query_error_with_clickhouses_message(storage: Storage)
 
 
 def test_every_clickhouse_connect_exception_class_has_a_meaning() -> None:
-    classes = {c for _, c in inspect.getmembers(ch, inspect.isclass)
-               if issubclass(c, BaseException) and c.__module__ == ch.__name__}
+    classes = {
+        c
+        for _, c in inspect.getmembers(ch, inspect.isclass)
+        if issubclass(c, BaseException) and c.__module__ == ch.__name__
+    }
     assert classes, "clickhouse-connect's exception module moved"
     assert classes - set(EXCEPTION_MEANING) == set()
     assert EXCEPTION_MEANING[urllib3.exceptions.HTTPError] == "unavailable"
 
 
-@pytest.mark.parametrize(("exc", "settings", "expected"), [
-    (ch.OperationalError("Error HTTPConnectionPool: Connection refused"), None, StorageUnavailable),
-    (ch.StreamFailureError("stream broke"), None, StorageUnavailable),
-    (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), None, StorageUnavailable),  # type: ignore[arg-type]
-    (ConnectionResetError(104, "reset"), None, StorageUnavailable),
-    (ch.DatabaseError("HTTP driver received HTTP status 502", code=None), None, StorageUnavailable),
-    (ch.DatabaseError("too many", code=202), None, StorageUnavailable),
-    (ch.DatabaseError("memory (total)", code=241), None, StorageUnavailable),
-    (ch.DatabaseError("keeper", code=999), None, StorageUnavailable),
-    (ch.DatabaseError("read only replica", code=242), None, StorageUnavailable),
-    (ch.DatabaseError("socket timeout", code=209), None, StorageUnavailable),
-    (ch.DatabaseError("timeout", code=159), None, StorageUnavailable),
-    (ch.DatabaseError("timeout", code=159), {"max_execution_time": 1}, QueryError),  # the caller's own limit
-    (ch.DatabaseError("memory (for query)", code=241), {"max_memory_usage": 10}, QueryError),
-    (ch.DatabaseError("syntax", code=62), None, QueryError),
-    (ch.DatabaseError("cannot parse", code=27), None, QueryError),
-    (ch.DatabaseError("readonly", code=164), None, QueryError),
-    (ch.ProgrammingError("bad parameter"), None, QueryError),
-    (ch.DataError("cannot encode"), None, QueryError),
-])
-def test_translation_by_class_and_code(exc: BaseException, settings: dict[str, int] | None,
-                                       expected: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("exc", "settings", "expected"),
+    [
+        (ch.OperationalError("Error HTTPConnectionPool: Connection refused"), None, StorageUnavailable),
+        (ch.StreamFailureError("stream broke"), None, StorageUnavailable),
+        (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), None, StorageUnavailable),  # type: ignore[arg-type]
+        (ConnectionResetError(104, "reset"), None, StorageUnavailable),
+        (ch.DatabaseError("HTTP driver received HTTP status 502", code=None), None, StorageUnavailable),
+        (ch.DatabaseError("too many", code=202), None, StorageUnavailable),
+        (ch.DatabaseError("memory (total)", code=241), None, StorageUnavailable),
+        (ch.DatabaseError("keeper", code=999), None, StorageUnavailable),
+        (ch.DatabaseError("read only replica", code=242), None, StorageUnavailable),
+        (ch.DatabaseError("socket timeout", code=209), None, StorageUnavailable),
+        (ch.DatabaseError("timeout", code=159), None, StorageUnavailable),
+        (ch.DatabaseError("timeout", code=159), {"max_execution_time": 1}, QueryError),  # the caller's own limit
+        (ch.DatabaseError("memory (for query)", code=241), {"max_memory_usage": 10}, QueryError),
+        (ch.DatabaseError("syntax", code=62), None, QueryError),
+        (ch.DatabaseError("cannot parse", code=27), None, QueryError),
+        (ch.DatabaseError("readonly", code=164), None, QueryError),
+        (ch.ProgrammingError("bad parameter"), None, QueryError),
+        (ch.DataError("cannot encode"), None, QueryError),
+    ],
+)
+def test_translation_by_class_and_code(
+    exc: BaseException, settings: dict[str, int] | None, expected: type[Exception]
+) -> None:
     assert type(translate(exc, settings)) is expected
 
 
@@ -147,11 +182,14 @@ def test_server_errors_not_about_the_query_mean_unavailable(clickhouse_url: str)
     try:
         for code in (202, 241, 242, 999):
             with pytest.raises(StorageUnavailable, match=f"code: {code}"):
-                store.query(f"SELECT throwIf(1, 'injected', toInt32({code}))",
-                            settings={"allow_custom_error_code_in_throwif": 1})
+                store.query(
+                    f"SELECT throwIf(1, 'injected', toInt32({code}))",
+                    settings={"allow_custom_error_code_in_throwif": 1},
+                )
         with pytest.raises(QueryError, match="TIMEOUT_EXCEEDED|159"):
-            store.query("SELECT sleepEachRow(0.1) FROM numbers(30)", settings={"max_execution_time": 0.3,
-                                                                                "max_block_size": 1})
+            store.query(
+                "SELECT sleepEachRow(0.1) FROM numbers(30)", settings={"max_execution_time": 0.3, "max_block_size": 1}
+            )
     finally:
         store.close()
 
@@ -167,8 +205,11 @@ def test_an_endpoint_outage_is_unavailable_for_every_call_then_recovers(tmp_path
     try:
         apply_migrations(store)
         endpoint.stop()
-        calls: list[Callable[[], object]] = [lambda: store.query("SELECT 1"), lambda: store.execute("SELECT 1"),
-                 lambda: store.insert("dead_letters", [{"stage": "x"}])]
+        calls: list[Callable[[], object]] = [
+            lambda: store.query("SELECT 1"),
+            lambda: store.execute("SELECT 1"),
+            lambda: store.insert("dead_letters", [{"stage": "x"}]),
+        ]
         for call in calls:
             with pytest.raises(StorageUnavailable):
                 call()

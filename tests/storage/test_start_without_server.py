@@ -20,8 +20,15 @@ def test_up_waits_for_a_clickhouse_server_that_is_down_at_start(tmp_path: Path) 
         srv.start_unready()
         assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 503
         anon = f"early-{uuid.uuid4().hex[:8]}"
-        events = [{"type": "page", "messageId": str(uuid.uuid4()), "anonymousId": anon,
-                   "context": {"page": {"url": f"https://shop.example.com/p{i}"}}} for i in range(5)]
+        events = [
+            {
+                "type": "page",
+                "messageId": str(uuid.uuid4()),
+                "anonymousId": anon,
+                "context": {"page": {"url": f"https://shop.example.com/p{i}"}},
+            }
+            for i in range(5)
+        ]
         r = srv.post("/v1/batch", {"batch": events}, headers={"user-agent": CHROME_UA})
         assert r.status_code == 200, r.text
         read = srv.read(f"/v1/journeys/{anon}")

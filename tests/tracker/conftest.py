@@ -62,6 +62,7 @@ def until(fn: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, what: str = "co
 
 # -- the page server ------------------------------------------------------------------------------
 
+
 class Site:
     """Serves the fixture pages (and a copy of t.js at /t.js) from its own loopback port."""
 
@@ -96,8 +97,12 @@ class Site:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 site.received.append((self.path, dict(self.headers), body))
                 keep = ("content-type", "user-agent", "origin", "content-encoding")
-                r = httpx.post(site.collector.url + self.path, content=body, timeout=30,
-                               headers={k: v for k, v in self.headers.items() if k.lower() in keep})
+                r = httpx.post(
+                    site.collector.url + self.path,
+                    content=body,
+                    timeout=30,
+                    headers={k: v for k, v in self.headers.items() if k.lower() in keep},
+                )
                 self.send_response(site.relay_status or r.status_code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(r.content)))
@@ -149,6 +154,7 @@ class Site:
 
 
 # -- browser tabs ---------------------------------------------------------------------------------
+
 
 class Tab:
     """One browser context + page, recording /v1/batch traffic, beacons and page errors."""
@@ -219,6 +225,7 @@ class Tab:
     def goto(self, name: str = "basic.html", query: str = "", same_origin: bool = False, **kw: Any) -> str:
         url = self.url(name, query, same_origin)
         if same_origin:
+
             def fulfill(route: Any) -> None:
                 page_name = urlsplit(route.request.url).path.rsplit("/", 1)[-1]
                 route.fulfill(status=200, content_type="text/html; charset=utf-8", body=self.site.render(page_name))
@@ -291,6 +298,7 @@ def settle(server: Server) -> None:
 
 
 # -- fixtures -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:

@@ -36,7 +36,12 @@ def test_clicks_carry_selector_and_text_but_never_field_values(collector: Server
     assert clicks[0] == {"selector": "div.card>button.cta.big", "text": "Start free trial", "tag": "button"}
     widget = {"selector": "div.widget", "text": "Join us", "tag": "div", "track": "newsletter-box"}
     assert clicks[1] == clicks[2] == widget  # the click in the field reports its [data-track] box
-    assert clicks[3] == {"selector": "a#out", "text": "Partner", "tag": "a", "href": "https://outbound.invalid/landing?x=1"}
+    assert clicks[3] == {
+        "selector": "a#out",
+        "text": "Partner",
+        "tag": "a",
+        "href": "https://outbound.invalid/landing?x=1",
+    }
     assert clicks[4]["href"] == site.url + "/files/report.pdf"
     assert clicks[5]["selector"] == "button#work"
     assert len(clicks) == 6  # the plain <span> is not clickable

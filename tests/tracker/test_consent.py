@@ -19,8 +19,10 @@ GPC = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: 
 
 def stored_consent(server: Server, aid: str, n: int) -> list[dict[str, Any]]:
     def got() -> list[dict[str, Any]] | None:
-        found = server.sql("SELECT type, consent, consent_dnt, consent_cookieless FROM trailmark.events"
-                           f" WHERE anonymous_id = '{aid}' ORDER BY timestamp, message_id")
+        found = server.sql(
+            "SELECT type, consent, consent_dnt, consent_cookieless FROM trailmark.events"
+            f" WHERE anonymous_id = '{aid}' ORDER BY timestamp, message_id"
+        )
         return found if len(found) >= n else None
 
     return until(got, what=f"{n} events of {aid}")

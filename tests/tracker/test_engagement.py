@@ -78,7 +78,9 @@ def test_leaving_the_page_flushes_with_send_beacon(
         tab.page.close()
     events = of(collector, aid, 2, "event IN ('Leaving Soon', 'Last Words')")
     assert sorted((e["event"], e["properties"]) for e in events) == [
-        ("Last Words", {}), ("Leaving Soon", {"why": "test"})]
+        ("Last Words", {}),
+        ("Leaving Soon", {"why": "test"}),
+    ]
     assert not any(e.get("event") == "Leaving Soon" for e in tab.sent)  # not sent with fetch
     if via == "relay":
         [(path, headers, _)] = [r for r in site.received if b"Leaving Soon" in r[2]]

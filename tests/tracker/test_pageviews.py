@@ -126,8 +126,7 @@ def test_headless_chrome_is_flagged_as_a_bot_and_left_out_of_sessions(
     assert (h["is_bot"], h["ua_browser"]) == (False, "Chrome")
     # the journey builder makes a session of the human's visit, none of the bot's
     collector.wait_for(f"SELECT count() FROM trailmark.sessions WHERE anonymous_id = '{human.aid}'", 1)
-    assert collector.sql(f"SELECT count() AS n FROM trailmark.sessions WHERE anonymous_id = '{bot.aid}'") == [
-        {"n": 0}]
+    assert collector.sql(f"SELECT count() AS n FROM trailmark.sessions WHERE anonymous_id = '{bot.aid}'") == [{"n": 0}]
 
 
 def test_async_stub_keeps_calls_made_before_load(collector: Server, site: Site, tab: Tab) -> None:

@@ -71,9 +71,7 @@ SIGNALS = {
 
 
 @pytest.mark.parametrize("signal", sorted(SIGNALS))
-def test_dnt_and_gpc_block_everything_with_respect_dnt(
-    collector: Server, site: Site, tab: Tab, signal: str
-) -> None:
+def test_dnt_and_gpc_block_everything_with_respect_dnt(collector: Server, site: Site, tab: Tab, signal: str) -> None:
     tab.context.add_init_script(SIGNALS[signal])
     site.attrs.update({"api": site.relay, "respect-dnt": ""})
     run = uuid.uuid4().hex

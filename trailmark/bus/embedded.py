@@ -42,7 +42,7 @@ def decode_frames(blob: bytes) -> list[tuple[bytes, bytes]]:
     while pos < end:
         klen, vlen = unpack(view, pos)
         pos += size
-        out.append((bytes(view[pos:pos + klen]), bytes(view[pos + klen:pos + klen + vlen])))
+        out.append((bytes(view[pos : pos + klen]), bytes(view[pos + klen : pos + klen + vlen])))
         pos += klen + vlen
     return out
 
@@ -83,8 +83,10 @@ class _Log:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 for topic, records in batches:
-                    self.conn.execute(f"INSERT INTO {_table(topic)} (records, frames) VALUES (?, ?)",
-                                      (len(records), encode_frames(records)))
+                    self.conn.execute(
+                        f"INSERT INTO {_table(topic)} (records, frames) VALUES (?, ?)",
+                        (len(records), encode_frames(records)),
+                    )
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
@@ -158,8 +160,7 @@ class EmbeddedConsumer:
             )
             for row, _count, frames in cursor:
                 base = int(row) << _ROW_SHIFT
-                out += [Message(self._topic, 0, base | i, k, v)
-                        for i, (k, v) in enumerate(decode_frames(frames))]
+                out += [Message(self._topic, 0, base | i, k, v) for i, (k, v) in enumerate(decode_frames(frames))]
                 next_row = int(row) + 1
                 if len(out) >= max_records:
                     break
@@ -291,8 +292,10 @@ class EmbeddedBus:
         table = _table(topic)
         changed = 0
         with log.lock:
-            log.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (offset INTEGER PRIMARY KEY AUTOINCREMENT,"
-                             " records INTEGER, frames BLOB)")
+            log.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (offset INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " records INTEGER, frames BLOB)"
+            )
             # what is removed must not stay readable in free pages or in the WAL: freed content is
             # zeroed, and the WAL is checkpointed and truncated afterwards
             log.conn.execute("PRAGMA secure_delete = ON")
@@ -311,8 +314,10 @@ class EmbeddedBus:
                         continue
                     changed += n
                     if kept:
-                        log.conn.execute(f"UPDATE {table} SET records = ?, frames = ? WHERE offset = ?",
-                                         (len(kept), encode_frames(kept), offset))
+                        log.conn.execute(
+                            f"UPDATE {table} SET records = ?, frames = ? WHERE offset = ?",
+                            (len(kept), encode_frames(kept), offset),
+                        )
                     else:
                         log.conn.execute(f"DELETE FROM {table} WHERE offset = ?", (offset,))
                 log.conn.execute("COMMIT")

@@ -41,14 +41,21 @@ from trailmark.settings import BusSettings
 log = logging.getLogger(__name__)
 
 PRODUCED = Counter("trailmark_produced_records_total", "Records acknowledged by the broker", ["topic"])
-PRODUCE_ERRORS = Counter("trailmark_produce_errors_total", "Produce calls that failed (records not acknowledged)",
-                         ["topic", "kind"])
+PRODUCE_ERRORS = Counter(
+    "trailmark_produce_errors_total", "Produce calls that failed (records not acknowledged)", ["topic", "kind"]
+)
 
 _COMPRESSION: dict[str, str | None] = {"lz4": "lz4", "zstd": "zstd", "gzip": "gzip", "none": None}
 # Errors that leave an idempotent producer unusable (its sequence / epoch state is off, or its
 # sender task died): the bus replaces the producer and the caller retries.
-_PRODUCER_STATE = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced,
-                   DuplicateSequenceNumber, ProducerClosed)
+_PRODUCER_STATE = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+    DuplicateSequenceNumber,
+    ProducerClosed,
+)
 # The group rebalanced under us: the records will be redelivered to the new owner (at-least-once),
 # so a failed commit is not an error the caller can act on.
 _REBALANCED = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError, RebalanceInProgressError)
@@ -133,8 +140,7 @@ class KafkaProducer:
             # does not bump the epoch as the Java client does): start over with a new producer id.
             self._bus._discard_producer(producer)
             fatal = isinstance(exc.__cause__, _PRODUCER_STATE)
-            PRODUCE_ERRORS.labels(topic, "unavailable" if isinstance(exc, BusUnavailable) or fatal
-                                  else "error").inc()
+            PRODUCE_ERRORS.labels(topic, "unavailable" if isinstance(exc, BusUnavailable) or fatal else "error").inc()
             for fut in futures:
                 if not fut.done():
                     fut.cancel()

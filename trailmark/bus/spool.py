@@ -39,8 +39,15 @@ _REPLAY_BATCH = 500
 class SpoolingProducer:
     """A Producer: Kafka while it acknowledges, else a durable local spool replayed in order."""
 
-    def __init__(self, direct: Producer, path: Path, topics: Sequence[str], *, spool_after_s: float = 3.0,
-                 max_bytes: int = 2 * 1024**3) -> None:
+    def __init__(
+        self,
+        direct: Producer,
+        path: Path,
+        topics: Sequence[str],
+        *,
+        spool_after_s: float = 3.0,
+        max_bytes: int = 2 * 1024**3,
+    ) -> None:
         self._direct = direct
         self._path = path
         self._topics = frozenset(topics)
@@ -85,8 +92,7 @@ class SpoolingProducer:
                 return
             except (BusUnavailable, TimeoutError) as exc:
                 if not self._spooling:
-                    log.warning("spool: broker not acknowledging (%s); spooling to %s", exc or "timeout",
-                                self._path)
+                    log.warning("spool: broker not acknowledging (%s); spooling to %s", exc or "timeout", self._path)
                     self._enter()
         await self._write(topic, records)
 

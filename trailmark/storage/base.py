@@ -32,8 +32,13 @@ class Storage(Protocol):
         """Run a statement that returns nothing (DDL, OPTIMIZE...)."""
 
     def query(
-        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False,
-        settings: Mapping[str, Any] | None = None, query_id: str | None = None,
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        readonly: bool = False,
+        settings: Mapping[str, Any] | None = None,
+        query_id: str | None = None,
     ) -> list[Row]:
         """Rows as dicts. ``readonly`` runs under ClickHouse's readonly setting, so writes fail.
 
@@ -122,8 +127,11 @@ _CREATE_TABLE = re.compile(rf"CREATE TABLE IF NOT EXISTS {_NAME}(?P<rest>\s.*)\Z
 _ENGINE = re.compile(r"\bENGINE = (?P<family>[A-Za-z]*)MergeTree(?:\((?P<args>[^()]*)\))?")
 # OR REPLACE: a view over ``SELECT *`` is redefined by a migration that adds columns to its table
 _CREATE_VIEW = re.compile(rf"CREATE (?P<how>VIEW IF NOT EXISTS|OR REPLACE VIEW) {_NAME}(?P<rest>\s+AS\s.*)\Z", re.S)
-_CREATE_MV = re.compile(rf"CREATE MATERIALIZED VIEW IF NOT EXISTS {_NAME}"
-                        rf"(?P<rest>\s+TO {_NAME.replace('db', 'tdb').replace('name', 'target')}\s+AS\s.*)\Z", re.S)
+_CREATE_MV = re.compile(
+    rf"CREATE MATERIALIZED VIEW IF NOT EXISTS {_NAME}"
+    rf"(?P<rest>\s+TO {_NAME.replace('db', 'tdb').replace('name', 'target')}\s+AS\s.*)\Z",
+    re.S,
+)
 _ALTER = re.compile(rf"ALTER TABLE {_NAME}(?P<rest>\s.*)\Z", re.S)
 _COLUMN_ALTER = re.compile(r"\s*(ADD|DROP|MODIFY|RENAME|COMMENT) COLUMN\b")
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
@@ -156,8 +164,10 @@ class ClusterRenderer:
         if m := _CREATE_VIEW.match(statement):  # reads the public (Distributed) names: sees every shard
             return [f"CREATE {m['how']} {m['db']}.{m['name']}{self.on}{m['rest']}"]
         if m := _CREATE_MV.match(statement):  # fires on each shard's inserts: local tables in, local out
-            return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {m['db']}.{m['name']}{self.on}"
-                    + self._to_local(m["db"], m["rest"])]
+            return [
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS {m['db']}.{m['name']}{self.on}"
+                + self._to_local(m["db"], m["rest"])
+            ]
         if m := _ALTER.match(statement):
             name, rest = m["name"], m["rest"]
             if name not in self.tables:
@@ -177,7 +187,7 @@ class ClusterRenderer:
         path = self.replication_path.replace("{database}", db).replace("{table}", local)
         args = ", ".join(a for a in (_literal(path), "'{replica}'", (engine["args"] or "").strip()) if a)
         replicated = f"ENGINE = Replicated{engine['family']}MergeTree({args})"
-        rest = rest[:engine.start()] + replicated + rest[engine.end():]
+        rest = rest[: engine.start()] + replicated + rest[engine.end() :]
         self.tables.add(name)
         return [
             f"CREATE TABLE IF NOT EXISTS {db}.{local}{self.on}{rest}",
@@ -196,9 +206,11 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def rendered_migrations(database: str, cluster: str = "",
-                        replication_path: str = "/clickhouse/tables/{shard}/{database}/{table}",
-                        ) -> list[tuple[str, list[str]]]:
+def rendered_migrations(
+    database: str,
+    cluster: str = "",
+    replication_path: str = "/clickhouse/tables/{shard}/{database}/{table}",
+) -> list[tuple[str, list[str]]]:
     """(name, statements) of every migration as it runs: for ``cluster`` when it is set, else as
     split_statements gives them (byte for byte what trailmark has always run)."""
     renderer = ClusterRenderer(cluster, replication_path) if cluster else None
@@ -215,15 +227,19 @@ def _bookkeeping(database: str, cluster: str, replication_path: str) -> list[str
     """The database and the table of applied migrations. On a cluster the table is one replicated
     table across every node of every shard (its path has no {shard}), so each node knows what ran."""
     if not cluster:
-        return [f"CREATE DATABASE IF NOT EXISTS {database}",
-                f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations (name String, applied_at"
-                " DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY name"]
+        return [
+            f"CREATE DATABASE IF NOT EXISTS {database}",
+            f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations (name String, applied_at"
+            " DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY name",
+        ]
     on = ClusterRenderer(cluster, replication_path).on
     path = _literal(f"/clickhouse/tables/all/{database}/schema_migrations")
-    return [f"CREATE DATABASE IF NOT EXISTS {database}{on}",
-            f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations{on} (name String, applied_at"
-            " DateTime64(3, 'UTC') DEFAULT now64(3))"
-            f" ENGINE = ReplicatedReplacingMergeTree({path}, '{{shard}}-{{replica}}') ORDER BY name"]
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {database}{on}",
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations{on} (name String, applied_at"
+        " DateTime64(3, 'UTC') DEFAULT now64(3))"
+        f" ENGINE = ReplicatedReplacingMergeTree({path}, '{{shard}}-{{replica}}') ORDER BY name",
+    ]
 
 
 def apply_migrations(storage: Storage, settings: StorageSettings | None = None) -> list[str]:

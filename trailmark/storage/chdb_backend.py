@@ -59,9 +59,7 @@ class ChdbStorage:
         path.mkdir(parents=True, exist_ok=True)
         resolved = str(path.resolve())
         if _OPEN_PATH and _OPEN_PATH[0] != resolved:
-            raise StorageUnavailable(
-                f"chDB is already open on {_OPEN_PATH[0]} in this process; one path per process"
-            )
+            raise StorageUnavailable(f"chDB is already open on {_OPEN_PATH[0]} in this process; one path per process")
         self.database = database
         self.path = resolved
         try:
@@ -91,8 +89,13 @@ class ChdbStorage:
             self._run(self._writer, sql, params)
 
     def query(
-        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False,
-        settings: Mapping[str, Any] | None = None, query_id: str | None = None,
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        readonly: bool = False,
+        settings: Mapping[str, Any] | None = None,
+        query_id: str | None = None,
     ) -> list[Row]:
         if settings is not None or query_id is not None:
             return self._query_isolated(sql, params, readonly, settings or {}, query_id)
@@ -103,7 +106,11 @@ class ChdbStorage:
             return _rows(self._run(self._writer, sql, params, "JSONEachRow"))
 
     def _query_isolated(
-        self, sql: str, params: Mapping[str, Any] | None, readonly: bool, settings: Mapping[str, Any],
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None,
+        readonly: bool,
+        settings: Mapping[str, Any],
         query_id: str | None,
     ) -> list[Row]:
         from chdb import session
@@ -134,8 +141,11 @@ class ChdbStorage:
             if self._admin is None:
                 self._admin = session.Session(self.path)  # type: ignore[no-untyped-call]
             # the pattern is built from a parameter, so this KILL's own text never matches it
-            self._run(self._admin, "KILL QUERY WHERE query LIKE concat('%', {tag:String}, '%') ASYNC",
-                      {"tag": _QUERY_TAG + query_id})
+            self._run(
+                self._admin,
+                "KILL QUERY WHERE query LIKE concat('%', {tag:String}, '%') ASYNC",
+                {"tag": _QUERY_TAG + query_id},
+            )
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Columnar insert through chDB's Python() table function: several times faster than
@@ -160,9 +170,11 @@ class ChdbStorage:
                 selects.append(f"JSONExtract(`{c}`, 'Array(String)') AS `{c}`")
             else:
                 selects.append(f"`{c}`")
-        sql = (f"INSERT INTO {self.database}.{table} ({', '.join(f'`{c}`' for c in columns)})"
-               f" SELECT {', '.join(selects)} FROM Python(__trailmark_insert__)"
-               " SETTINGS cast_string_to_date_time_mode = 'best_effort'")  # bus timestamps are RFC 3339
+        sql = (
+            f"INSERT INTO {self.database}.{table} ({', '.join(f'`{c}`' for c in columns)})"
+            f" SELECT {', '.join(selects)} FROM Python(__trailmark_insert__)"
+            " SETTINGS cast_string_to_date_time_mode = 'best_effort'"
+        )  # bus timestamps are RFC 3339
         with self._write_lock:
             _FRAME_DATA["__trailmark_insert__"] = data
             try:

@@ -33,15 +33,37 @@ from trailmark.storage.base import QueryError, Row, StorageError, StorageUnavail
 
 # ClickHouse error codes that say the server or cluster cannot serve now, not that the query is wrong.
 UNAVAILABLE_CODES: dict[int, str] = {
-    95: "CANNOT_READ_FROM_SOCKET", 96: "CANNOT_WRITE_TO_SOCKET", 159: "TIMEOUT_EXCEEDED",
-    173: "CANNOT_ALLOCATE_MEMORY", 192: "UNKNOWN_USER", 193: "WRONG_PASSWORD", 194: "REQUIRED_PASSWORD",
-    201: "QUOTA_EXCEEDED", 202: "TOO_MANY_SIMULTANEOUS_QUERIES", 209: "SOCKET_TIMEOUT", 210: "NETWORK_ERROR",
-    225: "NO_ZOOKEEPER", 236: "ABORTED", 241: "MEMORY_LIMIT_EXCEEDED", 242: "TABLE_IS_READ_ONLY",
-    243: "NOT_ENOUGH_SPACE", 244: "UNEXPECTED_ZOOKEEPER_ERROR", 252: "TOO_MANY_PARTS", 265: "NO_AVAILABLE_REPLICA",
-    279: "ALL_CONNECTION_TRIES_FAILED", 285: "TOO_FEW_LIVE_REPLICAS", 289: "REPLICA_IS_NOT_IN_QUORUM",
-    341: "UNFINISHED", 369: "ALL_REPLICAS_ARE_STALE", 394: "QUERY_WAS_CANCELLED", 415: "ALL_REPLICAS_LOST",
-    439: "CANNOT_SCHEDULE_TASK", 516: "AUTHENTICATION_FAILED", 571: "DATABASE_REPLICATION_FAILED",
-    745: "SERVER_OVERLOADED", 999: "KEEPER_EXCEPTION",
+    95: "CANNOT_READ_FROM_SOCKET",
+    96: "CANNOT_WRITE_TO_SOCKET",
+    159: "TIMEOUT_EXCEEDED",
+    173: "CANNOT_ALLOCATE_MEMORY",
+    192: "UNKNOWN_USER",
+    193: "WRONG_PASSWORD",
+    194: "REQUIRED_PASSWORD",
+    201: "QUOTA_EXCEEDED",
+    202: "TOO_MANY_SIMULTANEOUS_QUERIES",
+    209: "SOCKET_TIMEOUT",
+    210: "NETWORK_ERROR",
+    225: "NO_ZOOKEEPER",
+    236: "ABORTED",
+    241: "MEMORY_LIMIT_EXCEEDED",
+    242: "TABLE_IS_READ_ONLY",
+    243: "NOT_ENOUGH_SPACE",
+    244: "UNEXPECTED_ZOOKEEPER_ERROR",
+    252: "TOO_MANY_PARTS",
+    265: "NO_AVAILABLE_REPLICA",
+    279: "ALL_CONNECTION_TRIES_FAILED",
+    285: "TOO_FEW_LIVE_REPLICAS",
+    289: "REPLICA_IS_NOT_IN_QUORUM",
+    341: "UNFINISHED",
+    369: "ALL_REPLICAS_ARE_STALE",
+    394: "QUERY_WAS_CANCELLED",
+    415: "ALL_REPLICAS_LOST",
+    439: "CANNOT_SCHEDULE_TASK",
+    516: "AUTHENTICATION_FAILED",
+    571: "DATABASE_REPLICATION_FAILED",
+    745: "SERVER_OVERLOADED",
+    999: "KEEPER_EXCEPTION",
 }
 # A code that is the query's own doing when the caller set the limit (or asked for the cancel).
 _OWN_LIMIT = {159: "max_execution_time", 241: "max_memory_usage", 394: "query_id"}
@@ -71,9 +93,12 @@ EXCEPTION_MEANING: dict[type[BaseException], Meaning] = {
 
 # The JSON output settings chDB runs with (ClickHouse's current defaults), stated for every query.
 JSON_ROWS: dict[str, Any] = {
-    "output_format_json_quote_64bit_integers": 0, "output_format_json_quote_64bit_floats": 0,
-    "output_format_json_quote_denormals": 0, "output_format_json_quote_decimals": 0,
-    "output_format_json_named_tuples_as_objects": 1, "date_time_output_format": "simple",
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_quote_64bit_floats": 0,
+    "output_format_json_quote_denormals": 0,
+    "output_format_json_quote_decimals": 0,
+    "output_format_json_named_tuples_as_objects": 1,
+    "date_time_output_format": "simple",
 }
 INSERT_SETTINGS: dict[str, Any] = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
 
@@ -96,8 +121,9 @@ def translate(exc: BaseException, settings: Mapping[str, Any] | None = None) -> 
 class ServerStorage:
     """Storage on a ClickHouse server: ``http(s)://user:password@host:port``."""
 
-    def __init__(self, url: str, database: str = "trailmark", connect_timeout_s: float = 10.0,
-                 query_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, url: str, database: str = "trailmark", connect_timeout_s: float = 10.0, query_timeout_s: float = 120.0
+    ) -> None:
         import clickhouse_connect
 
         parts = urlparse(url)
@@ -123,8 +149,13 @@ class ServerStorage:
             raise translate(exc) from exc
 
     def query(
-        self, sql: str, params: Mapping[str, Any] | None = None, *, readonly: bool = False,
-        settings: Mapping[str, Any] | None = None, query_id: str | None = None,
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        readonly: bool = False,
+        settings: Mapping[str, Any] | None = None,
+        query_id: str | None = None,
     ) -> list[Row]:
         # settings travel as URL parameters and apply to this query only; a readonly among them makes
         # the server refuse any SETTINGS the query itself carries
@@ -140,8 +171,9 @@ class ServerStorage:
         try:
             # default_format rather than a FORMAT clause appended to the text: EXPLAIN AST of a query
             # must show the query as given, as on chDB (which takes the format beside the text)
-            body = self._client.raw_query(sql, parameters=dict(params) if params else None,
-                                          settings={**merged, "default_format": "JSONEachRow"})
+            body = self._client.raw_query(
+                sql, parameters=dict(params) if params else None, settings={**merged, "default_format": "JSONEachRow"}
+            )
             return [orjson.loads(line) for line in body.splitlines() if line]
         except Exception as exc:
             raise translate(exc, merged) from exc
@@ -158,8 +190,13 @@ class ServerStorage:
             return
         body = b"\n".join(orjson.dumps(r) for r in rows)
         try:
-            self._client.raw_insert(f"{self.database}.{table}", column_names=list(rows[0].keys()),
-                                    insert_block=body, fmt="JSONEachRow", settings=INSERT_SETTINGS)
+            self._client.raw_insert(
+                f"{self.database}.{table}",
+                column_names=list(rows[0].keys()),
+                insert_block=body,
+                fmt="JSONEachRow",
+                settings=INSERT_SETTINGS,
+            )
         except Exception as exc:
             raise translate(exc) from exc
 
