@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from journey_builder.privacy import NO_CONSENT, Suppression, consent_of
+from journey_builder.repository import BuilderRepository
 from journey_builder.stages import PURCHASE, STAGES, StageRules
 from schemas import EnrichedEvent
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
@@ -168,7 +169,7 @@ class Output:
 
 class JourneyBuilder:
     def __init__(self, storage: Storage, settings: JourneySettings) -> None:
-        self.storage = storage
+        self.repo = BuilderRepository(storage)
         self.settings = settings
         self.rules = StageRules.load(settings.stages_file)
         self.conversions = set(settings.conversions)
@@ -224,14 +225,8 @@ class JourneyBuilder:
             unique.setdefault((ev["site_id"], ev["message_id"]), ev)
         if not unique:
             return []
-        db = self.storage.database
         visitors = sorted({(e["site_id"], visitor_id(e)) for e in unique.values()})
-        seen = self.storage.query(
-            f"SELECT site_id, message_id FROM {db}.events WHERE (site_id, anonymous_id) IN "
-            "{visitors:Array(Tuple(String, String))} AND message_id IN {ids:Array(String)}",
-            {"visitors": visitors, "ids": [m for _, m in unique]},
-        )
-        known = {(r["site_id"], r["message_id"]) for r in seen}
+        known = self.repo.seen_messages(visitors, [m for _, m in unique])
         return [ev for k, ev in unique.items() if k not in known]
 
     def _drop_erased(self, events: list[EnrichedEvent], out: Output) -> list[EnrichedEvent]:
@@ -261,24 +256,9 @@ class JourneyBuilder:
         missing = sorted({(e["site_id"], visitor_id(e)) for e in events} - self.visitors.keys())
         if not missing:
             return
-        db = self.storage.database
         for key in missing:
             self.visitors[key] = VisitorState()
-        stored = (
-            f"(SELECT site_id, anonymous_id, @what FROM {db}.events"
-            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))})"
-        )
-        rows = self.storage.query(
-            f"SELECT site_id, anonymous_id, count() AS n, argMax(session_id, end) AS last_session,"
-            f" argMax(tuple(start, end, entry_page, exit_page, referrer_host, channel, source, medium, campaign,"
-            f" click_id_type, pageviews, events, conversions, user_id, device, browser, os, country, campaign_key),"
-            f" end) AS s, countIf(conversions > 0) AS converted"
-            f" FROM {db}.sessions_data FINAL WHERE (site_id, anonymous_id) IN"
-            " {v:Array(Tuple(String, String))} AND (site_id, anonymous_id, session_id) IN "
-            + stored.replace("@what", "session_id")
-            + " GROUP BY site_id, anonymous_id",
-            {"v": missing},
-        )
+        rows = self.repo.last_sessions(missing)
         converted: set[tuple[str, str]] = set()
         for r in rows:
             s = r["s"]
@@ -316,18 +296,9 @@ class JourneyBuilder:
             state = self.visitors[key]
             if key in converted or (state.session is not None and state.session.conversions > 0):
                 state.stages.add(PURCHASE)
-        for r in self.storage.query(
-            f"SELECT site_id, anonymous_id, argMax(contact_id, last_seen) AS contact_id FROM {db}.identities_data"
-            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
-            {"v": missing},
-        ):
+        for r in self.repo.visitor_contacts(missing):
             self.visitors[(r["site_id"], r["anonymous_id"])].contact_id = r["contact_id"]
-        for r in self.storage.query(
-            f"SELECT site_id, anonymous_id, groupUniqArray(stage) AS stages FROM {db}.stage_transitions_data"
-            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} AND (site_id, anonymous_id,"
-            " message_id) IN " + stored.replace("@what", "message_id") + " GROUP BY site_id, anonymous_id",
-            {"v": missing},
-        ):
+        for r in self.repo.visitor_stages(missing):
             self.visitors[(r["site_id"], r["anonymous_id"])].stages |= set(r["stages"])
 
     def _check_open_sessions(self, sessions: list[tuple[tuple[str, str], SessionState]]) -> None:
@@ -335,17 +306,8 @@ class JourneyBuilder:
         disagree (a batch that extended it was written but for its events)."""
         if not sessions:
             return
-        db = self.storage.database
         found: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for r in self.storage.query(
-            f"SELECT site_id, anonymous_id, session_id, type, event, count() AS n, max(timestamp) AS last_at,"
-            f" maxIf(timestamp, type IN ('page', 'screen') AND page_path != '') AS page_at,"
-            f" argMaxIf(page_path, timestamp, type IN ('page', 'screen') AND page_path != '') AS page,"
-            f" maxIf(timestamp, user_id != '') AS user_at, argMaxIf(user_id, timestamp, user_id != '') AS last_user"
-            f" FROM {db}.events WHERE (site_id, anonymous_id, session_id) IN"
-            " {s:Array(Tuple(String, String, String))} GROUP BY site_id, anonymous_id, session_id, type, event",
-            {"s": sorted((site, anon, s.session_id) for (site, anon), s in sessions)},
-        ):
+        for r in self.repo.session_event_counts(sorted((site, anon, s.session_id) for (site, anon), s in sessions)):
             n = int(r["n"])
             got = found.setdefault(
                 (r["site_id"], r["anonymous_id"], r["session_id"]),
@@ -370,14 +332,9 @@ class JourneyBuilder:
 
     def _load_contacts(self, events: Sequence[EnrichedEvent]) -> None:
         """Contacts this batch may touch, in two queries (not one per contact)."""
-        db = self.storage.database
         emails = sorted({(e["site_id"], _email(e)) for e in events if _email(e)} - self.email_contacts.keys())
         if emails:
-            for r in self.storage.query(
-                f"SELECT site_id, email, argMax(contact_id, version) AS contact_id FROM {db}.contacts_data"
-                " WHERE (site_id, email) IN {v:Array(Tuple(String, String))} GROUP BY site_id, email",
-                {"v": emails},
-            ):
+            for r in self.repo.email_contacts(emails):
                 self.email_contacts[(r["site_id"], r["email"])] = r["contact_id"]
         wanted: set[tuple[str, str]] = set()
         for e in events:
@@ -395,10 +352,7 @@ class JourneyBuilder:
         missing = sorted(wanted - self.contacts.keys())
         if not missing:
             return
-        for row in self.storage.query(
-            f"SELECT * FROM {db}.contacts_data FINAL WHERE (site_id, contact_id) IN {{v:Array(Tuple(String, String))}}",
-            {"v": missing},
-        ):
+        for row in self.repo.contacts(missing):
             self.contacts[(row["site_id"], row["contact_id"])] = self._parsed(row)
         for site, cid in missing:
             self.contacts.setdefault((site, cid), self._blank_contact(site, cid))
@@ -409,11 +363,7 @@ class JourneyBuilder:
         missing = sorted(wanted - self.accounts.keys())
         if not missing:
             return
-        for row in self.storage.query(
-            f"SELECT * FROM {self.storage.database}.accounts_data FINAL WHERE (site_id, group_id) IN"
-            " {v:Array(Tuple(String, String))}",
-            {"v": missing},
-        ):
+        for row in self.repo.accounts(missing):
             row["traits"] = orjson.loads(row["traits"] or "{}")
             self.accounts[(row["site_id"], row["group_id"])] = row
         for site, gid in missing:
@@ -455,11 +405,7 @@ class JourneyBuilder:
     def _contact(self, site_id: str, contact_id: str) -> dict[str, Any]:
         key = (site_id, contact_id)
         if key not in self.contacts:  # not foreseen by _load_contacts (e.g. an alias): one lookup
-            rows = self.storage.query(
-                f"SELECT * FROM {self.storage.database}.contacts_data FINAL"
-                " WHERE site_id = {s:String} AND contact_id = {c:String}",
-                {"s": site_id, "c": contact_id},
-            )
+            rows = self.repo.contacts([key])
             self.contacts[key] = self._parsed(rows[0]) if rows else self._blank_contact(site_id, contact_id)
         return self.contacts[key]
 
@@ -657,12 +603,7 @@ class JourneyBuilder:
         return contact_id
 
     def _anonymous_ids_of(self, site_id: str, contact_id: str) -> list[str]:
-        rows = self.storage.query(
-            f"SELECT DISTINCT anonymous_id FROM {self.storage.database}.identities_data"
-            " WHERE site_id = {s:String} AND contact_id = {c:String}",
-            {"s": site_id, "c": contact_id},
-        )
-        ids = [r["anonymous_id"] for r in rows]
+        ids = self.repo.anonymous_ids_of(site_id, contact_id)
         ids += [
             v.session.anonymous_id
             for (s, _), v in self.visitors.items()
@@ -736,16 +677,19 @@ class JourneyBuilder:
     # ---- writing --------------------------------------------------------------------------------
 
     def _write(self, out: Output) -> None:
-        st = self.storage
         version = time.time_ns()
-        st.insert("sessions_data", [session.row(site, version) for site, session in out.sessions.values()])
-        st.insert("touchpoints_data", out.touchpoints)
-        st.insert("identities_data", out.identities)
-        st.insert("contacts_data", list(out.contacts.values()))
-        st.insert("stage_transitions_data", out.stages)
-        st.insert("accounts_data", list(out.accounts.values()))
-        st.insert("account_links_data", out.account_links)
-        st.insert("events", out.events)  # last: its presence marks the batch as done
+        self.repo.write(
+            {
+                "sessions_data": [session.row(site, version) for site, session in out.sessions.values()],
+                "touchpoints_data": out.touchpoints,
+                "identities_data": out.identities,
+                "contacts_data": list(out.contacts.values()),
+                "stage_transitions_data": out.stages,
+                "accounts_data": list(out.accounts.values()),
+                "account_links_data": out.account_links,
+                "events": out.events,  # last: its presence marks the batch as done
+            }
+        )
 
     def _evict(self) -> None:
         while len(self.visitors) > self.max_visitors:

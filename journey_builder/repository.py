@@ -1,0 +1,115 @@
+"""All of the journey builder's SQL: what it reads back from ClickHouse and what it writes.
+
+The builder (journey_builder/builder.py) holds the logic (sessions, identities, stages) and calls
+these; each method is one query over a batch's keys (never one per event), and ``write`` inserts a
+batch's rows, ``events`` last: its rows mark the batch as done, so a batch interrupted before them
+is processed again and its derived rows are written again with a newer version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from trailmark.storage.base import Row, Storage
+
+Keys = Sequence[tuple[str, str]]
+
+
+class BuilderRepository:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.db = storage.database
+
+    def _stored(self, what: str) -> str:
+        """(site, visitor, ``what``) of the stored events of the visitors ``{v}``."""
+        return (
+            f"(SELECT site_id, anonymous_id, {what} FROM {self.db}.events"
+            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))})"
+        )
+
+    def seen_messages(self, visitors: Keys, message_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """(site, messageId) of these that are already stored (looked up by visitor: the primary key)."""
+        rows = self.storage.query(
+            f"SELECT site_id, message_id FROM {self.db}.events WHERE (site_id, anonymous_id) IN "
+            "{visitors:Array(Tuple(String, String))} AND message_id IN {ids:Array(String)}",
+            {"visitors": list(visitors), "ids": list(message_ids)},
+        )
+        return {(r["site_id"], r["message_id"]) for r in rows}
+
+    def last_sessions(self, visitors: Keys) -> list[Row]:
+        """Per visitor: sessions with stored events, the latest one's fields (tuple ``s``), and how
+        many converted."""
+        return self.storage.query(
+            f"SELECT site_id, anonymous_id, count() AS n, argMax(session_id, end) AS last_session,"
+            f" argMax(tuple(start, end, entry_page, exit_page, referrer_host, channel, source, medium, campaign,"
+            f" click_id_type, pageviews, events, conversions, user_id, device, browser, os, country, campaign_key),"
+            f" end) AS s, countIf(conversions > 0) AS converted"
+            f" FROM {self.db}.sessions_data FINAL WHERE (site_id, anonymous_id) IN"
+            " {v:Array(Tuple(String, String))} AND (site_id, anonymous_id, session_id) IN "
+            + self._stored("session_id")
+            + " GROUP BY site_id, anonymous_id",
+            {"v": list(visitors)},
+        )
+
+    def session_event_counts(self, sessions: Sequence[tuple[str, str, str]]) -> list[Row]:
+        """Stored events of these sessions, counted by type and name, with the latest page and user."""
+        return self.storage.query(
+            f"SELECT site_id, anonymous_id, session_id, type, event, count() AS n, max(timestamp) AS last_at,"
+            f" maxIf(timestamp, type IN ('page', 'screen') AND page_path != '') AS page_at,"
+            f" argMaxIf(page_path, timestamp, type IN ('page', 'screen') AND page_path != '') AS page,"
+            f" maxIf(timestamp, user_id != '') AS user_at, argMaxIf(user_id, timestamp, user_id != '') AS last_user"
+            f" FROM {self.db}.events WHERE (site_id, anonymous_id, session_id) IN"
+            " {s:Array(Tuple(String, String, String))} GROUP BY site_id, anonymous_id, session_id, type, event",
+            {"s": list(sessions)},
+        )
+
+    def visitor_contacts(self, visitors: Keys) -> list[Row]:
+        return self.storage.query(
+            f"SELECT site_id, anonymous_id, argMax(contact_id, last_seen) AS contact_id FROM {self.db}.identities_data"
+            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} GROUP BY site_id, anonymous_id",
+            {"v": list(visitors)},
+        )
+
+    def visitor_stages(self, visitors: Keys) -> list[Row]:
+        """Stages each visitor entered with a stored event."""
+        return self.storage.query(
+            f"SELECT site_id, anonymous_id, groupUniqArray(stage) AS stages FROM {self.db}.stage_transitions_data"
+            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))} AND (site_id, anonymous_id,"
+            " message_id) IN " + self._stored("message_id") + " GROUP BY site_id, anonymous_id",
+            {"v": list(visitors)},
+        )
+
+    def email_contacts(self, emails: Keys) -> list[Row]:
+        return self.storage.query(
+            f"SELECT site_id, email, argMax(contact_id, version) AS contact_id FROM {self.db}.contacts_data"
+            " WHERE (site_id, email) IN {v:Array(Tuple(String, String))} GROUP BY site_id, email",
+            {"v": list(emails)},
+        )
+
+    def contacts(self, keys: Keys) -> list[Row]:
+        return self.storage.query(
+            f"SELECT * FROM {self.db}.contacts_data FINAL WHERE (site_id, contact_id) IN"
+            " {v:Array(Tuple(String, String))}",
+            {"v": list(keys)},
+        )
+
+    def accounts(self, keys: Keys) -> list[Row]:
+        return self.storage.query(
+            f"SELECT * FROM {self.db}.accounts_data FINAL WHERE (site_id, group_id) IN"
+            " {v:Array(Tuple(String, String))}",
+            {"v": list(keys)},
+        )
+
+    def anonymous_ids_of(self, site_id: str, contact_id: str) -> list[str]:
+        rows = self.storage.query(
+            f"SELECT DISTINCT anonymous_id FROM {self.db}.identities_data"
+            " WHERE site_id = {s:String} AND contact_id = {c:String}",
+            {"s": site_id, "c": contact_id},
+        )
+        return [r["anonymous_id"] for r in rows]
+
+    def write(self, tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """One insert per table, in the order given; the caller puts ``events`` last."""
+        for table, rows in tables.items():
+            self.storage.insert(table, rows)
