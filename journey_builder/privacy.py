@@ -239,9 +239,11 @@ class Suppression:
 
     def erased(self, events: Sequence[dict[str, Any]]) -> list[bool]:
         """For each event: does it carry an erased identifier of its site?"""
+        if self.entries == 0:  # nothing was ever erased: no hashing, no lookup (the common case)
+            return [False] * len(events)
         hashes = [[identifier_hash(str(e.get("site_id", "")), i) for i in event_identifiers(e)] for e in events]
         wanted = sorted({(str(e.get("site_id", "")), h) for e, hs in zip(events, hashes, strict=True) for h in hs})
-        if not wanted or self.entries == 0:
+        if not wanted:
             return [False] * len(events)
         found = {
             (r["site_id"], r["hash"])
