@@ -42,9 +42,14 @@ def ch_time(iso: str) -> str:
     return iso[:10] + " " + iso[11:19] + "." + frac.ljust(3, "0")
 
 
+def ch_text(dt: datetime) -> str:
+    """An aware datetime as ClickHouse text, in UTC ('2026-01-01 10:00:00.123')."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+
+
 def ch_now() -> str:
     """Now, as ClickHouse text."""
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+    return ch_text(datetime.now(UTC))
 
 
 def from_ch(value: Any) -> str:
@@ -57,4 +62,4 @@ def epoch_ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
-__all__ = ["CH_EPOCH", "bus_time", "ch_now", "ch_time", "epoch_ms", "from_ch", "parse_time"]
+__all__ = ["CH_EPOCH", "bus_time", "ch_now", "ch_text", "ch_time", "epoch_ms", "from_ch", "parse_time"]

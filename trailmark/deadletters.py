@@ -56,6 +56,8 @@ from pydantic import BaseModel, Field
 from ingest.validate import visitor
 from schemas import SCHEMA_VERSION, Site, bus_time
 from schemas.raw_batch import RawBatch
+from schemas.times import ch_now, ch_text
+from schemas.times import parse_time as parse_iso
 from trailmark.bus.base import BusUnavailable, EventBus, Producer
 from trailmark.errors import BadRequest, TrailmarkError, Unavailable
 from trailmark.keys import index_keys, key_digest
@@ -121,12 +123,11 @@ def parse_time(value: str | None, now: datetime | None = None) -> str | None:
     if m := _RELATIVE.match(value.strip()):
         at = (now or datetime.now(UTC)) - timedelta(**{_UNITS[m[2]]: int(m[1])})
     else:
-        try:
-            at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise BadFilter(f"time {value!r}: use ISO 8601 (2026-11-02T09:00:00Z) or 30m / 24h / 7d") from None
-        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    return at.strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+        parsed = parse_iso(value.strip())
+        if parsed is None:
+            raise BadFilter(f"time {value!r}: use ISO 8601 (2026-11-02T09:00:00Z) or 30m / 24h / 7d")
+        at = parsed
+    return ch_text(at)
 
 
 @dataclass(frozen=True)
@@ -372,7 +373,7 @@ class DeadLetters:
         producer = self.producer()
         for topic, records in by_topic.items():  # acknowledged (durable) before the replay is recorded
             await producer.send_batch(topic, records)
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+        now = ch_now()
         log_rows = [
             {
                 "dead_letter_id": row["id"],

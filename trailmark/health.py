@@ -6,17 +6,11 @@ import time
 
 from prometheus_client import Counter, Gauge
 
+from trailmark.results import describe
 from trailmark.settings import HealthSettings
 
 HEALTHY = Gauge("trailmark_stage_healthy", "1 while a stage makes progress, 0 when it crash-loops or stalls", ["stage"])
 RESTARTS = Counter("trailmark_stage_restarts_total", "Times a stage crashed and was restarted", ["stage"])
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        return f"{type(exc).__name__}: {exc}"
-    except Exception:  # an exception whose __str__ fails (from hostile input) still has a type
-        return type(exc).__name__
 
 
 class StageHealth:
@@ -53,7 +47,7 @@ class StageHealth:
 
     def crashed(self, exc: BaseException) -> None:
         self.crashes_in_a_row += 1
-        self.last_error = _describe(exc)[:300]
+        self.last_error = describe(exc)[:300]
         self.busy_since = None
         RESTARTS.labels(self.stage).inc()
 
