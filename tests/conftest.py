@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,6 +27,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until_up(
+    proc: subprocess.Popen[bytes], url: str, timeout: float, name: str, tail: Callable[[], str], interval: float = 0.1
+) -> None:
+    """Wait until ``url`` answers 200; RuntimeError with the process's log if it exits or is too slow."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited {proc.returncode}:\n{tail()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"{name} not ready in {timeout}s:\n{tail()}")
 
 
 class TrailmarkProcess:
@@ -67,17 +84,8 @@ class TrailmarkProcess:
                 env=env,
                 cwd=ROOT,
             )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.command} exited {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}{until}", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.command} not ready in {timeout}s:\n{self.tail()}")
+        wait_until_up(self.proc, f"{self.url}{until}", timeout, str(self.command), self.tail)
+        return self
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""

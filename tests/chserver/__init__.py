@@ -12,21 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    from tests.conftest import free_port
-
-    return free_port()
+from tests.conftest import ROOT, free_port, wait_until_up
 
 
 class ClickHouseEndpoint:
@@ -34,7 +26,7 @@ class ClickHouseEndpoint:
 
     def __init__(self, path: Path, port: int | None = None) -> None:
         self.path = path
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = path.parent / f"chserver-{self.port}.log"
@@ -50,17 +42,8 @@ class ClickHouseEndpoint:
                 env=env,
                 cwd=ROOT,
             )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chserver exited {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/ping", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"chserver not ready in {timeout}s:\n{self.tail()}")
+        wait_until_up(self.proc, f"{self.url}/ping", timeout, "chserver", self.tail, interval=0.05)
+        return self
 
     def stop(self, kill: bool = False, timeout: float = 20) -> None:
         """SIGTERM (uvicorn finishes the requests in flight), or SIGKILL with ``kill=True``."""
