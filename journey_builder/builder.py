@@ -163,7 +163,6 @@ class Output:
     accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     account_links: list[dict[str, Any]] = field(default_factory=list)
     skipped_duplicates: int = 0
-    skipped_bots: int = 0
     skipped_erased: int = 0
 
 
@@ -203,7 +202,6 @@ class JourneyBuilder:
         self._load_accounts(fresh)
         for ev in fresh:
             if ev["is_bot"] and not self.settings.include_bots:
-                out.skipped_bots += 1
                 out.events.append(self._event_row(ev, "", ""))  # kept in events, out of journeys
                 continue
             self._apply(ev, out)

@@ -201,7 +201,7 @@ class BuildStage:
         else:
             # events the builder skips on purpose: already stored (a redelivery, a replay), or of an
             # erased contact; both are counted, neither is written again
-            for reason, n in (("duplicate", out.skipped_duplicates), ("erased", getattr(out, "skipped_erased", 0))):
+            for reason, n in (("duplicate", out.skipped_duplicates), ("erased", out.skipped_erased)):
                 if n:
                     DROPPED.labels("journeys", reason).inc(n)
             return []
