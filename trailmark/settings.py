@@ -113,6 +113,25 @@ class StorageSettings(Section):
     query_timeout_s: float = 120.0  # read timeout of one request; /v1/sql limits itself below it
 
 
+class AnalysisSettings(Section):
+    """Retention, personas, stage KPIs, moments of truth and feedback (journey_builder/cohorts.py,
+    personas.py, kpis.py, moments.py): what they read and how far one request may go."""
+
+    personas_file: Path | None = None  # unset: journey_builder/personas.toml
+    purchase_events: list[str] = ["Order Completed"]  # purchases: revenue, repeat purchase rate, personas
+    revenue_property: str = "revenue"  # the purchase event's property holding its amount
+    nps_event: str = "NPS Answered"  # properties.score 0-10
+    csat_event: str = "CSAT Answered"  # properties.score 1-5
+    moments_min_support: int = 20  # a moment needs this many contacts with it (and without it) to be listed
+    moments_confidence: float = 0.95  # of the lift's interval
+    max_periods: int = 52  # retention periods and KPI weeks a request may ask for
+    max_rows: int = 500  # rows (moments, cohorts) one answer may hold
+    # ClickHouse limits on every one of these reads (SETTINGS of the query itself)
+    max_execution_s: float = 20.0
+    max_memory_bytes: int = 2 * 1024**3
+    max_threads: int = 2
+
+
 class JourneySettings(Section):
     session_timeout_s: int = 30 * 60
     conversions: list[str] = ["Order Completed", "Signed Up", "$form_submit", "form_submit"]
@@ -123,6 +142,7 @@ class JourneySettings(Section):
     # visitors (and contacts, accounts) the builder keeps in memory between batches; past it the
     # least recently seen are dropped and reloaded from ClickHouse when they come back
     max_visitors: int = 500_000
+    analysis: AnalysisSettings = AnalysisSettings()  # TRAILMARK_JOURNEYS__ANALYSIS__*
 
 
 class SqlSettings(Section):

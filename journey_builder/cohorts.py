@@ -1,0 +1,116 @@
+"""Cohort retention: contacts grouped by the week or month of their first start event, and the share of
+each cohort that comes back (does the return event) in each later period.
+
+One query: per contact, the first start event and the distinct periods with a return event; then per
+cohort (and channel or persona) the cohort's size and, summed element-wise (``sumForEach``), who was
+back in period 0, 1, ... Period 0 is the cohort's own period. Periods that have not ended yet (the
+triangle's missing corner) are ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from journey_builder.analytics import BadQuery, _contact, _join, _range
+from journey_builder.insights import event_condition, query
+from journey_builder.personas import Personas
+from trailmark.settings import AnalysisSettings
+from trailmark.storage.base import Storage
+
+UNITS = {"week": "toStartOfWeek({}, 1)", "month": "toStartOfMonth({})"}  # weeks start on Monday
+
+
+def _add(d: date, unit: str, n: int) -> date:
+    if unit == "week":
+        return date.fromordinal(d.toordinal() + 7 * n)
+    months = d.year * 12 + d.month - 1 + n
+    return date(months // 12, months % 12 + 1, 1)
+
+
+def retention(
+    storage: Storage,
+    site_id: str,
+    personas: Personas,
+    conf: AnalysisSettings,
+    *,
+    cohort: str = "week",
+    start_event: str = "",
+    return_event: str = "",
+    periods: int = 8,
+    by: str = "",
+    persona: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    today: date | None = None,
+) -> dict[str, Any]:
+    """The cohort x period matrix. ``start_event``/``return_event``: a page path or an event name
+    (empty: any event); ``by``: '', 'channel' (first touch) or 'persona'."""
+    if cohort not in UNITS:
+        raise BadQuery("cohort: week or month")
+    if not 1 <= periods <= conf.max_periods:
+        raise BadQuery(f"periods: 1 to {conf.max_periods}")
+    if by not in ("", "channel", "persona"):
+        raise BadQuery("by: channel or persona")
+    db = storage.database
+    p: dict[str, Any] = {"s": site_id, "periods": periods, "rows": conf.max_rows}
+    start = event_condition(start_event, "r_start", p)
+    back = event_condition(return_event, "r_back", p)
+    bucket = UNITS[cohort]
+    having = _range("first_at", p, since, until)
+    group = {
+        "": "''",
+        "channel": "first_channel",
+        "persona": "pm.persona",
+    }[by]
+    persona_join = ""
+    if by == "persona":
+        persona_join = f" LEFT JOIN ({personas.profile_sql(db, conf, p)}) AS pm ON pm.contact_id = c.contact_id"
+    only = personas.filter_sql(db, conf, p, persona, "c.contact_id")
+    relevant = "1" if start == "1" or back == "1" else f"{start} OR {back}"
+    per_contact = (
+        f"SELECT {_contact('e')} AS contact_id, minIf(e.timestamp, {start}) AS first_at,"
+        f" groupUniqArrayIf({bucket.format('e.timestamp')}, {back}) AS back,"
+        " if(argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal')) = '', 'Direct',"
+        " argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal'))) AS first_channel"
+        f" FROM (SELECT site_id, anonymous_id, timestamp, type, event, page_path, channel FROM {db}.events AS e"
+        f"  WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND ({relevant})) AS e{_join(db, 'e')}"
+        f" GROUP BY contact_id HAVING countIf({start}) > 0{having}"
+    )
+    rows = query(
+        storage,
+        conf,
+        f"SELECT toString(cohort) AS cohort, grp, count() AS size, sumForEach(flags) AS retained FROM ("
+        f" SELECT {bucket.format('c.first_at')} AS cohort, {group} AS grp,"
+        f" arrayMap(i -> toUInt64(has(arrayMap(d -> dateDiff('{cohort}', cohort, d), c.back), i)),"
+        f" range(toUInt64({{periods:UInt16}}))) AS flags"
+        f" FROM ({per_contact}) AS c{persona_join} WHERE 1{only})"
+        f" GROUP BY cohort, grp ORDER BY cohort DESC, grp LIMIT {{rows:UInt32}}",
+        p,
+    )
+    now = today or datetime.now(UTC).date()
+    out = []
+    for r in sorted(rows, key=lambda r: (r["cohort"], r["grp"])):
+        first = date.fromisoformat(r["cohort"][:10])
+        size = int(r["size"])
+        counts: list[int | None] = [
+            int(n) if _add(first, cohort, i) <= now else None for i, n in enumerate(r["retained"])
+        ]
+        out.append(
+            {
+                "cohort": r["cohort"][:10],
+                "group": r["grp"],
+                "size": size,
+                "retained": counts,
+                "rate": [None if n is None else round(n / size, 4) for n in counts],
+            }
+        )
+    return {
+        "cohort": cohort,
+        "periods": periods,
+        "start_event": start_event,
+        "return_event": return_event,
+        "by": by,
+        "persona": persona or "",
+        "rows": out,
+    }

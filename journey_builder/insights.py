@@ -1,0 +1,78 @@
+"""SQL pieces shared by the journey-method reads (retention, personas, stage KPIs, moments of truth,
+feedback): the ClickHouse limits every one of them runs under, a contact's stage history, the stage a
+contact was in at a given time, and parameter checks.
+
+Every piece takes its values as query parameters (``{name:Type}``); only names of our own (columns,
+numbers we formatted) are put into the SQL text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from journey_builder.analytics import BadQuery
+from journey_builder.stages import STAGES
+from trailmark.settings import AnalysisSettings
+from trailmark.storage.base import Storage
+
+STAGE_LIST = "[" + ", ".join(f"'{s}'" for s in STAGES) + "]"  # our own names, no quoting needed
+
+
+def limits(conf: AnalysisSettings) -> str:
+    """A ``SETTINGS`` clause: the read sessions run with ``readonly = 2``, which lets a query lower
+    its own limits; a heavy persona or retention query then stops with TIMEOUT_EXCEEDED (a 400)
+    instead of holding a read session for minutes."""
+    return (
+        f" SETTINGS max_execution_time = {float(conf.max_execution_s)},"
+        f" max_memory_usage = {int(conf.max_memory_bytes)}, max_threads = {max(1, int(conf.max_threads))}"
+    )
+
+
+def query(storage: Storage, conf: AnalysisSettings, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One read on the storage's read-only sessions, under the analysis limits."""
+    return storage.query(sql + limits(conf), params, readonly=True)
+
+
+def epoch(col: str) -> str:
+    """A DateTime64 column as seconds (Float64), the unit the array arithmetic below uses."""
+    return f"toFloat64(toUnixTimestamp64Milli({col})) / 1000"
+
+
+def stage_history(db: str, persona_filter: str = "") -> str:
+    """Per contact: ``hist``, its stage entries ``(at, stage index 1..5)`` in time order (the
+    ``stage_transitions`` view resolves devices to contacts and keeps each stage's first entry)."""
+    return (
+        f"SELECT contact_id, arraySort(x -> x.1, groupArray(({epoch('entered_at')},"
+        f" toUInt8(indexOf({STAGE_LIST}, stage))))) AS hist"
+        f" FROM {db}.stage_transitions WHERE site_id = {{s:String}} AND indexOf({STAGE_LIST}, stage) > 0"
+        f"{persona_filter} GROUP BY contact_id"
+    )
+
+
+def stage_at(hist: str, at: str) -> str:
+    """The index (1..5, 0 = none) of the furthest stage entered at or before ``at`` (seconds)."""
+    return f"arrayMax(arrayMap(x -> if(x.1 <= {at}, x.2, toUInt8(0)), arrayPushBack({hist}, (0., toUInt8(0)))))"
+
+
+def stage_name(index: int) -> str:
+    return STAGES[index - 1] if 1 <= index <= len(STAGES) else ""
+
+
+def event_condition(name: str, key: str, p: dict[str, Any], alias: str = "e") -> str:
+    """A page path (``/...``) or an event name, as a condition on ``events`` (the funnel's rule)."""
+    if not name:
+        return "1"
+    if len(name) > 200:
+        raise BadQuery("event names and paths: at most 200 characters")
+    p[key] = name
+    if name.startswith("/"):
+        return f"({alias}.type IN ('page', 'screen') AND {alias}.page_path = {{{key}:String}})"
+    return f"({alias}.type = 'track' AND {alias}.event = {{{key}:String}})"
+
+
+def names(values: list[str], what: str, most: int = 20) -> list[str]:
+    """Checked list parameters (event names, persona names): bounded in count and length."""
+    out = [v.strip() for v in values if v.strip()]
+    if len(out) > most or any(len(v) > 200 for v in out):
+        raise BadQuery(f"{what}: at most {most} values of at most 200 characters")
+    return out
