@@ -11,7 +11,8 @@ steady-state cost per event is a handful of dict look-ups.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -22,11 +23,14 @@ from enrich.geo import truncate_ip
 from enrich.referrers import VIDEO_SITES, ReferrerClassifier, is_shopping
 from enrich.urls import CLICK_ID_INFO, ClickId, campaign_from_context, parse_query, split_url
 from schemas.events import ENRICHED_DEFAULTS, EnrichedEvent, RawEvent, Site
+from trailmark.errors import Unavailable
 from trailmark.settings import EnrichSettings
+from trailmark.suppression import Suppression
 
 _DEFAULTS = {k: v for k, v in ENRICHED_DEFAULTS.items() if k != "enrich_errors"}
 _REF_MEDIUM = {"search": "organic", "social": "social", "email": "email"}
 _NO_CLICK = ClickId("", "", "")
+log = logging.getLogger("trailmark.enrich")
 
 
 def _s(v: object) -> str:
@@ -80,8 +84,10 @@ Step = Callable[[_Ctx, dict[str, Any]], None]
 class Enricher:
     """Loads every enabled parser/database once; ``enrich`` then costs microseconds per event."""
 
-    def __init__(self, settings: EnrichSettings | None = None) -> None:
+    def __init__(self, settings: EnrichSettings | None = None, suppression: Suppression | None = None) -> None:
         self.settings = s = settings or EnrichSettings()
+        # erased identifiers (trailmark/suppression.py): None where this process has no storage
+        self.suppression = suppression
         n = s.cache_size
         self._refs = ReferrerClassifier(n) if (s.referrer or s.channel) else None
         self._ua = None
@@ -152,6 +158,18 @@ class Enricher:
             except Exception as exc:  # one failing enrichment must never drop the event
                 errors.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
         return out  # type: ignore[return-value]
+
+    def erased(self, events: Sequence[EnrichedEvent]) -> list[bool]:
+        """For each enriched event of a batch: does it carry an erased identifier? Those are dropped
+        here, before the enriched topic, a dead letter or the builder could hold them again."""
+        if self.suppression is None or not events:
+            return [False] * len(events)
+        try:
+            self.suppression.changed()  # one count per batch; the lookup itself only after an erasure
+            return self.suppression.erased(events)  # type: ignore[arg-type]  # TypedDicts are dicts
+        except Unavailable as exc:  # enrichment goes on without storage; the journey builder checks again
+            log.warning("suppression list unreachable, the journey builder will check these events: %s", exc)
+            return [False] * len(events)
 
     # -- cached pure parts ----------------------------------------------------------------------
     def _page_info_uncached(self, url: str, search: str) -> PageInfo:

@@ -9,7 +9,8 @@ on them, and the contacts merged into it.
 **Suppression first, then deletes.** An erasure first stores a hash of every identifier
 (``identifier_hash``: SHA-256 of site, NUL, identifier) in ``suppressed_identifiers``; the journey
 builder drops any event carrying one of them (``Suppression``), so late events, client retries and
-replays cannot bring the contact back. Only then are the rows deleted. No identifier is kept in the
+replays cannot bring the contact back (the list and its reader live in trailmark/suppression.py: the
+enricher reads it too). Only then are the rows deleted. No identifier is kept in the
 clear, not even in ``erasure_requests``.
 
 **Deletes are mutations.** ``ALTER TABLE ... DELETE`` with ``mutations_sync = 2`` rewrites the parts
@@ -28,10 +29,9 @@ suppression list covers what is still in flight, topic retention the rest.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,31 +40,14 @@ import orjson
 from journey_builder import queries
 from schemas.times import ch_now
 from trailmark.storage.base import Row, Storage
+from trailmark.suppression import Suppression as Suppression  # re-exported: the builder imports it from here
+from trailmark.suppression import identifier_hash
 
 MUTATION = {"mutations_sync": 2}
 IDENTIFIER_COLUMNS = ("anonymous_id", "user_id", "email", "contact_id", "handle")
 # tables an erasure writes itself; they hold hashes and counts, never an identifier
 OWN_TABLES = frozenset({"suppressed_identifiers", "erasure_requests", "schema_migrations"})
 JSON_COLUMNS = ("properties", "traits", "context", "extra", "field_sources")
-
-
-def identifier_hash(site_id: str, identifier: str) -> str:
-    """The hex SHA-256 an erased identifier is remembered by (``anon:ID``, ``user:ID``, ``email:addr``)."""
-    return hashlib.sha256(f"{site_id}\x00{identifier}".encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def event_identifiers(event: dict[str, Any]) -> list[str]:
-    """The typed identifiers of one enriched event (what the suppression list is checked for)."""
-    anon = event.get("anonymous_id") or ""
-    user = event.get("user_id") or ""
-    out = [f"anon:{anon or 'user:' + str(user)}"]
-    if user:
-        out.append(f"user:{user}")
-    if event.get("email") and event.get("type") != "group":  # a group call's email is the account's
-        out.append(f"email:{str(event['email']).lower()}")
-    if event.get("previous_id"):
-        out.append(f"anon:{event['previous_id']}")
-    return out
 
 
 @dataclass
@@ -218,42 +201,6 @@ def apply_retention(storage: Storage, days_by_site: dict[str, int], default_days
         )
         changed.append(table)
     return changed
-
-
-# --- suppression (read by the journey builder) --------------------------------------------------------
-
-
-class Suppression:
-    """Which events of a batch carry an erased identifier: one lookup per batch by hash."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        self.entries = -1  # rows of suppressed_identifiers last seen: a change means a new erasure
-
-    def changed(self) -> bool:
-        """Whether an erasure happened since the last call (cached contact state must then go)."""
-        rows = self.storage.query(f"SELECT count() AS n FROM {self.storage.database}.suppressed_identifiers")
-        n = int(rows[0]["n"]) if rows else 0
-        before, self.entries = self.entries, n
-        return before != -1 and n != before
-
-    def erased(self, events: Sequence[dict[str, Any]]) -> list[bool]:
-        """For each event: does it carry an erased identifier of its site?"""
-        if self.entries == 0:  # nothing was ever erased: no hashing, no lookup (the common case)
-            return [False] * len(events)
-        hashes = [[identifier_hash(str(e.get("site_id", "")), i) for i in event_identifiers(e)] for e in events]
-        wanted = sorted({(str(e.get("site_id", "")), h) for e, hs in zip(events, hashes, strict=True) for h in hs})
-        if not wanted:
-            return [False] * len(events)
-        found = {
-            (r["site_id"], r["hash"])
-            for r in self.storage.query(
-                f"SELECT DISTINCT site_id, hash FROM {self.storage.database}.suppressed_identifiers"
-                " WHERE (site_id, hash) IN {v:Array(Tuple(String, String))}",
-                {"v": wanted},
-            )
-        }
-        return [any((str(e.get("site_id", "")), h) in found for h in hs) for e, hs in zip(events, hashes, strict=True)]
 
 
 # --- log records --------------------------------------------------------------------------------------

@@ -160,7 +160,8 @@ class Runtime:
                 self.runners.append(journey_runner(self.bus, self.settings, storage))
                 self.runners.append(dead_letter_sink(self.bus, self.settings, storage))
             if "enricher" in self.roles:
-                self.runners.append(enrich_runner(self.bus, self.settings, sites))
+                # with the journeys role in this process too, it drops erased identifiers' events early
+                self.runners.append(enrich_runner(self.bus, self.settings, sites, self.storage))
         for runner in self.runners:
             runner.health.export()
             self.tasks.append(asyncio.create_task(self._supervise(runner), name=runner.stage))

@@ -50,6 +50,7 @@ from trailmark.results import (
 )
 from trailmark.settings import Settings
 from trailmark.storage.base import Storage, StorageUnavailable
+from trailmark.suppression import Suppression
 
 log = logging.getLogger("trailmark.runtime")
 
@@ -94,10 +95,11 @@ class Batch(Generic[T]):
 
 
 class EnrichStage:
-    """``RawBatch`` records -> ``EnrichedEvent`` results (one per event of each batch)."""
+    """``RawBatch`` records -> ``EnrichedEvent`` results (one per event of each batch). With a
+    storage, events of erased identifiers are dropped here (``Drop("erased")``)."""
 
-    def __init__(self, settings: Settings, sites: dict[str, Site]) -> None:
-        self.enricher = Enricher(settings.enrich)
+    def __init__(self, settings: Settings, sites: dict[str, Site], storage: Storage | None = None) -> None:
+        self.enricher = Enricher(settings.enrich, Suppression(storage) if storage is not None else None)
         self.sites = sites
         self.max_skew = timedelta(seconds=settings.enrich.max_clock_skew_s)
 
@@ -127,6 +129,10 @@ class EnrichStage:
                     out.failed.append(Failed(m.key, "invalid", exc.reason, raw))
                 except Exception as exc:  # one event's failure is that event's dead letter
                     out.failed.append(Failed(m.key, "enrich_failed", describe(exc), raw))
+        erased = self.enricher.erased([o.value for o in out.ok])
+        if any(erased):
+            out.dropped += [Drop("erased") for gone in erased if gone]
+            out.ok = [o for o, gone in zip(out.ok, erased, strict=True) if not gone]
         return out
 
     def serialized(self, messages: Sequence[Message]) -> Batch[bytes]:
@@ -445,9 +451,11 @@ class StageRunner(Generic[T]):
 # ---- the runners the app starts ----------------------------------------------------------------
 
 
-def enrich_runner(bus: EventBus, settings: Settings, sites: dict[str, Site]) -> StageRunner[bytes]:
-    """Kafka: raw topic -> enriched topic."""
-    stage = EnrichStage(settings, sites)
+def enrich_runner(
+    bus: EventBus, settings: Settings, sites: dict[str, Site], storage: Storage | None = None
+) -> StageRunner[bytes]:
+    """Kafka: raw topic -> enriched topic (erased identifiers dropped when the process has a storage)."""
+    stage = EnrichStage(settings, sites, storage)
     topic = settings.bus.topic_enriched
 
     async def forward(ok: list[Ok[bytes]]) -> list[Failed]:
@@ -483,7 +491,7 @@ def embedded_runner(
     its records would only be written to and read back from the same SQLite file by the same
     process. Raw records are request batches (a browser sends up to ~50 events in one): a round
     polls about batch_rows events' worth."""
-    enrich, build = EnrichStage(settings, sites), BuildStage(settings, storage)
+    enrich, build = EnrichStage(settings, sites, storage), BuildStage(settings, storage)
     b = settings.bus
     return StageRunner(
         "enrich+journeys",

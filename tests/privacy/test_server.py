@@ -193,7 +193,8 @@ def test_erase_a_stitched_contact_through_the_cli(tmp_path: Path) -> None:
         assert r.status_code == 200
         server.wait_for("SELECT count() FROM trailmark.events WHERE anonymous_id = 'bob-1'", 3)
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
-        assert 'trailmark_stage_dropped_total{reason="erased",stage="journeys"} 2.0' in metrics
+        # dropped as early as enrichment (the embedded log runs enrichment and the builder as one stage)
+        assert 'trailmark_stage_dropped_total{reason="erased",stage="enrich+journeys"} 2.0' in metrics
         bob_after = server.sql(
             "SELECT * FROM trailmark.events WHERE anonymous_id = 'bob-1' AND minute(timestamp) < 40 ORDER BY message_id"
         )
