@@ -142,6 +142,17 @@ class JourneySettings(Section):
     # visitors (and contacts, accounts) the builder keeps in memory between batches; past it the
     # least recently seen are dropped and reloaded from ClickHouse when they come back
     max_visitors: int = 500_000
+    # Interests (issue 14; schemas/ddl/015_interests.sql): scores decay with this half-life, applied
+    # when read, so changing it is right for every event already stored
+    interest_half_life_days: float = 30.0
+    interest_top: int = 10  # interests per contact in /v1/journeys and the map
+    # the interest kinds shown and filtered on; leave one out to switch that source off
+    interest_kinds: list[str] = ["content_group", "section", "product_category", "product", "search", "campaign_term"]
+    # ?interest= keeps contacts whose score is at least this (one page view ~100 days ago: 0.1)
+    interest_min_score: float = 0.1
+    # GET /v1/accounts/{id}: at most this many contacts, and touchpoints in the combined journey
+    account_max_contacts: int = 500
+    account_max_touchpoints: int = 1000
     analysis: AnalysisSettings = AnalysisSettings()  # TRAILMARK_JOURNEYS__ANALYSIS__*
 
 

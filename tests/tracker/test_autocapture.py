@@ -1,5 +1,6 @@
-"""Autocapture in a real browser: clicks (selector, text, never field values), outbound and download
-links, rage clicks, form submits (field names only; data-identify sends the email), JS errors."""
+"""Autocapture in a real browser: every click (selector, text, link, never field values; dead clicks),
+rage clicks, form submits (field names only; data-identify sends the email), JS errors. Click
+positions and the click map: test_clickmap.py."""
 
 from __future__ import annotations
 
@@ -31,22 +32,26 @@ def test_clicks_carry_selector_and_text_but_never_field_values(collector: Server
         tab.page.click("#rage")
     assert tab.js("window.worked") == 1  # the page's own handler ran
     of(collector, aid, 1, "event = '$rage_click'")
-    events = of(collector, aid, 9, "type = 'track'")
-    clicks = by_event(events, "$click")
-    assert clicks[0] == {"selector": "div.card>button.cta.big", "text": "Start free trial", "tag": "button"}
-    widget = {"selector": "div.widget", "text": "Join us", "tag": "div", "track": "newsletter-box"}
-    assert clicks[1] == clicks[2] == widget  # the click in the field reports its [data-track] box
+    events = of(collector, aid, 10, "type = 'track'")
+    keys = ("selector", "text", "tag", "href", "track", "dead")
+    clicks = [{k: c[k] for k in keys if k in c} for c in by_event(events, "$click")]
+    button = {"selector": "div.card:nth-of-type(1)>button.cta.big", "text": "Start free trial", "tag": "button"}
+    assert clicks[0] == {**button, "dead": False}
+    widget = {"selector": "div.widget:nth-of-type(2)", "text": "Join us", "tag": "div", "track": "newsletter-box"}
+    assert clicks[1] == clicks[2] == {**widget, "dead": False}  # the click in the field reports its box
     assert clicks[3] == {
         "selector": "a#out",
         "text": "Partner",
         "tag": "a",
         "href": "https://outbound.invalid/landing?x=1",
+        "dead": False,
     }
-    assert clicks[4]["href"] == site.url + "/files/report.pdf"
+    assert clicks[4]["href"] == site.url + "/files/report.pdf"  # outbound and download links: by href
     assert clicks[5]["selector"] == "button#work"
-    assert len(clicks) == 6  # the plain <span> is not clickable
-    assert by_event(events, "$outbound") == [{"href": "https://outbound.invalid/landing?x=1"}]
-    assert by_event(events, "$download") == [{"href": site.url + "/files/report.pdf"}]
+    # every click is sent: those on the plain <span> are dead clicks
+    assert clicks[6:] == [{"selector": "span#rage", "text": "not a button", "tag": "span", "dead": True}] * 3
+    assert len(clicks) == 9
+    assert not by_event(events, "$outbound") and not by_event(events, "$download")  # gone: redundant with href
     assert by_event(events, "$rage_click") == [{"selector": "span#rage", "text": "not a button", "tag": "span"}]
     everything = orjson.dumps(rows(collector, f"anonymous_id = '{aid}'"), default=str).decode()
     assert "TOPSECRET" not in everything

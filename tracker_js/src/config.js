@@ -1,6 +1,7 @@
 // Options: defaults, <script data-*> attributes, then trailmark('init', {...}).
 export const W = window
 export const D = document
+export const DE = D.documentElement
 export const N = navigator
 export const L = location // the same object for the whole document, SPA routes included
 

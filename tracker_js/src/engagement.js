@@ -1,7 +1,7 @@
 // Engagement: a 1 s heartbeat adds engaged time while the page is visible and the user was
 // active (mouse, keys, scroll, touch) in the last 30 s; max scroll depth in percent. Sent as
 // $engagement {engaged_ms, scroll_depth} when the page hides or the SPA route changes.
-import { D, now, on, safe } from './config.js'
+import { D, DE, now, on, safe } from './config.js'
 import { track } from './event.js'
 
 let engaged = 0
@@ -9,7 +9,7 @@ let active = now()
 let depth = 0
 
 const measure = () => {
-  depth = Math.max(depth, Math.min(100, Math.round(((scrollY + innerHeight) * 100) / D.documentElement.scrollHeight)))
+  depth = Math.max(depth, Math.min(100, Math.round(((scrollY + innerHeight) * 100) / DE.scrollHeight)))
 }
 
 export const engagement = () => {

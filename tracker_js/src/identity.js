@@ -3,6 +3,7 @@
 // Cookieless mode (or no consent yet): the same ids, in memory only.
 import { now, uuid } from './config.js'
 import { kv, getCookie, setCookie } from './store.js'
+import { QK } from './transport.js'
 
 const AID = 'tm_aid'
 const UID = 'tm_uid'
@@ -38,6 +39,6 @@ export const resetIds = () => {
 
 // opt-out: forget everything stored
 export const wipe = () => {
-  for (const k of [AID, UID, SID, 'tm_q']) kv(k, null, 1)
+  for (const k of [AID, UID, SID, QK]) kv(k, null, 1)
   setCookie(AID)
 }

@@ -8,7 +8,7 @@ import { N, cfg, iso } from './config.js'
 // before a partial batch is sent, 100 events kept in the retry queue
 import { kv } from './store.js'
 
-const QK = 'tm_q'
+export const QK = 'tm_q'
 let buf = []
 let timer, retryTimer
 let attempts = 0

@@ -111,6 +111,7 @@ SHARD_KEYS: dict[str, str] = {
     "identities_data": _VISITOR,
     "stage_transitions_data": _VISITOR,
     "account_links_data": _VISITOR,
+    "interest_hours": _VISITOR,  # filled by interest_hours_mv on the shard of the visitor's events
     "contact_devices": _VISITOR,
     "contact_handles": "cityHash64(site_id, handle)",
     "contacts_data": "cityHash64(site_id, contact_id)",
