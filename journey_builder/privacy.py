@@ -31,14 +31,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
 from journey_builder import queries
+from schemas.events import EnrichedEvent, Site
 from schemas.times import ch_now
+from trailmark.errors import ConfigError
+from trailmark.settings import PrivacySettings
 from trailmark.storage.base import Row, Storage
 from trailmark.suppression import Suppression as Suppression  # re-exported: the builder imports it from here
 from trailmark.suppression import identifier_hash
@@ -156,6 +160,122 @@ def consent_of(context: object) -> dict[str, Any]:
             "consent_categories": granted,
         }
     return dict(NO_CONSENT)
+
+
+# --- events without analytics consent: kept in full, as aggregates only, or not at all ------------------
+
+NoConsent = Literal["full", "aggregate", "drop"]
+NO_CONSENT_MODES: tuple[NoConsent, ...] = ("full", "aggregate", "drop")
+AGGREGATE_TABLE = "consent_aggregates"  # migration 009
+# the columns an aggregate row is counted by (consent_aggregates' ORDER BY key), from the enriched event
+AGGREGATE_KEY = {
+    "type": "type",
+    "event": "event",
+    "page_path": "page_path",
+    "channel": "channel",
+    "source": "source",
+    "medium": "medium",
+    "campaign": "utm_campaign",
+    "country": "geo_country",
+    "device_type": "ua_device_type",
+    "browser": "ua_browser",
+}
+
+
+@dataclass(frozen=True)
+class ConsentPolicy:
+    """One site's rule for events without analytics consent (``PrivacySettings`` and keys.json)."""
+
+    mode: NoConsent = "full"
+    honour_dnt: bool = False
+    analytics_categories: frozenset[str] = frozenset({"analytics"})
+
+    def lacks_analytics_consent(self, context: object) -> bool:
+        """Whether an event's ``context.consent`` withholds analytics: the visitor said no (trailmark.js
+        choice 0, every Segment category refused), sent DNT/GPC to a site that honours it, or chose
+        categories without an analytics one. No consent information at all (server-side SDKs), or no
+        choice made yet, is not a refusal: nothing was said, and trailmark.js sends nothing before
+        ``optIn`` when the site requires consent."""
+        c = consent_of(context)
+        if c["consent"] == "denied" or (self.honour_dnt and c["consent_dnt"]):
+            return True
+        granted = c["consent_categories"]
+        return bool(granted) and not any(g.lower() in self.analytics_categories for g in granted)
+
+
+@dataclass(frozen=True)
+class ConsentPolicies:
+    """Each site's :class:`ConsentPolicy`, built once at start from keys.json and the settings."""
+
+    default: ConsentPolicy = ConsentPolicy()
+    sites: dict[str, ConsentPolicy] = field(default_factory=dict)
+
+    @classmethod
+    def from_sites(cls, sites: Iterable[Site], settings: PrivacySettings) -> ConsentPolicies:
+        """A site's ``no_consent`` / ``honour_dnt`` in keys.json win over the settings; an unknown
+        mode stops the start with the reason (a typo must not keep what the site meant to discard)."""
+        categories = frozenset(c.lower() for c in settings.analytics_categories)
+        default = ConsentPolicy(settings.no_consent, settings.honour_dnt, categories)
+        out = {}
+        for site in sites:
+            asked = site.get("no_consent", default.mode)
+            mode = next((m for m in NO_CONSENT_MODES if m == asked), None)
+            if mode is None:
+                raise ConfigError(
+                    f"site {site['site_id']!r}: no_consent must be one of {', '.join(NO_CONSENT_MODES)}, not {asked!r}"
+                )
+            honour = site.get("honour_dnt", default.honour_dnt)
+            out[site["site_id"]] = ConsentPolicy(mode, bool(honour), categories)
+        return cls(default, out)
+
+    def of(self, site_id: str) -> ConsentPolicy:
+        return self.sites.get(site_id, self.default)
+
+    def all_full(self) -> bool:
+        """Every site keeps every event (the default): the split has nothing to do."""
+        return self.default.mode == "full" and all(p.mode == "full" for p in self.sites.values())
+
+
+class ConsentSplit(NamedTuple):
+    """What :func:`split_by_consent` made of a batch."""
+
+    kept: list[EnrichedEvent]  # stored as today: events, sessions, identities, contacts...
+    aggregates: list[dict[str, Any]]  # rows for ``consent_aggregates`` (storage.insert(AGGREGATE_TABLE, rows))
+    aggregated: int  # events counted in those rows and not stored otherwise
+    dropped: int  # events not kept in any form (mode drop)
+
+
+def split_by_consent(events: Sequence[EnrichedEvent], policies: ConsentPolicies) -> ConsentSplit:
+    """Split a batch by its sites' rules for events without analytics consent. Pure: no storage.
+
+    Events with consent, and every event of a site in ``full`` mode, are kept in order. The others
+    of an ``aggregate`` site become counts per (site, UTC day, and the :data:`AGGREGATE_KEY`
+    columns: page path without its query, channel, source, medium, campaign, country, device type,
+    browser), one row per distinct key, sorted; no identifier, address, referrer URL or property
+    leaves the event. Those of a ``drop`` site are only counted in ``dropped``."""
+    if policies.all_full():
+        return ConsentSplit(list(events), [], 0, 0)
+    kept: list[EnrichedEvent] = []
+    counts: Counter[tuple[str, ...]] = Counter()
+    dropped = 0
+    for ev in events:
+        policy = policies.of(ev["site_id"])
+        if policy.mode == "full" or not policy.lacks_analytics_consent(ev.get("context")):
+            kept.append(ev)
+        elif policy.mode == "aggregate":
+            counts[_aggregate_key(ev)] += 1
+        else:
+            dropped += 1
+    names = ("site_id", "day", *AGGREGATE_KEY)
+    rows = [{**dict(zip(names, key, strict=True)), "events": n} for key, n in sorted(counts.items())]
+    return ConsentSplit(kept, rows, sum(counts.values()), dropped)
+
+
+def _aggregate_key(ev: EnrichedEvent) -> tuple[str, ...]:
+    raw: dict[str, Any] = ev  # type: ignore[assignment]  # read by name below
+    values = [raw.get(f) for f in AGGREGATE_KEY.values()]
+    day = str(raw.get("timestamp") or "")[:10] or "1970-01-01"  # bus time is ISO-8601 UTC
+    return (str(raw.get("site_id", "")), day, *(v if isinstance(v, str) else "" for v in values))
 
 
 # --- retention ---------------------------------------------------------------------------------------------

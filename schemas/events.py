@@ -168,6 +168,8 @@ class Site(TypedDict):
     keep_full_ip: NotRequired[bool]
     admin_key: NotRequired[str]  # erase and export a contact's data (keys.json; added at start when missing)
     retention_days: NotRequired[int]  # days its events and journeys are kept (0: for good; default: settings)
+    no_consent: NotRequired[str]  # full | aggregate | drop: events without analytics consent (default: settings)
+    honour_dnt: NotRequired[bool]  # DNT / GPC count as no consent (default: settings)
 
 
 def _enriched_defaults() -> dict[str, Any]:

@@ -194,6 +194,15 @@ class PrivacySettings(Section):
     # days events, sessions, touchpoints and stage entries are kept (ClickHouse TTL, applied at merges);
     # 0 keeps them for good. A site's own "retention_days" in keys.json wins over this.
     retention_days: int = 0
+    # What is kept of an event without analytics consent (README "Privacy"; a site's own "no_consent"
+    # in keys.json wins): full (stored like any event, its consent columns say so), aggregate (only
+    # counted, in consent_aggregates), drop (nothing). Full by default: which rule applies is the
+    # site's legal choice, and an upgrade must not start discarding what an install used to keep.
+    no_consent: Literal["full", "aggregate", "drop"] = "full"
+    # DNT / GPC sent by the browser count as no consent (a site's "honour_dnt" in keys.json wins)
+    honour_dnt: bool = False
+    # consent categories (Segment categoryPreferences, case-insensitive) that grant analytics
+    analytics_categories: list[str] = ["analytics"]
 
 
 class HealthSettings(Section):

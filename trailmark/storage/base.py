@@ -120,6 +120,7 @@ SHARD_KEYS: dict[str, str] = {
     "dead_letter_replays": "cityHash64(dead_letter_id)",
     "suppressed_identifiers": "cityHash64(site_id, hash)",
     "erasure_requests": "cityHash64(site_id, request_id)",
+    "consent_aggregates": "cityHash64(site_id, day)",  # its sum key's prefix: rows of one key meet on one shard
 }
 LOCAL_SUFFIX = "_local"
 _NAME = r"(?P<db>[A-Za-z_][A-Za-z0-9_]*)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
