@@ -51,7 +51,7 @@ def stage_history(db: str, persona_filter: str = "") -> str:
 
 def stage_at(hist: str, at: str) -> str:
     """The index (1..5, 0 = none) of the furthest stage entered at or before ``at`` (seconds)."""
-    return f"arrayMax(arrayMap(x -> if(x.1 <= {at}, x.2, toUInt8(0)), arrayPushBack({hist}, (0., toUInt8(0)))))"
+    return f"arrayMax(arrayMap(st -> if(st.1 <= {at}, st.2, toUInt8(0)), arrayPushBack({hist}, (0., toUInt8(0)))))"
 
 
 def stage_name(index: int) -> str:

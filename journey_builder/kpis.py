@@ -1,0 +1,248 @@
+"""Stage KPIs and feedback: per journey stage and per week, contacts entered, moved on, conversion to a
+later stage, drop-off, median and p90 time in stage, revenue, purchases and repeat purchase rate; NPS
+and CSAT per stage, channel and persona.
+
+Definitions (README "Stage KPIs"):
+- a contact *entered* a stage in the week of its first entry (``stage_transitions``);
+- it *moved on* when it later entered any later stage (stages may be skipped); the time in stage is
+  the time to that next entry, so only contacts that moved on have one;
+- a purchase (``AnalysisSettings.purchase_events``) counts for the stage the contact was in when it
+  bought (the furthest stage entered by then); ``revenue`` is its ``revenue`` property; a buyer is a
+  *repeat* buyer in a week when one of its purchases that week was not its first ever;
+- feedback is the ``NPS Answered`` (``score`` 0-10) and ``CSAT Answered`` (``score`` 1-5) events;
+  answers out of range are ignored. NPS = % promoters (9-10) - % detractors (0-6); CSAT = % of
+  answers 4 or 5. The channel is the answering session's; the stage, the contact's at the answer.
+
+Everything is aggregated in ClickHouse: each row is counted under (stage, week), (stage, 'all') and,
+for purchases, (all stages, 'all') by one ``ARRAY JOIN`` of those keys, so the weekly trend and the
+totals (distinct buyers included) come from one pass; Python only shapes the answer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from journey_builder.analytics import BadQuery, _contact, _join
+from journey_builder.insights import epoch, query, stage_at, stage_history, stage_name
+from journey_builder.personas import Personas
+from journey_builder.stages import STAGES
+from trailmark.settings import AnalysisSettings
+from trailmark.storage.base import Storage
+
+ALL = 255  # the stage index of the all-stages totals row
+
+
+def _window(weeks: int, until: str | None, conf: AnalysisSettings) -> tuple[date, date]:
+    """Whole weeks (Monday to Monday) ending with the one holding ``until`` (default: now)."""
+    if not 1 <= weeks <= conf.max_periods:
+        raise BadQuery(f"weeks: 1 to {conf.max_periods}")
+    try:
+        end = datetime.fromisoformat(until).date() if until else datetime.now(UTC).date()
+    except ValueError:
+        raise BadQuery("to: an ISO date") from None
+    last = end - timedelta(days=end.weekday())
+    return last - timedelta(weeks=weeks - 1), last + timedelta(weeks=1)
+
+
+def _hours(seconds: Any, ok: bool) -> float | None:
+    return round(float(seconds) / 3600, 3) if ok else None
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def kpis(
+    storage: Storage,
+    site_id: str,
+    personas: Personas,
+    conf: AnalysisSettings,
+    *,
+    weeks: int = 12,
+    until: str | None = None,
+    persona: str | None = None,
+) -> dict[str, Any]:
+    """Stage KPIs per week and in total over ``weeks`` whole weeks, and feedback."""
+    first, after = _window(weeks, until, conf)
+    db = storage.database
+    p: dict[str, Any] = {
+        "s": site_id,
+        "lo": datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp(),
+        "hi": datetime(after.year, after.month, after.day, tzinfo=UTC).timestamp(),
+        "buy": list(conf.purchase_events),
+        "rev": conf.revenue_property,
+    }
+    hist = stage_history(db, personas.filter_sql(db, conf, p, persona, "contact_id"))
+    week = "toString(toStartOfWeek(toDateTime(toUInt32({})), 1))"
+    flow = query(
+        storage,
+        conf,
+        f"SELECT g.1 AS idx, g.2 AS wk, count() AS entered, countIf(moved) AS moved_on,"
+        f" quantileExactInclusiveIf(0.5)(dur, moved) AS p50, quantileExactInclusiveIf(0.9)(dur, moved) AS p90 FROM ("
+        f" SELECT [(h.2, {week.format('h.1')}), (h.2, 'all')] AS levels,"
+        f"  arrayFilter(x -> x.2 > h.2 AND x.1 >= h.1, hist) AS later, notEmpty(later) AS moved,"
+        f"  if(moved, arrayMin(arrayMap(x -> x.1, later)) - h.1, 0.) AS dur"
+        f" FROM ({hist}) ARRAY JOIN hist AS h WHERE h.1 >= {{lo:Float64}} AND h.1 < {{hi:Float64}})"
+        " ARRAY JOIN levels AS g GROUP BY g",
+        p,
+    )
+    only = personas.filter_sql(db, conf, p, persona, "contact_id")
+    rev = (
+        "if(JSONType(e.properties, {rev:String}) = 'String', toFloat64OrZero(JSONExtractString(e.properties,"
+        " {rev:String})), JSONExtractFloat(e.properties, {rev:String}))"
+    )
+    buys = query(
+        storage,
+        conf,
+        f"SELECT g.1 AS idx, g.2 AS wk, count() AS purchases, sum(amount) AS revenue, uniqExact(contact_id) AS buyers,"
+        f" uniqExactIf(contact_id, n > 1) AS repeat_buyers FROM ("
+        f" SELECT b.contact_id AS contact_id, x.1 AS at, x.2 AS amount, n, {stage_at('h.hist', 'x.1')} AS idx,"
+        f"  [(idx, {week.format('x.1')}), (idx, 'all'), (toUInt8(255), 'all')] AS levels"
+        f" FROM (SELECT contact_id, arraySort(groupArray((at, amount))) AS buys FROM ("
+        f"  SELECT {_contact('e')} AS contact_id, {epoch('e.timestamp')} AS at, {rev} AS amount"
+        f"  FROM (SELECT site_id, anonymous_id, timestamp, properties FROM {db}.events AS e"
+        f"   WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.type = 'track' AND e.event IN {{buy:Array(String)}})"
+        f"  AS e{_join(db, 'e')}) WHERE 1{only} GROUP BY contact_id) AS b"
+        f" ARRAY JOIN b.buys AS x, arrayEnumerate(b.buys) AS n"
+        f" LEFT JOIN ({hist}) AS h ON h.contact_id = b.contact_id"
+        f" WHERE x.1 >= {{lo:Float64}} AND x.1 < {{hi:Float64}})"
+        " ARRAY JOIN levels AS g GROUP BY g",
+        p,
+    )
+    weeks_list = [str(first + timedelta(weeks=i)) for i in range(weeks)]
+    per: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in flow:
+        entered, moved = int(r["entered"]), int(r["moved_on"])
+        per[(int(r["idx"]), r["wk"])] = {
+            "entered": entered,
+            "moved_on": moved,
+            "drop_off": entered - moved,
+            "conversion_rate": _rate(moved, entered),
+            "median_hours_in_stage": _hours(r["p50"], moved > 0),
+            "p90_hours_in_stage": _hours(r["p90"], moved > 0),
+        }
+    money: dict[tuple[int, str], dict[str, Any]] = {}
+    total: dict[str, Any] = _money({})
+    for r in buys:
+        if int(r["idx"]) == ALL:
+            total = _money(r)
+        else:
+            money[(int(r["idx"]), r["wk"])] = _money(r)
+    stages = []
+    for i, name in enumerate(STAGES, start=1):
+        row = {"stage": name, **_flow(per.get((i, "all"))), **_money_or_zero(money.get((i, "all")))}
+        row["trend"] = [{"week": w, **_flow(per.get((i, w))), **_money_or_zero(money.get((i, w)))} for w in weeks_list]
+        stages.append(row)
+    return {
+        "from": str(first),
+        "to": str(after),
+        "weeks": weeks_list,
+        "persona": persona or "",
+        "stages": stages,
+        "totals": total,
+        "feedback": feedback(storage, site_id, personas, conf, p, hist, persona),
+    }
+
+
+def _flow(x: dict[str, Any] | None) -> dict[str, Any]:
+    return x or {
+        "entered": 0,
+        "moved_on": 0,
+        "drop_off": 0,
+        "conversion_rate": None,
+        "median_hours_in_stage": None,
+        "p90_hours_in_stage": None,
+    }
+
+
+def _money(r: dict[str, Any]) -> dict[str, Any]:
+    buyers = int(r.get("buyers", 0))
+    return {
+        "purchases": int(r.get("purchases", 0)),
+        "revenue": round(float(r.get("revenue", 0.0)), 2),
+        "buyers": buyers,
+        "repeat_buyers": int(r.get("repeat_buyers", 0)),
+        "repeat_purchase_rate": _rate(int(r.get("repeat_buyers", 0)), buyers),
+    }
+
+
+def _money_or_zero(x: dict[str, Any] | None) -> dict[str, Any]:
+    return x or _money({})
+
+
+def feedback(
+    storage: Storage,
+    site_id: str,
+    personas: Personas,
+    conf: AnalysisSettings,
+    p: dict[str, Any],
+    hist: str,
+    persona: str | None,
+) -> dict[str, Any]:
+    """NPS and CSAT in the window of ``p`` (lo/hi), overall and per stage, channel and persona."""
+    db = storage.database
+    p["nps"], p["csat"] = conf.nps_event, conf.csat_event
+    answers = (
+        f"SELECT {_contact('e')} AS contact_id, e.session_id AS session_id, {epoch('e.timestamp')} AS at,"
+        " if(e.event = {nps:String}, 'nps', 'csat') AS kind,"
+        " JSONExtract(e.properties, 'score', 'Nullable(Float64)') AS score"
+        f" FROM (SELECT site_id, anonymous_id, session_id, timestamp, event, properties FROM {db}.events AS e"
+        "  WHERE e.site_id = {s:String} AND NOT e.is_bot AND e.type = 'track'"
+        "  AND e.event IN ({nps:String}, {csat:String})"
+        "  AND toUnixTimestamp64Milli(e.timestamp) >= {lo:Float64} * 1000"
+        f"  AND toUnixTimestamp64Milli(e.timestamp) < {{hi:Float64}} * 1000) AS e{_join(db, 'e')}"
+    )
+    only = personas.filter_sql(db, conf, p, persona, "a.contact_id")
+    rows = query(
+        storage,
+        conf,
+        f"SELECT kind, dim, key, count() AS answers, countIf(score >= 9) AS promoters,"
+        f" countIf(score <= 6) AS detractors, countIf(score >= 4) AS satisfied, avg(score) AS mean FROM ("
+        f" SELECT a.kind AS kind, assumeNotNull(a.score) AS score,"
+        f"  [('', ''), ('stage', {stage_at('h.hist', 'a.at')}::String), ('channel', if(sc.channel = '', 'Direct',"
+        f"  sc.channel)), ('persona', pm.persona)] AS dims"
+        f" FROM ({answers}) AS a"
+        f" LEFT JOIN ({hist}) AS h ON h.contact_id = a.contact_id"
+        f" LEFT JOIN (SELECT session_id, argMax(channel, version) AS channel FROM {db}.sessions_data"
+        f"  WHERE site_id = {{s:String}} AND session_id IN (SELECT session_id FROM {db}.events"
+        "  WHERE site_id = {s:String}"
+        "  AND event IN ({nps:String}, {csat:String})) GROUP BY session_id) AS sc ON sc.session_id = a.session_id"
+        f" LEFT JOIN ({personas.profile_sql(db, conf, p)}) AS pm ON pm.contact_id = a.contact_id"
+        " WHERE a.score IS NOT NULL AND a.score = round(a.score)"
+        f" AND if(a.kind = 'nps', a.score BETWEEN 0 AND 10, a.score BETWEEN 1 AND 5){only})"
+        " ARRAY JOIN dims AS d GROUP BY kind, d.1 AS dim, d.2 AS key ORDER BY kind, dim, answers DESC, key",
+        p,
+    )
+    out: dict[str, Any] = {
+        "nps": {"event": conf.nps_event, **_score("nps", {})},
+        "csat": {"event": conf.csat_event, **_score("csat", {})},
+    }
+    for kind in ("nps", "csat"):
+        for dim in ("stage", "channel", "persona"):
+            out[kind][f"by_{dim}"] = []
+    for r in rows:
+        kind, dim = r["kind"], r["dim"]
+        if dim == "":
+            out[kind].update(_score(kind, r))
+            continue
+        key = stage_name(int(r["key"])) if dim == "stage" else r["key"]
+        out[kind][f"by_{dim}"].append({dim: key, **_score(kind, r)})
+    return out
+
+
+def _score(kind: str, r: dict[str, Any]) -> dict[str, Any]:
+    n = int(r.get("answers", 0))
+    mean = round(float(r["mean"]), 3) if n else None
+    if kind == "nps":
+        pro, det = int(r.get("promoters", 0)), int(r.get("detractors", 0))
+        return {
+            "answers": n,
+            "promoters": pro,
+            "passives": n - pro - det,
+            "detractors": det,
+            "nps": round(100 * (pro - det) / n, 1) if n else None,
+            "mean": mean,
+        }
+    sat = int(r.get("satisfied", 0))
+    return {"answers": n, "satisfied": sat, "csat": round(100 * sat / n, 1) if n else None, "mean": mean}
