@@ -160,6 +160,7 @@ class ContactParser:
         self.email = lru_cache(maxsize=cache_size)(self._email)
         self.phone = lru_cache(maxsize=cache_size)(self._phone)
         self.name = lru_cache(maxsize=cache_size)(self._name)
+        self.company_domain = lru_cache(maxsize=cache_size)(self._company_domain)
 
     def _email(self, raw: str) -> EmailInfo:
         """Validate syntax (raises EmailNotValidError) and classify the domain."""
@@ -178,6 +179,19 @@ class ContactParser:
             company_domain = registered
             company_name = _company_name(ext.domain or registered.split(".")[0])
         return EmailInfo(email, domain, free, disposable, company_domain, company_name)
+
+    def _company_domain(self, raw: str) -> str:
+        """A ``website`` / ``domain`` trait (``https://www.acme.io/about``, ``acme.io``) -> its
+        registered domain (``acme.io``); '' for free-mail and disposable domains and non-domains."""
+        text = raw.strip().lower()
+        host = text.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0]
+        ext = self._tld.extract_str(host)
+        if "." not in host.strip(".") or not re.fullmatch(r"[a-z0-9.-]+", host):
+            return ""
+        registered = f"{ext.domain}.{ext.suffix}" if ext.domain and ext.suffix else host  # as emails do
+        if registered in self._free or host in self._free or registered in self._disposable:
+            return ""
+        return registered
 
     def _phone(self, raw: str, default_region: str) -> PhoneInfo:
         """Parse with the visitor's geo country as the default region (raises on invalid)."""

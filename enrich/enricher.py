@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from enrich.channels import Touch, channel_for
 from enrich.contact import find_contact
@@ -26,6 +26,9 @@ from schemas.events import ENRICHED_DEFAULTS, EnrichedEvent, RawEvent, Site
 from trailmark.errors import Unavailable
 from trailmark.settings import EnrichSettings
 from trailmark.suppression import Suppression
+
+if TYPE_CHECKING:
+    from enrich.companies.wanted import LookupRequests
 
 _DEFAULTS = {k: v for k, v in ENRICHED_DEFAULTS.items() if k != "enrich_errors"}
 _REF_MEDIUM = {"search": "organic", "social": "social", "email": "email"}
@@ -84,8 +87,15 @@ Step = Callable[[_Ctx, dict[str, Any]], None]
 class Enricher:
     """Loads every enabled parser/database once; ``enrich`` then costs microseconds per event."""
 
-    def __init__(self, settings: EnrichSettings | None = None, suppression: Suppression | None = None) -> None:
+    def __init__(
+        self,
+        settings: EnrichSettings | None = None,
+        suppression: Suppression | None = None,
+        lookups: LookupRequests | None = None,
+    ) -> None:
         self.settings = s = settings or EnrichSettings()
+        # company domains wanted by the lookup worker (enrich/companies): None when lookups are off
+        self.lookups = lookups
         # erased identifiers (trailmark/suppression.py): None where this process has no storage
         self.suppression = suppression
         n = s.cache_size
@@ -132,6 +142,11 @@ class Enricher:
             steps.append(("privacy", self._privacy))
         if self._contact is not None:
             steps.append(("contact", self._contact_step))
+        if lookups is not None:
+            from enrich.contact import ContactParser
+
+            self._domains = self._contact or ContactParser(n)
+            steps.append(("company_lookup", self._company_lookup))
         self._steps = steps
         self._needs_page = s.page or s.campaign or s.referrer or s.channel or self._groups is not None
 
@@ -354,6 +369,21 @@ class Enricher:
                 else:
                     first, last = first or f2, last or l2
             out["first_name"], out["last_name"] = first[:200], last[:200]
+
+    def _company_lookup(self, c: _Ctx, out: dict[str, Any]) -> None:
+        """Asks for a company profile (never waits for it): the work email's company domain and a
+        ``website`` / ``domain`` trait (a group call's too: an account's domain)."""
+        assert self.lookups is not None
+        site_id = out["site_id"]
+        if domain := out["company_domain"]:
+            self.lookups.want(site_id, domain)
+        for traits in (_d(c.raw.get("traits")), _d(c.context.get("traits"))):
+            if not traits:
+                continue
+            company = _d(traits.get("company"))
+            for v in (traits.get("website"), traits.get("domain"), company.get("website"), company.get("domain")):
+                if v and type(v) is str and (d := self._domains.company_domain(v[:500])):
+                    self.lookups.want(site_id, d)
 
 
 def _find(traits: dict[str, Any], ctx_traits: dict[str, Any], props: dict[str, Any], identify: bool) -> dict[str, str]:

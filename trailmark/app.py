@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from enrich.companies import CompanyWorker, LookupRequests
 from ingest.app import Collector, collector_router
 from ingest.sites import SiteKeys
 from journey_builder.privacy import apply_retention
@@ -152,7 +153,7 @@ class Runtime:
         fused = self.settings.bus.kind == "embedded" and {"enricher", "journeys"} <= self.roles
         if fused:  # one process, one log file: enrichment feeds the builder in memory
             storage = self.storage_or_fail()
-            self.runners.append(embedded_runner(self.bus, self.settings, sites, storage))
+            self.runners.append(embedded_runner(self.bus, self.settings, sites, storage, self._company_lookups()))
             self.runners.append(dead_letter_sink(self.bus, self.settings, storage))
         else:
             if "journeys" in self.roles:
@@ -161,13 +162,24 @@ class Runtime:
                 self.runners.append(dead_letter_sink(self.bus, self.settings, storage))
             if "enricher" in self.roles:
                 # with the journeys role in this process too, it drops erased identifiers' events early
-                self.runners.append(enrich_runner(self.bus, self.settings, sites, self.storage))
+                lookups = self._company_lookups()
+                self.runners.append(enrich_runner(self.bus, self.settings, sites, self.storage, lookups))
         for runner in self.runners:
             runner.health.export()
             self.tasks.append(asyncio.create_task(self._supervise(runner), name=runner.stage))
         if self.settings.bus.kind == "embedded" and {"enricher", "journeys"} <= self.roles:
             self.aux.append(asyncio.create_task(self._truncate_log(), name="truncate"))
         self.ready = True
+
+    def _company_lookups(self) -> LookupRequests | None:
+        """Company profiles (enrich/companies): the enricher asks, a worker task beside the stages
+        looks up and stores. It needs the storage, so it runs where the enricher has one."""
+        c = self.settings.companies
+        if not c.enabled or self.storage is None:
+            return None
+        wanted = LookupRequests(c.queue_size, c.refresh_age_s)
+        self.aux.append(asyncio.create_task(CompanyWorker(c, self.storage, wanted).run(), name="company-lookups"))
+        return wanted
 
     async def _supervise(self, runner: StageRunner[Any]) -> None:
         """Restart a crashed stage; its health counts the restarts (a crash loop makes it unready)."""

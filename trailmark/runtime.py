@@ -33,6 +33,7 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 from enrich import Enricher, PoisonEvent
+from enrich.companies import LookupRequests
 from journey_builder.builder import JourneyBuilder
 from schemas import EnrichedEvent, RawBatch, Site, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
@@ -98,8 +99,14 @@ class EnrichStage:
     """``RawBatch`` records -> ``EnrichedEvent`` results (one per event of each batch). With a
     storage, events of erased identifiers are dropped here (``Drop("erased")``)."""
 
-    def __init__(self, settings: Settings, sites: dict[str, Site], storage: Storage | None = None) -> None:
-        self.enricher = Enricher(settings.enrich, Suppression(storage) if storage is not None else None)
+    def __init__(
+        self,
+        settings: Settings,
+        sites: dict[str, Site],
+        storage: Storage | None = None,
+        lookups: LookupRequests | None = None,  # company domains for the lookup worker (enrich/companies)
+    ) -> None:
+        self.enricher = Enricher(settings.enrich, Suppression(storage) if storage is not None else None, lookups)
         self.sites = sites
         self.max_skew = timedelta(seconds=settings.enrich.max_clock_skew_s)
 
@@ -452,10 +459,14 @@ class StageRunner(Generic[T]):
 
 
 def enrich_runner(
-    bus: EventBus, settings: Settings, sites: dict[str, Site], storage: Storage | None = None
+    bus: EventBus,
+    settings: Settings,
+    sites: dict[str, Site],
+    storage: Storage | None = None,
+    lookups: LookupRequests | None = None,
 ) -> StageRunner[bytes]:
     """Kafka: raw topic -> enriched topic (erased identifiers dropped when the process has a storage)."""
-    stage = EnrichStage(settings, sites, storage)
+    stage = EnrichStage(settings, sites, storage, lookups)
     topic = settings.bus.topic_enriched
 
     async def forward(ok: list[Ok[bytes]]) -> list[Failed]:
@@ -485,13 +496,13 @@ def journey_runner(bus: EventBus, settings: Settings, storage: Storage) -> Stage
 
 
 def embedded_runner(
-    bus: EventBus, settings: Settings, sites: dict[str, Site], storage: Storage
+    bus: EventBus, settings: Settings, sites: dict[str, Site], storage: Storage, lookups: LookupRequests | None = None
 ) -> StageRunner[EnrichedEvent]:
     """Embedded: raw log -> enrichment -> journey builder, in memory. No enriched topic in between:
     its records would only be written to and read back from the same SQLite file by the same
     process. Raw records are request batches (a browser sends up to ~50 events in one): a round
     polls about batch_rows events' worth."""
-    enrich, build = EnrichStage(settings, sites, storage), BuildStage(settings, storage)
+    enrich, build = EnrichStage(settings, sites, storage, lookups), BuildStage(settings, storage)
     b = settings.bus
     return StageRunner(
         "enrich+journeys",

@@ -48,6 +48,34 @@ class EnrichSettings(Section):
     max_clock_skew_s: float = 7 * 24 * 3600
 
 
+class CompaniesSettings(Section):
+    """Company profiles from public sources (enrich/companies): the company's own website, DNS and
+    RDAP, looked up by domain off the event path. Off by default: README "Company profiles"."""
+
+    enabled: bool = False
+    website: bool = True  # https://<domain>/: schema.org, OpenGraph, title, icon, social links
+    dns: bool = True  # MX -> mail provider, TXT verification tokens -> technologies
+    rdap: bool = True  # the domain's registration date
+    concurrency: int = 4  # domains looked up at once
+    per_host_interval_s: float = 1.0  # at least this long between two requests to one host
+    timeout_s: float = 10.0  # one HTTP request, headers and body together
+    max_bytes: int = 1024 * 1024  # a page is read up to this and parsed from what was read
+    retries: int = 2  # after a network error, a timeout, 429 or 5xx; backoff doubles from retry_backoff_s
+    retry_backoff_s: float = 1.0
+    max_redirects: int = 5
+    refresh_age_s: float = 30 * 24 * 3600  # a domain fetched more recently is not fetched again
+    queue_size: int = 10_000  # domains waiting for the worker; beyond it new ones wait for a later event
+    user_agent: str = "trailmark-company-lookup/0.1 (company profiles; respects robots.txt)"
+    # tests only: where the website of a domain is ({domain}), the DNS server ("host:port"), the
+    # RDAP service, the ports fetched, and networks allowed although not public (e.g. 127.0.0.0/8)
+    url_template: str = "https://{domain}/"
+    dns_nameserver: str = ""  # empty: the system's resolvers
+    dns_timeout_s: float = 5.0
+    rdap_base_url: str = "https://rdap.org/"  # rdap.org redirects to the registry's own service
+    ports: list[int] = [80, 443]
+    allow_private_targets: list[str] = []
+
+
 class CollectorSettings(Section):
     max_body_bytes: int = 512 * 1024  # as Segment: 500 KB per batch request
     max_batch_events: int = 2500
@@ -234,6 +262,7 @@ class Settings(BaseSettings):
     bus: BusSettings = BusSettings()
     storage: StorageSettings = StorageSettings()
     enrich: EnrichSettings = EnrichSettings()
+    companies: CompaniesSettings = CompaniesSettings()  # TRAILMARK_COMPANIES__*
     journeys: JourneySettings = JourneySettings()
     health: HealthSettings = HealthSettings()
     sql: SqlSettings = SqlSettings()

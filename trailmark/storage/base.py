@@ -125,6 +125,7 @@ SHARD_KEYS: dict[str, str] = {
 LOCAL_SUFFIX = "_local"
 _NAME = r"(?P<db>[A-Za-z_][A-Za-z0-9_]*)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
 _CREATE_DATABASE = re.compile(r"CREATE DATABASE IF NOT EXISTS (?P<db>[A-Za-z_][A-Za-z0-9_]*)\Z")
+    "company_profiles_data": "cityHash64(site_id, domain)",
 _CREATE_TABLE = re.compile(rf"CREATE TABLE IF NOT EXISTS {_NAME}(?P<rest>\s.*)\Z", re.S)
 _ENGINE = re.compile(r"\bENGINE = (?P<family>[A-Za-z]*)MergeTree(?:\((?P<args>[^()]*)\))?")
 # OR REPLACE: a view over ``SELECT *`` is redefined by a migration that adds columns to its table
