@@ -83,7 +83,10 @@ def contacts(
     until: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
+    """Contacts (a page of them, latest first) with their sessions' summary and current stage;
+    ``only`` keeps these contact ids (the interest filter of journey_builder/interests.py)."""
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "limit": limit + 1, "offset": offset}
     where = _range("start", p, since, until)
@@ -96,6 +99,9 @@ def contacts(
         having.append("has(campaigns, {campaign:String})")
     if converted is not None:
         having.append("conversions > 0" if converted else "conversions = 0")
+    if only is not None:
+        p["only"] = only
+        having.append("contact_id IN {only:Array(String)}")
     stages = current_stages(storage, site_id)
     if stage:
         if stage not in STAGES:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from journey_builder import analytics, queries
+from journey_builder import accounts, analytics, interests, queries
 from journey_builder.map_page import map_router
 from journey_builder.sql_sandbox import SqlRefused, SqlSandbox
 from schemas import Site
@@ -64,6 +64,9 @@ def read_router(
         result = await asyncio.to_thread(queries.journey, storage(), s["site_id"], contact)
         if result is None:
             raise HTTPException(404, f"no contact or visitor {contact!r} on site {s['site_id']!r}")
+        result["interests"] = await asyncio.to_thread(
+            interests.of_devices, storage(), s["site_id"], result["anonymous_ids"], settings
+        )
         return result
 
     conf = settings
@@ -79,10 +82,11 @@ def read_router(
             log.warning("%s failed: %s", getattr(fn, "__name__", "read"), exc)
             raise HTTPException(400, f"{getattr(fn, '__name__', 'read')} query failed; check the parameters") from None
 
-    @router.get("/v1/journeys", summary="Contacts, filtered by stage, channel, campaign, conversion, dates")
+    @router.get("/v1/journeys", summary="Contacts, filtered by stage, channel, campaign, conversion, interest, dates")
     async def journeys(
         s: Annotated[Site, Depends(site)],
         stage: str | None = None,
+        interest: Annotated[str | None, Query(description="an interest value, or kind:value")] = None,
         channel: str | None = None,
         campaign: str | None = None,
         converted: bool | None = None,
@@ -92,8 +96,10 @@ def read_router(
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         return await run(
-            analytics.contacts,
+            interests.journeys,
             s["site_id"],
+            conf,
+            interest=interest,
             stage=stage,
             channel=channel,
             campaign=campaign,
@@ -103,6 +109,13 @@ def read_router(
             limit=limit,
             offset=offset,
         )
+
+    @router.get("/v1/accounts/{account}", summary="An account (group id or domain:<domain>): profile, contacts, stage")
+    async def account(account: str, s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
+        result = await asyncio.to_thread(accounts.account, storage(), s["site_id"], account, conf)
+        if result is None:
+            raise HTTPException(404, f"no account {account!r} on site {s['site_id']!r}")
+        return result
 
     @router.get("/v1/stages", summary="Contacts per journey stage and median time between stages")
     async def stages(s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
