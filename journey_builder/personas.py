@@ -25,8 +25,10 @@ from typing import Any
 import orjson
 
 from journey_builder.analytics import BadQuery, _contact, _join
+from journey_builder.insights import STAGE_LIST, epoch, query, stage_history
 from trailmark.errors import ConfigError
 from trailmark.settings import AnalysisSettings
+from trailmark.storage.base import Storage
 
 MAX_PERSONAS = 20
 MAX_VALUES = 100
@@ -161,10 +163,10 @@ class Personas:
             p[f"pp_name{i}"] = persona.name
             cases.append(f"({' OR '.join(alternatives)}), {{pp_name{i}:String}}")
         p["pp_default"] = self.default
-        persona = f"multiIf({', '.join(cases)}, {{pp_default:String}})" if cases else "{pp_default:String}"
+        which = f"multiIf({', '.join(cases)}, {{pp_default:String}})" if cases else "{pp_default:String}"
         columns = "".join(f", {a}" for a in aggregates) + (f", {extra}" if extra else "")
         return (
-            f"SELECT *, {persona} AS persona FROM ("
+            f"SELECT *, {which} AS persona FROM ("
             f"SELECT {_contact('e')} AS contact_id,"
             " argMin(e.geo_country, e.timestamp) AS country, argMin(e.ua_device_type, e.timestamp) AS device,"
             " if(argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal')) = '', 'Direct',"
@@ -195,7 +197,9 @@ class Personas:
                 conds.append(f"b_{tag}_pages")
             elif key == "events":
                 p[name] = value
-                aggregates.append(f"countIf(e.type = 'track' AND e.event IN {{{name}:Array(String)}}) > 0 AS b_{tag}_events")
+                aggregates.append(
+                    f"countIf(e.type = 'track' AND e.event IN {{{name}:Array(String)}}) > 0 AS b_{tag}_events"
+                )
                 conds.append(f"b_{tag}_events")
             elif key in FLAGS:
                 conds.append(f"({FLAGS[key]}) = {int(value)}")
@@ -226,3 +230,60 @@ class Personas:
 def load(conf: AnalysisSettings) -> Personas:
     """The site's personas: ``conf.personas_file``, else the packaged personas.toml."""
     return Personas.load(conf.personas_file)
+
+
+def compare(
+    storage: Storage, site_id: str, known: Personas, conf: AnalysisSettings, chosen: list[str], conversions: list[str]
+) -> dict[str, Any]:
+    """Each persona (or the ``chosen`` ones, at most three) with its contacts, conversion, median time
+    to convert, current stages and channels of first touch: the map page's side-by-side view."""
+    if len(chosen) > 3:
+        raise BadQuery("compare: at most three personas")
+    for name in chosen:
+        known.check(name)
+    db = storage.database
+    p: dict[str, Any] = {"s": site_id, "pc_conv": conversions, "pc_names": chosen or known.names}
+    extra = (
+        f"minIf({epoch('e.timestamp')}, e.type = 'track' AND e.event IN {{pc_conv:Array(String)}}) AS conv_s,"
+        f" min({epoch('e.timestamp')}) AS first_s"
+    )
+    rows = query(
+        storage,
+        conf,
+        f"SELECT persona, count() AS contacts, countIf(conv_s > 0) AS converted,"
+        f" quantileExactInclusiveIf(0.5)(conv_s - first_s, conv_s > 0) AS to_convert,"
+        f" sumMap([arrayElement(arrayPushFront({STAGE_LIST}, ''), h.idx + 1)], [toUInt64(1)]) AS stages,"
+        " sumMap([pr.first_channel], [toUInt64(1)]) AS channels"
+        f" FROM ({known.profile_sql(db, conf, p, extra)}) AS pr"
+        f" LEFT JOIN (SELECT contact_id, arrayMax(arrayMap(x -> x.2, arrayPushBack(hist, (0., toUInt8(0)))))"
+        f"  AS idx FROM ({stage_history(db)})) AS h ON h.contact_id = pr.contact_id"
+        " WHERE persona IN {pc_names:Array(String)} GROUP BY persona",
+        p,
+    )
+    found = {r["persona"]: r for r in rows}
+    descriptions = {x.name: x.description for x in known.personas}
+    out = []
+    for name in chosen or known.names:
+        r = found.get(name, {})
+        n, conv = int(r.get("contacts", 0)), int(r.get("converted", 0))
+        out.append(
+            {
+                "name": name,
+                "description": descriptions.get(name, ""),
+                "contacts": n,
+                "converted": conv,
+                "conversion_rate": round(conv / n, 4) if n else None,
+                "median_hours_to_convert": round(float(r["to_convert"]) / 3600, 3) if conv else None,
+                "stages": _pairs(r.get("stages")),
+                "channels": _pairs(r.get("channels")),
+            }
+        )
+    return {"default": known.default, "conversions": conversions, "personas": out}
+
+
+def _pairs(summed: Any) -> dict[str, int]:
+    """``sumMap``'s (keys, values) as a dict."""
+    if not summed:
+        return {}
+    keys, values = summed
+    return {str(k): int(v) for k, v in zip(keys, values, strict=True)}
