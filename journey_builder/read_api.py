@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from journey_builder import accounts, analytics, interests, queries
+from journey_builder.insights_api import insights_router
 from journey_builder.map_page import map_router
 from journey_builder.sql_sandbox import SqlRefused, SqlSandbox
 from schemas import Site
@@ -219,5 +220,6 @@ def read_router(
             raise HTTPException(400, f"query refused: {exc}") from None
         return {"rows": rows, "count": len(rows), "truncated": truncated}
 
+    router.include_router(insights_router(run, site, settings))  # retention, personas, KPIs, moments
     router.include_router(map_router())
     return router
