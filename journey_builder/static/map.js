@@ -134,6 +134,7 @@
     $("key-panel").hidden = false;
     $("site-view").hidden = true;
     $("contact-view").hidden = true;
+    $("account-view").hidden = true;
     $("forget-key").hidden = true;
     showError(message || "");
     document.body.dataset.state = "need-key";
@@ -404,6 +405,11 @@
         el("div", {}, el("dt", { text: "first seen" }), el("dd", { text: fmtTime(first) })),
         el("div", {}, el("dt", { text: "last seen" }), el("dd", { text: fmtTime(last) }))),
       el("div", { class: "chips" }, channels.map((ch) => el("span", { class: "chip", style: { background: channelColor(ch), color: "#fff" }, text: ch }))),
+      interestChips(j.interests),
+      accountLinks([
+        ...(c.company_domain ? [[`domain:${c.company_domain}`, c.company_name || c.company_domain]] : []),
+        ...(j.accounts || []).map((a) => [a.group_id, a.name || a.group_id]),
+      ]),
     );
 
     // stage lanes: touchpoints in the stage the contact was in at that moment
@@ -492,6 +498,71 @@
       el("td", { text: s.converted ? "✓" : "" }))));
   }
 
+  // ---- interests and accounts -------------------------------------------------------------------
+
+  const INTEREST_LABELS = {
+    content_group: "content", section: "section", product_category: "category", product: "product",
+    search: "search", campaign_term: "campaign term",
+  };
+
+  function interestChips(interests) {
+    const list = interests || [];
+    return el("div", { class: "interests", "data-interests": String(list.length) },
+      el("h3", { text: "Interests" }),
+      list.length ? el("div", { class: "chips" }, list.map((i) => el("span", {
+        class: "chip interest", "data-kind": i.kind, "data-value": i.value,
+        title: `${INTEREST_LABELS[i.kind] || i.kind} · score ${Number(i.score).toFixed(2)} · ${fmtInt(i.events)} events`,
+      }, el("span", { class: "muted", text: `${INTEREST_LABELS[i.kind] || i.kind}: ` }), i.value)))
+        : el("p", { class: "muted", text: "none yet" }));
+  }
+
+  function accountLinks(pairs) {
+    if (!pairs.length) return null;
+    return el("div", { class: "accounts" }, el("h3", { text: "Accounts" }), el("div", { class: "chips" },
+      pairs.map(([id, label]) => el("a", { class: "chip account-link", href: `/map?account=${encodeURIComponent(id)}`, "data-account": id, text: label }))));
+  }
+
+  async function accountView(id) {
+    $("account-view").hidden = false;
+    $("nav").replaceChildren(el("a", { href: "/map", text: "Whole site" }), el("span", { text: " / account " }),
+      el("span", { text: id }));
+    const a = await get(`/v1/accounts/${encodeURIComponent(id)}`);
+    const p = a.profile || {};
+    const company = p.company || {};
+    const title = company.name || p.name || p.domain || a.account_id;
+    document.title = `${title} · account · trailmark`;
+    const contacts = a.contacts || [];
+    const touchpoints = a.touchpoints || [];
+    $("account-profile").replaceChildren(
+      el("div", { class: "who" },
+        el("h2", { text: title }),
+        el("p", { class: "muted mono", text: `${a.account_id} (${a.source === "domain" ? "company domain" : "group"})` }),
+        el("p", {}, [p.domain, company.country, company.employees ? `${company.employees} employees` : ""].filter(Boolean).join(" · ")),
+        company.description ? el("p", { class: "muted", text: company.description }) : null),
+      el("dl", { class: "facts" },
+        el("div", {}, el("dt", { text: "stage now" }), el("dd", { "data-stage-now": a.stage, style: { color: STAGE_COLORS[a.stage] || "inherit" }, text: a.stage || "—" })),
+        el("div", {}, el("dt", { text: "contacts" }), el("dd", { "data-contacts": String(a.contacts_total), text: fmtInt(a.contacts_total) })),
+        el("div", {}, el("dt", { text: "touchpoints" }), el("dd", { text: fmtInt(touchpoints.length) }))),
+      interestChips(a.interests),
+      accountLinks((a.related_accounts || []).map((r) => [r, r])),
+    );
+    $("account-contacts").tBodies[0].replaceChildren(...contacts.map((c) => el("tr", { "data-contact": c.contact_id },
+      el("td", {}, el("a", { href: `/map?contact=${encodeURIComponent(c.contact_id)}`, text: [c.first_name, c.last_name].filter(Boolean).join(" ") || c.contact_id })),
+      el("td", { text: c.email || "" }),
+      el("td", { style: { color: STAGE_COLORS[c.stage] || "inherit" }, text: c.stage || "—" }),
+      el("td", { text: fmtInt(c.devices) }),
+      el("td", { text: fmtInt(c.sessions) }),
+      el("td", { text: fmtTime(c.last_seen) }))));
+    $("account-journey").tBodies[0].replaceChildren(...touchpoints.map((t) => el("tr", { "data-kind": t.kind, "data-contact": t.contact_id },
+      el("td", { text: fmtTime(t.timestamp) }),
+      el("td", { class: "mono", text: t.contact_id }),
+      el("td", {}, el("span", { class: `chip small kind-${t.kind}`, text: KIND_LABELS[t.kind] || t.kind })),
+      el("td", { text: t.event || t.page_path || "" }),
+      el("td", {}, el("span", { class: "chip small", style: { background: channelColor(t.channel), color: "#fff" }, text: t.channel || "Direct" })),
+      el("td", { style: { color: STAGE_COLORS[t.stage] || "inherit" }, text: t.stage || "" }))));
+    $("account-journey-note").textContent = a.touchpoints_truncated ? "Only the latest touchpoints are shown." : "";
+  }
+
   // ---- start -------------------------------------------------------------------------------------
 
   async function guard(promise) {
@@ -530,13 +601,15 @@
     $("contact-form").onsubmit = (e) => {
       e.preventDefault();
       const c = $("contact-input").value.trim();
-      if (c) location.href = `/map?contact=${encodeURIComponent(c)}`;
+      if (c.startsWith("domain:")) location.href = `/map?account=${encodeURIComponent(c)}`;
+      else if (c) location.href = `/map?contact=${encodeURIComponent(c)}`;
     };
     if (!readKey()) { askForKey(""); return; }
     $("forget-key").hidden = false;
     const contact = params.get("contact");
+    const account = params.get("account");
     if (contact) $("contact-input").value = contact;
-    const ok = await guard(contact ? contactView(contact) : siteView());
+    const ok = await guard(account ? accountView(account) : contact ? contactView(contact) : siteView());
     if (ok) document.body.dataset.state = "ready";
   }
 
