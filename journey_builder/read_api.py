@@ -12,10 +12,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from journey_builder import accounts, analytics, interests, queries
+from journey_builder.clickmaps import click_map
 from journey_builder.insights_api import insights_router
 from journey_builder.map_page import map_router
 from journey_builder.sql_sandbox import SqlRefused, SqlSandbox
@@ -173,6 +174,20 @@ def read_router(
         s: Annotated[Site, Depends(site)], limit: Annotated[int, Query(ge=1, le=100)] = 10
     ) -> dict[str, Any]:
         return await run(analytics.pain_points, s["site_id"], limit)
+
+    @router.get("/v1/clicks", summary="Click map of one page: clicks by element (rage, dead) and a density grid")
+    async def clicks(
+        s: Annotated[Site, Depends(site)],
+        response: Response,
+        page: Annotated[str, Query(min_length=1, max_length=2048, pattern="^/", description="page path: /pricing")],
+        days: Annotated[int, Query(ge=1, le=366, description="look back this many days")] = 30,
+        limit: Annotated[int, Query(ge=1, le=200, description="elements listed")] = 50,
+        rows: Annotated[int, Query(ge=1, le=200, description="grid rows (20 columns)")] = 40,
+    ) -> dict[str, Any]:
+        # read by the click-map overlay from the site's own pages: the key travels in the header,
+        # never a cookie, so any origin may read the answer
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return await run(click_map, s["site_id"], page, days=days, limit=limit, rows=rows)
 
     sandbox = SqlSandbox(sql_settings, database)
     pool = ThreadPoolExecutor(max_workers=max(1, sql_settings.max_concurrent), thread_name_prefix="sql")

@@ -21,7 +21,7 @@ const box = (parent, style, text) => {
 
 const panel = (root, lines) => {
   const p = box(root, {
-    position: 'fixed', top: '12px', right: '12px', maxWidth: '360px', padding: '10px 12px',
+    position: 'fixed', bottom: '12px', right: '12px', maxWidth: '360px', padding: '10px 12px',
     background: '#1a202c', color: '#fff', font: '12px/1.5 system-ui, sans-serif', borderRadius: '6px',
     pointerEvents: 'auto', boxShadow: '0 4px 16px rgba(0,0,0,.3)', whiteSpace: 'pre-wrap',
   })
@@ -63,7 +63,7 @@ const draw = (root, data) => {
     const label = box(mark, {
       left: '0', top: '-18px', padding: '0 4px', background: '#1a202c', color: '#fff',
       font: '11px/18px system-ui, sans-serif', whiteSpace: 'nowrap',
-    }, `${e.clicks} clicks · ${Math.round(e.share * 100)}%` + (e.rage_clicks ? ` · ${e.rage_clicks} rage` : '') + (e.dead_clicks ? ` · ${e.dead_clicks} dead` : ''))
+    }, `${e.clicks} click${e.clicks == 1 ? '' : 's'} · ${Math.round(e.share * 100)}%` + (e.rage_clicks ? ` · ${e.rage_clicks} rage` : '') + (e.dead_clicks ? ` · ${e.dead_clicks} dead` : ''))
     label.dataset.part = 'label'
   }
   panel(root, [
