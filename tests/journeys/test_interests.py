@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from journey_builder import interests
+from journey_builder import interests, privacy
 from schemas import RawBatch, unfold
 from tests.journeys.conftest import CHROME, T0, Journey, enricher
 from trailmark.settings import JourneySettings
@@ -179,3 +179,16 @@ def test_interest_filter_keeps_only_contacts_with_that_interest(stream: Stream) 
     by_id = {c["contact_id"]: c for c in everyone["contacts"]}
     assert set(by_id) == {"anon:shopper", "user:r", "anon:old"}
     assert len(by_id["anon:shopper"]["interests"]) == 2
+
+
+def test_erasing_a_contact_erases_its_interests(stream: Stream) -> None:
+    s = stream
+    s.send(s.event("page", "ann-laptop", 0, path="/blog/one"), s.event("page", "zed", 0, path="/blog/two"))
+    s.send(s.event("identify", "ann-laptop", 1, user_id="u-ann", traits={"email": "ann@acme.io"}))
+    subject = privacy.resolve_subject(s.storage, "s1", "u-ann")
+    assert subject is not None
+    eraser = privacy.Eraser(s.storage, subject, privacy.new_request("s1", "u-ann"), settle_s=0)
+    privacy.begin(s.storage, eraser)
+    eraser.run(sleep=lambda _: None)
+    left = s.sql("SELECT anonymous_id FROM {db}.interest_hours")
+    assert left == [{"anonymous_id": "zed"}]  # the other visitor's interests stay
