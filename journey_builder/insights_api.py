@@ -6,8 +6,8 @@
 like the others. The personas file is read and checked once, when the router is built.
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: FastAPI reads the parameters' annotations at run time,
+# and their bounds come from the settings (``conf.max_periods``), local to insights_router
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
