@@ -148,12 +148,34 @@ def run(events: list[dict[str, Any]], enricher: Enricher) -> float:
     return time.perf_counter() - t0
 
 
+def lookups_hang(events: list[dict[str, Any]], settings: EnrichSettings, repeat: int) -> list[str]:
+    """Warm passes without and with company lookups (every source hanging), alternated."""
+    from hung_lookups import HungLookups
+
+    with HungLookups() as hung:
+        asking = Enricher(settings, lookups=hung.wanted)
+        plain = Enricher(settings)
+        run(events, asking), run(events, plain)  # warm both
+        time.sleep(1.0)  # the worker has taken its first domains and is waiting on them
+        without, with_ = [], []
+        for _ in range(max(1, repeat)):
+            without.append(run(events, plain))
+            with_.append(run(events, asking))
+        n, w0, w1 = len(events), min(without), min(with_)
+        return [
+            f"company lookups hanging ({hung.hanging} connections held, {len(hung.wanted)} domains waiting): "
+            f"warm, best of {repeat} alternated: without {n / w0:,.0f} events/s, with {n / w1:,.0f} events/s "
+            f"({(w0 / w1 - 1) * 100:+.1f} %)",
+        ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the highest)")
     ap.add_argument("--repeat", type=int, default=3, help="warm passes; the best is reported")
+    ap.add_argument("--lookups-hang", action="store_true", help="also with company lookups whose sources all hang")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
@@ -178,6 +200,8 @@ def main() -> None:
         f"warm pass (caches full, best of {args.repeat}):  {n / warm:,.0f} events/s ({warm * 1e6 / n:.1f} us/event)",
         f"events with enrich_errors (first 20k): {errors}",
     ]
+    if args.lookups_hang:
+        lines += lookups_hang(events, enricher.settings, args.repeat)
     print("\n".join(lines))
     if args.no_write:
         return

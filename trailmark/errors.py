@@ -6,10 +6,13 @@ the stage runner and the HTTP layer act on the branch, never on a library's exce
     ├── Unavailable        a dependency cannot serve right now: retry, do not commit (HTTP 503)
     │   ├── BusUnavailable         (trailmark.bus.base)   broker or event log
     │   ├── StorageUnavailable     (trailmark.storage.base) ClickHouse / chDB
-    │   └── ReplayUnavailable      (trailmark.deadletters) no server and no direct access for a replay
+    │   ├── ReplayUnavailable      (trailmark.deadletters) no server and no direct access for a replay
+    │   └── SourceFailed           (enrich.companies.errors) a company website, DNS or RDAP did not answer
     ├── Rejected           this record or query is at fault: dead-letter it (stages) or 400 (HTTP)
     │   ├── QueryError             (trailmark.storage.base) ClickHouse refused the statement
-    │   └── PoisonEvent            (enrich.errors) an event enrichment cannot process
+    │   ├── PoisonEvent            (enrich.errors) an event enrichment cannot process
+    │   ├── TargetRefused          (enrich.companies.errors) not fetched: not a public address, robots.txt
+    │   └── NotFound               (enrich.companies.errors) no such company domain or page
     ├── BadRequest         a client's request is invalid (HTTP 4xx with the reason)
     │   ├── SqlRefused             (journey_builder.sql_sandbox) not a query the SQL endpoint runs
     │   ├── BadQuery               (journey_builder.analytics) a read's parameters cannot be used

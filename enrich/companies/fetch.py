@@ -195,8 +195,9 @@ class Fetcher:
         return rp
 
 
-class _Retry(Exception):
-    """A hop that may succeed if tried again (network, timeout, 429, 5xx)."""
+class _Retry(SourceFailed):
+    """A hop that may succeed if tried again (network, timeout, 429, 5xx); ``_hop`` retries it and
+    raises a plain ``SourceFailed`` once the retries are used up."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -166,6 +166,7 @@ async def test_robots_txt_is_respected(sites: Sites, chdb: ChdbStorage, domain: 
 
 async def test_a_slow_site_times_out_and_is_stored_as_an_error(sites: Sites, chdb: ChdbStorage) -> None:
     sites.slow_s = 4.0
+    before = len(sites.record.paths("slow.example"))
     started = time.monotonic()
     await run(settings(sites, dns=False, rdap=False, timeout_s=0.5, retries=1), chdb, [("s1", "slow.example")])
     took = time.monotonic() - started
@@ -173,7 +174,7 @@ async def test_a_slow_site_times_out_and_is_stored_as_an_error(sites: Sites, chd
     assert p["status"] == "error"
     assert "no answer within 0.5 s" in p["reason"] or "timed out" in p["reason"]
     assert took < 3.5  # two attempts of 0.5 s and a backoff, not the site's 4 s
-    assert sites.record.paths("slow.example").count("/") == 2  # retried once
+    assert sites.record.paths("slow.example")[before:].count("/") == 2  # retried once
 
 
 async def test_a_20_mb_page_is_read_up_to_the_cap_only(sites: Sites, chdb: ChdbStorage) -> None:
