@@ -29,6 +29,7 @@ suppression list covers what is still in flight, topic retention the rest.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections import Counter
@@ -43,14 +44,15 @@ from schemas.events import EnrichedEvent, Site
 from schemas.times import ch_now
 from trailmark.errors import ConfigError
 from trailmark.settings import PrivacySettings
-from trailmark.storage.base import Row, Storage
+from trailmark.storage.base import LOCAL_SUFFIX, SHARD_KEYS, ClusterRenderer, Row, Storage
 from trailmark.suppression import Suppression as Suppression  # re-exported: the builder imports it from here
 from trailmark.suppression import identifier_hash
 
 MUTATION = {"mutations_sync": 2}
 IDENTIFIER_COLUMNS = ("anonymous_id", "user_id", "email", "contact_id", "handle")
 # tables an erasure writes itself; they hold hashes and counts, never an identifier
-OWN_TABLES = frozenset({"suppressed_identifiers", "erasure_requests", "schema_migrations"})
+OWN_TABLES = frozenset({"suppressed_identifiers", "erasure_requests", "erasure_subjects", "schema_migrations"})
+WORK_TABLE = "erasure_subjects"  # migration 010: an unfinished erasure's subject (see begin / resume)
 JSON_COLUMNS = ("properties", "traits", "context", "extra", "field_sources")
 
 
@@ -293,10 +295,26 @@ def retention_expression(days_by_site: dict[str, int], default_days: int) -> str
     return f"toUInt16(transform(site_id, {names}, {days}, {int(default_days)}))"
 
 
-def apply_retention(storage: Storage, days_by_site: dict[str, int], default_days: int = 0) -> list[str]:
-    """Make each retention table's ``retention_days`` DEFAULT the current settings (rows written from
-    now on carry their site's days), and, where that DEFAULT changed, update the rows already stored
-    (a mutation; their TTL follows at the next merge). Returns the tables changed."""
+def on_cluster(statement: str, cluster: str) -> list[str]:
+    """A runtime ``ALTER`` (an erasure's delete, a retention change) as it must run. Without a cluster,
+    unchanged. On one (``TRAILMARK_STORAGE__CLUSTER``) the public names are Distributed tables, which
+    take no mutation: the statement runs ``ON CLUSTER`` against the replicated ``<table>_local``
+    tables, and a column change also on the Distributed table (ClusterRenderer, the same rendering
+    as the migrations). ``mutations_sync = 2`` then waits for every replica of the shard."""
+    if not cluster:
+        return [statement]
+    renderer = ClusterRenderer(cluster, "")  # the replication path only matters for CREATE TABLE
+    renderer.tables.update(SHARD_KEYS)
+    return renderer.render(statement)
+
+
+def retention_statements(
+    storage: Storage, days_by_site: dict[str, int], default_days: int = 0, cluster: str = ""
+) -> list[str]:
+    """The statements that bring each retention table's ``retention_days`` DEFAULT to the current
+    settings (rows written from now on carry their site's days) and, where that DEFAULT changed,
+    update the rows already stored (a mutation; their TTL follows at the next merge). Nothing when
+    the settings did not change. Rendered for ``cluster`` when it is set."""
     db, expr = storage.database, retention_expression(days_by_site, default_days)
     current = {
         r["table"]: r["default_expression"]
@@ -307,19 +325,32 @@ def apply_retention(storage: Storage, days_by_site: dict[str, int], default_days
         )
     }
     probe = storage.query("SELECT formatQuerySingleLine('SELECT ' || {e:String}) AS q", {"e": expr})[0]["q"]
-    changed = []
+    out = []
     for table in RETENTION_TABLES:
         now = storage.query(
             "SELECT formatQuerySingleLine('SELECT ' || {e:String}) AS q", {"e": current.get(table) or "0"}
         )[0]["q"]
         if table not in current or now == probe:
             continue
-        storage.execute(f"ALTER TABLE {db}.{table} MODIFY COLUMN retention_days UInt16 DEFAULT {expr}")
-        storage.execute(
+        out += on_cluster(f"ALTER TABLE {db}.{table} MODIFY COLUMN retention_days UInt16 DEFAULT {expr}", cluster)
+        out += on_cluster(
             f"ALTER TABLE {db}.{table} UPDATE retention_days = {expr} WHERE retention_days != {expr}"
-            " SETTINGS mutations_sync = 2"
+            " SETTINGS mutations_sync = 2",
+            cluster,
         )
-        changed.append(table)
+    return out
+
+
+def apply_retention(
+    storage: Storage, days_by_site: dict[str, int], default_days: int = 0, cluster: str = ""
+) -> list[str]:
+    """Run :func:`retention_statements`; returns the tables changed."""
+    changed = []
+    for statement in retention_statements(storage, days_by_site, default_days, cluster):
+        storage.execute(statement)
+        table = statement.split()[2].rsplit(".", 1)[1].removesuffix(LOCAL_SUFFIX)
+        if table not in changed:
+            changed.append(table)
     return changed
 
 
@@ -423,14 +454,17 @@ def load(storage: Storage, site_id: str, request_id: str) -> Row | None:
     return rows[0] if rows else None
 
 
-def erasable_tables(storage: Storage) -> list[tuple[str, list[str]]]:
-    """(table, identifier columns) of every MergeTree table of the database that has a site and at
-    least one identifier column; dead letters are matched on their payload instead."""
+def erasable_tables(storage: Storage, cluster: str = "") -> list[tuple[str, list[str]]]:
+    """(table, identifier columns) of every table of the database that has a site and at least one
+    identifier column; dead letters are matched on their payload instead. The MergeTree tables, or
+    on a cluster the Distributed tables over them (the public names: counted there over every
+    shard, mutated through :func:`on_cluster` on their ``_local`` tables)."""
     db = storage.database
+    engine = "x.engine = 'Distributed'" if cluster else "x.engine LIKE '%MergeTree'"
     rows = storage.query(
         "SELECT c.table AS t, groupArray(c.name) AS cols FROM system.columns AS c"
         " INNER JOIN system.tables AS x ON x.database = c.database AND x.name = c.table"
-        " WHERE c.database = {db:String} AND x.engine LIKE '%MergeTree' AND c.default_kind != 'ALIAS'"
+        f" WHERE c.database = {{db:String}} AND {engine} AND c.default_kind != 'ALIAS'"
         " GROUP BY c.table ORDER BY c.table",
         {"db": db},
     )
@@ -463,28 +497,160 @@ def _dead_letter_match(subject: Subject) -> tuple[str, dict[str, Any]]:
     return "site_id IN ({s:String}, '') AND (" + " OR ".join(terms) + ")", params
 
 
+# --- an erasure's working copy of its subject, so an interrupted erasure can resume ------------------
+#
+# An erasure runs for seconds to minutes; the process may die between two of its steps. To finish
+# the work after a restart the eraser must know what it was erasing, and by then some tables no
+# longer name the contact (re-resolving it would miss identifiers). So the subject is kept in
+# ``erasure_subjects`` while its erasure is unfinished, and deleted (a mutation, like the rows) when
+# it is done. It holds nothing the unfinished erasure has not yet deleted elsewhere, has no
+# ``site_id`` column (``/v1/sql`` cannot read it) and is not itself erased.
+
+
+def _subject_json(subject: Subject) -> str:
+    return orjson.dumps(
+        {
+            "site_id": subject.site_id,
+            "contact_id": subject.contact_id,
+            "contact_ids": sorted(subject.contact_ids),
+            "anonymous_ids": sorted(subject.anonymous_ids),
+            "user_ids": sorted(subject.user_ids),
+            "emails": sorted(subject.emails),
+        }
+    ).decode()
+
+
+def begin(storage: Storage, eraser: Eraser) -> None:
+    """Record a new erasure: its working copy of the subject first, then its progress row (an
+    erasure whose progress row exists can always be resumed)."""
+    storage.insert(
+        WORK_TABLE,
+        [{"request_id": eraser.progress.request_id, "subject": _subject_json(eraser.subject), "created_at": ch_now()}],
+    )
+    save(storage, eraser.progress)
+
+
+def unfinished(storage: Storage, before: str, cluster: str = "") -> list[tuple[str, str]]:
+    """(site, request id) of every erasure not done whose subject is still kept and whose progress
+    was last recorded ``before`` (ClickHouse time text: the start of the process asking, so an
+    erasure another live process is running now is left to it): interrupted by a stop, or failed
+    (storage errors, rows left after the passes); oldest first. Working copies of erasures that are
+    done (a stop between the last two writes) are deleted on the way."""
+    db = storage.database
+    rows = storage.query(
+        f"SELECT site_id, request_id, status FROM {db}.erasure_requests FINAL"
+        f" WHERE request_id IN (SELECT request_id FROM {db}.{WORK_TABLE})"
+        " AND (status = 'done' OR updated_at < {t:DateTime64(3, 'UTC')}) ORDER BY requested_at, request_id",
+        {"t": before},
+    )
+    done = [r["request_id"] for r in rows if r["status"] == "done"]
+    if done:
+        for statement in on_cluster(
+            f"ALTER TABLE {db}.{WORK_TABLE} DELETE WHERE request_id IN {{r:Array(String)}} SETTINGS mutations_sync = 2",
+            cluster,
+        ):
+            storage.execute(statement, {"r": done})
+    return [(r["site_id"], r["request_id"]) for r in rows if r["status"] != "done"]
+
+
+def resume(
+    storage: Storage, site_id: str, request_id: str, settle_s: float = 2.0, passes: int = 3, cluster: str = ""
+) -> Eraser | None:
+    """An eraser that goes on from the last step the request recorded; None when the request is
+    unknown, done, or its subject was not kept."""
+    db = storage.database
+    state = storage.query(
+        f"SELECT contact_hash, status, steps_done, requested_at FROM {db}.erasure_requests FINAL"
+        " WHERE site_id = {s:String} AND request_id = {r:String}",
+        {"s": site_id, "r": request_id},
+    )
+    kept = storage.query(
+        f"SELECT subject FROM {db}.{WORK_TABLE} WHERE request_id = {{r:String}} LIMIT 1", {"r": request_id}
+    )
+    if not state or not kept or state[0]["status"] == "done":
+        return None
+    doc = orjson.loads(kept[0]["subject"])
+    subject = Subject(
+        doc["site_id"],
+        doc["contact_id"],
+        set(doc["contact_ids"]),
+        set(doc["anonymous_ids"]),
+        set(doc["user_ids"]),
+        set(doc["emails"]),
+    )
+    progress = Progress(request_id, site_id, state[0]["contact_hash"], requested_at=state[0]["requested_at"])
+    eraser = Eraser(storage, subject, progress, settle_s, passes, cluster)
+    progress.steps_done = min(int(state[0]["steps_done"]), progress.steps_total - 1)
+    progress.detail = f"resumed after step {progress.steps_done}"
+    save(storage, progress)
+    return eraser
+
+
+Step = Callable[[], str]  # runs one step of an erasure; returns what to report about it
+
+
 class Eraser:
-    """Runs one erasure: suppress, delete from every table, scrub the logs, verify (passes)."""
+    """Runs one erasure in steps, each recorded in ``erasure_requests`` when it is done: suppress,
+    one delete per table, dead-letter replays, dead letters, the logs, then verification (passes).
+    Every step can run twice (a resumed erasure repeats the one it was in)."""
 
     def __init__(
-        self, storage: Storage, subject: Subject, progress: Progress, settle_s: float = 2.0, passes: int = 3
+        self,
+        storage: Storage,
+        subject: Subject,
+        progress: Progress,
+        settle_s: float = 2.0,
+        passes: int = 3,
+        cluster: str = "",
+        tables: list[tuple[str, list[str]]] | None = None,
     ) -> None:
         self.storage = storage
         self.subject = subject
         self.progress = progress
         self.settle_s = settle_s
         self.passes = passes
-        self.tables = erasable_tables(storage)
+        self.cluster = cluster
+        self.tables = erasable_tables(storage, cluster) if tables is None else tables
         progress.identifiers = len(subject.identifiers())
-        # suppress, one delete per table, dead-letter replays and dead letters, the logs, verification
-        progress.steps_total = 1 + len(self.tables) + 2 + 1 + 1
+        progress.steps_total = len(self.steps()) + 1  # and the verification
 
-    def step(self, detail: str) -> None:
-        self.progress.steps_done += 1
-        self.progress.detail = detail
-        save(self.storage, self.progress)
+    def steps(self, scrub: Callable[[RecordScrubber], int] | None = None) -> list[tuple[str, Step]]:
+        """(name, step) in order; ``scrub`` rewrites the logs (privacy_api.scrub_logs) and returns
+        how many records it changed."""
 
-    def suppress(self) -> None:
+        def logs() -> str:
+            n = scrub(RecordScrubber(self.subject)) if scrub is not None else 0
+            return f"removed {n} log record(s); verifying"
+
+        out: list[tuple[str, Step]] = [("suppress", self.suppress)]
+        out += [(f"delete {t}", functools.partial(self.delete_table, t, cols)) for t, cols in self.tables]
+        out += [("delete dead_letter_replays", self.delete_replays), ("delete dead_letters", self.delete_dead_letters)]
+        out.append(("logs", logs))
+        return out
+
+    def run(
+        self,
+        scrub: Callable[[RecordScrubber], int] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        after_step: Callable[[int], None] | None = None,
+    ) -> None:
+        """Every step not recorded as done yet, then verification and the final state.
+        ``after_step(n)`` is called once step n is recorded (tests stop an erasure there)."""
+        for number, (_, step) in enumerate(self.steps(scrub), start=1):
+            if number <= self.progress.steps_done:
+                continue
+            self.progress.detail = step()
+            self.progress.steps_done = number
+            save(self.storage, self.progress)
+            if after_step is not None:
+                after_step(number)
+        self.finish(self.verify(sleep))
+
+    def _mutate(self, statement: str, params: dict[str, Any]) -> None:
+        for s in on_cluster(statement, self.cluster):
+            self.storage.execute(s, params)
+
+    def suppress(self) -> str:
         now = ch_now()
         s = self.subject
         self.storage.insert(
@@ -499,28 +665,40 @@ class Eraser:
                 for i in s.identifiers()
             ],
         )
-        self.step("suppressed; deleting rows")
+        return "suppressed; deleting rows"
 
-    def delete(self, record: bool = True) -> None:
-        """One delete per table (a mutation each, waited for)."""
-        db, p = self.storage.database, self.subject.params()
-        for table, cols in self.tables:
-            self.storage.execute(f"ALTER TABLE {db}.{table} DELETE WHERE {_match(cols)} SETTINGS mutations_sync = 2", p)
-            if record:
-                self.step(f"deleted from {table}")
+    def delete_table(self, table: str, cols: list[str]) -> str:
+        db = self.storage.database
+        self._mutate(
+            f"ALTER TABLE {db}.{table} DELETE WHERE {_match(cols)} SETTINGS mutations_sync = 2", self.subject.params()
+        )
+        return f"deleted from {table}"
+
+    def delete_replays(self) -> str:
+        db = self.storage.database
         where, dp = _dead_letter_match(self.subject)
         ids = [r["id"] for r in self.storage.query(f"SELECT id FROM {db}.dead_letters WHERE {where}", dp)]
         if ids:
-            self.storage.execute(
+            self._mutate(
                 f"ALTER TABLE {db}.dead_letter_replays DELETE WHERE dead_letter_id IN"
                 " {ids:Array(String)} SETTINGS mutations_sync = 2",
                 {"ids": ids},
             )
-        if record:
-            self.step("deleted dead-letter replays")
-        self.storage.execute(f"ALTER TABLE {db}.dead_letters DELETE WHERE {where} SETTINGS mutations_sync = 2", dp)
-        if record:
-            self.step("deleted dead letters")
+        return "deleted dead-letter replays"
+
+    def delete_dead_letters(self) -> str:
+        where, dp = _dead_letter_match(self.subject)
+        self._mutate(
+            f"ALTER TABLE {self.storage.database}.dead_letters DELETE WHERE {where} SETTINGS mutations_sync = 2", dp
+        )
+        return "deleted dead letters"
+
+    def delete_all(self) -> None:
+        """Every delete again (a verification pass found rows)."""
+        for table, cols in self.tables:
+            self.delete_table(table, cols)
+        self.delete_replays()
+        self.delete_dead_letters()
 
     def remaining(self) -> int:
         """Rows that still match the subject, over every table."""
@@ -540,18 +718,27 @@ class Eraser:
             left = self.remaining()
             if not left:
                 break
-            self.delete(record=False)
+            self.delete_all()
         else:
             left = self.remaining()
         return left
 
     def finish(self, left: int) -> None:
+        """Record the outcome; once done, the working copy of the subject goes too (after the state,
+        so a stop in between leaves a done request whose copy :func:`unfinished` deletes)."""
         self.progress.steps_done = self.progress.steps_total
         self.progress.status = "done" if left == 0 else "failed"
         self.progress.detail = "erased" if left == 0 else f"{left} row(s) still match after {self.passes} passes"
         save(self.storage, self.progress)
+        if left == 0:
+            self._mutate(
+                f"ALTER TABLE {self.storage.database}.{WORK_TABLE} DELETE WHERE request_id = {{r:String}}"
+                " SETTINGS mutations_sync = 2",
+                {"r": self.progress.request_id},
+            )
 
     def fail(self, reason: str) -> None:
+        """Record a failure; the subject stays kept, so the next start resumes the erasure."""
         self.progress.status = "failed"
         self.progress.detail = reason[:500]
         save(self.storage, self.progress)

@@ -5,8 +5,10 @@ The admin key opens only these routes: a read or write key gets 403 here, and th
 
 Erasure is asynchronous (202 + a request id; ``GET /v1/erasures/{id}`` reports progress): its
 ClickHouse mutations and log rewrites take seconds to minutes. Erasures run one at a time in the
-server process. A request whose server stopped before it finished reports ``interrupted``: ask again
-(the suppression list it wrote already holds; erasing twice is harmless).
+server process, each step recorded when done. An erasure the server stopped in (or that failed)
+resumes after the next start, on the first request to these routes, from its last recorded step
+(journey_builder/privacy.py ``unfinished`` / ``resume``); the suppression list it wrote holds
+meanwhile.
 """
 
 import asyncio
@@ -19,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from journey_builder import privacy
 from schemas import Site
+from schemas.times import ch_now
 from trailmark.bus.base import EventBus
 from trailmark.bus.embedded import EmbeddedBus
 from trailmark.bus.spool import SpoolingProducer
@@ -60,12 +63,16 @@ def privacy_router(
         (keys, "erase and export need the site's admin key (keys.json: admin_key)")
         for keys in (index_keys(sites, "read_key"), index_keys(sites, "write_key"))
     ]
-    conf = settings.privacy
+    conf, cluster = settings.privacy, settings.storage.cluster
     running: dict[str, asyncio.Task[None]] = {}
     one_at_a_time = asyncio.Lock()
+    resumed = False  # unfinished erasures of earlier runs are picked up once per process
+    started = ch_now()  # ... those last recorded before this process started (no live process has them)
 
-    def admin_site(request: Request) -> Site:
-        return bearer_site(request, limits, admin_keys, refused, "admin key")
+    async def admin_site(request: Request) -> Site:
+        site = bearer_site(request, limits, admin_keys, refused, "admin key")
+        await resume_unfinished()
+        return site
 
     # no ``from __future__ import annotations`` here: FastAPI reads these annotations at route creation
     Admin = Annotated[Site, Depends(admin_site)]
@@ -76,15 +83,13 @@ def privacy_router(
             raise HTTPException(404, f"no contact or visitor {contact!r} on site {site['site_id']!r}")
         return found
 
+    def scrub(change: privacy.RecordScrubber) -> int:
+        return scrub_logs(logs, settings, change)
+
     async def erase(eraser: privacy.Eraser) -> None:
         async with one_at_a_time:
             try:
-                await asyncio.to_thread(eraser.suppress)
-                await asyncio.to_thread(eraser.delete)
-                scrubbed = await asyncio.to_thread(scrub_logs, logs, settings, privacy.RecordScrubber(eraser.subject))
-                await asyncio.to_thread(eraser.step, f"removed {scrubbed} log record(s); verifying")
-                left = await asyncio.to_thread(eraser.verify)
-                await asyncio.to_thread(eraser.finish, left)
+                await asyncio.to_thread(eraser.run, scrub)
                 log.warning("erasure %s: %s", eraser.progress.request_id, eraser.progress.detail)
             except Exception as exc:
                 log.exception("erasure %s failed", eraser.progress.request_id)
@@ -94,6 +99,30 @@ def privacy_router(
                     log.exception("erasure %s: cannot record the failure", eraser.progress.request_id)
             finally:
                 running.pop(eraser.progress.request_id, None)
+
+    def start(eraser: privacy.Eraser) -> None:
+        request_id = eraser.progress.request_id
+        running[request_id] = asyncio.create_task(erase(eraser), name=f"erase-{request_id}")
+
+    async def resume_unfinished() -> None:
+        nonlocal resumed
+        if resumed:
+            return
+        resumed = True  # set first: requests arriving meanwhile must not start the same erasures twice
+        try:
+            store = storage()
+            for site_id, request_id in await asyncio.to_thread(privacy.unfinished, store, started, cluster):
+                if request_id in running:
+                    continue
+                eraser = await asyncio.to_thread(
+                    privacy.resume, store, site_id, request_id, conf.erase_settle_s, conf.erase_passes, cluster
+                )
+                if eraser is not None:
+                    log.warning("erasure %s: resuming after step %d", request_id, eraser.progress.steps_done)
+                    start(eraser)
+        except Exception:
+            resumed = False  # storage not up yet: the next request tries again
+            raise
 
     @router.delete(
         "/v1/contacts/{contact}",
@@ -105,10 +134,10 @@ def privacy_router(
         progress = privacy.new_request(site["site_id"], contact)
         store = storage()
         eraser = await asyncio.to_thread(
-            privacy.Eraser, store, subject, progress, conf.erase_settle_s, conf.erase_passes
+            privacy.Eraser, store, subject, progress, conf.erase_settle_s, conf.erase_passes, cluster
         )
-        await asyncio.to_thread(privacy.save, store, progress)
-        running[progress.request_id] = asyncio.create_task(erase(eraser), name=f"erase-{progress.request_id}")
+        await asyncio.to_thread(privacy.begin, store, eraser)
+        start(eraser)
         return JSONResponse(
             {
                 "request_id": progress.request_id,
@@ -124,9 +153,9 @@ def privacy_router(
         row = await asyncio.to_thread(privacy.load, storage(), site["site_id"], request_id)
         if row is None:
             raise HTTPException(404, f"no erasure {request_id!r} on site {site['site_id']!r}")
-        if row["status"] == "running" and request_id not in running:
+        if row["status"] == "running" and request_id not in running:  # and could not be resumed
             row["status"] = "interrupted"
-            row["detail"] = "the server stopped before it finished; erase the contact again"
+            row["detail"] = "the server stopped before it finished and the erasure cannot resume; erase again"
         return row
 
     @router.get(

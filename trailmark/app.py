@@ -131,7 +131,8 @@ class Runtime:
             storage = await asyncio.to_thread(open_storage, self.settings)
             await asyncio.to_thread(apply_migrations, storage, self.settings.storage)
             retention = {s["site_id"]: s["retention_days"] for s in self.sites if "retention_days" in s}
-            await asyncio.to_thread(apply_retention, storage, retention, self.settings.privacy.retention_days)
+            days, cluster = self.settings.privacy.retention_days, self.settings.storage.cluster
+            await asyncio.to_thread(apply_retention, storage, retention, days, cluster)
             self.storage = storage
 
     async def _bring_up_later(self) -> None:

@@ -73,9 +73,8 @@ def erase(storage: Storage, contact: str) -> privacy.Eraser:
     subject = privacy.resolve_subject(storage, "s1", contact)
     assert subject is not None
     eraser = privacy.Eraser(storage, subject, privacy.new_request("s1", contact), settle_s=0)
-    eraser.suppress()
-    eraser.delete()
-    eraser.finish(eraser.verify(sleep=lambda _: None))
+    privacy.begin(storage, eraser)
+    eraser.run(sleep=lambda _: None)
     return eraser
 
 

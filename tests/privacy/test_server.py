@@ -212,3 +212,55 @@ def test_erase_a_stitched_contact_through_the_cli(tmp_path: Path) -> None:
         "contact_devices",
     }
     assert len(tables["suppressed_identifiers"]) == 5 and tables["erasure_requests"]
+
+
+def test_an_erasure_the_server_died_in_resumes_after_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    # a long settle time: the erasure cannot finish before the kill, which comes once it has begun deleting
+    server = Server(data, env={"TRAILMARK_PRIVACY__ERASE_SETTLE_S": "300"}).start()
+    admin = {"authorization": f"Bearer {server.site['admin_key']}"}
+    try:
+        r = server.post(
+            "/v1/batch",
+            {
+                "batch": [
+                    ev("page", "jane-laptop", 0),
+                    ev("identify", "jane-laptop", 1, userId="u-jane", traits={"email": "jane@acme.io"}),
+                    ev("page", "jane-phone", 10),
+                    ev("identify", "jane-phone", 11, userId="u-jane"),
+                    ev("page", "bob-1", 5),
+                    ev("identify", "bob-1", 6, userId="u-bob", traits={"email": "bob@globex.com"}),
+                ]
+            },
+        )
+        assert r.status_code == 200, r.text
+        server.wait_for("SELECT count() FROM trailmark.events", 6)
+        started = httpx.delete(f"{server.url}/v1/contacts/u-jane", headers=admin, timeout=30)
+        assert started.status_code == 202, started.text
+        request_id = started.json()["request_id"]
+        status_url = f"{server.url}/v1/erasures/{request_id}"
+
+        def progress() -> dict[str, Any]:
+            state: dict[str, Any] = httpx.get(status_url, headers=admin, timeout=30).json()
+            return state
+
+        wait(lambda: progress()["steps_done"] >= 2, "the erasure to begin deleting", timeout=60)
+        server.kill()  # -9, between two steps or inside one
+    finally:
+        server.stop()
+
+    server = Server(data, env={"TRAILMARK_PRIVACY__ERASE_SETTLE_S": "0.2"}).start()
+    try:
+        admin = {"authorization": f"Bearer {server.site['admin_key']}"}
+        status_url = f"{server.url}/v1/erasures/{request_id}"
+        first = httpx.get(status_url, headers=admin, timeout=30).json()
+        assert first["status"] in ("running", "done"), first  # picked up again, not "interrupted"
+        wait(lambda: httpx.get(status_url, headers=admin, timeout=30).json()["status"] == "done", "the erasure")
+        done = httpx.get(status_url, headers=admin, timeout=30).json()
+        assert done["detail"] == "erased" and done["steps_done"] == done["steps_total"]
+    finally:
+        server.stop()
+    tables = dump_tables(data)
+    assert mentions(tables, ("u-jane", "jane@acme.io", "jane-laptop", "jane-phone")) == {}
+    assert mentions(tables, ("u-bob", "bob-1")).keys() >= {"events", "identities_data", "contacts_data"}
+    assert tables["erasure_subjects"] == []

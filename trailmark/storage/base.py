@@ -121,11 +121,12 @@ SHARD_KEYS: dict[str, str] = {
     "suppressed_identifiers": "cityHash64(site_id, hash)",
     "erasure_requests": "cityHash64(site_id, request_id)",
     "consent_aggregates": "cityHash64(site_id, day)",  # its sum key's prefix: rows of one key meet on one shard
+    "erasure_subjects": "cityHash64(request_id)",
+    "company_profiles_data": "cityHash64(site_id, domain)",
 }
 LOCAL_SUFFIX = "_local"
 _NAME = r"(?P<db>[A-Za-z_][A-Za-z0-9_]*)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
 _CREATE_DATABASE = re.compile(r"CREATE DATABASE IF NOT EXISTS (?P<db>[A-Za-z_][A-Za-z0-9_]*)\Z")
-    "company_profiles_data": "cityHash64(site_id, domain)",
 _CREATE_TABLE = re.compile(rf"CREATE TABLE IF NOT EXISTS {_NAME}(?P<rest>\s.*)\Z", re.S)
 _ENGINE = re.compile(r"\bENGINE = (?P<family>[A-Za-z]*)MergeTree(?:\((?P<args>[^()]*)\))?")
 # OR REPLACE: a view over ``SELECT *`` is redefined by a migration that adds columns to its table
