@@ -10,8 +10,8 @@ import pytest
 
 from journey_builder import privacy
 from journey_builder.privacy import ConsentPolicies, ConsentPolicy, split_by_consent
-from schemas import EnrichedEvent, Site
-from tests.journeys.conftest import Journey
+from schemas import EnrichedEvent, RawBatch, Site, unfold
+from tests.journeys.conftest import T0, Journey, enricher
 from trailmark.errors import ConfigError
 from trailmark.settings import PrivacySettings
 from trailmark.storage.base import Storage
@@ -29,17 +29,20 @@ def site(site_id: str, **rules: Any) -> Site:
     return {"site_id": site_id, "write_key": "w", "read_key": "r", "origins": ["*"], **rules}  # type: ignore[typeddict-item]
 
 
-def enriched(journey: Journey, consent: object, anon: str = "v-1", path: str = "/pricing", **kw: Any) -> EnrichedEvent:
-    raw = journey.event("page", anon, 0, path=path, query="?utm_source=news&utm_medium=email&email=x@y.z", **kw)
+def enriched(consent: object, anon: str = "v-1", path: str = "/pricing") -> EnrichedEvent:
+    """One page view through unfold and the real Enricher, as the builder receives it."""
+    raw = Journey.event("page", anon, 0, path=path, query="?utm_source=news&utm_medium=email&email=x@y.z")
     if consent is not None:
         raw["context"]["consent"] = consent
-    [ev] = journey.enrich([raw])
+    batch: RawBatch = {
+        "v": 1,
+        "site_id": "s1",
+        "received_at": T0.isoformat(),
+        "ip": "81.2.69.142",
+        "body": {"batch": [raw]},
+    }
+    [ev] = [enricher().enrich(e, None) for e in unfold(batch)]
     return ev
-
-
-@pytest.fixture
-def events() -> Journey:
-    return Journey.__new__(Journey)  # only its event builders and the real enricher are used here
 
 
 def test_which_events_lack_analytics_consent() -> None:
@@ -71,14 +74,14 @@ def test_policies_come_from_the_settings_and_each_sites_keys_json_entry() -> Non
         ConsentPolicies.from_sites([site("a", no_consent="agregate")], PrivacySettings())
 
 
-def test_full_keeps_everything_aggregate_counts_and_drop_discards(events: Journey) -> None:
+def test_full_keeps_everything_aggregate_counts_and_drop_discards() -> None:
     batch = [
-        enriched(events, GRANTED, "v-yes"),
-        enriched(events, DENIED, "v-no", path="/pricing"),
-        enriched(events, DENIED, "v-no2", path="/pricing"),
-        enriched(events, SEGMENT_NO_ANALYTICS, "v-seg", path="/docs"),
-        enriched(events, GPC, "v-gpc"),
-        enriched(events, None, "v-server"),
+        enriched(GRANTED, "v-yes"),
+        enriched(DENIED, "v-no", path="/pricing"),
+        enriched(DENIED, "v-no2", path="/pricing"),
+        enriched(SEGMENT_NO_ANALYTICS, "v-seg", path="/docs"),
+        enriched(GPC, "v-gpc"),
+        enriched(None, "v-server"),
     ]
     full = split_by_consent(batch, ConsentPolicies())
     assert full == (batch, [], 0, 0)
@@ -113,8 +116,8 @@ def test_full_keeps_everything_aggregate_counts_and_drop_discards(events: Journe
     assert (dropped.aggregates, dropped.aggregated, dropped.dropped) == ([], 0, 3)
 
 
-def test_each_site_follows_its_own_rule(events: Journey) -> None:
-    a, b = enriched(events, DENIED, "v-a"), enriched(events, DENIED, "v-b")
+def test_each_site_follows_its_own_rule() -> None:
+    a, b = enriched(DENIED, "v-a"), enriched(DENIED, "v-b")
     b = {**b, "site_id": "s2"}  # type: ignore[assignment]
     policies = ConsentPolicies.from_sites([site("s1", no_consent="aggregate"), site("s2")], PrivacySettings())
     split = split_by_consent([a, b], policies)
@@ -122,12 +125,9 @@ def test_each_site_follows_its_own_rule(events: Journey) -> None:
 
 
 def test_aggregate_rows_are_stored_and_summed(storage: Storage) -> None:
-    journey = Journey(storage)
     policies = ConsentPolicies(ConsentPolicy("aggregate"))
-    first = split_by_consent([enriched(journey, DENIED, f"v-{i}") for i in range(3)], policies)
-    second = split_by_consent(
-        [enriched(journey, DENIED, "v-9"), enriched(journey, DENIED, "v-8", path="/docs")], policies
-    )
+    first = split_by_consent([enriched(DENIED, f"v-{i}") for i in range(3)], policies)
+    second = split_by_consent([enriched(DENIED, "v-9"), enriched(DENIED, "v-8", path="/docs")], policies)
     for split in (first, second):  # two batches: two inserts of the same key
         storage.insert(privacy.AGGREGATE_TABLE, split.aggregates)
     db = storage.database
