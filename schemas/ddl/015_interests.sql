@@ -28,7 +28,8 @@
 --     event's properties and from each element of properties.products: viewed, clicked, listed,
 --     filtered or cart viewed 1; added to the wishlist, shared or reviewed 2; added to the cart or
 --     checkout started 3; order completed 5.
--- Values are trimmed and lower-cased, so "Shoes" and "shoes " are one interest. Bots are left out.
+-- Values are trimmed and lower-cased, so "Shoes" and "shoes " are one interest (invalid UTF-8, say from a
+-- broken URL escape, becomes U+FFFD, so reads never choke on it). Bots are left out.
 
 CREATE TABLE IF NOT EXISTS {db}.interest_hours
 (
@@ -40,7 +41,9 @@ CREATE TABLE IF NOT EXISTS {db}.interest_hours
     weight SimpleAggregateFunction(sum, Float64) COMMENT 'sum of the events'' weights, not decayed',
     events SimpleAggregateFunction(sum, UInt64),
     last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
-    retention_days SimpleAggregateFunction(max, UInt16) COMMENT 'the events'' retention_days (0: for good)'
+    retention_days SimpleAggregateFunction(max, UInt16) COMMENT 'the events'' retention_days (0: for good)',
+    -- ?interest= looks a value up across a site's visitors: skip the granules without it
+    INDEX idx_value value TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (site_id, anonymous_id, kind, value, hour)
@@ -63,19 +66,21 @@ FROM
                          'Cart Viewed'), 1,
                0)) AS shop,
            if(shop > 0, JSONExtractArrayRaw(properties, 'products'), []) AS products,
-           arrayFilter(h -> h.2 != '', arrayMap(h -> (h.1, lower(trim(h.2)), h.3), arrayConcat(
+           arrayFilter(h -> h.2 != '', arrayMap(h -> (h.1, lowerUTF8(trim(toValidUTF8(h.2))), h.3), arrayConcat(
                if(is_view, [
                    ('content_group', toString(content_group), 1.),
-                   ('content_group', if(JSONHas(properties, 'category'), JSONExtractString(properties, 'category'),
-                                        JSONExtractString(extra, 'category')), 1.),
+                   -- a substring test first: most page views carry no category, and parsing costs
+                   ('content_group', multiIf(
+                       position(properties, '"category"') > 0, JSONExtractString(properties, 'category'),
+                       position(extra, '"category"') > 0, JSONExtractString(extra, 'category'), ''), 1.),
                    ('section', arrayElement(splitByChar('/', page_path), 2), 1.),
                    ('campaign_term', utm_term, 1.),
-                   ('search', search_term, 2.),
-                   ('search', decodeURLFormComponent(extractURLParameter(page_url, 'q')), 2.),
-                   ('search', decodeURLFormComponent(extractURLParameter(page_url, 'query')), 2.),
-                   ('search', decodeURLFormComponent(extractURLParameter(page_url, 'search')), 2.),
-                   ('search', decodeURLFormComponent(extractURLParameter(page_url, 's')), 2.)
+                   ('search', search_term, 2.)
                ], []),
+               if(is_view AND page_query != '', arrayMap(
+                   kv -> ('search', decodeURLFormComponent(substring(kv, position(kv, '=') + 1)), 2.),
+                   arrayFilter(kv -> splitByChar('=', kv)[1] IN ('q', 'query', 'search', 's'),
+                               extractURLParameters(page_url))), []),
                if(type = 'track' AND event = 'Products Searched',
                   [('search', JSONExtractString(properties, 'query'), 2.)], []),
                if(shop > 0, [
@@ -85,11 +90,12 @@ FROM
                arrayMap(p -> ('product_category', JSONExtractString(p, 'category'), shop), products),
                arrayMap(p -> ('product', JSONExtractString(p, 'name'), shop), products)
            ))) AS found,
-           -- one event counts each interest once (two products of one category: one hit)
-           arrayMap(v -> (v.1, v.2, arrayMax(arrayMap(h -> h.3, arrayFilter(h -> h.1 = v.1 AND h.2 = v.2, found)))),
-                    arrayDistinct(arrayMap(h -> (h.1, h.2), found))) AS hits
+           -- one event counts each interest once (two products of one category: one hit); within one
+           -- event a kind has one weight, so distinct (kind, value, weight) is distinct (kind, value)
+           arrayDistinct(found) AS hits
     FROM {db}.events
-    WHERE NOT is_bot AND anonymous_id != '' AND type IN ('page', 'screen', 'track')
+    WHERE NOT is_bot AND anonymous_id != ''
+      AND (type IN ('page', 'screen') OR (type = 'track' AND (shop > 0 OR event = 'Products Searched')))
 )
 ARRAY JOIN hits AS hit
 ;

@@ -192,3 +192,19 @@ def test_erasing_a_contact_erases_its_interests(stream: Stream) -> None:
     eraser.run(sleep=lambda _: None)
     left = s.sql("SELECT anonymous_id FROM {db}.interest_hours")
     assert left == [{"anonymous_id": "zed"}]  # the other visitor's interests stay
+
+
+def test_odd_input_never_fails_the_events_insert(stream: Stream) -> None:
+    """The view runs inside the builder's insert into events: an error there would stop the pipeline."""
+    s = stream
+    s.send(
+        s.event("page", "odd", 0, path="", query="?q=%ZZ%E0%A4&search=&s"),
+        s.event("track", "odd", 1, event="Order Completed", properties={"products": "not a list", "name": 7}),
+        s.event("track", "odd", 2, event="Product Viewed", properties={"products": [None, 3, {"name": ["x"]}]}),
+        s.event("track", "odd", 3, event="Products Searched", properties={"query": {"nested": True}}),
+    )
+    assert s.sql("SELECT count() AS n FROM {db}.events") == [{"n": 4}]
+    # a broken escape is stored as valid text, so every read of it works (JSON out of ClickHouse)
+    got = {(r["kind"], r["value"]) for r in interests.of_devices(s.storage, "s1", ["odd"], settings(), at=AT)}
+    assert ("search", "%zz\ufffd") in got and not any(kind == "section" for kind, _ in got), got
+    assert interests.contacts_with(s.storage, "s1", "search:%zz\ufffd", settings(), at=AT) == ["anon:odd"]
