@@ -1,4 +1,4 @@
-"""A contact's data under the site's control: erasure, export, and the suppression list.
+"""A contact's data under the site's control: erasure, export, retention, consent rules.
 
 **Identifiers.** A person is known by typed identifiers: ``anon:<anonymousId>`` for each device
 (the stored visitor id, so ``anon:user:<userId>`` for server-side calls without one),
@@ -10,14 +10,22 @@ on them, and the contacts merged into it.
 (``identifier_hash``: SHA-256 of site, NUL, identifier) in ``suppressed_identifiers``; the journey
 builder drops any event carrying one of them (``Suppression``), so late events, client retries and
 replays cannot bring the contact back (the list and its reader live in trailmark/suppression.py: the
-enricher reads it too). Only then are the rows deleted. No identifier is kept in the
-clear, not even in ``erasure_requests``.
+enricher reads it too). Only then are the rows deleted. No identifier is kept in the clear once the
+erasure is done, not even in ``erasure_requests``.
+
+**Steps, and resuming.** Each step (suppress, one delete per table, dead letters, the logs) is
+recorded in ``erasure_requests`` when it ends. The subject is kept in ``erasure_subjects`` until the
+erasure is done, because a stopped erasure cannot look the contact up again (part of it is gone):
+after a restart ``unfinished`` finds it and ``resume`` goes on after its last recorded step.
+Every step can run twice.
 
 **Deletes are mutations.** ``ALTER TABLE ... DELETE`` with ``mutations_sync = 2`` rewrites the parts
 holding the rows, so once it returns the data is gone from disk, where a lightweight ``DELETE`` only
 masks rows until a later merge. Which tables: every MergeTree table of the database, matched by the
 identifier columns it has (``anonymous_id``, ``user_id``, ``email``, ``contact_id``, ``handle``), so a
-table added later is covered without a change here; dead letters are matched on their payload.
+table added later is covered without a change here; dead letters are matched on their payload. On a
+ClickHouse cluster they run ``ON CLUSTER`` on the replicated ``_local`` tables (``on_cluster``), as
+do retention changes.
 
 **Passes.** A builder batch that passed the suppression check just before it was stored can land
 after the first delete; each pass waits ``settle_s``, counts what still matches, and deletes again.
@@ -25,6 +33,10 @@ after the first delete; each pass waits ``settle_s``, counts what still matches,
 **Logs.** The embedded log and the collector's spool are rewritten by the caller's ``scrub`` (records
 of the subject dropped, or a batch's other events kept). Kafka topics are never rewritten: the
 suppression list covers what is still in flight, topic retention the rest.
+
+**Consent.** ``consent_of`` reads the consent an event carries; ``split_by_consent`` applies each
+site's rule for events without analytics consent (kept in full, only counted in
+``consent_aggregates``, or dropped) before the journey builder stores anything.
 """
 
 from __future__ import annotations
@@ -48,7 +60,6 @@ from trailmark.storage.base import LOCAL_SUFFIX, SHARD_KEYS, ClusterRenderer, Ro
 from trailmark.suppression import Suppression as Suppression  # re-exported: the builder imports it from here
 from trailmark.suppression import identifier_hash
 
-MUTATION = {"mutations_sync": 2}
 IDENTIFIER_COLUMNS = ("anonymous_id", "user_id", "email", "contact_id", "handle")
 # tables an erasure writes itself; they hold hashes and counts, never an identifier
 OWN_TABLES = frozenset({"suppressed_identifiers", "erasure_requests", "erasure_subjects", "schema_migrations"})
