@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -174,12 +175,18 @@ class Runtime:
 
     def _company_lookups(self) -> LookupRequests | None:
         """Company profiles (enrich/companies): the enricher asks, a worker task beside the stages
-        looks up and stores. It needs the storage, so it runs where the enricher has one."""
+        looks up and stores, in this process's storage, or (an enricher alone, on Kafka) a ClickHouse
+        server's; chDB belongs to the journeys process, so an enricher beside it cannot store."""
         c = self.settings.companies
-        if not c.enabled or self.storage is None:
+        if not c.enabled:
+            return None
+        connect = functools.partial(open_storage, self.settings) if self.settings.clickhouse_url else None
+        if self.storage is None and connect is None:
+            log.warning("company lookups need a storage: run them with the journeys role or a ClickHouse server")
             return None
         wanted = LookupRequests(c.queue_size, c.refresh_age_s)
-        self.aux.append(asyncio.create_task(CompanyWorker(c, self.storage, wanted).run(), name="company-lookups"))
+        worker = CompanyWorker(c, self.storage, wanted, connect)
+        self.aux.append(asyncio.create_task(worker.run(), name="company-lookups"))
         return wanted
 
     async def _supervise(self, runner: StageRunner[Any]) -> None:
