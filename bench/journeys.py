@@ -1,7 +1,7 @@
 """Journey read latency at 1M and 10M events: load synthetic traffic through the real journey
 builder into chDB, then time the read API of a real ``trailmark up`` on that data.
 
-    .venv/bin/python bench/journeys.py [--sizes 1000000,10000000] [--requests 200]
+    .venv/bin/python bench/journeys.py [--sizes 1000000,10000000] [--requests 200] [--insights]
 
 Loading goes through JourneyBuilder.process (sessions, touchpoints, identities, contacts, stages
 and events are all derived, as in production) but skips the collector and enrichment: events are
@@ -69,6 +69,11 @@ DEVICES = [
 ]
 COUNTRIES = ["US", "GB", "DE", "FR", "NL", "JP", "BR", "IN", "CA", "AU"]
 START = datetime(2026, 9, 1, tzinfo=UTC)
+INSIGHTS = {  # --insights: name -> read (weeks of KPIs ending after the generated traffic)
+    "retention": "/v1/retention?cohort=week&periods=8",
+    "kpis": "/v1/kpis?weeks=12&to=2026-11-15",
+    "moments": "/v1/moments?conversion=Order%20Completed",
+}
 
 
 def iso(dt: datetime) -> str:
@@ -247,7 +252,7 @@ def timed(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> tu
     return statistics.median(lat), percentile(lat, 0.95)
 
 
-def measure(size: int, requests: int) -> dict[str, Any]:
+def measure(size: int, requests: int, insights: bool = False) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="trailmark-journeys-"))
     data = work / "data"
     out = subprocess.run(
@@ -289,6 +294,9 @@ def measure(size: int, requests: int) -> dict[str, Any]:
             res["attribution_p50"], res["attribution_p95"] = timed(
                 c, "/v1/attribution?conversion=Order%20Completed&model=linear", h, max(5, requests // 20)
             )
+            if insights:  # issue 16's reads; the data spans START + ~2 months, hence the KPI window
+                for name, url in INSIGHTS.items():
+                    res[f"{name}_p50"], res[f"{name}_p95"] = timed(c, url, h, max(5, requests // 20))
 
             def sql(q: str) -> tuple[Any, float]:
                 t = time.perf_counter()
@@ -315,8 +323,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--insights", action="store_true", help="also time /v1/retention, /v1/kpis, /v1/moments")
     args = ap.parse_args()
-    results = [measure(int(s), args.requests) for s in args.sizes.split(",")]
+    results = [measure(int(s), args.requests, args.insights) for s in args.sizes.split(",")]
     cpu = cpu_model()
     lines = [
         f"## Journeys read API — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -348,6 +357,17 @@ def main() -> None:
             f"| {r['stored']:,} | {r['session_rows']:,} | {r['sessions']:,} | {r['nofinal_ms']:.0f} ms |"
             f" {r['final_ms']:.0f} ms | {r['view_ms']:.0f} ms |"
         )
+    if args.insights:
+        lines += [
+            "",
+            "Journey-method reads (issue 16; target p95 < 1 s each at 10M events):",
+            "",
+            "| events | " + " | ".join(f"{n} p50 / p95" for n in INSIGHTS) + " |",
+            "| ---: |" + " ---: |" * len(INSIGHTS),
+        ]
+        for r in results:
+            cells = " | ".join(f"{r[f'{n}_p50']:.0f} / {r[f'{n}_p95']:.0f} ms" for n in INSIGHTS)
+            lines.append(f"| {r['stored']:,} | {cells} |")
     lines += ["", "Targets: journey p95 < 50 ms and funnel < 1 s at 10M events.", ""]
     text = "\n".join(lines)
     print(text)
