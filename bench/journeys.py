@@ -188,13 +188,15 @@ def load(data_dir: Path, target: int, seed: int = 7) -> dict[str, Any]:
     """Runs in a child process: chDB allows one process per data path."""
     from journey_builder.builder import JourneyBuilder
     from schemas import ENRICHED_DEFAULTS
-    from trailmark.settings import JourneySettings
+    from trailmark.runtime import tune_gc
+    from trailmark.settings import JourneySettings, Settings
     from trailmark.storage import apply_migrations
     from trailmark.storage.chdb_backend import ChdbStorage
 
     storage = ChdbStorage(data_dir / "clickhouse", "trailmark")
     apply_migrations(storage)
     builder = JourneyBuilder(storage, JourneySettings(max_visitors=200_000))
+    tune_gc(Settings().gc_threshold)  # as trailmark's processes do (trailmark/cli.py)
     defaults = {
         "v": 1,
         "site_id": "default",

@@ -28,14 +28,19 @@ class BuilderRepository:
             " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))})"
         )
 
-    def seen_messages(self, visitors: Keys, message_ids: Sequence[str]) -> set[tuple[str, str]]:
-        """(site, messageId) of these that are already stored (looked up by visitor: the primary key)."""
+    def stored_visitors(
+        self, visitors: Keys, message_ids: Sequence[str]
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Which of ``visitors`` have stored events, and the (site, messageId) of ``message_ids``
+        among them: one query on the primary key (site, visitor)."""
         rows = self.storage.query(
-            f"SELECT site_id, message_id FROM {self.db}.events WHERE (site_id, anonymous_id) IN "
-            "{visitors:Array(Tuple(String, String))} AND message_id IN {ids:Array(String)}",
+            f"SELECT site_id, anonymous_id, groupArrayIf(message_id, message_id IN {{ids:Array(String)}}) AS seen"
+            f" FROM {self.db}.events WHERE (site_id, anonymous_id) IN {{visitors:Array(Tuple(String, String))}}"
+            " GROUP BY site_id, anonymous_id",
             {"visitors": list(visitors), "ids": list(message_ids)},
         )
-        return {(r["site_id"], r["message_id"]) for r in rows}
+        stored = {(r["site_id"], r["anonymous_id"]) for r in rows}
+        return stored, {(r["site_id"], m) for r in rows for m in r["seen"]}
 
     def last_sessions(self, visitors: Keys) -> list[Row]:
         """Per visitor: sessions with stored events, the latest one's fields (tuple ``s``), and how
@@ -109,7 +114,8 @@ class BuilderRepository:
         )
         return [r["anonymous_id"] for r in rows]
 
-    def write(self, tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        """One insert per table, in the order given; the caller puts ``events`` last."""
+    def write(self, tables: Mapping[str, Sequence[Mapping[str, Any]]], events: Mapping[str, Sequence[Any]]) -> None:
+        """One insert per table, in the order given, then ``events`` (given as columns) last."""
         for table, rows in tables.items():
             self.storage.insert(table, rows)
+        self.storage.insert_columns("events", events)

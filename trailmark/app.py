@@ -160,7 +160,7 @@ class Runtime:
         else:
             if "journeys" in self.roles:
                 storage = self.storage_or_fail()
-                self.runners.append(journey_runner(self.bus, self.settings, storage))
+                self.runners.append(journey_runner(self.bus, self.settings, sites, storage))
                 self.runners.append(dead_letter_sink(self.bus, self.settings, storage))
             if "enricher" in self.roles:
                 # with the journeys role in this process too, it drops erased identifiers' events early

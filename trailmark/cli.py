@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import gc
 import io
 import logging
 import sys
@@ -28,6 +27,7 @@ from trailmark.app import ROLES, create_app, make_bus
 from trailmark.deadletters import DeadLetterSource, Filter, HttpDeadLetters, direct_source, replay_filter
 from trailmark.errors import TrailmarkError
 from trailmark.keys import KeysError, load_or_create
+from trailmark.runtime import tune_gc
 from trailmark.settings import Settings
 
 app = typer.Typer(help="trailmark: website behaviour -> customer journeys in ClickHouse.", no_args_is_help=True)
@@ -77,11 +77,7 @@ def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
         console.print(f"  journeys:  curl -H 'Authorization: Bearer {site['read_key']}' {base}/v1/journeys/ID")
         console.print(f"  bus: {s.bus.kind}   storage: {'ClickHouse server' if s.clickhouse_url else 'chDB'}")
     app_ = create_app(s, sites, roles)
-    # Long-lived objects (routes, schemas, parsers) move out of the collector's way, and gen-0
-    # collections run less often: request handling allocates many short-lived dicts.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    tune_gc(s.gc_threshold)  # after start-up: what it allocated is frozen out of collections
     config = uvicorn.Config(
         app_, host=s.host, port=s.port, log_level="warning", access_log=False, timeout_graceful_shutdown=15
     )

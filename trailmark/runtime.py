@@ -22,6 +22,7 @@ a dependency down for good) shows in each stage's health (trailmark/health.py), 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +36,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from enrich import Enricher, PoisonEvent
 from enrich.companies import LookupRequests
 from journey_builder.builder import JourneyBuilder
+from journey_builder.privacy import ConsentPolicies
 from schemas import EnrichedEvent, RawBatch, Site, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
 from trailmark.errors import Unavailable
@@ -93,6 +95,14 @@ class Batch(Generic[T]):
 
 
 # ---- stages -------------------------------------------------------------------------------------
+
+
+def tune_gc(threshold: int) -> None:
+    """Set the process's cyclic-GC pace (``Settings.gc_threshold``) and freeze what start-up
+    allocated (modules, settings, packaged lookup data), so no collection walks it again."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(threshold, 50, 100)
 
 
 class EnrichStage:
@@ -181,8 +191,9 @@ class BuildStage:
     next batch: another builder may have written those visitors meanwhile; it reloads from ClickHouse.
     """
 
-    def __init__(self, settings: Settings, storage: Storage) -> None:
-        self.builder = JourneyBuilder(storage, settings.journeys)
+    def __init__(self, settings: Settings, storage: Storage, sites: dict[str, Site]) -> None:
+        consent = ConsentPolicies.from_sites(sites.values(), settings.privacy)
+        self.builder = JourneyBuilder(storage, settings.journeys, consent)
         self.revoked = False
 
     def on_revoke(self) -> None:
@@ -212,9 +223,16 @@ class BuildStage:
                 describe(exc)[:300],
             )
         else:
-            # events the builder skips on purpose: already stored (a redelivery, a replay), or of an
-            # erased contact; both are counted, neither is written again
-            for reason, n in (("duplicate", out.skipped_duplicates), ("erased", out.skipped_erased)):
+            # events the builder skips on purpose: already stored (a redelivery, a replay), of an
+            # erased contact, or without analytics consent on a site that keeps them only as counts
+            # or not at all; each is counted, none is written as an event
+            skipped = (
+                ("duplicate", out.skipped_duplicates),
+                ("erased", out.skipped_erased),
+                ("no_consent_aggregated", out.aggregated),
+                ("no_consent_dropped", out.skipped_no_consent),
+            )
+            for reason, n in skipped:
                 if n:
                     DROPPED.labels("journeys", reason).inc(n)
             return []
@@ -477,9 +495,11 @@ def enrich_runner(
     return StageRunner("enrich", bus, settings, b.topic_raw, b.group_enrich, 5000, stage.serialized, forward)
 
 
-def journey_runner(bus: EventBus, settings: Settings, storage: Storage) -> StageRunner[EnrichedEvent]:
+def journey_runner(
+    bus: EventBus, settings: Settings, sites: dict[str, Site], storage: Storage
+) -> StageRunner[EnrichedEvent]:
     """Kafka: enriched topic -> ClickHouse; after a rebalance the builder reloads visitor state."""
-    stage = BuildStage(settings, storage)
+    stage = BuildStage(settings, storage, sites)
     b = settings.bus
     return StageRunner(
         "journeys",
@@ -502,7 +522,7 @@ def embedded_runner(
     its records would only be written to and read back from the same SQLite file by the same
     process. Raw records are request batches (a browser sends up to ~50 events in one): a round
     polls about batch_rows events' worth."""
-    enrich, build = EnrichStage(settings, sites, storage, lookups), BuildStage(settings, storage)
+    enrich, build = EnrichStage(settings, sites, storage, lookups), BuildStage(settings, storage, sites)
     b = settings.bus
     return StageRunner(
         "enrich+journeys",

@@ -35,6 +35,12 @@ class DiesBeforeEvents:
             raise Killed
         self.inner.insert(table, rows)
 
+    def insert_columns(self, table: str, columns: dict[str, list[Any]]) -> None:
+        if table == "events" and self.armed:
+            self.armed = False
+            raise Killed
+        self.inner.insert_columns(table, columns)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

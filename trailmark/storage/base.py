@@ -52,6 +52,10 @@ class Storage(Protocol):
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert rows (one batch, one INSERT) into ``database.table``."""
 
+    def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
+        """Insert a batch given as columns of equal length (one INSERT): for wide tables written
+        in large batches (``events``), where building a dict per row costs more than the insert."""
+
     def close(self) -> None: ...
 
 

@@ -200,5 +200,21 @@ class ServerStorage:
         except Exception as exc:
             raise translate(exc) from exc
 
+    def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
+        """One JSONColumns document: the columns as they are, without a dict per row."""
+        if not columns or not next(iter(columns.values())):
+            return
+        body = orjson.dumps({c: list(v) for c, v in columns.items()})
+        try:
+            self._client.raw_insert(
+                f"{self.database}.{table}",
+                column_names=list(columns),
+                insert_block=body,
+                fmt="JSONColumns",
+                settings=INSERT_SETTINGS,
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+
     def close(self) -> None:
         self._client.close()

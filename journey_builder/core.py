@@ -1,0 +1,608 @@
+"""The journey builder's logic, with no I/O: sessions, stages, identities, contacts and accounts.
+
+``JourneyCore.apply`` turns a batch of enriched events (deduplicated, sorted by site, visitor and
+time, their visitors' state already loaded) into the rows of every derived table. State it does
+not hold in memory comes through the two methods of ``Lookups`` (a contact the batch did not
+foresee, the devices of a contact being merged), which the builder answers from ClickHouse and
+tests answer from dicts. Everything here is unit-tested with hand-computed expectations
+(tests/journeys/test_core.py); ``journey_builder/builder.py`` adds the reads and writes.
+
+The rows are built for one insert per table: events as columns (a batch is tens of thousands of
+rows of ~80 columns: no per-row dict), the derived tables as row dicts (a few per visitor).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+
+from journey_builder.privacy import NO_CONSENT, consent_of
+from journey_builder.stages import PURCHASE, STAGES, StageRules
+from schemas import EnrichedEvent
+from schemas.times import CH_EPOCH, ch_time, epoch_ms
+
+# uuid5 namespace of session ids; ids must stay stable across versions (a redelivered batch must
+# rebuild the session it built before), so the hashing below is uuid5's, done without UUID objects.
+_NS = bytes.fromhex("6f1d8a523c1b4c8e9a531f0e7b7f2d10")
+FORM_EVENTS = frozenset({"$form_submit", "form_submit", "Form Submitted"})
+CONTACT_EVENTS = frozenset({"Contact Requested", "Support Requested", "Chat Started", "$contact"})
+CONTACT_FIELDS = (
+    "email",
+    "email_domain",
+    "email_free",
+    "email_disposable",
+    "company_domain",
+    "company_name",
+    "phone_e164",
+    "phone_country",
+    "phone_carrier",
+    "phone_line_type",
+    "first_name",
+    "last_name",
+)
+_FLAGS = ("email_free", "email_disposable")
+_STRING_CONTACT_FIELDS = tuple(f for f in CONTACT_FIELDS if f not in _FLAGS)
+_PAGE_TYPES = frozenset({"page", "screen"})
+_NOT_EXTERNAL = frozenset({"", "direct", "internal"})
+# enriched fields that are not columns of ``events`` (the bus carries them for the builder)
+_NOT_EVENT_COLUMNS = frozenset({"v", "previous_id", "group_id", "extra"})
+_JSON_COLUMNS = ("properties", "traits", "context")
+_CONSENT_COLUMNS = tuple(NO_CONSENT)
+
+
+def visitor_id(ev: Mapping[str, Any]) -> str:
+    """The device-level id: anonymousId, or ``user:<userId>`` for server-side calls without one."""
+    return ev["anonymous_id"] or f"user:{ev['user_id']}"
+
+
+def email_of(ev: Mapping[str, Any]) -> str:
+    """The person's email: a group call's email (found in its traits) is the account's."""
+    return "" if ev["type"] == "group" else ev["email"]
+
+
+def session_id_for(site_id: str, anon: str, message_id: str) -> str:
+    """uuid5(namespace, site|visitor|messageId) of the event that opened the session, as text."""
+    h = bytearray(hashlib.sha1(_NS + f"{site_id}|{anon}|{message_id}".encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def campaign_key(ev: Mapping[str, Any]) -> str:
+    """What tells one campaign's visit from another's: UTM source, medium, campaign and click id."""
+    parts = (ev["utm_source"], ev["utm_medium"], ev["utm_campaign"], ev["click_id"])
+    return "|".join(parts) if any(parts) else ""
+
+
+def account_domain(traits: Mapping[str, Any]) -> str:
+    """An account's web domain: the ``domain`` trait, else the host of ``website``."""
+    for key in ("domain", "website"):
+        value = traits.get(key)
+        if isinstance(value, str) and value.strip():
+            text = value.strip().lower()
+            host = urlsplit(text if "//" in text else "//" + text).hostname or ""
+            return host.removeprefix("www.")[:253]
+    return ""
+
+
+def merged_traits(known: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Known traits updated with an event's non-empty ones, as a new dict: the caller serializes
+    it before the cached contact or account takes it, so traits JSON cannot hold (nested too
+    deep) fail that one event, not every later event of the contact until a restart."""
+    merged = dict(known)
+    for k, v in new.items():
+        if v not in ("", None):
+            merged[k] = v
+    return merged
+
+
+def is_conversion(kind: str, name: str, conversions: frozenset[str]) -> bool:
+    """A tracked event named as a conversion, or a form submit when forms count as conversions."""
+    return (kind == "track" and name in conversions) or (name in FORM_EVENTS and "form_submit" in conversions)
+
+
+def interaction_of(kind: str, name: str, conversion: bool) -> str:
+    """The touchpoint kind of an event that is one (``""``: it is not)."""
+    if conversion:
+        return "conversion"
+    if name in FORM_EVENTS:
+        return "form_submit"
+    if name in CONTACT_EVENTS:
+        return "contact"
+    return "identify" if kind == "identify" else ""
+
+
+def current_stage(stages: Iterable[str]) -> str:
+    """The most advanced journey stage among those entered."""
+    entered = set(stages)
+    for stage in reversed(STAGES):
+        if stage in entered:
+            return stage
+    return ""
+
+
+def resolve_contact(user_id: str, email: str, by_email: str, known: str) -> tuple[str, list[str]]:
+    """The contact an identifying event belongs to, and the email-only contacts merged into it.
+
+    ``by_email`` is the contact already holding the email, ``known`` the visitor's contact. A
+    userId names the contact; else the email's contact, the visitor's, or a new one by email.
+    """
+    contact_id = f"user:{user_id}" if user_id else (by_email or known or f"email:{email}")
+    merged = [c for c in dict.fromkeys((by_email, known)) if c and c != contact_id and c.startswith("email:")]
+    return contact_id, merged
+
+
+def blank_contact(site_id: str, contact_id: str) -> dict[str, Any]:
+    """A contact nothing is known of yet."""
+    row: dict[str, Any] = {
+        "site_id": site_id,
+        "contact_id": contact_id,
+        "user_id": "",
+        "traits": {},
+        "field_sources": {},
+        "first_seen": "",
+        "last_seen": "",
+        "country": "",
+    }
+    for f in CONTACT_FIELDS:
+        row[f] = False if f in _FLAGS else ""
+    return {**row, **NO_CONSENT, "consent_at": CH_EPOCH}
+
+
+def blank_account(site_id: str, group_id: str) -> dict[str, Any]:
+    """An account nothing is known of yet."""
+    return {
+        "site_id": site_id,
+        "group_id": group_id,
+        "name": "",
+        "domain": "",
+        "traits": {},
+        "first_seen": "",
+        "last_seen": "",
+    }
+
+
+@dataclass
+class SessionState:
+    session_id: str
+    anonymous_id: str
+    start: str
+    end: str
+    end_ms: int
+    campaign_key: str
+    referrer_host: str
+    channel: str
+    source: str
+    medium: str
+    campaign: str
+    click_id_type: str
+    entry_page: str
+    exit_page: str = ""
+    user_id: str = ""
+    pageviews: int = 0
+    events: int = 0
+    conversions: int = 0
+    device: str = ""
+    browser: str = ""
+    os: str = ""
+    country: str = ""
+
+    def row(self, site_id: str, version: int) -> dict[str, Any]:
+        return {
+            "site_id": site_id,
+            "session_id": self.session_id,
+            "anonymous_id": self.anonymous_id,
+            "user_id": self.user_id,
+            "start": ch_time(self.start),
+            "end": ch_time(self.end),
+            "pageviews": self.pageviews,
+            "events": self.events,
+            "entry_page": self.entry_page,
+            "exit_page": self.exit_page,
+            "referrer_host": self.referrer_host,
+            "channel": self.channel,
+            "source": self.source,
+            "medium": self.medium,
+            "campaign": self.campaign,
+            "click_id_type": self.click_id_type,
+            "campaign_key": self.campaign_key,
+            "device": self.device,
+            "browser": self.browser,
+            "os": self.os,
+            "country": self.country,
+            "converted": self.conversions > 0,
+            "conversions": self.conversions,
+            "version": version,
+        }
+
+
+@dataclass
+class VisitorState:
+    session: SessionState | None = None
+    sessions: int = 0
+    contact_id: str = ""
+    stages: set[str] = field(default_factory=set)
+
+
+def session_for(
+    visitor: VisitorState, ev: Mapping[str, Any], anon: str, ts_ms: int, timeout_ms: int
+) -> tuple[SessionState, bool]:
+    """The session an event belongs to, and whether it opens a new one.
+
+    A new session starts after ``timeout_ms`` of inactivity, on a new campaign (UTM or click id),
+    or on a page view from a new external referrer without a campaign. An event older than the
+    open session's last one joins it (late delivery never splits a session).
+    """
+    s = visitor.session
+    campaign = campaign_key(ev)
+    if s is not None:
+        if ts_ms < s.end_ms:
+            return s, False
+        expired = ts_ms - s.end_ms > timeout_ms
+        new_campaign = bool(campaign) and campaign != s.campaign_key
+        new_referrer = (
+            not campaign
+            and ev["type"] in _PAGE_TYPES
+            and ev["referrer_type"] not in _NOT_EXTERNAL
+            and ev["referrer_host"] != s.referrer_host
+        )
+        if not (expired or new_campaign or new_referrer):
+            return s, False
+    ts = ev["timestamp"]
+    channel = ev["channel"]
+    s = SessionState(
+        session_id=session_id_for(ev["site_id"], anon, ev["message_id"]),
+        anonymous_id=anon,
+        start=ts,
+        end=ts,
+        end_ms=ts_ms,
+        campaign_key=campaign,
+        referrer_host=ev["referrer_host"],
+        # "Internal" (a same-site referrer without tags) keeps no channel of its own
+        channel=channel if channel not in ("", "Internal") else "Direct",
+        source=ev["source"] or "(direct)",
+        medium=ev["medium"] or "(none)",
+        campaign=ev["utm_campaign"],
+        click_id_type=ev["click_id_type"],
+        entry_page=ev["page_path"],
+        exit_page=ev["page_path"],
+        device=ev["ua_device_type"],
+        browser=ev["ua_browser"],
+        os=ev["ua_os"],
+        country=ev["geo_country"],
+    )
+    visitor.session = s
+    visitor.sessions += 1
+    return s, True
+
+
+def merge_contact(
+    c: dict[str, Any], ev: Mapping[str, Any], consent: Mapping[str, Any], merged: Sequence[tuple[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Update contact ``c`` (in place) from an identifying event; returns its row to write.
+
+    Latest non-empty value wins; ``field_sources`` records which event set each field. Fields the
+    contact lacks come from the email-only contacts ``merged`` into it.
+    """
+    for old_id, oc in merged:
+        for f in (*CONTACT_FIELDS, "country"):
+            if oc.get(f) and not c.get(f):
+                c[f] = oc[f]
+                c["field_sources"][f] = oc["field_sources"].get(f, f"merged:{old_id}")
+        c["traits"] = {**oc["traits"], **c["traits"]}
+        if oc.get("first_seen") and (not c.get("first_seen") or oc["first_seen"] < c["first_seen"]):
+            c["first_seen"] = oc["first_seen"]
+    source = f"{ev['type']}:{ev['message_id']}"
+    person = ev["type"] != "group"  # a group call's traits (and what enrichment read in them) are the account's
+    if person:
+        fields = [f for f in _STRING_CONTACT_FIELDS if ev[f]]
+        if ev["email"]:  # the flags describe the email, so they change only with it
+            fields += _FLAGS
+        for f in fields:
+            value = ev[f]
+            if c.get(f) != value:
+                c[f] = value
+                c["field_sources"][f] = source
+    if ev["user_id"]:
+        c["user_id"] = ev["user_id"]
+    if ev["geo_country"]:
+        c["country"] = ev["geo_country"]
+    ts = ch_time(ev["timestamp"])
+    if consent["consent"]:  # the latest event that says something about consent sets it
+        c.update(consent)
+        c["consent_at"] = ts
+    traits = merged_traits(c["traits"], (ev["traits"] or {}) if person else {})
+    traits_json = orjson.dumps(traits).decode()  # see merged_traits
+    c["traits"] = traits
+    c["first_seen"] = min(c["first_seen"] or ts, ts)
+    c["last_seen"] = max(c["last_seen"] or ts, ts)
+    row = dict(c)
+    row["traits"] = traits_json
+    row["field_sources"] = orjson.dumps(c["field_sources"]).decode()
+    row["version"] = time.time_ns()
+    return row
+
+
+def apply_group(account: dict[str, Any], ev: Mapping[str, Any]) -> dict[str, Any]:
+    """Update ``account`` (in place) from a group call's traits; returns its row to write."""
+    traits = merged_traits(account["traits"], ev["traits"] or {})
+    traits_json = orjson.dumps(traits).decode()  # see merged_traits
+    account["traits"] = traits
+    if isinstance(name := traits.get("name"), str) and name:
+        account["name"] = name[:500]
+    if domain := account_domain(traits):
+        account["domain"] = domain
+    ts = ch_time(ev["timestamp"])
+    account["first_seen"] = min(account["first_seen"] or ts, ts)
+    account["last_seen"] = max(account["last_seen"] or ts, ts)
+    return {**account, "traits": traits_json, "version": time.time_ns()}
+
+
+class Lookups(Protocol):
+    """State the core may need beyond what the builder loaded for the batch."""
+
+    def contact(self, site_id: str, contact_id: str) -> dict[str, Any] | None:
+        """A stored contact with ``traits`` and ``field_sources`` parsed; None if there is none."""
+
+    def anonymous_ids_of(self, site_id: str, contact_id: str) -> list[str]:
+        """The devices (anonymous ids) stored as linked to a contact."""
+
+
+@dataclass
+class Output:
+    """Everything one batch derives: the rows of each table (events as columns) and counters."""
+
+    events: dict[str, list[Any]] = field(default_factory=dict)
+    sessions: dict[str, tuple[str, SessionState]] = field(default_factory=dict)  # rows built once, at write
+    touchpoints: list[dict[str, Any]] = field(default_factory=list)
+    identities: list[dict[str, Any]] = field(default_factory=list)
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    account_links: list[dict[str, Any]] = field(default_factory=list)
+    skipped_duplicates: int = 0
+    skipped_erased: int = 0
+    skipped_no_consent: int = 0  # events of a site that drops those without analytics consent
+    aggregated: int = 0  # events kept only as consent aggregates
+
+    @property
+    def event_count(self) -> int:
+        """How many event rows the batch writes."""
+        ids = self.events.get("message_id")
+        return len(ids) if ids is not None else 0
+
+    def tables(self, version: int) -> dict[str, list[dict[str, Any]]]:
+        """The derived tables' rows, in write order (``events`` goes last, written as columns)."""
+        return {
+            "sessions_data": [session.row(site, version) for site, session in self.sessions.values()],
+            "touchpoints_data": self.touchpoints,
+            "identities_data": self.identities,
+            "contacts_data": list(self.contacts.values()),
+            "stage_transitions_data": self.stages,
+            "accounts_data": list(self.accounts.values()),
+            "account_links_data": self.account_links,
+        }
+
+
+def event_columns(
+    events: Sequence[Mapping[str, Any]], built: Sequence[tuple[str, str, dict[str, Any]]]
+) -> dict[str, list[Any]]:
+    """The ``events`` rows of a batch as columns: the enriched fields as they are, plus each
+    event's visitor, session, contact and consent (``built``, one per event, in order)."""
+    names = [k for k in events[0] if k not in _NOT_EVENT_COLUMNS]
+    cols: dict[str, list[Any]] = {k: list(map(itemgetter(k), events)) for k in names}
+    cols["anonymous_id"] = [visitor_id(e) for e in events]
+    cols["session_id"] = [b[0] for b in built]
+    cols["contact_id"] = [b[1] for b in built]
+    dumps = orjson.dumps
+    for name in _JSON_COLUMNS:
+        cols[name] = [dumps(v).decode() for v in cols[name]]
+    cols["extra"] = [dumps(e.get("extra") or {}).decode() for e in events]
+    for name in ("original_timestamp", "sent_at"):  # storage parses RFC 3339; "" is not a time
+        cols[name] = [v or CH_EPOCH for v in cols[name]]
+    for name in _CONSENT_COLUMNS:
+        cols[name] = [b[2][name] for b in built]
+    groups = [i for i, e in enumerate(events) if e["type"] == "group"]
+    for f in (*CONTACT_FIELDS, "phone_timezone") if groups else ():
+        # the person fields enrichment found in a group call's traits are the account's
+        blank: Any = False if f in _FLAGS else ""
+        column = cols[f]
+        for i in groups:
+            column[i] = blank
+    return cols
+
+
+class JourneyCore:
+    """In-memory journey state of this builder's visitors, and the per-event logic over it.
+
+    ``visitors`` is this builder's own (its partitions' visitors, LRU-bounded by the builder);
+    ``contacts``, ``email_contacts`` and ``accounts`` span visitors and are refilled by the
+    builder for each batch.
+    """
+
+    def __init__(
+        self,
+        rules: StageRules,
+        conversions: Iterable[str],
+        session_timeout_s: int,
+        include_bots: bool,
+    ) -> None:
+        self.rules = rules
+        self.conversions = frozenset(conversions)
+        self.timeout_ms = session_timeout_s * 1000
+        self.include_bots = include_bots
+        self.visitors: OrderedDict[tuple[str, str], VisitorState] = OrderedDict()
+        self.email_contacts: dict[tuple[str, str], str] = {}
+        self.contacts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.accounts: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def apply(self, events: Sequence[EnrichedEvent], lookups: Lookups, out: Output) -> None:
+        """Derive every row of a batch into ``out``. ``events`` are new (not stored yet) and sorted
+        by site, visitor and time; the state of their visitors, contacts and accounts is loaded."""
+        if not events:
+            return
+        built: list[tuple[str, str, dict[str, Any]]] = []
+        for ev in events:
+            consent = consent_of(ev["context"])
+            if ev["is_bot"] and not self.include_bots:
+                built.append(("", "", consent))  # kept in events, out of journeys
+                continue
+            session_id, contact_id = self._apply(ev, consent, lookups, out)
+            built.append((session_id, contact_id, consent))
+        out.events = event_columns(events, built)
+
+    def _apply(self, ev: EnrichedEvent, consent: dict[str, Any], lookups: Lookups, out: Output) -> tuple[str, str]:
+        site_id = ev["site_id"]
+        anon = visitor_id(ev)
+        key = (site_id, anon)
+        visitor = self.visitors.get(key)
+        if visitor is None:
+            visitor = self.visitors[key] = VisitorState()
+        else:
+            self.visitors.move_to_end(key)
+        ts = ev["timestamp"]
+        ts_ms = epoch_ms(ts)
+        session, new_session = session_for(visitor, ev, anon, ts_ms, self.timeout_ms)
+        kind, name = ev["type"], ev["event"]
+        page_view = kind in _PAGE_TYPES
+        if page_view:
+            session.pageviews += 1
+            session.exit_page = ev["page_path"] or session.exit_page
+        session.events += 1
+        if ts_ms >= session.end_ms:
+            session.end, session.end_ms = ts, ts_ms
+        if ev["user_id"]:
+            session.user_id = ev["user_id"]
+        conversion = is_conversion(kind, name, self.conversions)
+        if conversion:
+            session.conversions += 1
+        out.sessions[session.session_id] = (site_id, session)
+        if new_session:
+            out.touchpoints.append(self._touchpoint(ev, session, session.session_id, "session_start", session.start))
+        contact_id = self._identify(ev, visitor, anon, consent, lookups, out)
+        if kind == "group" and ev["group_id"]:
+            self._group(ev, anon, out)
+        stage = ""
+        entered = self.rules.entered(
+            event=name,
+            path=ev["page_path"] if page_view else "",
+            sessions=visitor.sessions,
+            entered=visitor.stages,
+            new_session=new_session,
+        )
+        if conversion:
+            visitor.stages.add(PURCHASE)
+        for rule in entered:
+            visitor.stages.add(rule.stage)
+            stage = rule.stage
+            out.stages.append(
+                {
+                    "site_id": site_id,
+                    "anonymous_id": anon,
+                    "stage": rule.stage,
+                    "entered_at": ts,
+                    "rule": rule.name,
+                    "message_id": ev["message_id"],
+                }
+            )
+        interaction = interaction_of(kind, name, conversion)
+        if interaction:
+            tp = self._touchpoint(ev, session, ev["message_id"], interaction, ts)
+            tp["stage"] = stage or current_stage(visitor.stages)
+            out.touchpoints.append(tp)
+        elif new_session:  # the session_start touchpoint just appended takes the stage
+            out.touchpoints[-1]["stage"] = stage or current_stage(visitor.stages)
+        return session.session_id, contact_id
+
+    @staticmethod
+    def _touchpoint(ev: EnrichedEvent, s: SessionState, tp_id: str, kind: str, ts: str) -> dict[str, Any]:
+        return {
+            "site_id": ev["site_id"],
+            "touchpoint_id": tp_id,
+            "session_id": s.session_id,
+            "anonymous_id": s.anonymous_id,
+            "timestamp": ts,
+            "kind": kind,
+            "event": ev["event"],
+            "page_path": ev["page_path"] or s.exit_page,
+            "channel": s.channel,
+            "source": s.source,
+            "medium": s.medium,
+            "campaign": s.campaign,
+            "stage": "",
+        }
+
+    def _group(self, ev: EnrichedEvent, anon: str, out: Output) -> None:
+        """A group call: its traits describe the account; the visitor is linked to it."""
+        key = (ev["site_id"], ev["group_id"])
+        account = self.accounts.get(key)
+        if account is None:
+            account = self.accounts[key] = blank_account(*key)
+        out.accounts[key] = apply_group(account, ev)
+        ts = ch_time(ev["timestamp"])
+        out.account_links.append(
+            {"site_id": key[0], "group_id": key[1], "anonymous_id": anon, "first_seen": ts, "last_seen": ts}
+        )
+
+    def _identify(
+        self,
+        ev: EnrichedEvent,
+        visitor: VisitorState,
+        anon: str,
+        consent: dict[str, Any],
+        lookups: Lookups,
+        out: Output,
+    ) -> str:
+        site_id = ev["site_id"]
+        email = email_of(ev)
+        user_id = ev["user_id"]
+        if not (user_id or email):
+            return visitor.contact_id
+        by_email = self.email_contacts.get((site_id, email), "") if email else ""
+        contact_id, merged = resolve_contact(user_id, email, by_email, visitor.contact_id)
+        ts = ch_time(ev["timestamp"])
+        links = [anon]
+        if ev["type"] == "alias" and ev["previous_id"]:
+            links.append(ev["previous_id"])
+        for old in merged:  # an email-only contact that now turns out to be this user is merged into it
+            links.extend(lookups.anonymous_ids_of(site_id, old))
+            links.extend(
+                v.session.anonymous_id
+                for (s, _), v in self.visitors.items()
+                if s == site_id and v.contact_id == old and v.session is not None
+            )
+        for a in dict.fromkeys(links):
+            out.identities.append(
+                {
+                    "site_id": site_id,
+                    "anonymous_id": a,
+                    "contact_id": contact_id,
+                    "user_id": user_id,
+                    "email": email,
+                    "first_seen": ts,
+                    "last_seen": ts,
+                }
+            )
+        visitor.contact_id = contact_id
+        if email:
+            self.email_contacts[(site_id, email)] = contact_id
+        c = self._contact(site_id, contact_id, lookups)
+        olds = [(old, self._contact(site_id, old, lookups)) for old in merged]
+        out.contacts[contact_id] = merge_contact(c, ev, consent, olds)
+        return contact_id
+
+    def _contact(self, site_id: str, contact_id: str, lookups: Lookups) -> dict[str, Any]:
+        key = (site_id, contact_id)
+        c = self.contacts.get(key)
+        if c is None:  # not foreseen by the builder's loading (e.g. a contact merged in this batch)
+            c = self.contacts[key] = lookups.contact(site_id, contact_id) or blank_contact(site_id, contact_id)
+        return c
