@@ -79,7 +79,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
     both = [new_site("alpha"), new_site("beta")]
     (data / "keys.json").write_bytes(orjson.dumps({"sites": both}))
     (data / "keys.json").chmod(0o600)
-    srv = Server(Path(data)).start()
+    srv = Server(Path(data), env={"TRAILMARK_JOURNEYS__INTEREST_HALF_LIFE_DAYS": "10"}).start()
     try:
         s = Sites(srv, [dict(x) for x in both])
         # Ann: laptop and phone, acme.io, in group g-acme; Eve: acme.io by email only, on /demo
@@ -215,10 +215,10 @@ def test_journeys_show_and_filter_by_interest(sites: Sites) -> None:
     # one contact's journey carries its interests, summed over both devices
     j = sites.get("/v1/journeys/u-ann").json()
     assert {(i["kind"], i["value"]) for i in j["interests"]} == {("section", "blog"), ("section", "pricing")}
-    # ~2 and ~3 days old at a 30-day half-life
+    # ~2 and ~3 days old at the server's half-life setting, 10 days (the default is 30)
     scores = {i["value"]: i["score"] for i in j["interests"]}
-    assert scores["blog"] == pytest.approx(2 ** (-2 / 30), abs=0.01)
-    assert scores["pricing"] == pytest.approx(2 ** (-3 / 30), abs=0.01)
+    assert scores["blog"] == pytest.approx(2 ** (-2 / 10), abs=0.005)
+    assert scores["pricing"] == pytest.approx(2 ** (-3 / 10), abs=0.005)
 
 
 def test_the_company_profile_is_part_of_the_account(storage: Storage) -> None:
