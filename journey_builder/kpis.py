@@ -73,7 +73,8 @@ def kpis(
         "buy": list(conf.purchase_events),
         "rev": conf.revenue_property,
     }
-    hist = stage_history(db, personas.filter_sql(db, conf, p, persona, "contact_id"))
+    only = personas.filter_sql(db, conf, p, persona, "contact_id")
+    hist = stage_history(db, only)
     week = "toString(toStartOfWeek(toDateTime(toUInt32({})), 1))"
     flow = query(
         storage,
@@ -87,10 +88,15 @@ def kpis(
         " ARRAY JOIN levels AS g GROUP BY g",
         p,
     )
-    only = personas.filter_sql(db, conf, p, persona, "contact_id")
     rev = (
         "if(JSONType(e.properties, {rev:String}) = 'String', toFloat64OrZero(JSONExtractString(e.properties,"
         " {rev:String})), JSONExtractFloat(e.properties, {rev:String}))"
+    )
+    # the stage histories of buyers only: the hash join's right side stays as small as the buyers
+    buyers = (
+        f"SELECT {_contact('e')} AS contact_id FROM (SELECT anonymous_id FROM {db}.events AS e"
+        f" WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.type = 'track' AND e.event IN {{buy:Array(String)}})"
+        f" AS e{_join(db, 'e')}"
     )
     buys = query(
         storage,
@@ -105,7 +111,7 @@ def kpis(
         f"   WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.type = 'track' AND e.event IN {{buy:Array(String)}})"
         f"  AS e{_join(db, 'e')}) WHERE 1{only} GROUP BY contact_id) AS b"
         f" ARRAY JOIN b.buys AS x, arrayEnumerate(b.buys) AS n"
-        f" LEFT JOIN ({hist}) AS h ON h.contact_id = b.contact_id"
+        f" LEFT JOIN ({stage_history(db, f'{only} AND contact_id IN ({buyers})')}) AS h ON h.contact_id = b.contact_id"
         f" WHERE x.1 >= {{lo:Float64}} AND x.1 < {{hi:Float64}})"
         " ARRAY JOIN levels AS g GROUP BY g",
         p,
@@ -141,7 +147,7 @@ def kpis(
         "persona": persona or "",
         "stages": stages,
         "totals": total,
-        "feedback": feedback(storage, site_id, personas, conf, p, hist, persona),
+        "feedback": feedback(storage, site_id, personas, conf, p, persona),
     }
 
 
@@ -177,10 +183,10 @@ def feedback(
     personas: Personas,
     conf: AnalysisSettings,
     p: dict[str, Any],
-    hist: str,
     persona: str | None,
 ) -> dict[str, Any]:
-    """NPS and CSAT in the window of ``p`` (lo/hi), overall and per stage, channel and persona."""
+    """NPS and CSAT in the window of ``p`` (lo/hi), overall and per stage, channel and persona. Stage
+    histories and persona profiles are computed for the answering contacts only."""
     db = storage.database
     p["nps"], p["csat"] = conf.nps_event, conf.csat_event
     answers = (
@@ -194,6 +200,8 @@ def feedback(
         f"  AND toUnixTimestamp64Milli(e.timestamp) < {{hi:Float64}} * 1000) AS e{_join(db, 'e')}"
     )
     only = personas.filter_sql(db, conf, p, persona, "a.contact_id")
+    within = f"SELECT contact_id FROM ({answers})"
+    hist = stage_history(db, f" AND contact_id IN ({within})")
     rows = query(
         storage,
         conf,
@@ -208,7 +216,7 @@ def feedback(
         f"  WHERE site_id = {{s:String}} AND session_id IN (SELECT session_id FROM {db}.events"
         "  WHERE site_id = {s:String}"
         "  AND event IN ({nps:String}, {csat:String})) GROUP BY session_id) AS sc ON sc.session_id = a.session_id"
-        f" LEFT JOIN ({personas.profile_sql(db, conf, p)}) AS pm ON pm.contact_id = a.contact_id"
+        f" LEFT JOIN ({personas.profile_sql(db, conf, p, within=within)}) AS pm ON pm.contact_id = a.contact_id"
         " WHERE a.score IS NOT NULL AND a.score = round(a.score)"
         f" AND if(a.kind = 'nps', a.score BETWEEN 0 AND 10, a.score BETWEEN 1 AND 5){only})"
         " ARRAY JOIN dims AS d GROUP BY kind, d.1 AS dim, d.2 AS key ORDER BY kind, dim, answers DESC, key",

@@ -151,10 +151,11 @@ class Personas:
             raise BadQuery(f"unknown persona {name!r}; use one of {', '.join(self.names)}")
         return name
 
-    def profile_sql(self, db: str, conf: AnalysisSettings, p: dict[str, Any], extra: str = "") -> str:
+    def profile_sql(self, db: str, conf: AnalysisSettings, p: dict[str, Any], extra: str = "", within: str = "") -> str:
         """One row per contact of site ``{s:String}``: ``contact_id``, ``persona`` and the profile
         columns (``first_channel``, ``first_at``, ``purchases``, ...), plus ``extra`` aggregates
-        over ``e`` (the contact's events). Values are added to ``p``."""
+        over ``e`` (the contact's events). Values are added to ``p``. ``within``: a subquery of
+        contact ids; only their devices' events are read (every contact of the site otherwise)."""
         p["pp_buy"] = list(conf.purchase_events)
         aggregates: list[str] = []
         cases: list[str] = []
@@ -165,6 +166,12 @@ class Personas:
         p["pp_default"] = self.default
         which = f"multiIf({', '.join(cases)}, {{pp_default:String}})" if cases else "{pp_default:String}"
         columns = "".join(f", {a}" for a in aggregates) + (f", {extra}" if extra else "")
+        scope = (
+            f" AND (e.anonymous_id IN (SELECT anonymous_id FROM {db}.identities_data WHERE site_id = {{s:String}}"
+            f" AND contact_id IN ({within})) OR concat('anon:', e.anonymous_id) IN ({within}))"
+            if within
+            else ""
+        )
         return (
             f"SELECT *, {which} AS persona FROM ("
             f"SELECT {_contact('e')} AS contact_id,"
@@ -176,7 +183,7 @@ class Personas:
             " countIf(e.type = 'track' AND e.event IN {pp_buy:Array(String)}) AS purchases,"
             " uniqExactIf(e.session_id, e.session_id != '') AS sessions, min(e.timestamp) AS first_at"
             f"{columns}"
-            f" FROM (SELECT * FROM {db}.events AS e WHERE e.site_id = {{s:String}} AND NOT e.is_bot) AS e"
+            f" FROM (SELECT * FROM {db}.events AS e WHERE e.site_id = {{s:String}} AND NOT e.is_bot{scope}) AS e"
             f"{_join(db, 'e')} GROUP BY contact_id)"
         )
 
