@@ -365,7 +365,7 @@ class Output:
     sessions: dict[str, tuple[str, SessionState]] = field(default_factory=dict)  # rows built once, at write
     touchpoints: list[dict[str, Any]] = field(default_factory=list)
     identities: list[dict[str, Any]] = field(default_factory=list)
-    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contacts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
     accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     account_links: list[dict[str, Any]] = field(default_factory=list)
@@ -597,7 +597,7 @@ class JourneyCore:
             self.email_contacts[(site_id, email)] = contact_id
         c = self._contact(site_id, contact_id, lookups)
         olds = [(old, self._contact(site_id, old, lookups)) for old in merged]
-        out.contacts[contact_id] = merge_contact(c, ev, consent, olds)
+        out.contacts[(site_id, contact_id)] = merge_contact(c, ev, consent, olds)
         return contact_id
 
     def _contact(self, site_id: str, contact_id: str, lookups: Lookups) -> dict[str, Any]:

@@ -65,13 +65,19 @@ class StageRules:
         return cls(rules)
 
     def entered(self, *, event: str, path: str, sessions: int, entered: set[str], new_session: bool) -> list[Rule]:
-        """Rules that put the visitor into a stage it has not entered yet (first rule per stage)."""
+        """Rules that put the visitor into a stage it has not entered yet (first rule per stage).
+
+        Called for every event: a visitor who entered every stage a rule leads to costs one set
+        test per rule, and ``matches`` runs only for the rules still open."""
         out: list[Rule] = []
-        seen = set(entered)
+        seen: set[str] | None = None
         for rule in self.rules:
-            if rule.stage in seen:
+            if rule.stage in entered or (seen is not None and rule.stage in seen):
+                continue
+            if rule.events and event not in rule.events:
                 continue
             if rule.matches(event=event, path=path, sessions=sessions, entered=entered, new_session=new_session):
                 out.append(rule)
+                seen = seen or set()
                 seen.add(rule.stage)
         return out
