@@ -377,9 +377,10 @@ class Enricher:
         site_id = out["site_id"]
         if domain := out["company_domain"]:
             self.lookups.want(site_id, domain)
-        for traits in (_d(c.raw.get("traits")), _d(c.context.get("traits"))):
-            if not traits:
-                continue
+        raw_traits, ctx_traits = c.raw.get("traits"), c.context.get("traits")
+        if not (raw_traits or ctx_traits):  # most events: nothing more to look at
+            return
+        for traits in (_d(raw_traits), _d(ctx_traits)):
             company = _d(traits.get("company"))
             for v in (traits.get("website"), traits.get("domain"), company.get("website"), company.get("domain")):
                 if v and type(v) is str and (d := self._domains.company_domain(v[:500])):

@@ -34,6 +34,9 @@ class LookupRequests:
         """Ask for a lookup; returns at once whatever happens."""
         key = (site_id, domain)
         now = time.monotonic()
+        asked = self._seen.get(key)  # the common case, without the lock: a read of a dict is atomic
+        if asked is not None and now - asked < self.refresh_age_s:
+            return
         with self._lock:
             asked = self._seen.get(key)
             if asked is not None and now - asked < self.refresh_age_s:
