@@ -18,19 +18,21 @@ from trailmark.storage.base import Storage
 STAGE_LIST = "[" + ", ".join(f"'{s}'" for s in STAGES) + "]"  # our own names, no quoting needed
 
 
-def limits(conf: AnalysisSettings) -> str:
-    """A ``SETTINGS`` clause: the read sessions run with ``readonly = 2``, which lets a query lower
-    its own limits; a heavy persona or retention query then stops with TIMEOUT_EXCEEDED (a 400)
-    instead of holding a read session for minutes."""
-    return (
-        f" SETTINGS max_execution_time = {float(conf.max_execution_s)},"
-        f" max_memory_usage = {int(conf.max_memory_bytes)}, max_threads = {max(1, int(conf.max_threads))}"
-    )
+def limits(conf: AnalysisSettings) -> dict[str, Any]:
+    """ClickHouse settings for each of these reads, passed as the query's own settings (not a
+    ``SETTINGS`` clause): a heavy persona or retention query then stops with TIMEOUT_EXCEEDED or
+    MEMORY_LIMIT_EXCEEDED, and the storage adapter knows the limit was ours, so the client gets a
+    400 with the reason, not a 503 telling it to retry the same query."""
+    return {
+        "max_execution_time": float(conf.max_execution_s),
+        "max_memory_usage": int(conf.max_memory_bytes),
+        "max_threads": max(1, int(conf.max_threads)),
+    }
 
 
 def query(storage: Storage, conf: AnalysisSettings, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """One read on the storage's read-only sessions, under the analysis limits."""
-    return storage.query(sql + limits(conf), params, readonly=True)
+    """One read, read-only, under the analysis limits."""
+    return storage.query(sql, params, readonly=True, settings=limits(conf))
 
 
 def epoch(col: str) -> str:

@@ -154,7 +154,7 @@ class AnalysisSettings(Section):
     moments_confidence: float = 0.95  # of the lift's interval
     max_periods: int = 52  # retention periods and KPI weeks a request may ask for
     max_rows: int = 500  # rows (moments, cohorts) one answer may hold
-    # ClickHouse limits on every one of these reads (SETTINGS of the query itself)
+    # ClickHouse limits on every one of these reads (the query's own settings; over one: 400)
     max_execution_s: float = 20.0
     max_memory_bytes: int = 2 * 1024**3
     max_threads: int = 2

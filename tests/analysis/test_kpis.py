@@ -11,10 +11,12 @@ import pytest
 
 from journey_builder import kpis
 from journey_builder.analytics import BadQuery
+from journey_builder.insights import limits
 from journey_builder.personas import Personas
 from tests.analysis.streams import SITE, feed
 from tests.journeys.conftest import Journey
 from trailmark.settings import AnalysisSettings
+from trailmark.storage.base import QueryError
 
 CONF = AnalysisSettings()
 PERSONAS = Personas.load()
@@ -86,3 +88,12 @@ def test_kpis_for_one_persona_and_bad_parameters(site: Journey) -> None:
     for kwargs in ({"weeks": 0}, {"weeks": 53}, {"until": "not a date"}, {"persona": "Nobody"}):
         with pytest.raises(BadQuery):
             kpis.kpis(site.storage, SITE, PERSONAS, CONF, **kwargs)
+
+
+def test_reads_run_under_the_analysis_limits(site: Journey) -> None:
+    # a memory limit far below what the query needs: ClickHouse stops it, so the limits are applied, and
+    # the error is the query's (400), not "unavailable" (503, retry), on chDB and on a server alike
+    tiny = AnalysisSettings(max_memory_bytes=1000)
+    with pytest.raises(QueryError, match="(?i)memory"):
+        kpis.kpis(site.storage, SITE, PERSONAS, tiny, weeks=4, until="2026-11-23")
+    assert limits(CONF) == {"max_execution_time": 20.0, "max_memory_usage": 2 * 1024**3, "max_threads": 2}
