@@ -85,21 +85,24 @@ def moments(
         f" ARRAY JOIN ks AS key WHERE 1{only} GROUP BY contact_id, key"
     )
     in_stage = (
-        f"arrayDistinct(arrayFilter(i -> i > 0, arrayMap(t -> if(cv.conv_at = 0 OR t < cv.conv_at,"
-        f" {stage_at('h.hist', 't')}, toUInt8(0)), m.ats)))"
+        f"arrayDistinct(arrayFilter(i -> i > 0, arrayMap(t -> if(hc.conv_at = 0 OR t < hc.conv_at,"
+        f" {stage_at('hc.hist', 't')}, toUInt8(0)), m.ats)))"
+    )
+    # each contact's stage history and first conversion, joined once per use
+    joined = (
+        f"SELECT h.contact_id AS contact_id, h.hist AS hist, cv.conv_at AS conv_at"
+        f" FROM ({hist}) AS h LEFT JOIN ({conv}) AS cv ON cv.contact_id = h.contact_id"
     )
     rows = query(
         storage,
         conf,
-        f"WITH pop AS (SELECT st.2 AS idx, count() AS n, countIf(cv.conv_at > 0) AS c"
-        f"  FROM ({hist}) AS h LEFT JOIN ({conv}) AS cv ON cv.contact_id = h.contact_id"
-        f"  ARRAY JOIN h.hist AS st WHERE cv.conv_at = 0 OR cv.conv_at >= st.1 GROUP BY idx)"
+        f"WITH pop AS (SELECT st.2 AS idx, count() AS n, countIf(hc.conv_at > 0) AS c"
+        f"  FROM ({joined}) AS hc ARRAY JOIN hc.hist AS st WHERE hc.conv_at = 0 OR hc.conv_at >= st.1 GROUP BY idx)"
         f" SELECT x.idx AS idx, x.key.1 AS kind, x.key.2 AS name, x.n1 AS n1, x.a AS a, pop.n - x.n1 AS n2,"
         f" pop.c - x.a AS c FROM ("
         f" SELECT idx, key, count() AS n1, countIf(conv_at > 0) AS a FROM ("
-        f"  SELECT m.key AS key, cv.conv_at AS conv_at, {in_stage} AS stages"
-        f"  FROM ({had}) AS m LEFT JOIN ({conv}) AS cv ON cv.contact_id = m.contact_id"
-        f"  LEFT JOIN ({hist}) AS h ON h.contact_id = m.contact_id)"
+        f"  SELECT m.key AS key, hc.conv_at AS conv_at, {in_stage} AS stages"
+        f"  FROM ({had}) AS m INNER JOIN ({joined}) AS hc ON hc.contact_id = m.contact_id)"
         f" ARRAY JOIN stages AS idx GROUP BY idx, key HAVING n1 >= {{support:UInt32}}) AS x"
         f" INNER JOIN pop ON pop.idx = x.idx WHERE pop.n > x.n1"
         " ORDER BY idx, a / n1 DESC, n1 DESC, name LIMIT {rows:UInt32} BY idx",
