@@ -21,12 +21,12 @@ DAY = 24 * 60
 SITE = "s1"
 
 
-def send(j: Journey, *events: dict[str, Any]) -> None:
+def send(j: Journey, *events: dict[str, Any], site: str = SITE) -> None:
     """As Journey.send, but received when the last event happened: weeks-old timestamps would
     otherwise be clamped to the receive time (Segment's clock-skew rule)."""
     raw: RawBatch = {
         "v": 1,
-        "site_id": SITE,
+        "site_id": site,
         "received_at": max(ev["timestamp"] for ev in events),
         "ip": "81.2.69.142",
         "user_agent": CHROME,

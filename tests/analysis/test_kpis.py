@@ -7,13 +7,15 @@ day 8, Consideration (second session) and Retention (back after buying) both on 
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
-from journey_builder import kpis
+from journey_builder import cohorts, kpis, moments
 from journey_builder.analytics import BadQuery
 from journey_builder.insights import limits
 from journey_builder.personas import Personas
-from tests.analysis.streams import SITE, feed
+from tests.analysis.streams import DAY, SITE, feed, send
 from tests.journeys.conftest import Journey
 from trailmark.settings import AnalysisSettings
 from trailmark.storage.base import QueryError
@@ -97,3 +99,27 @@ def test_reads_run_under_the_analysis_limits(site: Journey) -> None:
     with pytest.raises(QueryError, match="(?i)memory"):
         kpis.kpis(site.storage, SITE, PERSONAS, tiny, weeks=4, until="2026-11-23")
     assert limits(CONF) == {"max_execution_time": 20.0, "max_memory_usage": 2 * 1024**3, "max_threads": 2}
+
+
+def test_another_site_is_never_counted(site: Journey) -> None:
+    before = kpis.kpis(site.storage, SITE, PERSONAS, CONF, weeks=4, until="2026-11-23")
+    e = site.event
+    # the same visitor ids on site s2: a big purchase, an NPS answer, a week-1 return
+    send(
+        site,
+        e("page", "a", 3, path="/cart"),
+        e("track", "a", 4, event="Order Completed", properties={"revenue": 1000}),
+        e("track", "b", 5, event="NPS Answered", properties={"score": 0}),
+        e("page", "d", 7 * DAY + 5, path="/"),
+        site="s2",
+    )
+    assert kpis.kpis(site.storage, SITE, PERSONAS, CONF, weeks=4, until="2026-11-23") == before
+    other = kpis.kpis(site.storage, "s2", PERSONAS, CONF, weeks=4, until="2026-11-23")
+    assert (other["totals"]["revenue"], other["feedback"]["nps"]["answers"]) == (1000.0, 1)
+    assert (
+        cohorts.retention(site.storage, SITE, PERSONAS, CONF, periods=2, today=date(2026, 12, 31))["rows"][0]["size"]
+        == 3
+    )
+    got = moments.moments(site.storage, SITE, PERSONAS, CONF, conversions=["Order Completed"], min_support=1)
+    aware = next(s for s in got["stages"] if s["stage"] == "Awareness")
+    assert {m["name"]: m["with"] for m in aware["moments"]}["/"] == 3
