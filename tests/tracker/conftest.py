@@ -300,8 +300,10 @@ def settle(server: Server) -> None:
 # -- fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Debian chromium for one module: one Playwright (sync API) runs at a time in a process, and
+    tests/map and tests/analysis start their own, so none may outlive its module."""
     if not (os.access(CHROMIUM, os.X_OK) or shutil.which("chromium")):
         message = f"browser tests need Debian chromium at {CHROMIUM} (make browser)"
         if os.environ.get("CI") == "true":
