@@ -293,6 +293,12 @@
   async function loadPaths() {
     const p = await get("/v1/paths", { from: $("paths-from").value.trim(), depth: $("paths-depth").value, limit: 30 });
     const links = (p.links || []).filter((l) => l.value > 0);
+    if (!links.length) {  // the sankey plugin cannot draw an empty chart (it reads the first link)
+      if (charts["paths-chart"]) charts["paths-chart"].destroy();
+      delete charts["paths-chart"];
+      emptyNote("paths-chart", "No paths yet.");
+      return;
+    }
     const nodes = new Set();
     links.forEach((l) => { nodes.add(l.source); nodes.add(l.target); });
     const labels = Object.fromEntries([...nodes].map((n) => [n, stepLabel(n)]));
