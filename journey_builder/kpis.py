@@ -20,6 +20,7 @@ totals (distinct buyers included) come from one pass; Python only shapes the ans
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -76,7 +77,11 @@ def kpis(
     only = personas.filter_sql(db, conf, p, persona, "contact_id")
     hist = stage_history(db, only)
     week = "toString(toStartOfWeek(toDateTime(toUInt32({})), 1))"
-    flow = query(
+    # the three queries are independent: run at once, the answer takes the slowest, not the sum
+    pool = ThreadPoolExecutor(3, thread_name_prefix="kpis")
+    feedback_job = pool.submit(feedback, storage, site_id, personas, conf, dict(p), persona)
+    flow_job = pool.submit(
+        query,
         storage,
         conf,
         f"SELECT g.1 AS idx, g.2 AS wk, count() AS entered, countIf(moved) AS moved_on,"
@@ -98,7 +103,8 @@ def kpis(
         f" WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.type = 'track' AND e.event IN {{buy:Array(String)}})"
         f" AS e{_join(db, 'e')}"
     )
-    buys = query(
+    buys_job = pool.submit(
+        query,
         storage,
         conf,
         f"SELECT g.1 AS idx, g.2 AS wk, count() AS purchases, sum(amount) AS revenue, uniqExact(contact_id) AS buyers,"
@@ -116,6 +122,10 @@ def kpis(
         " ARRAY JOIN levels AS g GROUP BY g",
         p,
     )
+    try:
+        flow, buys, answers = flow_job.result(), buys_job.result(), feedback_job.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     weeks_list = [str(first + timedelta(weeks=i)) for i in range(weeks)]
     per: dict[tuple[int, str], dict[str, Any]] = {}
     for r in flow:
@@ -147,7 +157,7 @@ def kpis(
         "persona": persona or "",
         "stages": stages,
         "totals": total,
-        "feedback": feedback(storage, site_id, personas, conf, p, persona),
+        "feedback": answers,
     }
 
 
