@@ -64,6 +64,7 @@ class JourneyBuilder:
             settings.conversions,
             settings.session_timeout_s,
             settings.include_bots,
+            (settings.analysis.nps_event, settings.analysis.csat_event),  # answers are touchpoints
         )
         self.max_visitors = settings.max_visitors
         self.suppression = Suppression(storage)

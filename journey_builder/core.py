@@ -110,10 +110,13 @@ def is_conversion(kind: str, name: str, conversions: frozenset[str]) -> bool:
     return (kind == "track" and name in conversions) or (name in FORM_EVENTS and "form_submit" in conversions)
 
 
-def interaction_of(kind: str, name: str, conversion: bool) -> str:
-    """The touchpoint kind of an event that is one (``""``: it is not)."""
+def interaction_of(kind: str, name: str, conversion: bool, feedback: frozenset[str] = frozenset()) -> str:
+    """The touchpoint kind of an event that is one (``""``: it is not). ``feedback`` names the
+    tracked events that carry an NPS or CSAT answer."""
     if conversion:
         return "conversion"
+    if kind == "track" and name in feedback:
+        return "feedback"
     if name in FORM_EVENTS:
         return "form_submit"
     if name in CONTACT_EVENTS:
@@ -435,8 +438,10 @@ class JourneyCore:
         conversions: Iterable[str],
         session_timeout_s: int,
         include_bots: bool,
+        feedback: Iterable[str] = (),
     ) -> None:
         self.rules = rules
+        self.feedback = frozenset(feedback)
         self.conversions = frozenset(conversions)
         self.timeout_ms = session_timeout_s * 1000
         self.include_bots = include_bots
@@ -514,7 +519,7 @@ class JourneyCore:
                     "message_id": ev["message_id"],
                 }
             )
-        interaction = interaction_of(kind, name, conversion)
+        interaction = interaction_of(kind, name, conversion, self.feedback)
         if interaction:
             tp = self._touchpoint(ev, session, ev["message_id"], interaction, ts)
             tp["stage"] = stage or current_stage(visitor.stages)
