@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,3 +143,22 @@ def test_write_key_refused_and_openapi(srv: tuple[Server, datetime]) -> None:
         assert ok["$ref"].endswith("/" + model)
     assert "lift" in spec["components"]["schemas"]["Moment"]["properties"]
     assert "from" in spec["components"]["schemas"]["Kpis"]["properties"]
+
+
+def test_the_personas_file_setting_reaches_the_server_and_a_bad_one_stops_it(tmp_path: Path) -> None:
+    good = tmp_path / "personas.toml"
+    good.write_text('default = "Everyone else"\n[[persona]]\nname = "Germans"\nrules = [{ country = ["DE"] }]\n')
+    server = Server(tmp_path / "good" / "data", env={"TRAILMARK_JOURNEYS__ANALYSIS__PERSONAS_FILE": str(good)})
+    server.start()
+    try:
+        assert [p["name"] for p in _ok(server, "/v1/personas")["personas"]] == ["Germans", "Everyone else"]
+    finally:
+        server.stop()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[persona]]\nname = "X"\nrules = [{ colour = ["red"] }]\n')
+    broken = Server(tmp_path / "bad" / "data", env={"TRAILMARK_JOURNEYS__ANALYSIS__PERSONAS_FILE": str(bad)})
+    with pytest.raises(RuntimeError):
+        broken.start(timeout=30)
+    broken.stop()
+    assert not broken.alive
+    assert "unknown condition" in broken.tail()
