@@ -235,3 +235,14 @@ async def test_contacts_get_the_company_fields_through_the_contact_companies_vie
     # user:2's company was looked up for site s2 only: another site's profile is not this site's
     assert [(r["contact_id"], r["company_name"], r["country"]) for r in rows] == [("user:1", "Acme Widgets", "DE")]
     assert orjson.loads(rows[0]["field_sources"])["mail_provider"] == "dns:MX acme-jsonld.example"
+
+
+async def test_the_sql_endpoint_shows_a_site_only_its_own_company_profiles(sites: Sites, chdb: ChdbStorage) -> None:
+    from journey_builder.sql_sandbox import SqlSandbox
+    from trailmark.settings import SqlSettings
+
+    await run(settings(sites, rdap=False), chdb, [("s1", "acme-og.example"), ("s2", "acme-micro.example")])
+    sandbox, db = SqlSandbox(SqlSettings(), chdb.database), chdb.database
+    for table in ("company_profiles_data", "company_profiles"):
+        rows, _ = sandbox.run(chdb, "s1", f"SELECT domain FROM {db}.{table}", None, f"q-{table}")
+        assert [r["domain"] for r in rows] == ["acme-og.example"]
