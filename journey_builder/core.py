@@ -297,8 +297,14 @@ def merge_contact(
     contact lacks come from the email-only contacts ``merged`` into it.
     """
     for old_id, oc in merged:
+        takes_email = bool(oc.get("email")) and not c.get("email")
         for f in (*CONTACT_FIELDS, "country"):
-            if oc.get(f) and not c.get(f):
+            if f in _FLAGS:  # the flags describe the email: they come with it or not at all
+                if takes_email:
+                    c[f] = oc.get(f, False)
+                    if f in oc["field_sources"]:
+                        c["field_sources"][f] = oc["field_sources"][f]
+            elif oc.get(f) and not c.get(f):
                 c[f] = oc[f]
                 c["field_sources"][f] = oc["field_sources"].get(f, f"merged:{old_id}")
         c["traits"] = {**oc["traits"], **c["traits"]}
@@ -317,8 +323,9 @@ def merge_contact(
                 c["field_sources"][f] = source
     if ev["user_id"]:
         c["user_id"] = ev["user_id"]
-    if ev["geo_country"]:
+    if ev["geo_country"] and ev["geo_country"] != c.get("country"):
         c["country"] = ev["geo_country"]
+        c["field_sources"]["country"] = source
     ts = ch_time(ev["timestamp"])
     if consent["consent"]:  # the latest event that says something about consent sets it
         c.update(consent)
@@ -479,11 +486,13 @@ class JourneyCore:
         session, new_session = session_for(visitor, ev, anon, ts_ms, self.timeout_ms)
         kind, name = ev["type"], ev["event"]
         page_view = kind in _PAGE_TYPES
+        latest = ts_ms >= session.end_ms  # a late event counts, but is not the session's last
         if page_view:
             session.pageviews += 1
-            session.exit_page = ev["page_path"] or session.exit_page
+            if latest:
+                session.exit_page = ev["page_path"] or session.exit_page
         session.events += 1
-        if ts_ms >= session.end_ms:
+        if latest:
             session.end, session.end_ms = ts, ts_ms
         if ev["user_id"]:
             session.user_id = ev["user_id"]
@@ -580,11 +589,10 @@ class JourneyCore:
             links.append(ev["previous_id"])
         for old in merged:  # an email-only contact that now turns out to be this user is merged into it
             links.extend(lookups.anonymous_ids_of(site_id, old))
-            links.extend(
-                v.session.anonymous_id
-                for (s, _), v in self.visitors.items()
-                if s == site_id and v.contact_id == old and v.session is not None
-            )
+            for (s, a), v in self.visitors.items():
+                if s == site_id and v.contact_id == old:  # its devices in memory now belong to the user
+                    v.contact_id = contact_id
+                    links.append(a)
         for a in dict.fromkeys(links):
             out.identities.append(
                 {
