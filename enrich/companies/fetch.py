@@ -31,6 +31,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _ROBOTS_MAX_BYTES = 256 * 1024
 _ROBOTS_CACHE = 10_000
+_ROBOTS_TTL_S = 24 * 3600  # as crawlers do: a site's robots.txt is read again after a day
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class Fetcher:
         self._sem = asyncio.Semaphore(max(1, settings.concurrency))
         self._host_locks: dict[str, asyncio.Lock] = {}
         self._host_last: dict[str, float] = {}
-        self._robots: dict[str, robotparser.RobotFileParser | None] = {}  # origin -> rules (None: allow all)
+        # origin -> (when read, rules); rules None: allow all
+        self._robots: dict[str, tuple[float, robotparser.RobotFileParser | None]] = {}
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout_s),
             follow_redirects=False,  # each hop goes through the guard here
@@ -166,11 +168,12 @@ class Fetcher:
     # -- robots.txt ---------------------------------------------------------------------------------
     async def _robots_allow(self, u: httpx.URL, url: str) -> None:
         origin = f"{u.scheme}://{u.netloc.decode('ascii')}"
-        if origin not in self._robots:
+        cached = self._robots.get(origin)
+        if cached is None or time.monotonic() - cached[0] > _ROBOTS_TTL_S:
             if len(self._robots) >= _ROBOTS_CACHE:
                 self._robots.clear()
-            self._robots[origin] = await self._robots_rules(origin)
-        rules = self._robots[origin]
+            cached = self._robots[origin] = (time.monotonic(), await self._robots_rules(origin))
+        rules = cached[1]
         if rules is not None and not rules.can_fetch(self.s.user_agent, url):
             raise TargetRefused(f"robots.txt of {origin} disallows {urlsplit(url).path or '/'}")
 

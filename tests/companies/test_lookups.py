@@ -246,3 +246,12 @@ async def test_the_sql_endpoint_shows_a_site_only_its_own_company_profiles(sites
     for table in ("company_profiles_data", "company_profiles"):
         rows, _ = sandbox.run(chdb, "s1", f"SELECT domain FROM {db}.{table}", None, f"q-{table}")
         assert [r["domain"] for r in rows] == ["acme-og.example"]
+
+
+async def test_a_redirect_loop_stops_at_the_redirect_limit(sites: Sites, chdb: ChdbStorage) -> None:
+    before = len(sites.record.paths("loop.example"))
+    await run(settings(sites, dns=False, rdap=False, max_redirects=3), chdb, [("s1", "loop.example")])
+    (p,) = profiles(chdb, "loop.example")
+    assert p["status"] == "refused"
+    assert "more than 3 redirects" in p["reason"]
+    assert sites.record.paths("loop.example")[before:] == ["/robots.txt", "/", "/x", "/xx", "/xxx"]
