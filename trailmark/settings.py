@@ -74,6 +74,7 @@ class CompaniesSettings(Section):
     rdap_base_url: str = "https://rdap.org/"  # rdap.org redirects to the registry's own service
     ports: list[int] = [80, 443]
     allow_private_targets: list[str] = []
+    ca_file: Path | None = None  # tests only: trust this CA bundle instead of the system's
 
 
 class CollectorSettings(Section):

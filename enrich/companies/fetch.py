@@ -15,6 +15,7 @@ Errors leave as the lookup tree (enrich/companies/errors.py), never as httpx's.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -55,9 +56,13 @@ class Fetcher:
         self._sem = asyncio.Semaphore(max(1, settings.concurrency))
         self._host_locks: dict[str, asyncio.Lock] = {}
         self._host_last: dict[str, float] = {}
-        # origin -> (when read, rules); rules None: allow all
-        self._robots: dict[str, tuple[float, robotparser.RobotFileParser | None]] = {}
+        # origin -> (when read, rules, why all is disallowed); rules None: allow all
+        self._robots: dict[str, tuple[float, robotparser.RobotFileParser | None, str]] = {}
+        verify: ssl.SSLContext | bool = True  # certificates checked against the host name (SNI), not the IP
+        if settings.ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(settings.ca_file))
         self.client = httpx.AsyncClient(
+            verify=verify,
             timeout=httpx.Timeout(settings.timeout_s),
             follow_redirects=False,  # each hop goes through the guard here
             trust_env=False,
@@ -172,14 +177,14 @@ class Fetcher:
         if cached is None or time.monotonic() - cached[0] > _ROBOTS_TTL_S:
             if len(self._robots) >= _ROBOTS_CACHE:
                 self._robots.clear()
-            cached = self._robots[origin] = (time.monotonic(), await self._robots_rules(origin))
-        rules = cached[1]
+            cached = self._robots[origin] = (time.monotonic(), *await self._robots_rules(origin))
+        _, rules, why = cached
         if rules is not None and not rules.can_fetch(self.s.user_agent, url):
-            raise TargetRefused(f"robots.txt of {origin} disallows {urlsplit(url).path or '/'}")
+            raise TargetRefused(f"robots.txt of {origin} {why or 'disallows'} {urlsplit(url).path or '/'}")
 
-    async def _robots_rules(self, origin: str) -> robotparser.RobotFileParser | None:
+    async def _robots_rules(self, origin: str) -> tuple[robotparser.RobotFileParser | None, str]:
         """The origin's rules, as crawlers read them: none (4xx) allows all; 401/403, 5xx or no answer
-        disallow all, so a site that cannot say "no" is not fetched."""
+        disallow all, so a site that cannot say "no" is not fetched. Also why it disallows all, if so."""
         rp = robotparser.RobotFileParser()
         try:
             got = await self.get(
@@ -187,15 +192,16 @@ class Fetcher:
             )
         except (TargetRefused, NotFound):  # refused, or the host has no address: the page has neither
             raise
-        except LookupFailed:
-            got = None
-        if got is None or got.status in (401, 403) or got.status >= 500:
+        except LookupFailed as exc:
             rp.parse(["User-agent: *", "Disallow: /"])
-        elif got.status >= 400:
-            return None
-        else:
-            rp.parse(got.body.decode("utf-8", "replace").splitlines())
-        return rp
+            return rp, f"could not be read ({exc}), so nothing is fetched, not even"
+        if got.status in (401, 403) or got.status >= 500:
+            rp.parse(["User-agent: *", "Disallow: /"])
+            return rp, f"answered HTTP {got.status}, so nothing is fetched, not even"
+        if got.status >= 400:
+            return None, ""
+        rp.parse(got.body.decode("utf-8", "replace").splitlines())
+        return rp, ""
 
 
 class _Retry(SourceFailed):
