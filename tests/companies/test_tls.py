@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import trustme
 
+from tests.companies.helpers import profiles, run
 from tests.companies.sites import Sites
-from tests.companies.test_lookups import profiles, run
 from trailmark.settings import CompaniesSettings
 from trailmark.storage.chdb_backend import ChdbStorage
 
