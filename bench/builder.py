@@ -1,0 +1,153 @@
+"""The journey builder alone: events per second of CPU and of wall time, loading generated traffic
+through ``JourneyBuilder.process`` into a fresh chDB, optionally side by side with another checkout
+(``--baseline DIR``, e.g. a ``git worktree`` of an older commit), the runs alternating.
+
+    .venv/bin/python bench/builder.py [--events 200000] [--batch 20000] [--repeat 2] [--baseline DIR]
+
+CPU time (``time.process_time``: every thread of the process, chDB's included) is the figure to
+compare on a shared machine: wall time grows with whatever else runs, CPU time much less. The
+traffic is bench/journeys.py's (visitors with 1-6 sessions, campaigns, identifies, conversions),
+with unique messageIds; the process tunes its GC as trailmark's processes do. Appends the figures
+to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from machine import cpu_model  # bench/ is on sys.path when a script runs
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(events: int, batch_rows: int) -> dict[str, Any]:
+    """Runs in the checkout under test (sys.path set by the parent): one load, one chDB."""
+    import random
+
+    import journeys as traffic  # bench/journeys.py of this checkout
+
+    from journey_builder.builder import JourneyBuilder
+    from schemas import ENRICHED_DEFAULTS
+    from trailmark.settings import JourneySettings
+    from trailmark.storage import apply_migrations
+    from trailmark.storage.chdb_backend import ChdbStorage
+
+    storage = ChdbStorage(Path(tempfile.mkdtemp(prefix="bench-builder-")) / "clickhouse", "trailmark")
+    apply_migrations(storage)
+    builder = JourneyBuilder(storage, JourneySettings(max_visitors=200_000))
+    defaults = {"v": 1, "site_id": "default", "event": "", "user_id": "", "previous_id": "", "group_id": "",
+                "properties": {}, "traits": {}, "context": {}, "original_timestamp": "", "sent_at": "",
+                "ip": "203.0.113.0", "user_agent": "", **ENRICHED_DEFAULTS}  # fmt: skip
+    rng = random.Random(7)
+    batches: list[list[dict[str, Any]]] = []
+    batch: list[dict[str, Any]] = []
+    total = n = 0
+    while total < events:
+        evs, user = traffic.visitor_events(rng, n, defaults)
+        n += 1
+        if user and rng.random() < 0.2:  # a second device of the same user
+            second, _ = traffic.visitor_events(rng, n + 10_000_000_000, defaults)
+            for e in second:
+                if e["type"] == "identify":
+                    e["user_id"] = user
+            evs += second
+        batch += evs
+        total += len(evs)
+        if len(batch) >= batch_rows:
+            batches.append(batch)
+            batch = []
+    if batch:
+        batches.append(batch)
+    try:  # as trailmark's processes do (trailmark/cli.py); older checkouts had no such function
+        from trailmark.runtime import tune_gc
+        from trailmark.settings import Settings
+
+        tune_gc(Settings().gc_threshold)
+    except ImportError:
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)  # what the older trailmark/cli.py set
+    cpu, wall = time.process_time(), time.perf_counter()
+    for b in batches:
+        builder.process(b)  # type: ignore[arg-type]
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"events": total, "cpu_s": cpu, "wall_s": wall}
+
+
+def run(checkout: Path, events: int, batch_rows: int) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'bench'}"}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(events), str(batch_rows)],
+        env=env,
+        cwd=checkout,
+        capture_output=True,
+        check=True,
+    )
+    result: dict[str, Any] = orjson.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+def commit_of(checkout: Path) -> str:
+    got = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return got.stdout.strip() or "?"
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        sys.path[:0] = [str(Path.cwd()), str(Path.cwd() / "bench")]
+        print(orjson.dumps(child(int(sys.argv[2]), int(sys.argv[3]))).decode())
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--baseline", type=Path, help="another checkout to run side by side (alternating)")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    root = HERE.parent
+    checkouts = [("this", root)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in checkouts}
+    loads = [os.getloadavg()[0]]
+    for _ in range(args.repeat):
+        for name, path in reversed(checkouts):  # baseline first in each round
+            runs[name].append(run(path, args.events, args.batch))
+            loads.append(os.getloadavg()[0])
+    lines = [
+        f"\n## Journey builder alone — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n",
+        f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}. Command: "
+        f"`.venv/bin/python bench/builder.py --events {args.events} --batch {args.batch} --repeat {args.repeat}"
+        + (" --baseline <worktree>`" if args.baseline else "`")
+        + f". Load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}.\n",
+        "| checkout | events | events per CPU second (each run) | median | events per wall second (each run) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, path in checkouts:
+        rs = runs[name]
+        per_cpu = [r["events"] / r["cpu_s"] for r in rs]
+        per_wall = [r["events"] / r["wall_s"] for r in rs]
+        lines.append(
+            f"| {name} ({commit_of(path)}) | {rs[0]['events']:,} | {', '.join(f'{x:,.0f}' for x in per_cpu)}"
+            f" | **{statistics.median(per_cpu):,.0f}** | {', '.join(f'{x:,.0f}' for x in per_wall)} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_record:
+        with open(HERE / "RESULTS.md", "a") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
