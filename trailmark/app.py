@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -124,7 +124,10 @@ class Runtime:
             b = self.settings.bus
             try:
                 await self.bus.start()
-                await self.bus.ensure_topics([b.topic_raw, b.topic_enriched, b.topic_dead_letter])
+                topics = [b.topic_raw, b.topic_enriched, b.topic_dead_letter]
+                if b.kind == "kafka" and self.settings.companies.enabled:
+                    topics.append(b.topic_lookups)
+                await self.bus.ensure_topics(topics)
             except BusUnavailable as exc:
                 raise BusUnavailable(f"kafka at {self.settings.kafka_bootstrap} unreachable ({exc})") from exc
             self.connected = True
@@ -162,6 +165,8 @@ class Runtime:
                 storage = self.storage_or_fail()
                 self.runners.append(journey_runner(self.bus, self.settings, sites, storage))
                 self.runners.append(dead_letter_sink(self.bus, self.settings, storage))
+                if "enricher" not in self.roles:
+                    self._company_lookups()  # the worker, fed by the enrichers over the bus
             if "enricher" in self.roles:
                 # with the journeys role in this process too, it drops erased identifiers' events early
                 lookups = self._company_lookups()
@@ -174,20 +179,68 @@ class Runtime:
         self.ready = True
 
     def _company_lookups(self) -> LookupRequests | None:
-        """Company profiles (enrich/companies): the enricher asks, a worker task beside the stages
-        looks up and stores, in this process's storage, or (an enricher alone, on Kafka) a ClickHouse
-        server's; chDB belongs to the journeys process, so an enricher beside it cannot store."""
+        """Company profiles (enrich/companies): the enricher asks, a worker task looks up and stores.
+
+        The worker runs where the storage is: in the process with the journeys role. An enricher
+        process without it (Kafka, one process per stage) hands the domains it wants to the
+        ``topic_lookups`` topic, and the journeys processes (their consumer group) take them from
+        there; with both roles in one process (``trailmark up``) the hand-over stays in memory."""
         c = self.settings.companies
         if not c.enabled:
             return None
-        connect = functools.partial(open_storage, self.settings) if self.settings.clickhouse_url else None
-        if self.storage is None and connect is None:
-            log.warning("company lookups need a storage: run them with the journeys role or a ClickHouse server")
-            return None
         wanted = LookupRequests(c.queue_size, c.refresh_age_s)
-        worker = CompanyWorker(c, self.storage, wanted, connect)
+        if "journeys" not in self.roles:
+            self.aux.append(asyncio.create_task(self._send_lookups(wanted), name="company-lookups-out"))
+            return wanted
+        worker = CompanyWorker(c, self.storage_or_fail(), wanted)
         self.aux.append(asyncio.create_task(worker.run(), name="company-lookups"))
+        if self.settings.bus.kind == "kafka" and "enricher" not in self.roles:
+            self.aux.append(asyncio.create_task(self._take_lookups(wanted), name="company-lookups-in"))
         return wanted
+
+    async def _send_lookups(self, wanted: LookupRequests) -> None:
+        """Enricher side on Kafka: the wanted (site, domain) pairs, as records keyed by domain (one
+        builder of the group looks a domain up for every site). A pair that cannot be sent now is
+        kept for the next round; an ask is cheap to lose (the next event naming the domain asks
+        again), so no spool."""
+        topic = self.settings.bus.topic_lookups
+        producer = self.bus.producer()
+        while not self.stopping.is_set():
+            pairs = wanted.take(500)
+            if not pairs:
+                await asyncio.sleep(0.5)
+                continue
+            records = [(d.encode(), orjson.dumps({"site_id": s, "domain": d})) for s, d in pairs]
+            try:
+                await producer.send_batch(topic, records)
+            except Unavailable as exc:
+                log.warning("company lookups: cannot hand %d domains over (%s); retrying", len(pairs), exc)
+                wanted.again(pairs)
+                await asyncio.sleep(2.0)
+
+    async def _take_lookups(self, wanted: LookupRequests) -> None:
+        """Journeys side on Kafka: the enrichers' asks, into this process's worker."""
+        b = self.settings.bus
+        consumer = self.bus.consumer(b.topic_lookups, b.group_lookups)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    messages = await consumer.poll(500, 1.0)
+                    for m in messages:
+                        ask = orjson.loads(m.value) if m.value.startswith(b"{") else None
+                        if isinstance(ask, dict) and isinstance(ask.get("site_id"), str):
+                            domain = ask.get("domain")
+                            if isinstance(domain, str) and 0 < len(domain) <= 253:
+                                wanted.want(ask["site_id"], domain.lower())
+                    if messages:
+                        await consumer.commit()
+                except Unavailable as exc:
+                    log.warning("company lookups: cannot read asks (%s); retrying", exc)
+                    await asyncio.sleep(2.0)
+                except orjson.JSONDecodeError:
+                    await consumer.commit()  # not an ask of ours: skip it
+        finally:
+            await consumer.close()
 
     async def _supervise(self, runner: StageRunner[Any]) -> None:
         """Restart a crashed stage; its health counts the restarts (a crash loop makes it unready)."""

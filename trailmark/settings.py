@@ -105,6 +105,10 @@ class BusSettings(Section):
     group_enrich: str = "trailmark-enrich"
     group_journeys: str = "trailmark-journeys"
     group_dead_letters: str = "trailmark-dead-letters"  # copies dead letters into ClickHouse
+    # Kafka: company domains an enricher process wants looked up, for the lookup worker that runs
+    # beside the journey builder (where the storage is); see README "Company profiles"
+    topic_lookups: str = "trailmark.lookups"
+    group_lookups: str = "trailmark-lookups"
     # The journey builder waits this long for more records after the first of a batch: fewer,
     # larger batches under load (each batch has fixed lookups and inserts), at most this much latency.
     journeys_linger_ms: int = 100

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +26,6 @@ from enrich.companies.parse import parse_page
 from enrich.companies.profile import Profile
 from enrich.companies.rdap import rdap_registered
 from enrich.companies.wanted import LookupRequests
-from trailmark.errors import ConfigError
 from trailmark.settings import CompaniesSettings
 from trailmark.storage.base import Storage, StorageUnavailable
 
@@ -94,23 +92,13 @@ class CompanyLookup:
 
 
 class CompanyWorker:
-    """Drains ``LookupRequests`` into ``company_profiles_data``; ``run`` until cancelled.
+    """Drains ``LookupRequests`` into ``company_profiles_data``; ``run`` until cancelled. It runs in
+    the process that holds the storage (the journeys role); enricher processes elsewhere hand their
+    asks over the bus (trailmark/app.py)."""
 
-    Without a ``storage`` (an enricher process on Kafka, beside a ClickHouse server) ``connect``
-    opens one when the worker starts, retried while the server is unavailable."""
-
-    def __init__(
-        self,
-        settings: CompaniesSettings,
-        storage: Storage | None,
-        wanted: LookupRequests,
-        connect: Callable[[], Storage] | None = None,
-    ) -> None:
-        if storage is None and connect is None:
-            raise ConfigError("a CompanyWorker needs a storage or a way to connect to one")
+    def __init__(self, settings: CompaniesSettings, storage: Storage, wanted: LookupRequests) -> None:
         self.s = settings
         self._storage = storage
-        self._connect = connect
         self.wanted = wanted
         self.lookups = CompanyLookup(settings)
         self._in_flight: dict[str, set[str]] = {}  # domain -> sites waiting for the lookup under way
@@ -123,18 +111,9 @@ class CompanyWorker:
 
     @property
     def storage(self) -> Storage:
-        assert self._storage is not None, "run() connects first"
         return self._storage
 
     async def run(self, poll_s: float = 0.2) -> None:
-        delay = 1.0
-        while self._storage is None and self._connect is not None:
-            try:
-                self._storage = await asyncio.to_thread(self._connect)
-            except StorageUnavailable as exc:
-                log.warning("company profiles: storage unavailable (%s); retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
         try:
             await asyncio.gather(*(self._consume(poll_s) for _ in range(max(1, self.s.concurrency))))
         finally:

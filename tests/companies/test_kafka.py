@@ -1,6 +1,7 @@
-"""On Kafka with the stages as separate processes: the enricher process has no chDB of its own, so its
-lookup worker stores profiles in the ClickHouse server the journey builder uses (here the chDB-backed
-HTTP endpoint of tests/chserver), on the real broker."""
+"""On Kafka with the stages as separate processes, on the real broker: the enricher process hands the
+domains it wants to the trailmark.lookups topic and the journey builder's process (where the storage
+is) looks them up and stores the profiles, in a ClickHouse server (here the chDB-backed HTTP endpoint
+of tests/chserver) or in its own chDB."""
 
 from __future__ import annotations
 
@@ -21,18 +22,32 @@ from tests.kafka.pipeline import Pipeline
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_the_enricher_process_stores_profiles_in_the_clickhouse_server(
+def test_the_profiles_are_stored_in_the_clickhouse_server(
     sites: Sites,
     kafka_bootstrap: str,  # noqa: F811
     clickhouse_endpoint: ClickHouseEndpoint,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     database = f"co_{uuid.uuid4().hex[:10]}"
+    check_profile(sites, kafka_bootstrap, tmp_path, database, TRAILMARK_CLICKHOUSE_URL=clickhouse_endpoint.url)
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_the_profiles_are_stored_in_the_builders_chdb(
+    sites: Sites,
+    kafka_bootstrap: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    check_profile(sites, kafka_bootstrap, tmp_path, "trailmark")
+
+
+def check_profile(sites: Sites, kafka_bootstrap: str, tmp_path: Path, database: str, **extra: str) -> None:  # noqa: F811
     env = {f"TRAILMARK_COMPANIES__{k.upper()}": v if isinstance(v, str) else orjson.dumps(v).decode()
            for k, v in sites.settings_env().items()}  # fmt: skip
+    topics = {"TRAILMARK_BUS__TOPIC_LOOKUPS": f"lookups-{uuid.uuid4().hex[:8]}"}  # nothing of other tests
     pipeline = Pipeline(
-        tmp_path, kafka_bootstrap, TRAILMARK_CLICKHOUSE_URL=clickhouse_endpoint.url,
-        TRAILMARK_STORAGE__DATABASE=database, **env,
+        tmp_path, kafka_bootstrap, TRAILMARK_STORAGE__DATABASE=database, **env, **topics, **extra
     ).start()  # fmt: skip
     try:
         body = {"batch": [{"type": "identify", "userId": "u-k", "anonymousId": "a-k",
@@ -53,7 +68,9 @@ def test_the_enricher_process_stores_profiles_in_the_clickhouse_server(
                 " WHERE contact_id = 'user:u-k'"
             )
             time.sleep(0.3)
-        assert rows, f"no profile\n--- enricher:\n{pipeline.enricher.tail(3000)}"
+        assert rows, (
+            f"no profile\n--- enricher:\n{pipeline.enricher.tail(3000)}\n--- builder:\n{pipeline.journeys.tail(3000)}"
+        )
         assert (rows[0]["company_name"], rows[0]["country"], rows[0]["mail_provider"]) == (
             "Micro Data Ltd", "GB", "self-hosted",
         )  # fmt: skip
