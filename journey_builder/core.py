@@ -174,7 +174,7 @@ def blank_account(site_id: str, group_id: str) -> dict[str, Any]:
     }
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionState:
     session_id: str
     anonymous_id: str
@@ -228,7 +228,7 @@ class SessionState:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class VisitorState:
     session: SessionState | None = None
     sessions: int = 0
