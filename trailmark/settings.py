@@ -175,7 +175,7 @@ class JourneySettings(Section):
     # visitors the builder keeps in memory between batches (about 1 KB each); past it the least
     # recently seen are dropped and reloaded from ClickHouse when they come back. Sized so that
     # `make run` stays under 1 GiB with chDB's own ~0.5 GiB (bench/memory.py)
-    max_visitors: int = 200_000
+    max_visitors: int = 100_000
     # Interests (issue 14; schemas/ddl/015_interests.sql): scores decay with this half-life, applied
     # when read, so changing it is right for every event already stored
     interest_half_life_days: float = 30.0
