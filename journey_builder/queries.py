@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -9,7 +10,7 @@ import orjson
 
 from trailmark.storage.base import Storage
 
-_POOL = ThreadPoolExecutor(max_workers=6, thread_name_prefix="journey-read")
+_POOL = ThreadPoolExecutor(max_workers=7, thread_name_prefix="journey-read")
 
 
 def resolve(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str]] | None:
@@ -46,7 +47,11 @@ def resolve(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str
     return (f"anon:{anonymous_id}", [anonymous_id]) if seen else None
 
 
-def journey(storage: Storage, site_id: str, contact: str) -> dict[str, Any] | None:
+def journey(
+    storage: Storage, site_id: str, contact: str, devices: Callable[[list[str]], Any] | None = None
+) -> dict[str, Any] | None:
+    """One contact's (or visitor's) journey. ``devices``, given, is one more read over the contact's
+    anonymous ids (the interests), run beside the others; its answer is ``extra`` in the result."""
     found = resolve(storage, site_id, contact)
     if found is None:
         return None
@@ -79,6 +84,7 @@ def journey(storage: Storage, site_id: str, contact: str) -> dict[str, Any] | No
     }
     # independent lookups: run them side by side on the storage's read-only sessions
     futures = {k: _POOL.submit(storage.query, q, p, readonly=True) for k, q in sql.items()}
+    extra = _POOL.submit(devices, anonymous_ids) if devices is not None else None
     got = {k: f.result() for k, f in futures.items()}
     touchpoints = got["touchpoints"]
     return {
@@ -92,4 +98,5 @@ def journey(storage: Storage, site_id: str, contact: str) -> dict[str, Any] | No
         "stage_transitions": got["stages"],
         "accounts": [{**a, "traits": orjson.loads(a["traits"] or "{}")} for a in got["accounts"]],
         "conversions": [t for t in touchpoints if t["kind"] == "conversion"],
+        "extra": extra.result() if extra is not None else None,
     }

@@ -63,12 +63,15 @@ def read_router(
 
     @router.get("/v1/journeys/{contact}", summary="A contact's journey: identities, sessions, touchpoints")
     async def journey(contact: str, s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
-        result = await asyncio.to_thread(queries.journey, storage(), s["site_id"], contact)
+        store, site_id = storage(), s["site_id"]
+
+        def interests_of(devices: list[str]) -> list[dict[str, Any]]:
+            return interests.of_devices(store, site_id, devices, settings)
+
+        result = await asyncio.to_thread(queries.journey, store, site_id, contact, interests_of)
         if result is None:
-            raise HTTPException(404, f"no contact or visitor {contact!r} on site {s['site_id']!r}")
-        result["interests"] = await asyncio.to_thread(
-            interests.of_devices, storage(), s["site_id"], result["anonymous_ids"], settings
-        )
+            raise HTTPException(404, f"no contact or visitor {contact!r} on site {site_id!r}")
+        result["interests"] = result.pop("extra")
         return result
 
     conf = settings
