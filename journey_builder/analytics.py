@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from journey_builder.attribution import MODELS
 from journey_builder.stages import STAGES
@@ -37,6 +37,35 @@ def _join(db: str, alias: str, devices: str = "") -> str:
         f" LEFT ANY JOIN (SELECT anonymous_id, argMax(contact_id, last_seen) AS contact_id"
         f" FROM {db}.identities_data WHERE site_id = {{s:String}}{only} GROUP BY anonymous_id) AS m"
         f" ON m.anonymous_id = {alias}.anonymous_id"
+    )
+
+
+class ContactSet(Protocol):
+    """The contacts a read is narrowed to (``persona=``: ``personas.Chosen``). Declared here rather
+    than imported because personas.py builds on this module."""
+
+    def sql(self, db: str, p: dict[str, Any]) -> str:
+        """A subquery of contact ids of site ``{s:String}`` (``_contact``'s ids); values go to ``p``."""
+        ...
+
+
+def _only(db: str, who: ContactSet | None, p: dict[str, Any], col: str) -> str:
+    """`` AND col IN (the contacts of who)``, for a column that holds a contact id; nothing without ``who``."""
+    return f" AND {col} IN ({who.sql(db, p)})" if who else ""
+
+
+def _only_devices(db: str, who: ContactSet | None, p: dict[str, Any], col: str) -> str:
+    """`` AND`` the device in ``col`` (an anonymous_id) belongs to a contact of ``who`` now: the same
+    contact ``_join`` + ``_contact`` give it (its latest identity link, else ``anon:<device>``), so a
+    device filtered here lands on a contact of the set after the join. Filtering devices keeps the
+    rows out before any join or grouping; nothing without ``who``."""
+    if not who:
+        return ""
+    chosen = who.sql(db, p)
+    return (
+        f" AND ({col} IN (SELECT anonymous_id FROM (SELECT anonymous_id, argMax(contact_id, last_seen) AS c"
+        f" FROM {db}.identities_data WHERE site_id = {{s:String}} GROUP BY anonymous_id)"
+        f" WHERE c != '' AND c IN ({chosen})) OR concat('anon:', {col}) IN ({chosen}))"
     )
 
 
@@ -181,8 +210,10 @@ def funnel(
     by: str | None = None,
     since: str | None = None,
     until: str | None = None,
+    persona: ContactSet | None = None,
 ) -> dict[str, Any]:
-    """Contacts reaching each step in order within ``window_s`` (ClickHouse windowFunnel)."""
+    """Contacts reaching each step in order within ``window_s`` (ClickHouse windowFunnel); ``persona``
+    keeps the contacts of that set."""
     if not 1 <= len(steps) <= 20:
         raise BadQuery("steps: give 1 to 20 comma-separated page paths or event names")
     if by not in (None, "", "channel"):
@@ -191,7 +222,7 @@ def funnel(
     p: dict[str, Any] = {"s": site_id, "w": window_s}
     cond_list = [_step_condition(i, s, p) for i, s in enumerate(steps)]
     conds = ", ".join(cond_list)
-    where = _range("e.timestamp", p, since, until)
+    where = _range("e.timestamp", p, since, until) + _only_devices(db, persona, p, "e.anonymous_id")
     # Only rows that match a step can move a funnel (plus session entries, for the channel):
     # filtering before the join and the grouping keeps the work proportional to the funnel.
     relevant = " OR ".join(cond_list + (["e.channel NOT IN ('', 'Internal')"] if by else []))
@@ -287,10 +318,12 @@ def attribution(
     since: str | None = None,
     until: str | None = None,
     details: bool = False,
+    persona: ContactSet | None = None,
 ) -> dict[str, Any]:
     """Credit per channel/source/campaign for ``conversion`` events, over the session-entry
     touchpoints of the same contact in the lookback window before each conversion. Computed in
-    ClickHouse (arrays per conversion), so it scales with the data, not with Python loops."""
+    ClickHouse (arrays per conversion), so it scales with the data, not with Python loops.
+    ``persona``: only the conversions of contacts in that set (and the total is theirs)."""
     if model not in MODELS:
         raise BadQuery(f"model: use one of {', '.join(MODELS)}")
     if by not in _KEY_INDEX:
@@ -303,10 +336,12 @@ def attribution(
         "hl": half_life_days * 86400.0,
     }
     where = _range("e.timestamp", p, since, until)
+    # the conversions of the persona's contacts: their touches follow (only converting contacts' are read)
+    who = _only_devices(db, persona, p, "e.anonymous_id")
     none = "'Direct'" if by == "channel" else "'(none)'"
     conversions = (
         f"SELECT anonymous_id, message_id, timestamp FROM {db}.events AS e"
-        f" WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.event = {{conv:String}}{where}"
+        f" WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.event = {{conv:String}}{where}{who}"
     )
     # Only the touches of converting contacts matter (12 % of the contacts in bench/journeys.py): their
     # devices are the converting devices and every device linked to a contact one of them was ever
@@ -349,8 +384,8 @@ def attribution(
     )
     total = _q(
         storage,
-        f"SELECT count() AS n FROM {db}.events WHERE site_id = {{s:String}} AND NOT is_bot"
-        f" AND event = {{conv:String}}{where.replace('e.timestamp', 'timestamp')}",
+        f"SELECT count() AS n FROM {db}.events AS e WHERE e.site_id = {{s:String}} AND NOT e.is_bot"
+        f" AND e.event = {{conv:String}}{where}{who}",
         p,
     )[0]["n"]
     out: dict[str, Any] = {

@@ -223,15 +223,32 @@ class Personas:
                     conds.append(f"{col} = {{{name}{k}_v:String}}")
         return "(" + " AND ".join(conds) + ")"
 
+    def contacts_sql(self, db: str, conf: AnalysisSettings, p: dict[str, Any], persona: str) -> str:
+        """A subquery of the ids of the contacts of site ``{s:String}`` in ``persona`` (checked)."""
+        p["pp_only"] = self.check(persona)
+        return f"SELECT contact_id FROM ({self.profile_sql(db, conf, p)}) WHERE persona = {{pp_only:String}}"
+
     def filter_sql(self, db: str, conf: AnalysisSettings, p: dict[str, Any], persona: str | None, col: str) -> str:
         """`` AND col IN (contacts of the persona)``, or nothing when ``persona`` is empty."""
-        if not persona:
-            return ""
-        p["pp_only"] = self.check(persona)
-        return (
-            f" AND {col} IN (SELECT contact_id FROM ({self.profile_sql(db, conf, p)})"
-            " WHERE persona = {pp_only:String})"
-        )
+        return f" AND {col} IN ({self.contacts_sql(db, conf, p, persona)})" if persona else ""
+
+    def only(self, conf: AnalysisSettings, persona: str | None) -> Chosen | None:
+        """The ``persona=`` of an analytics read (``analytics.ContactSet``), checked now: an unknown
+        name is a 400 naming the personas there are; None when no persona is asked for."""
+        return Chosen(self, conf, self.check(persona)) if persona else None
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """One persona of a site as the contact set the analytics reads narrow to (``analytics.ContactSet``)."""
+
+    known: Personas
+    conf: AnalysisSettings
+    name: str
+
+    def sql(self, db: str, p: dict[str, Any]) -> str:
+        """The persona's contacts, a subquery; its values are added to ``p``."""
+        return self.known.contacts_sql(db, self.conf, p, self.name)
 
 
 def load(conf: AnalysisSettings) -> Personas:

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from journey_builder import accounts, analytics, interests, queries
+from journey_builder import accounts, analytics, interests, personas, queries
 from journey_builder.clickmaps import click_map
-from journey_builder.insights_api import insights_router
+from journey_builder.insights_api import Persona, insights_router
 from journey_builder.map_page import map_router
 from journey_builder.sql_sandbox import SqlRefused, SqlSandbox
 from schemas import Site
@@ -75,6 +75,15 @@ def read_router(
         return result
 
     conf = settings
+    known = personas.load(settings.analysis)
+
+    def chosen(persona: str | None) -> personas.Chosen | None:
+        """``persona=`` of a read: None, or the persona's contacts; an unknown name is a 400."""
+        try:
+            return known.only(settings.analysis, persona)
+        except analytics.BadQuery as exc:
+            raise HTTPException(400, str(exc)) from None
+
     Since = Annotated[str | None, Query(alias="from", description="ISO date/time, inclusive")]
     Until = Annotated[str | None, Query(alias="to", description="ISO date/time, exclusive")]
 
@@ -134,9 +143,10 @@ def read_router(
         by: str | None = None,
         since: Since = None,
         until: Until = None,
+        persona: Persona = None,
     ) -> dict[str, Any]:
         names = [x.strip() for x in steps.split(",") if x.strip()]
-        return await run(analytics.funnel, s["site_id"], names, window, by, since, until)
+        return await run(analytics.funnel, s["site_id"], names, window, by, since, until, chosen(persona))
 
     @router.get("/v1/paths", summary="Most common page/event sequences (Sankey links included)")
     async def paths(
@@ -158,6 +168,7 @@ def read_router(
         since: Since = None,
         until: Until = None,
         details: bool = False,
+        persona: Persona = None,
     ) -> dict[str, Any]:
         return await run(
             analytics.attribution,
@@ -170,6 +181,7 @@ def read_router(
             since,
             until,
             details,
+            chosen(persona),
         )
 
     @router.get("/v1/pain-points", summary="Exit pages, stage drop-off, rage clicks and JS errors")
