@@ -18,6 +18,8 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Route
 
 from enrich.companies import CompanyWorker, LookupRequests
 from ingest.app import Collector, collector_router
@@ -31,6 +33,17 @@ from trailmark.bus.base import BusUnavailable, EventBus, Producer
 from trailmark.bus.spool import SpoolingProducer
 from trailmark.deadletters import admin_router
 from trailmark.errors import BadRequest, Unavailable
+from trailmark.processes import (
+    INTERNAL_PREFIX,
+    PROXIED_METHODS,
+    ForwardedClient,
+    ProcessSpec,
+    Proxy,
+    Supervisor,
+    add_merged_metrics,
+    internal_allowed,
+    tell_ready,
+)
 from trailmark.ratelimit import EdgeLimits
 from trailmark.runtime import StageRunner, dead_letter_sink, embedded_runner, enrich_runner, journey_runner
 from trailmark.settings import Settings
@@ -306,15 +319,45 @@ class Runtime:
         log.info("stopped %s in %.1f s", ",".join(sorted(self.roles)), time.monotonic() - started)
 
 
-def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = ROLES) -> FastAPI:
+def _error_handlers(app: FastAPI) -> None:
+    """The error tree decides the status: a dependency that is down is 503 + Retry-After (clients
+    retry), a request the server refuses is 400 with the reason."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse({"error": "invalid request", "detail": errors}, status_code=400)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": "bad request", "detail": str(exc)}, status_code=exc.status_code)
+
+
+def create_app(
+    settings: Settings, sites: list[Site], roles: frozenset[str] = ROLES, supervisor: Supervisor | None = None
+) -> FastAPI:
+    """The app of one process with ``roles``. With a ``supervisor`` (``trailmark up`` with collector
+    processes) this is the main process: the supervisor's processes serve the collector, this one
+    reads the client's address from their proxy, answers /healthz and /readyz for all of them and
+    adds their counters to /metrics."""
     runtime = Runtime(settings, roles, sites)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
+        if supervisor is not None:  # they take events while storage starts
+            await supervisor.start()
         try:
+            await runtime.start()
+            if supervisor is not None:
+                await supervisor.wait_up(60.0)
             yield
         finally:
+            if supervisor is not None:  # first: what they acknowledged is in the log before the stages stop
+                await supervisor.stop()
             await runtime.stop()
 
     app = FastAPI(
@@ -327,23 +370,11 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
     )
     app.state.runtime = runtime
     app.add_middleware(NoSniff)
+    if supervisor is not None:
+        app.add_middleware(ForwardedClient, token=supervisor.token)
     add_docs(app)
     openapi_errors_as_400(app)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return JSONResponse({"error": "invalid request", "detail": errors}, status_code=400)
-
-    # the error tree decides the status: a dependency that is down is 503 + Retry-After (clients retry),
-    # a request the server refuses is 400 with the reason
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
-        return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
-
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
-        return JSONResponse({"error": "bad request", "detail": str(exc)}, status_code=exc.status_code)
+    _error_handlers(app)
 
     limits = EdgeLimits.from_settings(settings.collector)  # one allowance for wrong write and read keys
     if "collector" in roles:
@@ -361,15 +392,59 @@ def create_app(settings: Settings, sites: list[Site], roles: frozenset[str] = RO
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__}
+        if supervisor is None:
+            return {"status": "ok", "version": __version__}
+        return {"status": "ok", "version": __version__, "collector_processes": supervisor.status()}
+
+    served = roles | {"collector"} if supervisor is not None else roles
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
         problems = runtime.problems()
+        if supervisor is not None:
+            problems |= supervisor.problems()
         alive = runtime.ready and not problems
         return JSONResponse(
-            {"ready": alive, "roles": sorted(roles), "problems": problems}, status_code=200 if alive else 503
+            {"ready": alive, "roles": sorted(served), "problems": problems}, status_code=200 if alive else 503
         )
 
-    add_metrics(app, settings.metrics_token)
+    if supervisor is not None:
+        add_merged_metrics(app, settings.metrics_token, supervisor)
+    else:
+        add_metrics(app, settings.metrics_token)
+    return app
+
+
+def create_collector_app(spec: ProcessSpec, settings: Settings, private_port: int) -> FastAPI:
+    """The app of one collector process of ``trailmark up`` (trailmark/processes.py): the collector's
+    routes on the event log, its own counters for the main process on ``INTERNAL_PREFIX``, and every
+    other request streamed to the main process."""
+    runtime = Runtime(settings, frozenset({"collector"}), spec.sites)
+    proxy = Proxy(spec.main_url, spec.token)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await runtime.start()
+            tell_ready(private_port)
+            yield
+        finally:
+            await runtime.stop()
+            await proxy.close()
+
+    app = FastAPI(title="trailmark collector", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.runtime = runtime
+    app.add_middleware(NoSniff)
+    _error_handlers(app)
+    limits = EdgeLimits.from_settings(settings.collector)
+    collector = Collector(SiteKeys.of(spec.sites), runtime.producer, settings.bus.topic_raw, settings.collector, limits)
+    app.include_router(collector_router(collector))
+
+    async def own_metrics(request: Request) -> Response:
+        if not internal_allowed(request, spec.token):
+            return await proxy.handle(request)  # not ours: the main process answers (404)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.router.routes.append(Route(f"{INTERNAL_PREFIX}metrics", own_metrics, methods=["GET"]))
+    app.router.routes.append(Route("/{path:path}", proxy.handle, methods=list(PROXIED_METHODS)))
     return app

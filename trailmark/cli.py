@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import logging
+import socket
 import sys
 import time
 import uuid
@@ -23,10 +24,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from trailmark.app import ROLES, create_app, make_bus
+from schemas import Site as SiteRecord
+from trailmark.app import ROLES, create_app, create_collector_app, make_bus
 from trailmark.deadletters import DeadLetterSource, Filter, HttpDeadLetters, direct_source, replay_filter
 from trailmark.errors import TrailmarkError
-from trailmark.keys import KeysError, load_or_create
+from trailmark.keys import KeysError, load_or_create, secure_data_dir
+from trailmark.processes import (
+    MainServer,
+    ProcessSpec,
+    Supervisor,
+    collector_process_count,
+    loopback_socket,
+    public_socket,
+    shared_limits,
+    url_of,
+    watch_parent,
+)
 from trailmark.runtime import tune_gc
 from trailmark.settings import Settings
 
@@ -76,12 +89,54 @@ def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
         print(f'    <script defer src="{base}/t.js" data-key="{site["write_key"]}"></script>', flush=True)
         console.print(f"  journeys:  curl -H 'Authorization: Bearer {site['read_key']}' {base}/v1/journeys/ID")
         console.print(f"  bus: {s.bus.kind}   storage: {'ClickHouse server' if s.clickhouse_url else 'chDB'}")
+    processes = collector_process_count(s) if roles == ROLES else 0
+    if processes:
+        _serve_split(s, sites, processes, announce)
+        return
     app_ = create_app(s, sites, roles)
     tune_gc(s.gc_threshold)  # after start-up: what it allocated is frozen out of collections
     config = uvicorn.Config(
         app_, host=s.host, port=s.port, log_level="warning", access_log=False, timeout_graceful_shutdown=15
     )
     uvicorn.Server(config).run()
+
+
+def _serve_split(s: Settings, sites: list[SiteRecord], processes: int, announce: bool) -> None:
+    """``trailmark up`` with collector processes (trailmark/processes.py): this process binds the
+    public port for them and serves everything but the collector on a loopback port of its own."""
+    try:
+        public = public_socket(s.host, s.port)
+    except OSError as exc:
+        console.print(Text(f"cannot listen on {s.host}:{s.port}: {exc}", style="red"))
+        raise typer.Exit(2) from None
+    internal = loopback_socket()
+    if announce:
+        console.print(f"  collector: {processes} process(es) on port {s.port}; the rest on {url_of(internal)}")
+    supervisor = Supervisor(s, sites, processes, public, url_of(internal))
+    main_limits, _ = shared_limits(s.collector, processes)
+    app_ = create_app(s.model_copy(update={"collector": main_limits}), sites, ROLES - {"collector"}, supervisor)
+    tune_gc(s.gc_threshold)
+    config = uvicorn.Config(app_, log_level="warning", access_log=False, timeout_graceful_shutdown=15)
+    MainServer(config, supervisor).run(sockets=[internal])
+
+
+@app.command("collector-process", hidden=True)
+def collector_process() -> None:
+    """One collector process of ``trailmark up`` (started by it: settings and sites on stdin)."""
+    spec = ProcessSpec.decode(sys.stdin.buffer.readline())
+    watch_parent(sys.stdin.buffer)
+    s = spec.collector_settings()
+    logging.basicConfig(
+        level=s.log_level.upper(), format=f"%(asctime)s %(levelname)s collector-{spec.slot}: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per proxied request
+    secure_data_dir(s.data_dir)  # this process's umask: files it creates (a spool) are private too
+    public = socket.socket(fileno=spec.public_fd)
+    private = loopback_socket()
+    app_ = create_collector_app(spec, s, private.getsockname()[1])
+    tune_gc(s.gc_threshold)
+    config = uvicorn.Config(app_, log_level="warning", access_log=False, timeout_graceful_shutdown=15)
+    uvicorn.Server(config).run(sockets=[public, private])
 
 
 @app.command()

@@ -268,6 +268,10 @@ class Settings(BaseSettings):
     # the builder's visitor state: at 700, 25-35 % of the journey builder's time went to GC
     # (bench/RESULTS.md). The objects present at start are frozen out of collections too.
     gc_threshold: int = 50_000
+    # `trailmark up` only: collector processes beside the main one, so HTTP ingestion never waits on
+    # the pipeline's GIL (trailmark/processes.py). Unset: one per two cores (at most 4) on the
+    # embedded log, none on one core or on Kafka; 0: everything in one process.
+    collector_processes: int | None = None
 
     collector: CollectorSettings = CollectorSettings()
     bus: BusSettings = BusSettings()
