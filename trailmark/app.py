@@ -47,6 +47,7 @@ from trailmark.processes import (
 from trailmark.ratelimit import EdgeLimits
 from trailmark.runtime import StageRunner, dead_letter_sink, embedded_runner, enrich_runner, journey_runner
 from trailmark.settings import Settings
+from trailmark.shared_buckets import SharedTable, share
 from trailmark.storage import Storage, StorageUnavailable, apply_migrations, open_storage
 from trailmark.web import NoSniff, add_docs, add_metrics, openapi_errors_as_400
 
@@ -377,6 +378,8 @@ def create_app(
     _error_handlers(app)
 
     limits = EdgeLimits.from_settings(settings.collector)  # one allowance for wrong write and read keys
+    if supervisor is not None:  # ... and for every process of the run
+        share(limits, supervisor.limits)
     if "collector" in roles:
         keys = SiteKeys.of(sites)
         collector = Collector(keys, runtime.producer, settings.bus.topic_raw, settings.collector, limits)
@@ -436,7 +439,7 @@ def create_collector_app(spec: ProcessSpec, settings: Settings, private_port: in
     app.state.runtime = runtime
     app.add_middleware(NoSniff)
     _error_handlers(app)
-    limits = EdgeLimits.from_settings(settings.collector)
+    limits = share(EdgeLimits.from_settings(settings.collector), SharedTable(spec.limits_fd, spec.limit_slots))
     collector = Collector(SiteKeys.of(spec.sites), runtime.producer, settings.bus.topic_raw, settings.collector, limits)
     app.include_router(collector_router(collector))
 

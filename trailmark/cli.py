@@ -36,7 +36,6 @@ from trailmark.processes import (
     collector_process_count,
     loopback_socket,
     public_socket,
-    shared_limits,
     url_of,
     watch_parent,
 )
@@ -113,8 +112,7 @@ def _serve_split(s: Settings, sites: list[SiteRecord], processes: int, announce:
     if announce:
         console.print(f"  collector: {processes} process(es) on port {s.port}; the rest on {url_of(internal)}")
     supervisor = Supervisor(s, sites, processes, public, url_of(internal))
-    main_limits, _ = shared_limits(s.collector, processes)
-    app_ = create_app(s.model_copy(update={"collector": main_limits}), sites, ROLES - {"collector"}, supervisor)
+    app_ = create_app(s, sites, ROLES - {"collector"}, supervisor)
     tune_gc(s.gc_threshold)
     config = uvicorn.Config(app_, log_level="warning", access_log=False, timeout_graceful_shutdown=15)
     MainServer(config, supervisor).run(sockets=[internal])

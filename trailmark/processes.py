@@ -14,11 +14,9 @@ Why these choices:
   secret token (``ForwardedClient``), so rate limits and stored IPs see the real client, not
   loopback (which is exempt from limits). ``X-Forwarded-For`` passes unchanged, so
   ``trust_forwarded_for`` keeps meaning what it says.
-- Rate limits are token buckets in each process's memory. So that N processes do not allow N times
-  the traffic, each gets a share (``shared_limits``): the per-IP and wrong-key buckets are split
-  between every process that answers requests (N collectors and the main one), the per-key bucket
-  between the N collectors (only they write). A client on one keep-alive connection meets one
-  process, so it sees its share, not the whole allowance.
+- Rate limits: every process of the run uses the same token buckets, in shared memory
+  (trailmark/shared_buckets.py), so N processes allow what one allows, and wrong write keys and
+  wrong read keys still draw on one allowance per address.
 - Counters live in each process; the main process's /metrics adds its collectors' samples to its
   own (``merged_metrics``), fetched over each collector's private loopback port.
 - A collector process reads its settings and the sites from a pipe the main process holds open:
@@ -32,7 +30,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import math
 import os
 import secrets
 import signal
@@ -57,7 +54,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas import Site
-from trailmark.settings import CollectorSettings, Settings
+from trailmark.settings import Settings
+from trailmark.shared_buckets import SharedTable
 
 log = logging.getLogger("trailmark.processes")
 
@@ -103,28 +101,6 @@ def collector_process_count(settings: Settings) -> int:
     return 0 if cores < 2 else min(4, max(1, cores // 2))
 
 
-def _share(rate: float, burst: int, parts: int) -> tuple[float, int]:
-    return rate / parts, max(1, math.floor(burst / parts))
-
-
-def shared_limits(c: CollectorSettings, collectors: int) -> tuple[CollectorSettings, CollectorSettings]:
-    """The rate-limit settings of the main process and of each of ``collectors`` processes, so that
-    together they allow what ``c`` allows one process (see the module docstring)."""
-    answering = collectors + 1
-    ip = _share(c.rate_limit_ip_per_s, c.rate_limit_ip_burst, answering)
-    bad = _share(c.rate_limit_bad_key_per_s, c.rate_limit_bad_key_burst, answering)
-    key = _share(c.rate_limit_key_per_s, c.rate_limit_key_burst, collectors)
-    both = {
-        "rate_limit_ip_per_s": ip[0],
-        "rate_limit_ip_burst": ip[1],
-        "rate_limit_bad_key_per_s": bad[0],
-        "rate_limit_bad_key_burst": bad[1],
-    }
-    main = c.model_copy(update=both)
-    each = c.model_copy(update={**both, "rate_limit_key_per_s": key[0], "rate_limit_key_burst": key[1]})
-    return main, each
-
-
 def public_socket(host: str, port: int) -> socket.socket:
     """The public listening socket, bound here once and inherited by every collector process."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -157,6 +133,8 @@ class ProcessSpec:
     token: str
     main_url: str
     public_fd: int
+    limits_fd: int  # the shared rate-limit table (trailmark/shared_buckets.py)
+    limit_slots: int
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -168,25 +146,26 @@ class ProcessSpec:
                 "token": self.token,
                 "main_url": self.main_url,
                 "public_fd": self.public_fd,
+                "limits_fd": self.limits_fd,
+                "limit_slots": self.limit_slots,
             }
         )
 
     @classmethod
     def decode(cls, line: bytes) -> ProcessSpec:
         d = orjson.loads(line)
-        return cls(
-            d["slot"], d["processes"], Settings(**d["settings"]), d["sites"], d["token"], d["main_url"], d["public_fd"]
-        )
+        settings = Settings(**d["settings"])
+        fds = (d["public_fd"], d["limits_fd"], d["limit_slots"])
+        return cls(d["slot"], d["processes"], settings, d["sites"], d["token"], d["main_url"], *fds)
 
     def collector_settings(self) -> Settings:
-        """This process's settings: its share of the rate limits and, on Kafka, a spool of its own
-        (slot 0 keeps the single-process spool folder, so what an earlier run spooled is replayed)."""
+        """This process's settings: on Kafka, a spool of its own (slot 0 keeps the single-process
+        spool folder, so what an earlier run spooled is replayed)."""
         s = self.settings
-        update: dict[str, Any] = {"collector": shared_limits(s.collector, self.processes)[1]}
-        if self.slot > 0:
-            spool = (s.bus.spool_dir or s.data_dir / "spool") / f"collector-{self.slot}"
-            update["bus"] = s.bus.model_copy(update={"spool_dir": spool})
-        return s.model_copy(update=update)
+        if self.slot == 0:
+            return s
+        spool = (s.bus.spool_dir or s.data_dir / "spool") / f"collector-{self.slot}"
+        return s.model_copy(update={"bus": s.bus.model_copy(update={"spool_dir": spool})})
 
 
 def watch_parent(stream: Any) -> None:
@@ -315,6 +294,7 @@ class Supervisor:
         self.public = public
         self.main_url = main_url
         self.token = secrets.token_urlsafe(32)
+        self.limits = SharedTable.create(settings.collector.rate_limit_max_tracked, settings.data_dir)
         self.slots = [Slot(i) for i in range(count)]
         self.stopping = False
         self._metrics = httpx.AsyncClient(timeout=2.0, trust_env=False)
@@ -336,8 +316,9 @@ class Supervisor:
             await asyncio.sleep(0.05)
 
     async def _spawn(self, slot: Slot) -> None:
+        fds = (self.public.fileno(), self.limits.fd)
         spec = ProcessSpec(
-            slot.index, len(self.slots), self.settings, self.sites, self.token, self.main_url, self.public.fileno()
+            slot.index, len(self.slots), self.settings, self.sites, self.token, self.main_url, *fds, self.limits.slots
         )
         slot.private_url = None
         slot.started_at = time.monotonic()
@@ -345,7 +326,7 @@ class Supervisor:
             *self.command(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            pass_fds=(self.public.fileno(),),
+            pass_fds=fds,
             start_new_session=True,  # a terminal's Ctrl-C reaches the main process, which stops them in order
         )
         assert slot.proc.stdin is not None
@@ -541,7 +522,6 @@ __all__ = [
     "add_merged_metrics",
     "merge_metrics",
     "public_socket",
-    "shared_limits",
     "tell_ready",
     "url_of",
     "watch_parent",
