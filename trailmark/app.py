@@ -380,7 +380,9 @@ def create_app(
     limits = EdgeLimits.from_settings(settings.collector)  # one allowance for wrong write and read keys
     if supervisor is not None:  # ... and for every process of the run
         share(limits, supervisor.limits)
-    if "collector" in roles:
+    # with collector processes their routes are mounted here too: the OpenAPI document lists them
+    # (the public port never reaches them here: those processes answer collector paths themselves)
+    if "collector" in roles or supervisor is not None:
         keys = SiteKeys.of(sites)
         collector = Collector(keys, runtime.producer, settings.bus.topic_raw, settings.collector, limits)
         app.include_router(collector_router(collector))
