@@ -115,12 +115,14 @@ def contacts(
     limit: int = 50,
     offset: int = 0,
     only: list[str] | None = None,
+    persona: ContactSet | None = None,
 ) -> dict[str, Any]:
     """Contacts (a page of them, latest first) with their sessions' summary and current stage;
-    ``only`` keeps these contact ids (the interest filter of journey_builder/interests.py)."""
+    ``only`` keeps these contact ids (the interest filter of journey_builder/interests.py),
+    ``persona`` the contacts of that set."""
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "limit": limit + 1, "offset": offset}
-    where = _range("start", p, since, until)
+    where = _range("start", p, since, until) + _only(db, persona, p, "contact_id")
     having = []
     if channel:
         p["channel"] = channel
@@ -156,12 +158,16 @@ def contacts(
     return {"contacts": rows, "limit": limit, "offset": offset, "next_offset": offset + limit if more else None}
 
 
-def stages(storage: Storage, site_id: str) -> dict[str, Any]:
+def stages(storage: Storage, site_id: str, persona: ContactSet | None = None) -> dict[str, Any]:
+    """Contacts per stage now and ever, median hours between stages, and touchpoints per stage, kind
+    and channel; ``persona``: of the contacts of that set only."""
     db = storage.database
+    p: dict[str, Any] = {"s": site_id}
     rows = _q(
         storage,
-        f"SELECT contact_id, stage, entered_at FROM {db}.stage_transitions WHERE site_id = {{s:String}}",
-        {"s": site_id},
+        f"SELECT contact_id, stage, entered_at FROM {db}.stage_transitions WHERE site_id = {{s:String}}"
+        + _only(db, persona, p, "contact_id"),
+        p,
     )
     entered: dict[str, dict[str, float]] = defaultdict(dict)
     for r in rows:
@@ -181,8 +187,10 @@ def stages(storage: Storage, site_id: str) -> dict[str, Any]:
     breakdown = _q(
         storage,
         f"SELECT stage, kind, channel, count() AS n FROM {db}.touchpoints_data FINAL"
-        " WHERE site_id = {s:String} AND stage != '' GROUP BY stage, kind, channel ORDER BY stage, n DESC",
-        {"s": site_id},
+        " WHERE site_id = {s:String} AND stage != ''"
+        + _only_devices(db, persona, p, "anonymous_id")
+        + " GROUP BY stage, kind, channel ORDER BY stage, n DESC",
+        p,
     )
     return {
         "stages": [{"stage": s, "contacts": current[s], "entered": ever[s]} for s in STAGES],
@@ -258,13 +266,15 @@ def paths(
     limit: int,
     since: str | None = None,
     until: str | None = None,
+    persona: ContactSet | None = None,
 ) -> dict[str, Any]:
-    """The most common sequences of pages/events within sessions, from ``start`` (or the entry)."""
+    """The most common sequences of pages/events within sessions, from ``start`` (or the entry);
+    ``persona``: the sessions of that set's contacts."""
     if not 2 <= depth <= 10:
         raise BadQuery("depth: 2 to 10")
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "depth": depth, "limit": limit, "from": start or ""}
-    where = _range("timestamp", p, since, until)
+    where = _range("timestamp", p, since, until) + _only_devices(db, persona, p, "anonymous_id")
     rows = _q(
         storage,
         f"SELECT path, count() AS n FROM ("
@@ -422,17 +432,22 @@ def attribution(
     return out
 
 
-def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, Any]:
+def pain_points(storage: Storage, site_id: str, limit: int = 10, persona: ContactSet | None = None) -> dict[str, Any]:
+    """Exit pages with their exit rates, where contacts stop per stage, rage clicks and JS errors;
+    ``persona``: of the contacts of that set only."""
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "limit": limit}
+    mine = _only(db, persona, p, "contact_id")  # sessions
+    devices = _only_devices(db, persona, p, "anonymous_id")  # events
     exits = _q(
         storage,
         f"SELECT x.page AS page, x.exits AS exits, v.pageviews AS pageviews,"
         f" round(x.exits / greatest(v.pageviews, 1), 4) AS exit_rate FROM"
         f" (SELECT exit_page AS page, count() AS exits FROM {db}.sessions WHERE site_id = {{s:String}}"
-        f"  AND exit_page != '' GROUP BY page) AS x"
+        f"  AND exit_page != ''{mine} GROUP BY page) AS x"
         f" INNER JOIN (SELECT page_path AS page, count() AS pageviews FROM {db}.events"
-        f"  WHERE site_id = {{s:String}} AND type = 'page' AND NOT is_bot GROUP BY page) AS v ON v.page = x.page"
+        f"  WHERE site_id = {{s:String}} AND type = 'page' AND NOT is_bot{devices} GROUP BY page) AS v"
+        " ON v.page = x.page"
         " ORDER BY exits DESC, exit_rate DESC, page LIMIT {limit:UInt32}",
         p,
     )
@@ -440,7 +455,7 @@ def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, An
     last_exit = _q(
         storage,
         f"SELECT contact_id, argMax(exit_page, end) AS page FROM {db}.sessions WHERE site_id = {{s:String}}"
-        " GROUP BY contact_id",
+        f"{mine} GROUP BY contact_id",
         p,
     )
     stuck: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -461,7 +476,7 @@ def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, An
     rage = _q(
         storage,
         f"SELECT page_path AS page, JSONExtractString(properties, 'selector') AS selector, count() AS count"
-        f" FROM {db}.events WHERE site_id = {{s:String}} AND event = '$rage_click' GROUP BY page, selector"
+        f" FROM {db}.events WHERE site_id = {{s:String}} AND event = '$rage_click'{devices} GROUP BY page, selector"
         " ORDER BY count DESC, page LIMIT {limit:UInt32}",
         p,
     )
@@ -469,7 +484,7 @@ def pain_points(storage: Storage, site_id: str, limit: int = 10) -> dict[str, An
         storage,
         f"SELECT JSONExtractString(properties, 'message') AS message, JSONExtractString(properties, 'source')"
         f" AS source, count() AS count FROM {db}.events WHERE site_id = {{s:String}} AND event = '$error'"
-        " GROUP BY message, source ORDER BY count DESC, message LIMIT {limit:UInt32}",
+        f"{devices} GROUP BY message, source ORDER BY count DESC, message LIMIT {{limit:UInt32}}",
         p,
     )
     return {"exit_pages": exits, "stage_dropoff": dropoff, "rage_clicks": rage, "errors": errors}

@@ -61,7 +61,11 @@ def read_router(
     def site(request: Request) -> Site:
         return bearer_site(request, limits, read_keys, refused, "read key")
 
-    @router.get("/v1/journeys/{contact}", summary="A contact's journey: identities, sessions, touchpoints")
+    @router.get(
+        "/v1/journeys/{contact}",
+        summary="A contact's journey: identities, sessions, touchpoints",
+        description="One contact, so no `persona=`: its persona is in `/v1/personas`' rules.",
+    )
     async def journey(contact: str, s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
         store, site_id = storage(), s["site_id"]
 
@@ -108,6 +112,7 @@ def read_router(
         until: Until = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        persona: Persona = None,
     ) -> dict[str, Any]:
         return await run(
             interests.journeys,
@@ -122,9 +127,14 @@ def read_router(
             until=until,
             limit=limit,
             offset=offset,
+            persona=chosen(persona),
         )
 
-    @router.get("/v1/accounts/{account}", summary="An account (group id or domain:<domain>): profile, contacts, stage")
+    @router.get(
+        "/v1/accounts/{account}",
+        summary="An account (group id or domain:<domain>): profile, contacts, stage",
+        description="One account, so no `persona=`.",
+    )
     async def account(account: str, s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
         result = await asyncio.to_thread(accounts.account, storage(), s["site_id"], account, conf)
         if result is None:
@@ -132,8 +142,8 @@ def read_router(
         return result
 
     @router.get("/v1/stages", summary="Contacts per journey stage and median time between stages")
-    async def stages(s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
-        return await run(analytics.stages, s["site_id"])
+    async def stages(s: Annotated[Site, Depends(site)], persona: Persona = None) -> dict[str, Any]:
+        return await run(analytics.stages, s["site_id"], chosen(persona))
 
     @router.get("/v1/funnel", summary="Conversion per step (windowFunnel), optionally by channel")
     async def funnel(
@@ -154,8 +164,9 @@ def read_router(
         start: Annotated[str | None, Query(alias="from", description="start page or event")] = None,
         depth: Annotated[int, Query(ge=2, le=10)] = 3,
         limit: Annotated[int, Query(ge=1, le=500)] = 20,
+        persona: Persona = None,
     ) -> dict[str, Any]:
-        return await run(analytics.paths, s["site_id"], start, depth, limit)
+        return await run(analytics.paths, s["site_id"], start, depth, limit, persona=chosen(persona))
 
     @router.get("/v1/attribution", summary="Credit per channel/source/campaign for a conversion")
     async def attribution(
@@ -186,11 +197,15 @@ def read_router(
 
     @router.get("/v1/pain-points", summary="Exit pages, stage drop-off, rage clicks and JS errors")
     async def pain_points(
-        s: Annotated[Site, Depends(site)], limit: Annotated[int, Query(ge=1, le=100)] = 10
+        s: Annotated[Site, Depends(site)], limit: Annotated[int, Query(ge=1, le=100)] = 10, persona: Persona = None
     ) -> dict[str, Any]:
-        return await run(analytics.pain_points, s["site_id"], limit)
+        return await run(analytics.pain_points, s["site_id"], limit, chosen(persona))
 
-    @router.get("/v1/clicks", summary="Click map of one page: clicks by element (rage, dead) and a density grid")
+    @router.get(
+        "/v1/clicks",
+        summary="Click map of one page: clicks by element (rage, dead) and a density grid",
+        description="Does not take `persona=` yet (the other analytics reads do).",
+    )
     async def clicks(
         s: Annotated[Site, Depends(site)],
         response: Response,

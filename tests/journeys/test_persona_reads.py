@@ -120,3 +120,106 @@ def test_unknown_persona_is_refused_with_the_names() -> None:
     with pytest.raises(analytics.BadQuery, match="unknown persona 'Nobody'; use one of Pricing, Mobile, Ghost, Other"):
         who("Nobody")
     assert who(None) is None and who("") is None
+
+
+def test_contacts_per_persona(site: Journey) -> None:
+    expected = {
+        None: ["user:u1", "anon:c", "anon:b"],  # latest first
+        "Pricing": ["user:u1"],
+        "Mobile": ["anon:b"],
+        "Ghost": [],
+        "Other": ["anon:c"],
+    }
+    for name in ALL:
+        got = analytics.contacts(site.storage, SITE, persona=who(name))["contacts"]
+        assert [c["contact_id"] for c in got] == expected[name], name
+    [u1] = analytics.contacts(site.storage, SITE, persona=who("Pricing"))["contacts"]
+    assert (u1["sessions"], u1["conversions"], u1["stage"]) == (2, 1, "Decision")  # both devices, s1 only
+    both = analytics.contacts(site.storage, SITE, stage="Decision", persona=who("Mobile"))["contacts"]
+    assert [c["contact_id"] for c in both] == ["anon:b"]
+    assert analytics.contacts(site.storage, SITE, stage="Awareness", persona=who("Mobile"))["contacts"] == []
+
+
+def test_stages_per_persona(site: Journey) -> None:
+    current = {  # (contacts now, ever entered) for Awareness, Consideration, Decision
+        None: [(1, 3), (0, 1), (2, 2)],
+        "Pricing": [(0, 1), (0, 1), (1, 1)],
+        "Mobile": [(0, 1), (0, 0), (1, 1)],
+        "Ghost": [(0, 0), (0, 0), (0, 0)],
+        "Other": [(1, 1), (0, 0), (0, 0)],
+    }
+    moves = {
+        None: {("Awareness", "Consideration"), ("Consideration", "Decision"), ("Awareness", "Decision")},
+        "Pricing": {("Awareness", "Consideration"), ("Consideration", "Decision")},
+        "Mobile": {("Awareness", "Decision")},
+        "Ghost": set(),
+        "Other": set(),
+    }
+    for name in ALL:
+        got = analytics.stages(site.storage, SITE, persona=who(name))
+        assert [(s["contacts"], s["entered"]) for s in got["stages"][:3]] == current[name], name
+        assert {(t["from"], t["to"]) for t in got["transitions"]} == moves[name], name
+    mobile = analytics.stages(site.storage, SITE, persona=who("Mobile"))["breakdown"]
+    assert {(r["stage"], r["kind"], r["channel"], r["n"]) for r in mobile} == {
+        ("Awareness", "session_start", "Organic Social", 1),
+        ("Decision", "conversion", "Organic Social", 1),
+    }
+    other = analytics.stages(site.storage, SITE, persona=who("Other"))["breakdown"]
+    assert {(r["stage"], r["kind"], r["channel"], r["n"]) for r in other} == {
+        ("Awareness", "session_start", "Direct", 1)
+    }
+    # u1: a1's session entry (Paid Search) and identify after /pricing; a3's entry, sign-up and identify
+    pricing = analytics.stages(site.storage, SITE, persona=who("Pricing"))["breakdown"]
+    assert {(r["stage"], r["kind"], r["channel"], r["n"]) for r in pricing} == {
+        ("Awareness", "session_start", "Paid Search", 1),
+        ("Awareness", "session_start", "Direct", 1),
+        ("Consideration", "identify", "Paid Search", 1),
+        ("Decision", "conversion", "Direct", 1),
+        ("Decision", "identify", "Direct", 1),
+    }
+    assert analytics.stages(site.storage, SITE, persona=who("Ghost"))["breakdown"] == []
+
+
+def test_paths_per_persona(site: Journey) -> None:
+    signup, pricing, about = ("/", "/signup", "Signed Up"), ("/", "/pricing"), ("/", "/about")
+    expected = {
+        None: {signup: 2, pricing: 1, about: 1},
+        "Pricing": {signup: 1, pricing: 1},  # a3's session through the identity link
+        "Mobile": {signup: 1},
+        "Ghost": {},
+        "Other": {about: 1},
+    }
+    for name in ALL:
+        got = analytics.paths(site.storage, SITE, None, 3, 20, persona=who(name))
+        assert {tuple(x["path"]): x["count"] for x in got["paths"]} == expected[name], name
+    links = analytics.paths(site.storage, SITE, "/signup", 2, 20, persona=who("Mobile"))["links"]
+    assert links == [{"source": "1:/signup", "target": "2:Signed Up", "value": 1}]
+
+
+def test_pain_points_per_persona(site: Journey) -> None:
+    exits = {  # page: (exits, pageviews)
+        None: {"/signup": (2, 2), "/about": (1, 1), "/pricing": (1, 1)},
+        "Pricing": {"/pricing": (1, 1), "/signup": (1, 1)},
+        "Mobile": {"/signup": (1, 1)},
+        "Ghost": {},
+        "Other": {"/about": (1, 1)},
+    }
+    stuck = {  # stage: top exit pages of contacts who stopped there
+        None: {"Awareness": {"/about": 1}, "Decision": {"/signup": 2}},
+        "Pricing": {"Decision": {"/signup": 1}},
+        "Mobile": {"Decision": {"/signup": 1}},
+        "Ghost": {},
+        "Other": {"Awareness": {"/about": 1}},
+    }
+    for name in ALL:
+        got = analytics.pain_points(site.storage, SITE, persona=who(name))
+        assert {x["page"]: (x["exits"], x["pageviews"]) for x in got["exit_pages"]} == exits[name], name
+        assert {
+            d["stage"]: {x["page"]: x["count"] for x in d["top_exit_pages"]}
+            for d in got["stage_dropoff"]
+            if d["stuck_contacts"]
+        } == stuck[name], name
+        assert [(r["page"], r["selector"]) for r in got["rage_clicks"]] == (
+            [("/about", "#buy")] if name in (None, "Other") else []
+        ), name
+        assert [r["message"] for r in got["errors"]] == (["boom"] if name in (None, "Mobile") else []), name
