@@ -37,8 +37,9 @@ export const resetIds = () => {
   save()
 }
 
-// opt-out: forget everything stored
+// opt-out: forget everything stored (map, not for-of: expressions only, so terser folds this into
+// optOut without a function wrapper, 4 bytes gzipped)
 export const wipe = () => {
-  for (const k of [AID, UID, SID, QK]) kv(k, null, 1)
   setCookie(AID)
+  ;[AID, UID, SID, QK].map((k) => kv(k, null, 1))
 }

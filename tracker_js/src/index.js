@@ -14,6 +14,9 @@ let started
 const api = {
   track,
   page,
+  // feedback('nps' | 'csat', score, [comment]): an NPS (0-10) or CSAT (1-5) answer, sent as the
+  // events the server reads for them (journeys.analysis.nps_event / csat_event, default names)
+  feedback: (kind, score, comment) => track(kind.toUpperCase() + ' Answered', { score: +score, comment }),
   // identify([userId], [traits])
   identify(userId, traits) {
     // identify(traits) and identify(null, traits) keep the stored userId
