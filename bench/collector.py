@@ -6,6 +6,16 @@ validates each event with pydantic-core, stamps it, and commits the batch to the
 before answering. Prints the figures and appends them to bench/RESULTS.md.
 
     .venv/bin/python bench/collector.py [--seconds 10] [--connections 32]
+
+``--up`` measures the collector inside ``trailmark up`` (what ``make run`` starts) while its
+pipeline runs, for each ``--processes`` value (``TRAILMARK_COLLECTOR_PROCESSES``; 0 = one
+process), each beside a bare Starlette endpoint run just before it: nothing pinned, everything
+sharing the machine as a user's would. wrk posts 50-event batches of 50 visitors with unique
+messageIds. Per set-up: accepted events/s, end to end (accepted / time until the last is
+queryable), and freshness (bench/pipeline.py's probe) under half the end-to-end rate. Rounds
+alternate the set-ups, so a busy machine weighs on each.
+
+    .venv/bin/python bench/collector.py --up [--processes 0,1,2] [--rounds 2] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -85,13 +95,11 @@ def event(i: int, visitor: int | None = None) -> dict[str, object]:
     }
 
 
-def start(module_src: str, workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def start(module_src: str, workdir: Path, env: dict[str, str], pin: bool = True) -> tuple[subprocess.Popen[bytes], str]:
     (workdir / "benchapp.py").write_text(module_src)
     port = free_port()
     cmd = [
-        "taskset",
-        "-c",
-        "0",
+        *(["taskset", "-c", "0"] if pin else []),
         sys.executable,
         "-m",
         "uvicorn",
@@ -141,13 +149,150 @@ def wrk(url: str, path: str, body: bytes, auth: str, seconds: int, connections: 
     return float(match.group(1))
 
 
+def mixed_template() -> bytes:
+    """A 50-event batch of 50 visitors; wrk fills @MID@ (unique per request) and @VIS@."""
+    now = datetime.now(UTC).isoformat()
+    events = []
+    for i in range(50):
+        ev = event(i)
+        ev.update(messageId=f"@MID@-{i:02d}", anonymousId=f"@VIS@-{i:02d}", timestamp=now)
+        events.append(ev)
+    return orjson.dumps({"batch": events, "sentAt": now})
+
+
+def wrk_unique(url: str, auth: str, seconds: float, connections: int, work: Path) -> tuple[int, float]:
+    """wrk posting ``mixed_template`` with fresh messageIds: (2xx requests, seconds); exits on any other answer."""
+    tpl = work / "mixed.json"
+    tpl.write_bytes(mixed_template())
+    lua = work / "unique.lua"
+    run = uuid.uuid4().hex[:8]
+    lua.write_text(
+        f'local f = io.open("{tpl}", "rb"); local tpl = f:read("*all"); f:close()\n'
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "{auth}"\nwrk.headers["User-Agent"] = "{UA}"\n'
+        "local n = 0\nlocal tid = tostring(math.random(1, 1000000000))\n"
+        "request = function()\n  n = n + 1\n"
+        f'  local body = (tpl:gsub("@MID@", "{run}-" .. tid .. "-" .. n))\n'
+        '  body = (body:gsub("@VIS@", "m" .. (n % 5000)))\n'
+        "  return wrk.format(nil, nil, nil, body)\nend\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s", "-s", str(lua), url + "/v1/batch"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise SystemExit(f"{non2xx.group(1)} failed responses from {url}:\n{out}")
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    assert done, out
+    return int(done.group(1)), float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
+
+
+def up_mode(args: argparse.Namespace) -> None:
+    """The collector inside ``trailmark up`` against a bare endpoint, per collector_processes value."""
+    import base64
+
+    from pipeline import Proc, Setup, freshness, keys, wait_count
+
+    work = Path(tempfile.mkdtemp(prefix="trailmark-bench-up-"))
+    processes = [int(p) for p in args.processes.split(",")]
+    rows: list[dict[str, float]] = []
+    for round_ in range(args.rounds):
+        order = processes if round_ % 2 == 0 else processes[::-1]
+        for n in order:
+            load = os.getloadavg()[0]
+            base_proc, base_url = start(BASELINE, work, {}, pin=False)
+            try:
+                wrk_unique(base_url, "Basic x", 2, args.connections, work)  # warm-up
+                reqs, took = wrk_unique(base_url, "Basic x", args.seconds, args.connections, work)
+                ceiling = reqs * 50 / took
+            finally:
+                base_proc.terminate()
+                base_proc.wait(10)
+            run_dir = work / f"up-{round_}-{n}"
+            up = Proc(["up"], run_dir / "data", {"TRAILMARK_COLLECTOR_PROCESSES": str(n)})
+            try:
+                up.wait_ready()
+                setup = Setup(f"up, collector_processes={n}", up.url, up.url, [up], keys(up.data_dir))
+                auth = "Basic " + base64.b64encode(f"{setup.site['write_key']}:".encode()).decode()
+                reqs, _ = wrk_unique(up.url, auth, 2, args.connections, work)  # warm-up, then drained
+                wait_count(setup, reqs * 50, timeout=300)
+                base = setup.count()
+                started = time.monotonic()
+                reqs, took = wrk_unique(up.url, auth, args.seconds, args.connections, work)
+                accepted = reqs * 50
+                stored_at = wait_count(setup, base + accepted, timeout=600)
+                e2e = accepted / (stored_at - started)
+                freshness(setup, args.seconds, 16, e2e / 2, work)
+            finally:
+                up.stop()
+            f = setup.figures
+            row = {
+                "round": round_ + 1,
+                "processes": n,
+                "load": load,
+                "ceiling": ceiling,
+                "collector": accepted / took,
+                "e2e": e2e,
+                "paced": f["paced_eps"],
+                "p50": f["fresh_p50"],
+                "p95": f["fresh_p95"],
+            }
+            rows.append(row)
+            print(row, flush=True)
+    report_up(rows, args)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def report_up(rows: list[dict[str, float]], args: argparse.Namespace) -> None:
+    lines = [
+        f"## Collector inside trailmark up — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, shared with other"
+        f" work (load average given per run). Command: `.venv/bin/python bench/collector.py --up --processes"
+        f" {args.processes} --rounds {args.rounds} --seconds {args.seconds} --connections {args.connections}`."
+        " Nothing pinned; wrk posts 50-event batches of 50 visitors, unique messageIds; the bare Starlette"
+        " endpoint (parses the body, answers 202) runs just before each trailmark up.",
+        "",
+        "| round | collector processes | load | bare endpoint, events/s | collector, events/s | collector / bare"
+        " | end to end, events/s | end to end / bare | paced load | freshness p50 | p95 |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['round']:.0f} | {r['processes']:.0f} | {r['load']:.1f} | {r['ceiling']:,.0f} | {r['collector']:,.0f}"
+            f" | **{r['collector'] / r['ceiling']:.0%}** | {r['e2e']:,.0f} | **{r['e2e'] / r['ceiling']:.0%}**"
+            f" | {r['paced']:,.0f} | {r['p50']:.2f} s | **{r['p95']:.2f} s** |"
+        )
+    lines += [
+        "",
+        "Targets (issue 15): collector ≥ 30 % of the bare endpoint while the pipeline runs, end to end ≥ 12 %,"
+        " freshness p95 < 1 s under half the end-to-end load.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_record:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
+            f.write("\n" + text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--up", action="store_true", help="the collector inside trailmark up (see the docstring)")
+    ap.add_argument("--processes", default="0,1,2", help="--up: collector_processes values to compare")
+    ap.add_argument("--rounds", type=int, default=2, help="--up: rounds, alternating the set-ups")
+    ap.add_argument("--no-record", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
+    if args.up:
+        up_mode(args)
+        return
     work = Path(tempfile.mkdtemp(prefix="trailmark-bench-"))
     sent = datetime.now(UTC).isoformat()
     # a browser batch holds one visitor's events; a server-side batch (Segment libraries) mixes visitors

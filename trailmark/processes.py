@@ -37,7 +37,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,6 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Metric, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -222,9 +221,15 @@ class Proxy:
             body = orjson.dumps({"error": "unavailable", "detail": detail})
             return Response(body, status_code=503, media_type="application/json", headers={"Retry-After": "5"})
         back = [(k, v) for k, v in answer.headers.raw if k.lower() not in _UPSTREAM_DROP]
-        response = StreamingResponse(
-            answer.aiter_raw(), status_code=answer.status_code, background=BackgroundTask(answer.aclose)
-        )
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:  # also when the client goes away mid-answer: the pool gets its connection back
+                async for chunk in answer.aiter_raw():
+                    yield chunk
+            finally:
+                await answer.aclose()
+
+        response = StreamingResponse(relay(), status_code=answer.status_code)
         response.raw_headers = back
         return response
 
