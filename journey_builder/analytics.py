@@ -202,12 +202,36 @@ def stages(storage: Storage, site_id: str, persona: ContactSet | None = None) ->
     }
 
 
+# A set of tens of thousands of visitors used against the primary key costs more than the rows it
+# skips (the granules of converting visitors are spread over the whole table): probe the set instead.
+_NO_KEY_SETS = " SETTINGS use_index_for_in_with_subqueries = 0"
+
+
 def _step_condition(i: int, step: str, p: dict[str, Any]) -> str:
-    """A step is a page path (starts with '/') or an event name."""
+    """A step is a page path (starts with '/': a ``view`` row of step_events) or an event name (``track``)."""
     p[f"step{i}"] = step
-    if step.startswith("/"):
-        return f"(e.type IN ('page', 'screen') AND e.page_path = {{step{i}:String}})"
-    return f"(e.event = {{step{i}:String}} AND e.type = 'track')"
+    return f"(kind = '{'view' if step.startswith('/') else 'track'}' AND step = {{step{i}:String}})"
+
+
+def _shared_devices(db: str) -> str:
+    """Devices whose contact may have other devices: every device of a contact ever linked to two or
+    more (contact_devices keeps every link made, so this is a superset of the devices whose current
+    contact has several). Every other device is a contact of its own, whatever its id: reads can
+    group its rows by device, with no identity join."""
+    return (
+        f"SELECT anonymous_id FROM {db}.contact_devices WHERE site_id = {{s:String}} AND contact_id IN"
+        f" (SELECT contact_id FROM {db}.contact_devices WHERE site_id = {{s:String}}"
+        f" GROUP BY contact_id HAVING min(anonymous_id) != max(anonymous_id))"
+    )
+
+
+def _current(db: str, devices: str) -> str:
+    """identity_map (each device's latest contact) for the devices ``devices`` (a condition on
+    anonymous_id) only."""
+    return (
+        f"SELECT anonymous_id, argMax(contact_id, last_seen) AS contact_id FROM {db}.identities_data"
+        f" WHERE site_id = {{s:String}} AND {devices} GROUP BY anonymous_id"
+    )
 
 
 def funnel(
@@ -221,7 +245,12 @@ def funnel(
     persona: ContactSet | None = None,
 ) -> dict[str, Any]:
     """Contacts reaching each step in order within ``window_s`` (ClickHouse windowFunnel); ``persona``
-    keeps the contacts of that set."""
+    keeps the contacts of that set.
+
+    Read from step_events (migration 018): only the rows of the steps (and, by channel, the arrivals
+    from a channel), from its primary key. Devices that share a contact with no other device (most)
+    are grouped by device, with no identity join; the few of contacts with several devices are
+    grouped by their current contact."""
     if not 1 <= len(steps) <= 20:
         raise BadQuery("steps: give 1 to 20 comma-separated page paths or event names")
     if by not in (None, "", "channel"):
@@ -229,20 +258,24 @@ def funnel(
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "w": window_s}
     cond_list = [_step_condition(i, s, p) for i, s in enumerate(steps)]
-    conds = ", ".join(cond_list)
-    where = _range("e.timestamp", p, since, until) + _only_devices(db, persona, p, "e.anonymous_id")
-    # Only rows that match a step can move a funnel (plus session entries, for the channel):
-    # filtering before the join and the grouping keeps the work proportional to the funnel.
-    relevant = " OR ".join(cond_list + (["e.channel NOT IN ('', 'Internal')"] if by else []))
-    channel = "argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal'))" if by else "''"
+    where = _range("timestamp", p, since, until) + _only_devices(db, persona, p, "anonymous_id")
+    relevant = " OR ".join(cond_list + (["kind = 'entry'"] if by else []))
+    step_rows = (
+        f"SELECT anonymous_id, kind, step, timestamp FROM {db}.step_events"
+        f" WHERE site_id = {{s:String}} AND ({relevant}){where}"
+    )
+    shared = _shared_devices(db)
+    current = _current(db, f"anonymous_id IN ({shared})")
+    channel = "argMinIf(step, timestamp, kind = 'entry')" if by else "''"
+    levels = f"{channel} AS channel, windowFunnel({{w:UInt64}})(toDateTime(timestamp), {', '.join(cond_list)}) AS level"
     rows = _q(
         storage,
         f"SELECT channel, level, count() AS n FROM ("
-        f" SELECT {_contact('e')} AS contact_id, {channel} AS channel,"
-        f" windowFunnel({{w:UInt64}})(toDateTime(e.timestamp), {conds}) AS level"
-        f" FROM (SELECT site_id, anonymous_id, timestamp, type, event, page_path, channel FROM {db}.events AS e"
-        f"  WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND ({relevant}){where}) AS e{_join(db, 'e')}"
-        f" GROUP BY contact_id) WHERE level > 0 GROUP BY channel, level",
+        f" SELECT {levels} FROM ({step_rows}) WHERE anonymous_id NOT IN ({shared}) GROUP BY anonymous_id"
+        f" UNION ALL SELECT {levels} FROM (SELECT {_contact('e')} AS contact_id, e.kind AS kind, e.step AS step,"
+        f"  e.timestamp AS timestamp FROM ({step_rows}) AS e LEFT ANY JOIN ({current}) AS m"
+        f"  ON m.anonymous_id = e.anonymous_id WHERE e.anonymous_id IN ({shared})) GROUP BY contact_id"
+        f") WHERE level > 0 GROUP BY channel, level" + _NO_KEY_SETS,
         p,
     )
     totals = [0] * len(steps)
@@ -312,9 +345,6 @@ _SQL_WEIGHTS: dict[str, str] = {
     " arrayEnumerate(win))",
 }
 _KEY_INDEX = {"channel": 2, "source": 3, "medium": 4, "campaign": 5}
-# A set of tens of thousands of visitors used against the primary key costs more than the rows it
-# skips (the granules of converting visitors are spread over the whole table): probe the set instead.
-_NO_KEY_SETS = " SETTINGS use_index_for_in_with_subqueries = 0"
 
 
 def attribution(
@@ -345,28 +375,32 @@ def attribution(
         "lb": lookback_days * 86400.0,
         "hl": half_life_days * 86400.0,
     }
-    where = _range("e.timestamp", p, since, until)
+    where = _range("timestamp", p, since, until)
     # the conversions of the persona's contacts: their touches follow (only converting contacts' are read)
-    who = _only_devices(db, persona, p, "e.anonymous_id")
+    who = _only_devices(db, persona, p, "anonymous_id")
     none = "'Direct'" if by == "channel" else "'(none)'"
+    # the conversions from step_events (migration 018) by primary key; FINAL: a row stored twice
+    # (a backfill run again) counts once
     conversions = (
-        f"SELECT anonymous_id, message_id, timestamp FROM {db}.events AS e"
-        f" WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.event = {{conv:String}}{where}{who}"
+        f"SELECT anonymous_id, message_id, timestamp FROM {db}.step_events FINAL"
+        f" WHERE site_id = {{s:String}} AND kind = 'track' AND step = {{conv:String}}{where}{who}"
     )
     # Only the touches of converting contacts matter (12 % of the contacts in bench/journeys.py): their
     # devices are the converting devices and every device linked to a contact one of them was ever
     # linked to (a superset of the current links; joining on the current contact below keeps the
-    # right ones). Touchpoints and identities are filtered to them before the grouping by contact,
+    # right ones). Touches and identities are filtered to them before the grouping by contact,
     # instead of grouping every contact's touches. Identical IN subqueries are built once per query.
     converting = f"SELECT anonymous_id FROM ({conversions})"
-    devices = (
-        f"SELECT anonymous_id FROM {db}.identities_data WHERE site_id = {{s:String}} AND contact_id IN"
+    linked = (
+        f"SELECT anonymous_id FROM {db}.contact_devices WHERE site_id = {{s:String}} AND contact_id IN"
         f" (SELECT contact_id FROM {db}.identities_data WHERE site_id = {{s:String}}"
         f" AND anonymous_id IN ({converting}))"
     )
-    mine = f"(anonymous_id IN ({converting}) OR anonymous_id IN ({devices}))"
+    mine = f"(anonymous_id IN ({converting}) OR anonymous_id IN ({linked}))"
     epoch = "toFloat64(toUnixTimestamp64Milli(timestamp)) / 1000"
-    # conversions and touches as rows of one union, grouped by contact once (one identity join)
+    # conversions and touches (session_touches, migration 017: each device's session entries) as rows
+    # of one union, grouped by contact once (one identity join); a session's touch stored twice is
+    # counted once (arrayDistinct on its session id)
     per_conversion = (
         f"SELECT contact_id, conv.1 AS message_id, conv.2 AS at,"
         f" arrayFilter(x -> x.1 >= at - {{lb:Float64}} AND x.1 <= at + 0.001, touches) AS hits,"
@@ -376,13 +410,15 @@ def attribution(
         f" arrayMap(x -> if(x.{_KEY_INDEX[by]} = '', {none}, x.{_KEY_INDEX[by]}), win) AS keys"
         f" FROM (SELECT {_contact('u')} AS contact_id,"
         f"  groupArrayIf((u.message_id, u.at), u.is_conversion) AS conversions,"
-        f"  arraySort(x -> x.1, groupArrayIf((u.at, u.channel, u.source, u.medium, u.campaign),"
-        f"  NOT u.is_conversion)) AS touches"
-        f"  FROM (SELECT anonymous_id, true AS is_conversion, message_id, {epoch} AS at, '' AS channel,"
-        f"   '' AS source, '' AS medium, '' AS campaign FROM ({conversions})"
-        f"   UNION ALL SELECT anonymous_id, false, '', {epoch}, toString(channel), toString(source),"
-        f"   toString(medium), toString(campaign) FROM {db}.touchpoints_data FINAL"
-        f"   WHERE site_id = {{s:String}} AND kind = 'session_start' AND {mine}) AS u{_join(db, 'u', mine)}"
+        f"  arraySort(x -> x.1, arrayMap(x -> x.2, arrayDistinct(groupArrayIf((u.session_id,"
+        f"  (u.at, u.channel, u.source, u.medium, u.campaign)), NOT u.is_conversion)))) AS touches"
+        f"  FROM (SELECT anonymous_id, true AS is_conversion, message_id, '' AS session_id, {epoch} AS at,"
+        f"   '' AS channel, '' AS source, '' AS medium, '' AS campaign FROM ({conversions})"
+        f"   UNION ALL SELECT anonymous_id, false, '', session_id, {epoch}, toString(channel), toString(source),"
+        f"   toString(medium), toString(campaign) FROM {db}.session_touches"
+        f"   WHERE site_id = {{s:String}} AND {mine}) AS u"
+        f"  LEFT ANY JOIN ({_current(db, mine)}) AS m"
+        f"  ON m.anonymous_id = u.anonymous_id"
         f"  GROUP BY contact_id HAVING notEmpty(conversions)"
         f" ) ARRAY JOIN conversions AS conv"
     )
@@ -392,12 +428,7 @@ def attribution(
         " ARRAY JOIN keys AS key, ws AS w GROUP BY key" + _NO_KEY_SETS,
         p,
     )
-    total = _q(
-        storage,
-        f"SELECT count() AS n FROM {db}.events AS e WHERE e.site_id = {{s:String}} AND NOT e.is_bot"
-        f" AND e.event = {{conv:String}}{where}{who}",
-        p,
-    )[0]["n"]
+    total = _q(storage, f"SELECT count() AS n FROM ({conversions})", p)[0]["n"]
     out: dict[str, Any] = {
         "model": model,
         "conversion": conversion,

@@ -293,7 +293,16 @@ def _aggregate_key(ev: EnrichedEvent) -> tuple[str, ...]:
 
 # --- retention ---------------------------------------------------------------------------------------------
 
-RETENTION_TABLES = ("events", "sessions_data", "touchpoints_data", "stage_transitions_data")  # migration 008
+# migration 008, and the reads' tables derived from events and touchpoints (017, 018: filled by
+# materialized views that copy each row's retention_days, so a change reaches them only here)
+RETENTION_TABLES = (
+    "events",
+    "sessions_data",
+    "touchpoints_data",
+    "stage_transitions_data",
+    "session_touches",
+    "step_events",
+)
 
 
 def retention_expression(days_by_site: dict[str, int], default_days: int) -> str:

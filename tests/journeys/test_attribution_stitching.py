@@ -5,14 +5,12 @@ conversion, an email contact merged into a user, and visitors that never convert
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import datetime
-
 import pytest
 
 from journey_builder import analytics
-from journey_builder.attribution import MODELS, Model, Touch, weights
+from journey_builder.attribution import MODELS, Model
 from tests.journeys.conftest import Journey
+from tests.journeys.references import reference_credits
 
 SITE = "s1"
 GOOGLE_AD = "?utm_source=google&utm_medium=cpc&utm_campaign=brand"
@@ -50,35 +48,9 @@ def site(journey: Journey) -> Journey:
     return j
 
 
-def _epoch(value: object) -> float:
-    return datetime.fromisoformat(str(value).replace(" ", "T") + "+00:00").timestamp()
-
-
 def reference(j: Journey, model: Model, lookback_days: int) -> dict[str, float]:
     """Credits per channel from the public views and the Python models."""
-    db = j.storage.database
-    conversions = j.storage.query(
-        f"SELECT if(m.contact_id = '', concat('anon:', e.anonymous_id), m.contact_id) AS contact_id, e.timestamp AS at"
-        f" FROM {db}.events AS e LEFT JOIN {db}.identity_map AS m"
-        f" ON m.site_id = e.site_id AND m.anonymous_id = e.anonymous_id"
-        " WHERE e.site_id = {s:String} AND e.event = 'Order Completed'",
-        {"s": SITE},
-    )
-    touches: dict[str, list[Touch]] = defaultdict(list)
-    for t in j.storage.query(
-        f"SELECT contact_id, timestamp, channel FROM {db}.touchpoints WHERE site_id = {{s:String}}"
-        " AND kind = 'session_start' ORDER BY timestamp",
-        {"s": SITE},
-    ):
-        touches[t["contact_id"]].append(Touch(_epoch(t["timestamp"]), t["channel"]))
-    credit: dict[str, float] = defaultdict(float)
-    for c in conversions:
-        at = _epoch(c["at"])
-        win = [t for t in touches[c["contact_id"]] if at - lookback_days * 86400 <= t.at_s <= at + 0.001]
-        win = win or [Touch(at, "Direct")]
-        for t, w in zip(win, weights(model, win, at, 7.0), strict=True):
-            credit[t.channel or "Direct"] += w
-    return {k: round(v, 6) for k, v in credit.items() if v > 0}
+    return reference_credits(j.storage, SITE, "Order Completed", model, lookback_days)
 
 
 def test_the_stitched_scenario_is_what_it_claims(site: Journey) -> None:

@@ -116,6 +116,8 @@ SHARD_KEYS: dict[str, str] = {
     "stage_transitions_data": _VISITOR,
     "account_links_data": _VISITOR,
     "interest_hours": _VISITOR,  # filled by interest_hours_mv on the shard of the visitor's events
+    "session_touches": _VISITOR,  # filled by session_touches_mv, beside the visitor's touchpoints
+    "step_events": _VISITOR,  # filled by step_events_mv, beside the visitor's events
     "contact_devices": _VISITOR,
     "contact_handles": "cityHash64(site_id, handle)",
     "contacts_data": "cityHash64(site_id, contact_id)",
