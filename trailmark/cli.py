@@ -139,7 +139,8 @@ def collector_process() -> None:
 
 @app.command()
 def up(host: Host = None, port: Port = None, data_dir: DataDir = None, bus: Bus = None, kafka: Kafka = None) -> None:
-    """Run collector + enrichment + journey builder in one process (embedded log + chDB by default)."""
+    """Run collector + enrichment + journey builder (embedded log + chDB by default); the collector in
+    processes of its own (TRAILMARK_COLLECTOR_PROCESSES, 0: everything in one process)."""
     _serve(_settings(host, port, data_dir, bus, kafka), ROLES, announce=True)
 
 
