@@ -135,18 +135,21 @@ def wrk(url: str, path: str, body: bytes, auth: str, seconds: int, connections: 
         f'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "{auth}"\n'
         f'wrk.headers["User-Agent"] = "{UA}"\n'
     )
-    out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), url + path],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise SystemExit(f"{non2xx.group(1)} failed responses from {url}{path}:\n{out}")
+    out = run_wrk(["taskset", "-c", "1", "wrk", f"-d{seconds}s"], connections, lua, url + path)
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert match, out
     return float(match.group(1))
+
+
+def run_wrk(command: list[str], connections: int, lua: Path, url: str) -> str:
+    """wrk's report; exits when any answer was not 2xx."""
+    out = subprocess.run(
+        [*command, "-t1", f"-c{connections}", "-s", str(lua), url], capture_output=True, text=True, check=True
+    ).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise SystemExit(f"{non2xx.group(1)} failed responses from {url}:\n{out}")
+    return out
 
 
 def mixed_template() -> bytes:
@@ -176,15 +179,7 @@ def wrk_unique(url: str, auth: str, seconds: float, connections: int, work: Path
         '  body = (body:gsub("@VIS@", "m" .. (n % 5000)))\n'
         "  return wrk.format(nil, nil, nil, body)\nend\n"
     )
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s", "-s", str(lua), url + "/v1/batch"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise SystemExit(f"{non2xx.group(1)} failed responses from {url}:\n{out}")
+    out = run_wrk(["wrk", f"-d{seconds:.0f}s", "--timeout", "10s"], connections, lua, url + "/v1/batch")
     done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
     assert done, out
     return int(done.group(1)), float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
@@ -194,7 +189,8 @@ def up_mode(args: argparse.Namespace) -> None:
     """The collector inside ``trailmark up`` against a bare endpoint, per collector_processes value."""
     import base64
 
-    from pipeline import Proc, Setup, freshness, keys, run_wrk, wait_count
+    from pipeline import Proc, Setup, freshness, keys, wait_count
+    from pipeline import run_wrk as one_visitor_wrk
 
     work = Path(tempfile.mkdtemp(prefix="trailmark-bench-up-"))
     processes = [int(p) for p in args.processes.split(",")]
@@ -208,7 +204,7 @@ def up_mode(args: argparse.Namespace) -> None:
                 wrk_unique(base_url, "Basic x", 2, args.connections, work)  # warm-up
                 reqs, took = wrk_unique(base_url, "Basic x", args.seconds, args.connections, work)
                 bare_mixed = reqs * 50 / took
-                one = run_wrk(base_url, "x", args.seconds, args.connections, work)
+                one = one_visitor_wrk(base_url, "x", args.seconds, args.connections, work)
                 bare_one = one.requests * 50 / one.seconds
             finally:
                 base_proc.terminate()
@@ -224,7 +220,7 @@ def up_mode(args: argparse.Namespace) -> None:
                 wait_count(setup, (sent + reqs) * 50, timeout=600)  # drained
                 base = setup.count()
                 started = time.monotonic()
-                w = run_wrk(up.url, setup.site["write_key"], args.seconds, args.connections, work)
+                w = one_visitor_wrk(up.url, setup.site["write_key"], args.seconds, args.connections, work)
                 if w.non2xx:
                     raise SystemExit(f"{w.non2xx} failed responses from trailmark up")
                 e2e = w.requests * 50 / (wait_count(setup, base + w.requests * 50, timeout=600) - started)
