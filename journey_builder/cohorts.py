@@ -5,6 +5,12 @@ One query: per contact, the first start event and the distinct periods with a re
 cohort (and channel or persona) the cohort's size and, summed element-wise (``sumForEach``), who was
 back in period 0, 1, ... Period 0 is the cohort's own period. Periods that have not ended yet (the
 triangle's missing corner) are ``null``.
+
+It reads ``device_days`` (migration 020), not ``events``: per device, event (or page, or any event)
+and UTC day, the first time and the first channel. Weeks and months are whole UTC days, so a day's row
+says all a period needs; the day rows of a device are grouped first, then the devices of a contact
+(resolved now, so a late identify merges devices' histories). At 10M events that is a few million
+rows instead of ten million events.
 """
 
 from __future__ import annotations
@@ -26,6 +32,16 @@ def _add(d: date, unit: str, n: int) -> date:
         return date.fromordinal(d.toordinal() + 7 * n)
     months = d.year * 12 + d.month - 1 + n
     return date(months // 12, months % 12 + 1, 1)
+
+
+def _rows_of(name: str, key: str, p: dict[str, Any]) -> str:
+    """The ``device_days`` rows (alias ``d``) of a start or return event: a page path (``/...``), an
+    event name, or any event when empty; checked and parameterized as the funnel's steps are."""
+    if not name:
+        return "(d.kind = '')"
+    event_condition(name, key, p)
+    kind = "page" if name.startswith("/") else "event"
+    return f"(d.kind = '{kind}' AND d.name = {{{key}:String}})"
 
 
 def retention(
@@ -54,28 +70,33 @@ def retention(
         raise BadQuery("by: channel or persona")
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "periods": periods, "rows": conf.max_rows}
-    start = event_condition(start_event, "r_start", p)
-    back = event_condition(return_event, "r_back", p)
+    start = _rows_of(start_event, "r_start", p)
+    back = _rows_of(return_event, "r_back", p)
     bucket = UNITS[cohort]
     having = _range("first_at", p, since, until)
     group = {
         "": "''",
-        "channel": "first_channel",
+        "channel": "if(c.first_channel.2 = '', 'Direct', c.first_channel.2)",
         "persona": "pm.persona",
     }[by]
     persona_join = ""
     if by == "persona":
         persona_join = f" LEFT JOIN ({personas.profile_sql(db, conf, p)}) AS pm ON pm.contact_id = c.contact_id"
     only = personas.filter_sql(db, conf, p, persona, "c.contact_id")
-    relevant = "1" if start == "1" or back == "1" else f"{start} OR {back}"
+    # the rows of the start and return events: when either is "any event", every event's, and the
+    # first channel over them is the first channel over the events the original question reads
+    per_device = (
+        f"SELECT d.anonymous_id AS anonymous_id, max({start}) AS started, minIf(d.first_at, {start}) AS first_at,"
+        f" groupUniqArrayIf(d.day, {back}) AS days, min(d.first_channel) AS first_channel"
+        f" FROM {db}.device_days AS d WHERE d.site_id = {{s:String}} AND ({start} OR {back})"
+        " GROUP BY d.anonymous_id"
+    )
     per_contact = (
-        f"SELECT {_contact('e')} AS contact_id, minIf(e.timestamp, {start}) AS first_at,"
-        f" groupUniqArrayIf({bucket.format('e.timestamp')}, {back}) AS back,"
-        " if(argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal')) = '', 'Direct',"
-        " argMinIf(e.channel, e.timestamp, e.channel NOT IN ('', 'Internal'))) AS first_channel"
-        f" FROM (SELECT site_id, anonymous_id, timestamp, type, event, page_path, channel FROM {db}.events AS e"
-        f"  WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND ({relevant})) AS e{_join(db, 'e')}"
-        f" GROUP BY contact_id HAVING countIf({start}) > 0{having}"
+        f"SELECT {_contact('e')} AS contact_id, minIf(e.first_at, e.started) AS first_at,"
+        f" arrayDistinct(arrayMap(d -> {bucket.format('d')}, groupArrayArray(e.days))) AS back,"
+        f" min(e.first_channel) AS first_channel"
+        f" FROM ({per_device}) AS e{_join(db, 'e')}"
+        f" GROUP BY contact_id HAVING max(e.started){having}"
     )
     rows = query(
         storage,

@@ -99,9 +99,8 @@ def kpis(
     )
     # the stage histories of buyers only: the hash join's right side stays as small as the buyers
     buyers = (
-        f"SELECT {_contact('e')} AS contact_id FROM (SELECT anonymous_id FROM {db}.events AS e"
-        f" WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.type = 'track' AND e.event IN {{buy:Array(String)}})"
-        f" AS e{_join(db, 'e')}"
+        f"SELECT {_contact('e')} AS contact_id FROM (SELECT anonymous_id FROM {db}.track_events AS e FINAL"
+        f" WHERE e.site_id = {{s:String}} AND e.event IN {{buy:Array(String)}}) AS e{_join(db, 'e')}"
     )
     buys_job = pool.submit(
         query,
@@ -113,8 +112,8 @@ def kpis(
         f"  [(idx, {week.format('x.1')}), (idx, 'all'), (toUInt8(255), 'all')] AS levels"
         f" FROM (SELECT contact_id, arraySort(groupArray((at, amount))) AS buys FROM ("
         f"  SELECT {_contact('e')} AS contact_id, {epoch('e.timestamp')} AS at, {rev} AS amount"
-        f"  FROM (SELECT site_id, anonymous_id, timestamp, properties FROM {db}.events AS e"
-        f"   WHERE e.site_id = {{s:String}} AND NOT e.is_bot AND e.type = 'track' AND e.event IN {{buy:Array(String)}})"
+        f"  FROM (SELECT anonymous_id, timestamp, properties FROM {db}.track_events AS e FINAL"
+        f"   WHERE e.site_id = {{s:String}} AND e.event IN {{buy:Array(String)}})"
         f"  AS e{_join(db, 'e')}) WHERE 1{only} GROUP BY contact_id) AS b"
         f" ARRAY JOIN b.buys AS x, arrayEnumerate(b.buys) AS n"
         f" LEFT JOIN ({stage_history(db, f'{only} AND contact_id IN ({buyers})')}) AS h ON h.contact_id = b.contact_id"
@@ -203,34 +202,47 @@ def feedback(
         f"SELECT {_contact('e')} AS contact_id, e.session_id AS session_id, {epoch('e.timestamp')} AS at,"
         " if(e.event = {nps:String}, 'nps', 'csat') AS kind,"
         " JSONExtract(e.properties, 'score', 'Nullable(Float64)') AS score"
-        f" FROM (SELECT site_id, anonymous_id, session_id, timestamp, event, properties FROM {db}.events AS e"
-        "  WHERE e.site_id = {s:String} AND NOT e.is_bot AND e.type = 'track'"
-        "  AND e.event IN ({nps:String}, {csat:String})"
+        f" FROM (SELECT anonymous_id, session_id, timestamp, event, properties FROM {db}.track_events AS e FINAL"
+        "  WHERE e.site_id = {s:String} AND e.event IN ({nps:String}, {csat:String})"
         "  AND toUnixTimestamp64Milli(e.timestamp) >= {lo:Float64} * 1000"
         f"  AND toUnixTimestamp64Milli(e.timestamp) < {{hi:Float64}} * 1000) AS e{_join(db, 'e')}"
     )
     only = personas.filter_sql(db, conf, p, persona, "a.contact_id")
     within = f"SELECT contact_id FROM ({answers})"
     hist = stage_history(db, f" AND contact_id IN ({within})")
-    rows = query(
+    # no answer in the window (a site that asks for none): the persona profiles of nobody would still
+    # read every event, so ask the narrow table first
+    asked = query(
         storage,
         conf,
-        f"SELECT kind, dim, key, count() AS answers, countIf(score >= 9) AS promoters,"
-        f" countIf(score <= 6) AS detractors, countIf(score >= 4) AS satisfied, avg(score) AS mean FROM ("
-        f" SELECT a.kind AS kind, assumeNotNull(a.score) AS score,"
-        f"  [('', ''), ('stage', {stage_at('h.hist', 'a.at')}::String), ('channel', if(sc.channel = '', 'Direct',"
-        f"  sc.channel)), ('persona', pm.persona)] AS dims"
-        f" FROM ({answers}) AS a"
-        f" LEFT JOIN ({hist}) AS h ON h.contact_id = a.contact_id"
-        f" LEFT JOIN (SELECT session_id, argMax(channel, version) AS channel FROM {db}.sessions_data"
-        f"  WHERE site_id = {{s:String}} AND session_id IN (SELECT session_id FROM {db}.events"
-        "  WHERE site_id = {s:String}"
-        "  AND event IN ({nps:String}, {csat:String})) GROUP BY session_id) AS sc ON sc.session_id = a.session_id"
-        f" LEFT JOIN ({personas.profile_sql(db, conf, p, within=within)}) AS pm ON pm.contact_id = a.contact_id"
-        " WHERE a.score IS NOT NULL AND a.score = round(a.score)"
-        f" AND if(a.kind = 'nps', a.score BETWEEN 0 AND 10, a.score BETWEEN 1 AND 5){only})"
-        " ARRAY JOIN dims AS d GROUP BY kind, d.1 AS dim, d.2 AS key ORDER BY kind, dim, answers DESC, key",
+        f"SELECT 1 AS x FROM {db}.track_events WHERE site_id = {{s:String}} AND event IN ({{nps:String}},"
+        " {csat:String}) AND toUnixTimestamp64Milli(timestamp) >= {lo:Float64} * 1000"
+        " AND toUnixTimestamp64Milli(timestamp) < {hi:Float64} * 1000 LIMIT 1",
         p,
+    )
+    rows = (
+        []
+        if not asked
+        else query(
+            storage,
+            conf,
+            f"SELECT kind, dim, key, count() AS answers, countIf(score >= 9) AS promoters,"
+            f" countIf(score <= 6) AS detractors, countIf(score >= 4) AS satisfied, avg(score) AS mean FROM ("
+            f" SELECT a.kind AS kind, assumeNotNull(a.score) AS score,"
+            f"  [('', ''), ('stage', {stage_at('h.hist', 'a.at')}::String), ('channel', if(sc.channel = '', 'Direct',"
+            f"  sc.channel)), ('persona', pm.persona)] AS dims"
+            f" FROM ({answers}) AS a"
+            f" LEFT JOIN ({hist}) AS h ON h.contact_id = a.contact_id"
+            f" LEFT JOIN (SELECT session_id, argMax(channel, version) AS channel FROM {db}.sessions_data"
+            f"  WHERE site_id = {{s:String}} AND session_id IN (SELECT session_id FROM {db}.track_events"
+            "  WHERE site_id = {s:String}"
+            "  AND event IN ({nps:String}, {csat:String})) GROUP BY session_id) AS sc ON sc.session_id = a.session_id"
+            f" LEFT JOIN ({personas.profile_sql(db, conf, p, within=within)}) AS pm ON pm.contact_id = a.contact_id"
+            " WHERE a.score IS NOT NULL AND a.score = round(a.score)"
+            f" AND if(a.kind = 'nps', a.score BETWEEN 0 AND 10, a.score BETWEEN 1 AND 5){only})"
+            " ARRAY JOIN dims AS d GROUP BY kind, d.1 AS dim, d.2 AS key ORDER BY kind, dim, answers DESC, key",
+            p,
+        )
     )
     out: dict[str, Any] = {
         "nps": {"event": conf.nps_event, **_score("nps", {})},

@@ -61,53 +61,65 @@ def moments(
     if not 1 <= limit <= conf.max_rows:
         raise BadQuery(f"limit: 1 to {conf.max_rows}")
     db = storage.database
-    p: dict[str, Any] = {"s": site_id, "conv": conversions, "support": support, "rows": conf.max_rows}
+    p: dict[str, Any] = {"s": site_id, "conv": conversions, "support": support}
     only = personas.filter_sql(db, conf, p, persona, "contact_id")
     hist = stage_history(db, only)
+    # each contact's first conversion, from the days of its devices' conversion events (migration 020)
     conv = (
-        f"SELECT {_contact('e')} AS contact_id, min({epoch('e.timestamp')}) AS conv_at"
-        f" FROM (SELECT site_id, anonymous_id, timestamp FROM {db}.events AS e WHERE e.site_id = {{s:String}}"
-        f" AND NOT e.is_bot AND e.type = 'track' AND e.event IN {{conv:Array(String)}}) AS e{_join(db, 'e')}"
-        " GROUP BY contact_id"
+        f"SELECT {_contact('d')} AS contact_id, min({epoch('d.first_at')}) AS conv_at"
+        f" FROM (SELECT anonymous_id, first_at FROM {db}.device_days AS d WHERE d.site_id = {{s:String}}"
+        f" AND d.kind = 'event' AND d.name IN {{conv:Array(String)}}) AS d{_join(db, 'd')} GROUP BY contact_id"
     )
     keys = (
         "arrayFilter(k -> k.2 != '', [('page', if(e.type IN ('page', 'screen'), e.page_path, '')),"
         " ('event', if(e.type = 'track' AND NOT has({conv:Array(String)}, e.event)"
         " AND (NOT startsWith(e.event, '$') OR e.event = '$form_submit'), e.event, '')),"
-        " ('channel', if(e.channel IN ('', 'Internal'), '', e.channel))])"
+        " ('channel', if(e.channel IN ('', 'Internal'), '', toString(e.channel)))])"
     )
-    # one row per contact and moment (at most 100 of its times), then the stages it happened in
+    # per contact, every (kind, name, time) of its moments. Read from events: device_days holds the
+    # same times, but as one array per device, day and moment, which costs more to regroup by contact
+    # than the events themselves (measured at 1M events, bench/RESULTS.md)
     had = (
-        f"SELECT contact_id, key, groupArray(100)(at) AS ats FROM ("
-        f" SELECT {_contact('e')} AS contact_id, {epoch('e.timestamp')} AS at, {keys} AS ks"
-        f" FROM (SELECT site_id, anonymous_id, timestamp, type, event, page_path, channel FROM {db}.events AS e"
-        f"  WHERE e.site_id = {{s:String}} AND NOT e.is_bot) AS e{_join(db, 'e')})"
-        f" ARRAY JOIN ks AS key WHERE 1{only} GROUP BY contact_id, key"
+        f"SELECT {_contact('e')} AS contact_id, groupArray((k.1, k.2, {epoch('e.timestamp')})) AS had"
+        f" FROM (SELECT anonymous_id, timestamp, {keys} AS ks FROM {db}.events AS e"
+        f"  WHERE e.site_id = {{s:String}} AND NOT e.is_bot) AS e{_join(db, 'e')}"
+        " ARRAY JOIN e.ks AS k GROUP BY contact_id"
     )
-    in_stage = (
-        f"arrayDistinct(arrayFilter(i -> i > 0, arrayMap(t -> if(hc.conv_at = 0 OR t < hc.conv_at,"
-        f" {stage_at('hc.hist', 't')}, toUInt8(0)), m.ats)))"
-    )
-    # each contact's stage history and first conversion, joined once per use
-    joined = (
-        f"SELECT h.contact_id AS contact_id, h.hist AS hist, cv.conv_at AS conv_at"
-        f" FROM ({hist}) AS h LEFT JOIN ({conv}) AS cv ON cv.contact_id = h.contact_id"
+    # one row per contact (its history, first conversion and moments), marked with what it counts
+    # for: (stage, '', '') for each stage it entered before converting (the stage's population), and
+    # (stage, kind, name) for each moment it had in that stage before converting, each pair once
+    marks = (
+        "arrayConcat(arrayMap(st -> (st.2, '', ''), arrayFilter(st -> c.conv_at = 0 OR c.conv_at >= st.1, c.hist)),"
+        " arrayDistinct(arrayFilter(x -> x.1 > 0, arrayMap(m -> (if(c.conv_at = 0 OR m.3 < c.conv_at,"
+        f" {stage_at('c.hist', 'm.3')}, toUInt8(0)), m.1, m.2), hm.had))))"
     )
     rows = query(
         storage,
         conf,
-        f"WITH pop AS (SELECT st.2 AS idx, count() AS n, countIf(hc.conv_at > 0) AS c"
-        f"  FROM ({joined}) AS hc ARRAY JOIN hc.hist AS st WHERE hc.conv_at = 0 OR hc.conv_at >= st.1 GROUP BY idx)"
-        f" SELECT x.idx AS idx, x.key.1 AS kind, x.key.2 AS name, x.n1 AS n1, x.a AS a, pop.n - x.n1 AS n2,"
-        f" pop.c - x.a AS c FROM ("
-        f" SELECT idx, key, count() AS n1, countIf(conv_at > 0) AS a FROM ("
-        f"  SELECT m.key AS key, hc.conv_at AS conv_at, {in_stage} AS stages"
-        f"  FROM ({had}) AS m INNER JOIN ({joined}) AS hc ON hc.contact_id = m.contact_id)"
-        f" ARRAY JOIN stages AS idx GROUP BY idx, key HAVING n1 >= {{support:UInt32}}) AS x"
-        f" INNER JOIN pop ON pop.idx = x.idx WHERE pop.n > x.n1"
-        " ORDER BY idx, a / n1 DESC, n1 DESC, name LIMIT {rows:UInt32} BY idx",
+        f"SELECT x.1 AS idx, x.2 AS kind, x.3 AS name, count() AS n, countIf(conv_at > 0) AS converted FROM ("
+        f" SELECT c.conv_at AS conv_at, {marks} AS marks FROM ("
+        f"  SELECT h.contact_id AS contact_id, h.hist AS hist, cv.conv_at AS conv_at"
+        f"  FROM ({hist}) AS h LEFT JOIN ({conv}) AS cv ON cv.contact_id = h.contact_id) AS c"
+        f" LEFT JOIN ({had}) AS hm ON hm.contact_id = c.contact_id)"
+        " ARRAY JOIN marks AS x GROUP BY idx, kind, name HAVING kind = '' OR n >= {support:UInt32}",
         p,
     )
+    population = {int(r["idx"]): (int(r["n"]), int(r["converted"])) for r in rows if r["kind"] == ""}
+    found: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        idx, n1 = int(r["idx"]), int(r["n"])
+        n, c = population.get(idx, (0, 0))
+        if r["kind"] != "" and n > n1:  # someone in the stage without the moment to compare with
+            a = int(r["converted"])
+            found.setdefault(idx, []).append(
+                {"idx": idx, "kind": r["kind"], "name": r["name"], "n1": n1, "a": a, "n2": n - n1, "c": c - a}
+            )
+    # the max_rows moments with the highest conversion rate per stage (then the most contacts, by name)
+    rows = [
+        x
+        for idx in sorted(found)
+        for x in sorted(found[idx], key=lambda x: (-x["a"] / x["n1"], -x["n1"], x["name"]))[: conf.max_rows]
+    ]
     per: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         a, n1, c, n2 = int(r["a"]), int(r["n1"]), int(r["c"]), int(r["n2"])

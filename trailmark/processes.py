@@ -208,9 +208,13 @@ class Proxy:
         peer = request.client.host if request.client else ""
         headers += [(TOKEN_HEADER.encode(), self.token), (CLIENT_HEADER.encode(), peer.encode())]
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+        # the path as the client sent it (percent-encoded: a %2F or %3F in a contact id stays one)
+        target = request.scope.get("raw_path") or request.scope["path"].encode()
+        if query := request.scope.get("query_string"):
+            target += b"?" + query
         upstream = self.client.build_request(
             request.method,
-            httpx.URL(path=request.url.path, query=request.url.query.encode() or None),
+            httpx.URL(raw_path=target),
             headers=headers,
             content=request.stream() if has_body else None,
         )

@@ -270,7 +270,8 @@ class Settings(BaseSettings):
     gc_threshold: int = 50_000
     # `trailmark up` only: collector processes beside the main one, so HTTP ingestion never waits on
     # the pipeline's GIL (trailmark/processes.py). Unset: one per two cores (at most 4) on the
-    # embedded log, none on one core or on Kafka; 0: everything in one process.
+    # embedded log, none on one core or on Kafka; 0: everything in one process. Set on Kafka, each
+    # collector process has a spool of its own, which an erasure does not rewrite (README "Privacy").
     collector_processes: int | None = None
 
     collector: CollectorSettings = CollectorSettings()

@@ -131,6 +131,7 @@ def test_the_retention_ttl_of_migration_008_is_set_on_the_local_tables() -> None
     statements = dict(rendered_migrations("trailmark", CLUSTER))["008_retention.sql"]
     ttl = [s for s in statements if "MODIFY TTL" in s]
     assert [s.split(" ON CLUSTER")[0].removeprefix("ALTER TABLE ") for s in ttl] == [
-        f"trailmark.{t}{LOCAL_SUFFIX}" for t in privacy.RETENTION_TABLES
+        f"trailmark.{t}{LOCAL_SUFFIX}"
+        for t in privacy.RETENTION_TABLES[:4]  # 008's; later ones set their own
     ]
     assert all(f"ON CLUSTER '{CLUSTER}'" in s for s in statements)

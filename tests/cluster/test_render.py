@@ -77,8 +77,24 @@ def test_every_cluster_statement_parses_and_runs_on_the_cluster(chdb: ChdbStorag
     assert len(statements) > len([s for st in single_node().values() for s in st])
     for statement in statements:
         text = parse(chdb, statement)
+        if text.startswith("INSERT INTO "):  # a backfill: once, from one node (test_backfills_...)
+            continue
         assert re.match(r"(CREATE|ALTER) ", text), text
         assert f" ON CLUSTER `{CLUSTER}`" in text or f" ON CLUSTER {CLUSTER}" in text, text
+
+
+def test_backfills_read_and_write_the_distributed_tables(chdb: ChdbStorage) -> None:
+    """A summary table's backfill (INSERT ... SELECT) has no ON CLUSTER: run once over the public
+    names, it reads every shard's rows and writes each to its visitor's shard, where the table's
+    materialized view writes that visitor's later rows."""
+    backfills = [s for st in cluster().values() for s in st if s.startswith("INSERT INTO ")]
+    assert backfills == [s for st in single_node().values() for s in st if s.startswith("INSERT INTO ")]
+    for statement in backfills:
+        text = parse(chdb, statement)
+        target = re.match(rf"INSERT INTO {DB}\.(\w+) SELECT ", text)
+        assert target and LOCAL_SUFFIX not in text, text
+        assert SHARD_KEYS[target[1]] == "cityHash64(site_id, anonymous_id)", target[1]
+    assert {"device_days", "track_events"} <= {s.split()[2].split(".")[1] for s in backfills}
 
 
 def _tables(statements: list[str], store: ChdbStorage) -> dict[str, str]:

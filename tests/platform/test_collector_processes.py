@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -113,6 +114,16 @@ def test_keys_of_the_first_start_reach_every_process_and_reads_are_proxied(split
     assert "/v1/journeys/{contact}" in httpx.get(split.url + "/openapi.json", timeout=10).json()["paths"]
     ready = httpx.get(split.url + "/readyz", timeout=10).json()
     assert ready["ready"] and ready["roles"] == ["collector", "enricher", "journeys"], ready
+
+
+def test_the_proxy_keeps_the_path_as_sent(split: Server) -> None:
+    anon = f"q?x#y z&{uuid.uuid4()}"  # decoded and sent again, ? and # would cut the id short
+    body = {"batch": [{"type": "track", "event": "Odd", "anonymousId": anon, "messageId": str(uuid.uuid4())}]}
+    assert fresh_post(split, body, headers={"x-forwarded-for": "198.51.100.2"}) == 200
+    split.wait_for(f"SELECT count() AS n FROM trailmark.events WHERE anonymous_id = '{anon}'", 1)
+    r = split.read("/v1/journeys/" + quote(anon, safe=""), params={"unused": "a&b"})
+    assert r.status_code == 200, r.text
+    assert anon in r.text
 
 
 def test_client_address_crosses_the_proxy(split: Server) -> None:
