@@ -293,7 +293,7 @@ def _aggregate_key(ev: EnrichedEvent) -> tuple[str, ...]:
 
 # --- retention ---------------------------------------------------------------------------------------------
 
-# migration 008, and the reads' tables derived from events and touchpoints (017, 018: filled by
+# migration 008, and the reads' tables derived from events and touchpoints (017, 018, 020, 021: filled by
 # materialized views that copy each row's retention_days, so a change reaches them only here)
 RETENTION_TABLES = (
     "events",
@@ -302,7 +302,12 @@ RETENTION_TABLES = (
     "stage_transitions_data",
     "session_touches",
     "step_events",
+    "track_events",
+    "device_days",
 )
+# the type of retention_days where it is not UInt16: a summary's, an aggregate (the max over the rows
+# it merged, migration 020). Its DEFAULT is set all the same, so every table says the current setting
+RETENTION_TYPES = {"device_days": "SimpleAggregateFunction(max, UInt16)"}
 
 
 def retention_expression(days_by_site: dict[str, int], default_days: int) -> str:
@@ -352,7 +357,8 @@ def retention_statements(
         )[0]["q"]
         if table not in current or now == probe:
             continue
-        out += on_cluster(f"ALTER TABLE {db}.{table} MODIFY COLUMN retention_days UInt16 DEFAULT {expr}", cluster)
+        kind = RETENTION_TYPES.get(table, "UInt16")
+        out += on_cluster(f"ALTER TABLE {db}.{table} MODIFY COLUMN retention_days {kind} DEFAULT {expr}", cluster)
         out += on_cluster(
             f"ALTER TABLE {db}.{table} UPDATE retention_days = {expr} WHERE retention_days != {expr}"
             " SETTINGS mutations_sync = 2",

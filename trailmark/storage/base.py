@@ -116,6 +116,8 @@ SHARD_KEYS: dict[str, str] = {
     "stage_transitions_data": _VISITOR,
     "account_links_data": _VISITOR,
     "interest_hours": _VISITOR,  # filled by interest_hours_mv on the shard of the visitor's events
+    "device_days": _VISITOR,  # as interest_hours (device_days_mv); its backfill goes by the same key
+    "track_events": _VISITOR,
     "session_touches": _VISITOR,  # filled by session_touches_mv, beside the visitor's touchpoints
     "step_events": _VISITOR,  # filled by step_events_mv, beside the visitor's events
     "contact_devices": _VISITOR,
@@ -143,6 +145,7 @@ _CREATE_MV = re.compile(
     re.S,
 )
 _ALTER = re.compile(rf"ALTER TABLE {_NAME}(?P<rest>\s.*)\Z", re.S)
+_INSERT = re.compile(rf"INSERT INTO {_NAME}\s+SELECT\s.*\Z", re.S)
 _COLUMN_ALTER = re.compile(r"\s*(ADD|DROP|MODIFY|RENAME|COMMENT) COLUMN\b")
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
@@ -185,6 +188,12 @@ class ClusterRenderer:
             local = f"ALTER TABLE {m['db']}.{name}{LOCAL_SUFFIX}{self.on}{rest}"
             # a Distributed table has the columns of its local table, and nothing else to alter
             return [local, f"ALTER TABLE {m['db']}.{name}{self.on}{rest}"] if _COLUMN_ALTER.match(rest) else [local]
+        if _INSERT.match(statement):
+            # a backfill (a new summary table filled from the rows stored before its materialized
+            # view existed): INSERT has no ON CLUSTER, and needs none. Run once from one node over the
+            # public (Distributed) names, it reads every shard and sends each row to the shard of its
+            # sharding key, the same visitor key as the events it summarizes
+            return [statement]
         raise ClusterDDLError(f"cannot render for a cluster (not a known DDL shape): {statement[:200]!r}")
 
     def _table(self, db: str, name: str, rest: str, statement: str) -> list[str]:
