@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import SCHEMA_VERSION, bus_time
 from tests.conftest import CHROME_UA, Server
-from trailmark.bus.embedded import EmbeddedBus, decode_frames
+from trailmark.bus.embedded import EmbeddedBus
+from trailmark.bus.frames import decode_frames
 
 RAW = "trailmark.raw"
 DEAD_LETTER = "trailmark.dead_letter"

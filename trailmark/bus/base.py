@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from trailmark.errors import TrailmarkError, Unavailable
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
+    """One record as a consumer hands it out (a NamedTuple: built per record, it must be cheap)."""
+
     topic: str
     partition: int
     offset: int

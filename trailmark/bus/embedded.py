@@ -15,36 +15,15 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-import struct
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from trailmark.bus.base import BusUnavailable, Message, RevokeCallback
+from trailmark.bus.frames import decode_frames, encode_frames
 
 _SAFE = re.compile(r"[^a-zA-Z0-9_]")
-_FRAME = struct.Struct("<II")
 _ROW_SHIFT = 20  # Message.offset = row << 20 | index in the row
-
-
-def encode_frames(records: Sequence[tuple[bytes, bytes]]) -> bytes:
-    parts: list[bytes] = []
-    pack = _FRAME.pack
-    for key, value in records:
-        parts += (pack(len(key), len(value)), key, value)
-    return b"".join(parts)
-
-
-def decode_frames(blob: bytes) -> list[tuple[bytes, bytes]]:
-    out = []
-    pos, end, size, unpack = 0, len(blob), _FRAME.size, _FRAME.unpack_from
-    view = memoryview(blob)
-    while pos < end:
-        klen, vlen = unpack(view, pos)
-        pos += size
-        out.append((bytes(view[pos : pos + klen]), bytes(view[pos + klen : pos + klen + vlen])))
-        pos += klen + vlen
-    return out
 
 
 def _table(topic: str) -> str:

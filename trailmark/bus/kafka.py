@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -33,9 +35,11 @@ from aiokafka.errors import (
     UnknownProducerId,
     for_code,
 )
+from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
 
 from trailmark.bus.base import BusError, BusUnavailable, Message, RevokeCallback
+from trailmark.bus.frames import FramesError, decode_frames, encode_frames
 from trailmark.settings import BusSettings
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,50 @@ _PRODUCER_STATE = (
 # The group rebalanced under us: the records will be redelivered to the new owner (at-least-once),
 # so a failed commit is not an error the caller can act on.
 _REBALANCED = (CommitFailedError, IllegalGenerationError, UnknownMemberIdError, RebalanceInProgressError)
+
+# Records of one send_batch bound for the same partition travel as one Kafka record of frames (see
+# trailmark/bus/frames.py), marked by this header: aiokafka's per-record costs (a send() and its
+# future on the producer, a ConsumerRecord on the consumer) are most of a hop's CPU at our rates.
+# Each frame keeps its own key, the partition is the one Kafka's default partitioner gives that key,
+# and a pack is unpacked into the same Messages, so stages see no difference. A pack is capped so a
+# consumer's batch and a broker's message limit stay bounded.
+PACK_HEADER = ("trailmark-frames", b"1")
+PACK_MAX_BYTES = 256 * 1024
+PACK_MAX_RECORDS = 500
+
+
+@lru_cache(maxsize=65536)
+def _key_hash(key: bytes) -> int:
+    """Kafka's default partitioner hash (murmur2, as the Java client); pure Python, hence cached."""
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def _packs(
+    records: Sequence[tuple[bytes, bytes]], partitions: int, max_bytes: int
+) -> Iterator[tuple[int, bytes | None, bytes, bool]]:
+    """(partition, key, value, packed) per Kafka record to send: a partition's records, in order,
+    grouped into packs of at most ``max_bytes`` / PACK_MAX_RECORDS; a record alone stays as it is."""
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    for record in records:
+        by_partition.setdefault(_key_hash(record[0]) % partitions, []).append(record)
+    for partition, group in by_partition.items():
+        chunk: list[tuple[bytes, bytes]] = []
+        size = 0
+        for record in group:
+            n = len(record[0]) + len(record[1]) + 8
+            if chunk and (size + n > max_bytes or len(chunk) >= PACK_MAX_RECORDS):
+                yield _pack(partition, chunk)
+                chunk, size = [], 0
+            chunk.append(record)
+            size += n
+        if chunk:
+            yield _pack(partition, chunk)
+
+
+def _pack(partition: int, chunk: list[tuple[bytes, bytes]]) -> tuple[int, bytes | None, bytes, bool]:
+    if len(chunk) == 1:
+        return partition, chunk[0][0], chunk[0][1], False
+    return partition, None, encode_frames(chunk), True
 
 
 def _backoff_failed_metadata() -> None:
@@ -126,8 +174,13 @@ class KafkaProducer:
             # Twice the request timeout: metadata wait + batch expiry are each bounded by it.
             async with _mapped(f"send to {topic}", 2 * self._bus.request_timeout_s + 1):
                 try:
-                    for key, value in records:
-                        futures.append(await producer.send(topic, value=value, key=key))
+                    partitions = len(await producer.partitions_for(topic))
+                    cap = min(PACK_MAX_BYTES, self._bus.settings.max_batch_bytes // 2)
+                    for partition, key, value, packed in _packs(records, partitions, cap):
+                        headers = [PACK_HEADER] if packed else None
+                        futures.append(
+                            await producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+                        )
                 finally:
                     # Await every queued record even if a later send failed, so no future is orphaned.
                     results = await asyncio.gather(*futures, return_exceptions=True)
@@ -154,19 +207,30 @@ class KafkaProducer:
         PRODUCED.labels(topic).inc(len(records))
 
 
+_Held = tuple[TopicPartition, int, list[Message]]
+"""A Kafka record fetched but not handed out yet: its partition, the commit position once it is
+handed out, its messages."""
+
+
 class _Tracker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
     """Drops offsets of revoked partitions so a commit never moves a partition we no longer own, and
     runs the consumer's revoke callbacks. aiokafka awaits this before the group moves partitions,
     and the assignment (hence commits) stays valid meanwhile: an async callback can finish writing
     and commit what it polled, so the next owner starts after it instead of redoing it alongside."""
 
-    def __init__(self, pending: dict[TopicPartition, int], revoked: list[RevokeCallback]) -> None:
+    def __init__(self, pending: dict[TopicPartition, int], revoked: list[RevokeCallback], held: deque[_Held]) -> None:
         self._pending = pending
         self._revoked = revoked
+        self._held = held
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         for tp in revoked:
             self._pending.pop(tp, None)
+        if self._held:  # fetched but not handed out: the partition's next owner reads them
+            gone = set(revoked)
+            kept = [h for h in self._held if h[0] not in gone]
+            self._held.clear()
+            self._held.extend(kept)
         if revoked:
             for callback in self._revoked:
                 result = callback()
@@ -185,6 +249,8 @@ class KafkaConsumer:
         self._topic = topic
         self._group = group
         self._pending: dict[TopicPartition, int] = {}  # next offset to commit, per owned partition
+        # records fetched beyond a poll's max_records, handed out by the next polls
+        self._held: deque[_Held] = deque()
         self._consumer: Any = None
         self._closed = False
         self._revoke_callbacks: list[RevokeCallback] = []
@@ -209,7 +275,7 @@ class KafkaConsumer:
             request_timeout_ms=max(bus.request_timeout_ms, 30_000),
             metadata_max_age_ms=30_000,
         )
-        consumer.subscribe([self._topic], listener=_Tracker(self._pending, self._revoke_callbacks))
+        consumer.subscribe([self._topic], listener=_Tracker(self._pending, self._revoke_callbacks, self._held))
         try:
             async with _mapped(f"connect consumer {self._group}", bus.request_timeout_s + 1):
                 await consumer.start()
@@ -220,27 +286,26 @@ class KafkaConsumer:
         return consumer
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        """About ``max_records`` messages: whole Kafka records, the first one even if it is a pack
+        larger than that (packs are capped at PACK_MAX_RECORDS). Records fetched beyond it wait for
+        the next poll, so a commit position never falls inside a pack."""
         consumer = await self._ensure_started()
-        try:
-            batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        except KafkaError as exc:
-            raise _bus_error(exc, f"poll {self._topic}") from exc
+        held = self._held
+        if not held:
+            try:
+                batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            except KafkaError as exc:
+                raise _bus_error(exc, f"poll {self._topic}") from exc
+            owned = consumer.assignment()
+            for tp, records in batches.items():
+                if records and tp in owned:
+                    held.extend((tp, r.offset + 1, _messages(tp, r)) for r in records)
         out: list[Message] = []
-        owned = consumer.assignment()
-        for tp, records in batches.items():
-            if not records or tp not in owned:
-                continue
-            self._pending[tp] = records[-1].offset + 1
-            out.extend(
-                Message(
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
-                    key=r.key if r.key is not None else b"",
-                    value=r.value if r.value is not None else b"",
-                )
-                for r in records
-            )
+        pending = self._pending
+        while held and len(out) < max_records:
+            tp, position, messages = held.popleft()
+            pending[tp] = position
+            out += messages
         return out
 
     def position(self) -> dict[TopicPartition, int]:
@@ -284,13 +349,29 @@ class KafkaConsumer:
         consumer = self._consumer
         if consumer is None:
             return 0
-        total = 0
+        total = sum(len(h[2]) for h in self._held)  # fetched, not handed out yet
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             pos = _position(consumer, tp)
             if high is not None and pos is not None:
                 total += max(0, int(high) - pos)
         return total
+
+
+def _messages(tp: TopicPartition, r: Any) -> list[Message]:
+    """The messages of one consumer record: a pack's frames, else the record itself."""
+    key = r.key if r.key is not None else b""
+    value = r.value if r.value is not None else b""
+    if r.headers and PACK_HEADER in r.headers:
+        try:
+            frames = decode_frames(value)
+        except FramesError as exc:  # not ours after all: the stage dead-letters it as it is
+            log.warning("kafka record %s@%d has a broken pack (%s); passed on whole", tp, r.offset, exc)
+        else:
+            if frames:
+                topic, partition, offset = r.topic, r.partition, r.offset
+                return [Message(topic, partition, offset, k, v) for k, v in frames]
+    return [Message(r.topic, r.partition, r.offset, key, value)]
 
 
 def _position(consumer: Any, tp: TopicPartition) -> int | None:
