@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from journey_builder.analytics import BadQuery, _contact, _join, _range
+from journey_builder.analytics import BadQuery, _contact, _current, _range, _shared_devices
 from journey_builder.insights import event_condition, query
 from journey_builder.personas import Personas
 from trailmark.settings import AnalysisSettings
@@ -83,21 +83,39 @@ def retention(
     if by == "persona":
         persona_join = f" LEFT JOIN ({personas.profile_sql(db, conf, p)}) AS pm ON pm.contact_id = c.contact_id"
     only = personas.filter_sql(db, conf, p, persona, "c.contact_id")
+
     # the rows of the start and return events: when either is "any event", every event's, and the
     # first channel over them is the first channel over the events the original question reads
-    per_device = (
-        f"SELECT d.anonymous_id AS anonymous_id, max({start}) AS started, minIf(d.first_at, {start}) AS first_at,"
-        f" groupUniqArrayIf(d.day, {back}) AS days, min(d.first_channel) AS first_channel"
-        f" FROM {db}.device_days AS d WHERE d.site_id = {{s:String}} AND ({start} OR {back})"
-        " GROUP BY d.anonymous_id"
-    )
-    per_contact = (
-        f"SELECT {_contact('e')} AS contact_id, minIf(e.first_at, e.started) AS first_at,"
-        f" arrayDistinct(arrayMap(d -> {bucket.format('d')}, groupArrayArray(e.days))) AS back,"
-        f" min(e.first_channel) AS first_channel"
-        f" FROM ({per_device}) AS e{_join(db, 'e')}"
-        f" GROUP BY contact_id HAVING max(e.started){having}"
-    )
+    def per_device(devices: str) -> str:
+        return (
+            f"SELECT d.anonymous_id AS anonymous_id, max({start}) AS started, minIf(d.first_at, {start}) AS first_at,"
+            f" groupUniqArrayIf(d.day, {back}) AS days, min(d.first_channel) AS first_channel"
+            f" FROM {db}.device_days AS d WHERE d.site_id = {{s:String}} AND ({start} OR {back}){devices}"
+            " GROUP BY d.anonymous_id"
+        )
+
+    def contacts(devices: str, identities: str) -> str:
+        return (
+            f"SELECT {_contact('e')} AS contact_id, minIf(e.first_at, e.started) AS first_at,"
+            f" arrayDistinct(arrayMap(d -> {bucket.format('d')}, groupArrayArray(e.days))) AS back,"
+            f" min(e.first_channel) AS first_channel"
+            f" FROM ({per_device(devices)}) AS e LEFT ANY JOIN ({identities}) AS m ON m.anonymous_id = e.anonymous_id"
+            f" GROUP BY contact_id HAVING max(e.started){having}"
+        )
+
+    if by == "persona" or persona:  # the contacts' ids are joined with their personas
+        per_contact = contacts("", _current(db, "1"))
+    else:
+        # a device whose contact has no other device is a contact of its own: its rows need no
+        # identity join and no second grouping (most devices); the others are grouped by contact
+        shared = _shared_devices(db)
+        alone = (
+            f"SELECT '' AS contact_id, e.first_at AS first_at,"
+            f" arrayDistinct(arrayMap(d -> {bucket.format('d')}, e.days)) AS back, e.first_channel AS first_channel"
+            f" FROM ({per_device(f' AND d.anonymous_id NOT IN ({shared})')}) AS e WHERE e.started{having}"
+        )
+        together = contacts(f" AND d.anonymous_id IN ({shared})", _current(db, f"anonymous_id IN ({shared})"))
+        per_contact = f"{alone} UNION ALL {together}"
     rows = query(
         storage,
         conf,
