@@ -116,7 +116,9 @@ class BusSettings(Section):
     replication: int = 1
     linger_ms: int = 5
     max_batch_bytes: int = 1024 * 1024
-    compression: Literal["lz4", "zstd", "gzip", "none"] = "lz4"
+    # zstd: aiokafka compresses lz4 at level 9 (high-compression mode), which cost the enricher
+    # ~11 us per event more than zstd's default level, for a 7x worse ratio (bench/RESULTS.md)
+    compression: Literal["lz4", "zstd", "gzip", "none"] = "zstd"
     request_timeout_s: float = 10.0  # Kafka client request timeout (produce, metadata, commit)
     # Collector on Kafka: while the broker is unreachable, accepted batches go to a local durable
     # spool (SQLite WAL, fsync per commit) and are replayed in order when it returns. Unset spool_dir
