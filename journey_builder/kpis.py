@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from journey_builder.analytics import BadQuery, _contact, _join
-from journey_builder.insights import epoch, query, stage_at, stage_history, stage_name
+from journey_builder.analytics import BadQuery, _contact, _current, _join, _shared_devices
+from journey_builder.insights import STAGE_LIST, epoch, query, stage_at, stage_history, stage_name
 from journey_builder.personas import Personas
 from journey_builder.stages import STAGES
 from trailmark.settings import AnalysisSettings
@@ -89,7 +89,8 @@ def kpis(
         f" SELECT [(h.2, {week.format('h.1')}), (h.2, 'all')] AS levels,"
         f"  arrayFilter(x -> x.2 > h.2 AND x.1 >= h.1, hist) AS later, notEmpty(later) AS moved,"
         f"  if(moved, arrayMin(arrayMap(x -> x.1, later)) - h.1, 0.) AS dur"
-        f" FROM ({hist}) ARRAY JOIN hist AS h WHERE h.1 >= {{lo:Float64}} AND h.1 < {{hi:Float64}})"
+        f" FROM ({hist if only else _histories(db)}) ARRAY JOIN hist AS h"
+        " WHERE h.1 >= {lo:Float64} AND h.1 < {hi:Float64})"
         " ARRAY JOIN levels AS g GROUP BY g",
         p,
     )
@@ -158,6 +159,26 @@ def kpis(
         "totals": total,
         "feedback": answers,
     }
+
+
+def _histories(db: str) -> str:
+    """Every contact's stage history (``hist`` as insights.stage_history gives it, in time order),
+    without the contact's id: a device whose contact has no other device is a contact of its own,
+    its entries need no identity join and one grouping (most devices); the others are grouped by
+    their current contact. ``minMap``: each stage's first entry."""
+    shared = _shared_devices(db)
+    entries = (
+        f"SELECT anonymous_id, toUInt8(indexOf({STAGE_LIST}, stage)) AS idx, {epoch('entered_at')} AS at"
+        f" FROM {db}.stage_transitions_data WHERE site_id = {{s:String}} AND indexOf({STAGE_LIST}, stage) > 0"
+    )
+    hist = "arraySort(x -> x.1, arrayZip(mm.2, mm.1)) AS hist"
+    return (
+        f"SELECT {hist} FROM (SELECT minMap([idx], [at]) AS mm FROM ({entries}"
+        f" AND anonymous_id NOT IN ({shared})) GROUP BY anonymous_id)"
+        f" UNION ALL SELECT {hist} FROM (SELECT minMap([t.idx], [t.at]) AS mm FROM ({entries}"
+        f" AND anonymous_id IN ({shared})) AS t LEFT ANY JOIN ({_current(db, f'anonymous_id IN ({shared})')}) AS m"
+        f" ON m.anonymous_id = t.anonymous_id GROUP BY {_contact('t')})"
+    )
 
 
 def _flow(x: dict[str, Any] | None) -> dict[str, Any]:
