@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from journey_builder.analytics import ContactSet, _only_devices
 from trailmark.storage.base import Storage
 
 GRID_COLS = 20
@@ -33,8 +34,9 @@ RAGE_CLICKS = 3
 __all__ = ["GRID_COLS", "click_map"]
 
 
-def _clicks(db: str) -> str:
-    """One row per click of the page, with its element, position and rage mark."""
+def _clicks(db: str, only: str = "") -> str:
+    """One row per click of the page, with its element, position and rage mark; ``only`` narrows
+    the devices (``persona=``)."""
     return (
         "SELECT anonymous_id, timestamp,"
         f" substring(JSONExtractString(properties, 'selector'), 1, {MAX_SELECTOR}) AS selector,"
@@ -47,17 +49,19 @@ def _clicks(db: str) -> str:
         " count() OVER (PARTITION BY anonymous_id, selector ORDER BY toUnixTimestamp64Milli(timestamp)"
         f" RANGE BETWEEN {RAGE_WINDOW_MS} PRECEDING AND CURRENT ROW) = {RAGE_CLICKS} AS rage"
         f" FROM {db}.events WHERE site_id = {{s:String}} AND event = '$click' AND page_path = {{page:String}}"
-        " AND NOT is_bot AND timestamp >= now64(3) - toIntervalDay({days:UInt32})"
+        " AND NOT is_bot AND timestamp >= now64(3) - toIntervalDay({days:UInt32})" + only
     )
 
 
-def click_map(storage: Storage, site_id: str, page: str, *, days: int, limit: int, rows: int) -> dict[str, Any]:
+def click_map(
+    storage: Storage, site_id: str, page: str, *, days: int, limit: int, rows: int, who: ContactSet | None = None
+) -> dict[str, Any]:
     """Clicks on ``page`` (a path) of one site: totals, the ``limit`` most clicked elements (count,
     share of the page's clicks, rage and dead clicks) and the non-empty cells of the density grid
-    (``GRID_COLS`` × ``rows``)."""
+    (``GRID_COLS`` × ``rows``); with ``who``, only the clicks of its contacts' devices."""
     db = storage.database
-    p = {"s": site_id, "page": page, "days": days, "limit": limit, "rows": rows, "cols": GRID_COLS}
-    clicks = _clicks(db)
+    p: dict[str, Any] = {"s": site_id, "page": page, "days": days, "limit": limit, "rows": rows, "cols": GRID_COLS}
+    clicks = _clicks(db, _only_devices(db, who, p, "anonymous_id"))
     [totals] = storage.query(
         "SELECT count() AS clicks, uniqExact(anonymous_id) AS visitors, countIf(dead) AS dead_clicks,"
         f" countIf(rage) AS rage_clicks FROM ({clicks})",

@@ -204,7 +204,6 @@ def read_router(
     @router.get(
         "/v1/clicks",
         summary="Click map of one page: clicks by element (rage, dead) and a density grid",
-        description="Does not take `persona=` yet (the other analytics reads do).",
     )
     async def clicks(
         s: Annotated[Site, Depends(site)],
@@ -213,11 +212,13 @@ def read_router(
         days: Annotated[int, Query(ge=1, le=366, description="look back this many days")] = 30,
         limit: Annotated[int, Query(ge=1, le=200, description="elements listed")] = 50,
         rows: Annotated[int, Query(ge=1, le=200, description="grid rows (20 columns)")] = 40,
+        persona: Persona = None,
     ) -> dict[str, Any]:
         # read by the click-map overlay from the site's own pages: the key travels in the header,
         # never a cookie, so any origin may read the answer
         response.headers["Access-Control-Allow-Origin"] = "*"
-        return await run(click_map, s["site_id"], page, days=days, limit=limit, rows=rows)
+        who = chosen(persona)
+        return await run(click_map, s["site_id"], page, days=days, limit=limit, rows=rows, who=who)
 
     sandbox = SqlSandbox(sql_settings, database)
     pool = ThreadPoolExecutor(max_workers=max(1, sql_settings.max_concurrent), thread_name_prefix="sql")

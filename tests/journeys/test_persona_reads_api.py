@@ -34,7 +34,8 @@ rules = [{ device = ["mobile"] }]
 name = "Ghost"
 rules = [{ events = ["Never Sent"] }]
 """
-READS = ["/v1/journeys", "/v1/stages", "/v1/funnel", "/v1/paths", "/v1/attribution", "/v1/pain-points"]
+READS = ["/v1/journeys", "/v1/stages", "/v1/funnel", "/v1/paths", "/v1/attribution", "/v1/pain-points", "/v1/clicks"]
+CLICK = {"selector": "button#buy", "text": "Buy", "x": 10, "y": 10, "pw": 100, "ph": 100, "ex": 50, "ey": 50}
 
 
 class Sites(TwoSites):
@@ -86,9 +87,17 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
                 ev("page", "b", 84, "/signup", ua=IPHONE),
                 ev("track", "b", 83, ua=IPHONE, event="Signed Up"),
                 ev("track", "b", 82, ua=IPHONE, event="$error", properties={"message": "boom", "source": "app.js"}),
+                ev("track", "b", 81, "/signup", ua=IPHONE, event="$click", properties=CLICK),
             ],
         )
-        s.post(s.a, [ev("page", "c", 80), ev("page", "c", 79, "/about")])
+        s.post(
+            s.a,
+            [
+                ev("page", "c", 80),
+                ev("page", "c", 79, "/about"),
+                ev("track", "c", 78, "/signup", event="$click", properties=CLICK),
+            ],
+        )
         s.post(
             s.a,
             [
@@ -103,7 +112,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
             s.b, [ev("page", "c", 10, "/pricing"), ev("page", "b", 9, "/pricing"), ev("identify", "b", 8, userId="u1")]
         )
         deadline = time.time() + 30  # events are written last: once they are in, so is the rest
-        while _events(s, s.a) < 13 or _events(s, s.b) < 3:
+        while _events(s, s.a) < 15 or _events(s, s.b) < 3:
             assert time.time() < deadline, "the events never reached the journeys"
             time.sleep(0.2)
         yield s
@@ -155,11 +164,14 @@ def test_stages_funnel_paths_attribution_pain_points(sites: Sites) -> None:
     pain = sites.ok("/v1/pain-points?persona=Other")
     assert ([x["page"] for x in pain["exit_pages"]], pain["errors"]) == (["/about"], [])
     assert [e["message"] for e in sites.ok("/v1/pain-points?persona=Mobile")["errors"]] == ["boom"]
+    clicks = {p: sites.ok(f"/v1/clicks?page=/signup&persona={p}")["clicks"] for p in ("", "Mobile", "Other", "Pricing")}
+    assert clicks == {"": 2, "Mobile": 1, "Other": 1, "Pricing": 0}
+    assert sites.ok("/v1/clicks?page=/signup", sites.b)["clicks"] == 0  # alpha's clicks are alpha's
 
 
 @pytest.mark.parametrize("read", READS)
 def test_unknown_or_too_long_persona_is_400(sites: Sites, read: str) -> None:
-    path = read + ("?steps=/" if read == "/v1/funnel" else "?")
+    path = read + {"/v1/funnel": "?steps=/", "/v1/clicks": "?page=/"}.get(read, "?")
     r = sites.get(f"{path}&persona=Nobody")
     assert r.status_code == 400, r.text
     assert "unknown persona 'Nobody'; use one of Pricing, Mobile, Ghost, Other" in r.text
@@ -172,5 +184,5 @@ def test_openapi_documents_persona(sites: Sites) -> None:
         params = {p["name"]: p for p in spec["paths"][read]["get"]["parameters"]}
         assert params["persona"]["in"] == "query", read
         assert "persona" in params["persona"]["description"], read
-    for one in ("/v1/journeys/{contact}", "/v1/accounts/{account}", "/v1/clicks"):
+    for one in ("/v1/journeys/{contact}", "/v1/accounts/{account}"):
         assert "persona=" in spec["paths"][one]["get"]["description"], one
