@@ -190,11 +190,21 @@ class Proxy:
     """Streams a request the collector does not serve to the main process and its answer back.
 
     Bounded: at most ``max_connections`` requests at once per collector process (more wait up to
-    the pool timeout, then 503); a main process that does not answer is a 503 with Retry-After, as
-    any unavailable dependency."""
+    the pool timeout, then 503) and bodies up to ``max_body_bytes`` (413); a main process that does
+    not answer is a 503 with Retry-After, as any unavailable dependency. A client that leaves
+    before the answer closes the upstream connection too, as it would have closed its own to the
+    main process."""
 
-    def __init__(self, main_url: str, token: str, max_connections: int = 64, read_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        main_url: str,
+        token: str,
+        max_connections: int = 64,
+        read_timeout_s: float = 300.0,
+        max_body_bytes: int = 16 * 1024**2,
+    ) -> None:
         self.token = token.encode()
+        self.max_body_bytes = max_body_bytes
         self.client = httpx.AsyncClient(
             base_url=main_url,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 4),
@@ -207,23 +217,36 @@ class Proxy:
         headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _HOP]
         peer = request.client.host if request.client else ""
         headers += [(TOKEN_HEADER.encode(), self.token), (CLIENT_HEADER.encode(), peer.encode())]
-        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+        body: bytes | None = None
+        if "content-length" in request.headers or "transfer-encoding" in request.headers:
+            # read first (bounded): then a client that leaves can be noticed while the main process works
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    return _answer(413, "payload_too_large", f"body over {self.max_body_bytes} bytes")
+                chunks.append(chunk)
+            body = b"".join(chunks)
         # the path as the client sent it (percent-encoded: a %2F or %3F in a contact id stays one)
         target = request.scope.get("raw_path") or request.scope["path"].encode()
         if query := request.scope.get("query_string"):
             target += b"?" + query
-        upstream = self.client.build_request(
-            request.method,
-            httpx.URL(raw_path=target),
-            headers=headers,
-            content=request.stream() if has_body else None,
-        )
+        upstream = self.client.build_request(request.method, httpx.URL(raw_path=target), headers=headers, content=body)
+        sending = asyncio.ensure_future(self.client.send(upstream, stream=True))
+        left = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait((sending, left), return_when=asyncio.FIRST_COMPLETED)
+        left.cancel()
+        if not sending.done():  # the client left: closing the upstream connection tells the main
+            sending.cancel()  # process, which stops the work (a /v1/sql query is cancelled)
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                await sending
+            return _answer(503, "unavailable", "the client went away")
         try:
-            answer = await self.client.send(upstream, stream=True)
+            answer = sending.result()
         except httpx.HTTPError as exc:
-            detail = f"the main trailmark process did not answer ({type(exc).__name__}); retry"
-            body = orjson.dumps({"error": "unavailable", "detail": detail})
-            return Response(body, status_code=503, media_type="application/json", headers={"Retry-After": "5"})
+            return _answer(
+                503, "unavailable", f"the main trailmark process did not answer ({type(exc).__name__}); retry"
+            )
         back = [(k, v) for k, v in answer.headers.raw if k.lower() not in _UPSTREAM_DROP]
 
         async def relay() -> AsyncIterator[bytes]:
@@ -239,6 +262,18 @@ class Proxy:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _answer(status: int, code: str, detail: str) -> Response:
+    headers = {"Retry-After": "5"} if status == 503 else None
+    body = orjson.dumps({"error": code, "detail": detail})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone away (its body has been read: nothing else comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def internal_allowed(request: Request, token: str) -> bool:
