@@ -40,6 +40,7 @@ from trailmark.processes import (
     ProcessSpec,
     Proxy,
     Supervisor,
+    TellingProducer,
     add_merged_metrics,
     internal_allowed,
     tell_ready,
@@ -100,6 +101,12 @@ class Runtime:
     def producer(self) -> Producer:
         """The collector's producer: the spool-backed one on Kafka, else the bus's own."""
         return self.spool if self.spool is not None else self.bus.producer()
+
+    def log_written(self) -> None:
+        """Another process has written to the embedded log: wake this process's consumers now."""
+        wake = getattr(self.bus, "_wake", None)  # EmbeddedBus's own event; no such thing on Kafka
+        if isinstance(wake, asyncio.Event):
+            wake.set()
 
     def storage_or_fail(self) -> Storage:
         if self.storage is None:
@@ -380,6 +387,7 @@ def create_app(
     limits = EdgeLimits.from_settings(settings.collector)  # one allowance for wrong write and read keys
     if supervisor is not None:  # ... and for every process of the run
         share(limits, supervisor.limits)
+        supervisor.on_written = runtime.log_written
     # with collector processes their routes are mounted here too: the OpenAPI document lists them
     # (the public port never reaches them here: those processes answer collector paths themselves)
     if "collector" in roles or supervisor is not None:
@@ -442,7 +450,14 @@ def create_collector_app(spec: ProcessSpec, settings: Settings, private_port: in
     app.add_middleware(NoSniff)
     _error_handlers(app)
     limits = share(EdgeLimits.from_settings(settings.collector), SharedTable(spec.limits_fd, spec.limit_slots))
-    collector = Collector(SiteKeys.of(spec.sites), runtime.producer, settings.bus.topic_raw, settings.collector, limits)
+    telling: list[TellingProducer] = []
+
+    def producer() -> Producer:  # the runtime's (spool-backed on Kafka), once it is started
+        if not telling:
+            telling.append(TellingProducer(runtime.producer()))
+        return telling[0]
+
+    collector = Collector(SiteKeys.of(spec.sites), producer, settings.bus.topic_raw, settings.collector, limits)
     app.include_router(collector_router(collector))
 
     async def own_metrics(request: Request) -> Response:

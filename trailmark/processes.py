@@ -37,7 +37,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas import Site
+from trailmark.bus.base import Producer
 from trailmark.settings import Settings
 from trailmark.shared_buckets import SharedTable
 
@@ -184,6 +185,28 @@ def tell_ready(private_port: int) -> None:
     """Tell the main process this collector serves, and where its private port is."""
     sys.stdout.write(f"ready {private_port}\n")
     sys.stdout.flush()
+
+
+class TellingProducer:
+    """A collector process's producer: after a batch is in the log, the main process hears of it
+    (one line on the status pipe per event-loop turn, however many batches), so its consumer
+    reads at once rather than at its next poll (up to 0.25 s later)."""
+
+    def __init__(self, inner: Producer) -> None:
+        self.inner = inner
+        self.told = False
+
+    async def send_batch(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        await self.inner.send_batch(topic, records)
+        if not self.told:
+            self.told = True
+            asyncio.get_running_loop().call_soon(self._tell)
+
+    def _tell(self) -> None:
+        self.told = False
+        with contextlib.suppress(OSError):  # the main process is gone: watch_parent stops this one
+            sys.stdout.write("w\n")
+            sys.stdout.flush()
 
 
 class Proxy:
@@ -341,6 +364,9 @@ class Supervisor:
         self.limits = SharedTable.create(settings.collector.rate_limit_max_tracked, settings.data_dir)
         self.slots = [Slot(i) for i in range(count)]
         self.stopping = False
+        # called when a collector process has written to the event log (set by the main process's
+        # app: it wakes the pipeline's consumer at once instead of at its next poll)
+        self.on_written: Callable[[], None] = lambda: None
         self._metrics = httpx.AsyncClient(timeout=2.0, trust_env=False)
         UP.set(0)
         RESTARTS.inc(0)
@@ -392,7 +418,8 @@ class Supervisor:
             if line.startswith(b"ready "):
                 slot.private_url = f"http://127.0.0.1:{int(line.split()[1])}"
                 UP.set(sum(s.up for s in self.slots))
-            await proc.stdout.read()  # until it exits (its stdout closes)
+            while await proc.stdout.readline():  # "written" lines until it exits (its stdout closes)
+                self.on_written()
             code = await proc.wait()
             slot.last_exit = code
             slot.private_url = None
@@ -559,6 +586,7 @@ __all__ = [
     "ProcessSpec",
     "Proxy",
     "Supervisor",
+    "TellingProducer",
     "TOKEN_HEADER",
     "collector_process_count",
     "internal_allowed",
