@@ -304,10 +304,14 @@ RETENTION_TABLES = (
     "step_events",
     "track_events",
     "device_days",
+    "interest_hours",
 )
 # the type of retention_days where it is not UInt16: a summary's, an aggregate (the max over the rows
 # it merged, migration 020). Its DEFAULT is set all the same, so every table says the current setting
-RETENTION_TYPES = {"device_days": "SimpleAggregateFunction(max, UInt16)"}
+RETENTION_TYPES = {
+    "device_days": "SimpleAggregateFunction(max, UInt16)",
+    "interest_hours": "SimpleAggregateFunction(max, UInt16)",
+}
 
 
 def retention_expression(days_by_site: dict[str, int], default_days: int) -> str:

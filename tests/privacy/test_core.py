@@ -211,9 +211,9 @@ def test_rows_older_than_the_sites_retention_disappear_at_the_next_merge(journey
     e = journey.event
     old, recent = -400 * 1440, 0  # 400 days before T0, and T0 (a few weeks ago at most)
     journey.send(
-        e("page", "r-1", old),
+        e("page", "r-1", old, path="/shoes/old"),  # the section is an interest (interest_hours)
         e("track", "r-1", old + 1, event="Order Completed"),
-        e("page", "r-2", recent),
+        e("page", "r-2", recent, path="/shoes/new"),
         e("track", "r-2", recent + 1, event="Order Completed"),
     )
     store, db = journey.storage, journey.storage.database
@@ -234,6 +234,7 @@ def test_rows_older_than_the_sites_retention_disappear_at_the_next_merge(journey
     assert privacy.apply_retention(store, {"s1": 200, "other": 7}, 0) == []  # applied once
     after = merged_counts()
     assert after["events"] == 2 and after["sessions_data"] == 1
+    assert (kept["interest_hours"], after["interest_hours"]) == (2, 1)  # the summaries follow too
     assert all(0 < after[t] < kept[t] for t in privacy.RETENTION_TABLES)
     assert {r["anonymous_id"] for r in store.query(f"SELECT anonymous_id FROM {db}.events")} == {"r-2"}
     # rows written from now on carry the site's retention
