@@ -9,10 +9,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+from trailmark.bus.base import BusError
+
 _FRAME = struct.Struct("<II")
 
 
-class FramesError(ValueError):
+class FramesError(BusError, ValueError):
     """A blob that is not a whole sequence of frames (truncated, or not frames at all)."""
 
 
