@@ -104,9 +104,10 @@ class Runtime:
 
     def log_written(self) -> None:
         """Another process has written to the embedded log: wake this process's consumers now."""
-        wake = getattr(self.bus, "_wake", None)  # EmbeddedBus's own event; no such thing on Kafka
-        if isinstance(wake, asyncio.Event):
-            wake.set()
+        from trailmark.bus.embedded import EmbeddedBus
+
+        if isinstance(self.bus, EmbeddedBus):  # Kafka consumers are woken by the broker
+            self.bus.wake()
 
     def storage_or_fail(self) -> Storage:
         if self.storage is None:

@@ -45,7 +45,7 @@ import httpx
 import orjson
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Metric, generate_latest
+from prometheus_client import REGISTRY, Counter, Gauge, Metric, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.requests import Request
@@ -56,6 +56,7 @@ from schemas import Site
 from trailmark.bus.base import Producer
 from trailmark.settings import Settings
 from trailmark.shared_buckets import SharedTable
+from trailmark.web import add_metrics
 
 log = logging.getLogger("trailmark.processes")
 
@@ -559,22 +560,13 @@ def merge_metrics(local: Iterable[Metric], others: Iterable[str]) -> bytes:
 
 def add_merged_metrics(app: FastAPI, token: str | None, supervisor: Supervisor) -> None:
     """/metrics of the main process: its own families plus its collector processes' samples, behind
-    the same optional Bearer token as ``trailmark.web.add_metrics`` (compared in constant time)."""
-    expected = f"Bearer {token}".encode() if token else None
+    the same optional Bearer token as ``trailmark.web.add_metrics``."""
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics(request: Request) -> Response:
-        if expected is not None:
-            presented = request.headers.get("authorization", "").encode("latin-1", "replace")
-            if not hmac.compare_digest(presented, expected):
-                return Response(
-                    b'{"error": "metrics need Authorization: Bearer <TRAILMARK_METRICS_TOKEN>"}',
-                    status_code=401,
-                    media_type="application/json",
-                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-                )
+    async def merged() -> bytes:
         others = await supervisor.collector_metrics()
-        return Response(merge_metrics(REGISTRY.collect(), others), media_type=CONTENT_TYPE_LATEST)
+        return merge_metrics(REGISTRY.collect(), others)
+
+    add_metrics(app, token, merged)
 
 
 __all__ = [

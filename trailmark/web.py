@@ -4,7 +4,7 @@ this server (no CDN), and the optional token in front of /metrics."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import fastapi_offline
@@ -66,9 +66,13 @@ def add_docs(app: FastAPI, path: str = "/docs") -> None:
         )
 
 
-def add_metrics(app: FastAPI, token: str | None) -> None:
-    """Prometheus metrics at /metrics; with ``token`` set, only for ``Authorization: Bearer <token>``
-    (compared in constant time)."""
+async def _own_metrics() -> bytes:
+    return bytes(generate_latest())
+
+
+def add_metrics(app: FastAPI, token: str | None, render: Callable[[], Awaitable[bytes]] = _own_metrics) -> None:
+    """Prometheus metrics at /metrics, as ``render`` gives them (by default this process's registry);
+    with ``token`` set, only for ``Authorization: Bearer <token>`` (compared in constant time)."""
     expected = f"Bearer {token}".encode() if token else None
 
     @app.get("/metrics", include_in_schema=False)
@@ -82,7 +86,7 @@ def add_metrics(app: FastAPI, token: str | None) -> None:
                     media_type="application/json",
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await render(), media_type=CONTENT_TYPE_LATEST)
 
 
 __all__ = ["NoSniff", "SWAGGER_STATIC", "add_docs", "add_metrics"]

@@ -226,6 +226,12 @@ class EmbeddedBus:
                 self._log.conn.close()
             self._log = None
 
+    def wake(self) -> None:
+        """Another process appended to the log: let this process's consumers poll now rather than at
+        their next 0.25 s check (a no-op before start)."""
+        if self._wake is not None:
+            self._wake.set()
+
     def _started(self) -> tuple[_Log, asyncio.Event]:
         if self._log is None or self._wake is None:
             raise BusUnavailable("embedded bus not started")
