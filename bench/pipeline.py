@@ -208,8 +208,9 @@ def keys(data_dir: Path) -> dict[str, Any]:
     return site
 
 
-def embedded(work: Path) -> Setup:
-    up = Proc(["up"], work / "embedded" / "data", {})
+def embedded(work: Path, collector_processes: int | None = None) -> Setup:
+    env = {} if collector_processes is None else {"TRAILMARK_COLLECTOR_PROCESSES": str(collector_processes)}
+    up = Proc(["up"], work / "embedded" / "data", env)
     up.wait_ready()
     return Setup("embedded (trailmark up: SQLite log, chDB)", up.url, up.url, [up], keys(up.data_dir))
 
@@ -408,6 +409,9 @@ def main() -> None:
     ap.add_argument("--paced-share", type=float, default=0.5, help="freshness load, share of the e2e throughput")
     ap.add_argument("--kafka", help="bootstrap of a running broker (default: start one with kafka.sh)")
     ap.add_argument("--only", choices=SETUPS)
+    ap.add_argument(
+        "--collector-processes", type=int, help="embedded: TRAILMARK_COLLECTOR_PROCESSES (default: its own)"
+    )
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -423,7 +427,7 @@ def main() -> None:
             if args.only and kind != args.only:
                 continue
             if kind == "embedded":
-                setup = embedded(work)
+                setup = embedded(work, args.collector_processes)
             else:
                 bootstrap = args.kafka
                 if not bootstrap:

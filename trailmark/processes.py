@@ -88,9 +88,12 @@ UP = Gauge("trailmark_collector_processes_up", "Collector processes serving the 
 
 
 def collector_process_count(settings: Settings) -> int:
-    """How many collector processes ``trailmark up`` starts: the setting, or by default one per two
-    cores (at most 4) on the embedded log, none on one core or on Kafka (where ``trailmark
-    collector`` processes scale the collector out, and each process would need its own spool)."""
+    """How many collector processes ``trailmark up`` starts: the setting, or by default, on the
+    embedded log, one per two cores beyond the two the pipeline needs (at most 4), none on fewer than
+    four cores or on Kafka (where ``trailmark collector`` processes scale the collector out, and each
+    process would need its own spool). On two cores a collector process accepts far more than the
+    pipeline can take and competes with it for the cores: end to end fell from 10.7k to 7.8k events/s
+    and freshness p95 under half that load rose from 0.74 s to 9.4 s (bench/RESULTS.md)."""
     if settings.collector_processes is not None:
         return max(0, settings.collector_processes)
     if settings.bus.kind != "embedded":
@@ -99,7 +102,7 @@ def collector_process_count(settings: Settings) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return 0 if cores < 2 else min(4, max(1, cores // 2))
+    return 0 if cores < 4 else min(4, cores // 2 - 1)
 
 
 def public_socket(host: str, port: int) -> socket.socket:

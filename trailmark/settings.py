@@ -271,8 +271,8 @@ class Settings(BaseSettings):
     # (bench/RESULTS.md). The objects present at start are frozen out of collections too.
     gc_threshold: int = 50_000
     # `trailmark up` only: collector processes beside the main one, so HTTP ingestion never waits on
-    # the pipeline's GIL (trailmark/processes.py). Unset: one per two cores (at most 4) on the
-    # embedded log, none on one core or on Kafka; 0: everything in one process. Set on Kafka, each
+    # the pipeline's GIL (trailmark/processes.py). Unset: on the embedded log, one per two cores
+    # beyond two (at most 4), none below four cores or on Kafka; 0: everything in one process. Set on Kafka, each
     # collector process has a spool of its own, which an erasure does not rewrite (README "Privacy").
     collector_processes: int | None = None
 
