@@ -175,6 +175,23 @@ def test_credits_equal_the_reference_across_late_and_merged_identities(site: Jou
         assert got["total_conversions"] == len(got["conversions"]) == n > 0
 
 
+def test_each_conversion_is_listed_under_its_devices_current_contact(site: Journey) -> None:
+    """The details name each conversion's contact as identity_map does: identified devices alone on
+    their contact (grouped by device, not by contact, in the read) and merged ones alike."""
+    e = site.event
+    site.send(e("page", "alone", 10, path="/pricing"), e("identify", "alone", 11, user_id="solo"))
+    site.send(e("track", "alone", 12, event="Order Completed"))
+    current = {
+        r["anonymous_id"]: r["contact_id"]
+        for r in site.sql("SELECT anonymous_id, contact_id FROM {db}.identity_map WHERE site_id = 's1'")
+    }
+    events = site.sql("SELECT message_id, anonymous_id FROM {db}.events WHERE event = 'Order Completed'")
+    want = {ev["message_id"]: current.get(ev["anonymous_id"]) or f"anon:{ev['anonymous_id']}" for ev in events}
+    got = analytics.attribution(site.storage, SITE, "Order Completed", "linear", "channel", 30, 7.0, details=True)
+    assert {c["message_id"]: c["contact_id"] for c in got["conversions"]} == want
+    assert "user:solo" in want.values()  # an identified device alone on its contact converted
+
+
 def test_a_late_identify_moves_a_devices_history_to_its_contact(journey: Journey) -> None:
     e = journey.event
     # the laptop arrives from an ad and reaches /pricing; the phone, unknown, reads the newsletter,
