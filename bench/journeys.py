@@ -2,12 +2,14 @@
 builder into chDB, then time the read API of a real ``trailmark up`` on that data.
 
     .venv/bin/python bench/journeys.py [--sizes 1000000,10000000] [--requests 200] [--insights]
-        [--all-models] [--keep DIR | --data DIR [--code DIR]]
+        [--all-models] [--keep DIR | --data DIR [--code DIR]] [--no-record]
 
 ``--keep DIR`` keeps the loaded data in DIR (with its load figures in DIR/load.json); ``--data DIR``
 reads such a folder again without loading, so two versions of the read code can be timed on the same
 data, alternating: ``--code DIR`` serves the reads from another checkout (a git worktree of the
-"before" commit). ``--all-models`` times every attribution model, not only linear.
+"before" commit). ``--all-models`` times every attribution model, not only linear. Besides latency
+it reports the server process's CPU time per read (user + system, from /proc), which the other load
+on a shared machine sways less than wall time. ``--no-record`` prints without appending to RESULTS.md.
 
 Loading goes through JourneyBuilder.process (sessions, touchpoints, identities, contacts, stages
 and events are all derived, as in production) but skips the collector and enrichment: events are
@@ -250,14 +252,22 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def timed(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> tuple[float, float]:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (and its threads: chDB's), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(client: httpx.Client, url: str, headers: dict[str, str], n: int, pid: int) -> tuple[float, float, float]:
+    """p50 and p95 latency of ``n`` reads of ``url``, and the server's CPU ms per read."""
     lat = []
+    cpu = process_cpu_s(pid)
     for _ in range(n):
         t = time.perf_counter()
         r = client.get(url, headers=headers)
         lat.append((time.perf_counter() - t) * 1000)
         assert r.status_code == 200, r.text[:300]
-    return statistics.median(lat), percentile(lat, 0.95)
+    return statistics.median(lat), percentile(lat, 0.95), (process_cpu_s(pid) - cpu) * 1000 / n
 
 
 def measure(
@@ -303,25 +313,28 @@ def measure(
         res: dict[str, Any] = {"size": size, **{k: info[k] for k in ("events", "visitors", "load_s")}}
         with httpx.Client(base_url=base, timeout=120) as c:
             journey_lat = []
+            cpu = process_cpu_s(server.pid)
             for i in range(requests):
                 contact = rng.choice(info["users"]) if i % 2 == 0 else f"anon-{rng.randrange(info['visitors']):09d}"
                 t = time.perf_counter()
                 r = c.get(f"/v1/journeys/{contact}", headers=h)
                 journey_lat.append((time.perf_counter() - t) * 1000)
                 assert r.status_code == 200, (contact, r.text[:200])
+            res["journey_cpu"] = (process_cpu_s(server.pid) - cpu) * 1000 / requests
             res["journey_p50"], res["journey_p95"] = statistics.median(journey_lat), percentile(journey_lat, 0.95)
-            res["funnel_p50"], res["funnel_p95"] = timed(
-                c, "/v1/funnel?steps=/,/pricing,/signup,Signed%20Up&window=604800", h, max(5, requests // 20)
+            reads = max(5, requests // 20)
+            res["funnel_p50"], res["funnel_p95"], res["funnel_cpu"] = timed(
+                c, "/v1/funnel?steps=/,/pricing,/signup,Signed%20Up&window=604800", h, reads, server.pid
             )
             for model in models:
-                res[f"attribution_{model}_p50"], res[f"attribution_{model}_p95"] = timed(
-                    c, f"/v1/attribution?conversion=Order%20Completed&model={model}", h, max(5, requests // 20)
+                (res[f"attribution_{model}_p50"], res[f"attribution_{model}_p95"], res[f"attribution_{model}_cpu"]) = (
+                    timed(c, f"/v1/attribution?conversion=Order%20Completed&model={model}", h, reads, server.pid)
                 )
             res["attribution_p50"] = max(res[f"attribution_{m}_p50"] for m in models)
             res["attribution_p95"] = max(res[f"attribution_{m}_p95"] for m in models)
             if insights:  # issue 16's reads; the data spans START + ~2 months, hence the KPI window
                 for name, url in INSIGHTS.items():
-                    res[f"{name}_p50"], res[f"{name}_p95"] = timed(c, url, h, max(5, requests // 20))
+                    res[f"{name}_p50"], res[f"{name}_p95"], res[f"{name}_cpu"] = timed(c, url, h, reads, server.pid)
 
             def sql(q: str) -> tuple[Any, float]:
                 t = time.perf_counter()
@@ -353,6 +366,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="load into this folder and keep it (one size)")
     ap.add_argument("--data", type=Path, help="time the reads on a folder loaded with --keep (no load)")
     ap.add_argument("--code", type=Path, default=ROOT, help="checkout that serves the reads (default: this one)")
+    ap.add_argument("--no-record", action="store_true", help="print the figures only (no RESULTS.md append)")
     args = ap.parse_args()
     from journey_builder.attribution import MODELS
 
@@ -361,7 +375,7 @@ def main() -> None:
     results = [measure(int(s), args.requests, args.insights, **opts) for s in args.sizes.split(",")]
     cpu = cpu_model()
     lines = [
-        f"## Journeys read API — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"## Journeys read API — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC (load average {os.getloadavg()[0]:.1f})",
         "",
         f"Machine: {os.cpu_count()} cores, {cpu}. chDB {__import__('chdb').__version__}. Data loaded through"
         " JourneyBuilder.process (enrichment skipped), then read through a `trailmark up` server with"
@@ -381,6 +395,16 @@ def main() -> None:
             f" ev/s) | {r['journey_p50']:.1f} / {r['journey_p95']:.1f} ms | {r['funnel_p50']:.0f} /"
             f" {r['funnel_p95']:.0f} ms | {r['attribution_p50']:.0f} / {r['attribution_p95']:.0f} ms |"
         )
+    lines += [
+        "",
+        "Server CPU per read (user + system, ms):",
+        "",
+        "| events | journey | funnel | " + " | ".join(f"attribution {m}" for m in models) + " |",
+        "| ---: | ---: | ---: |" + " ---: |" * len(models),
+    ]
+    for r in results:
+        cells = " | ".join(f"{r[f'attribution_{m}_cpu']:.0f}" for m in models)
+        lines.append(f"| {r['stored']:,} | {r['journey_cpu']:.1f} | {r['funnel_cpu']:.0f} | {cells} |")
     lines += [
         "",
         "Sessions (ReplacingMergeTree; the `sessions` view reads it with FINAL):",
@@ -423,8 +447,9 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    with open(ROOT / "bench" / "RESULTS.md", "a") as f:
-        f.write("\n" + text)
+    if not args.no_record:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
+            f.write("\n" + text)
 
 
 if __name__ == "__main__":
