@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -395,16 +396,21 @@ def main() -> None:
             f" ev/s) | {r['journey_p50']:.1f} / {r['journey_p95']:.1f} ms | {r['funnel_p50']:.0f} /"
             f" {r['funnel_p95']:.0f} ms | {r['attribution_p50']:.0f} / {r['attribution_p95']:.0f} ms |"
         )
-    lines += [
-        "",
+
+    def table(title: str, heads: list[str], cells: Callable[[dict[str, Any]], list[str]]) -> None:
+        """A table of one row per size: events, then ``cells``."""
+        lines.extend(["", title, "", "| events | " + " | ".join(heads) + " |", "| ---: |" + " ---: |" * len(heads)])
+        lines.extend(f"| {r['stored']:,} | " + " | ".join(cells(r)) + " |" for r in results)
+
+    table(
         "Server CPU per read (user + system, ms):",
-        "",
-        "| events | journey | funnel | " + " | ".join(f"attribution {m}" for m in models) + " |",
-        "| ---: | ---: | ---: |" + " ---: |" * len(models),
-    ]
-    for r in results:
-        cells = " | ".join(f"{r[f'attribution_{m}_cpu']:.0f}" for m in models)
-        lines.append(f"| {r['stored']:,} | {r['journey_cpu']:.1f} | {r['funnel_cpu']:.0f} | {cells} |")
+        ["journey", "funnel", *(f"attribution {m}" for m in models)],
+        lambda r: [
+            f"{r['journey_cpu']:.1f}",
+            f"{r['funnel_cpu']:.0f}",
+            *(f"{r[f'attribution_{m}_cpu']:.0f}" for m in models),
+        ],
+    )
     lines += [
         "",
         "Sessions (ReplacingMergeTree; the `sessions` view reads it with FINAL):",
@@ -419,27 +425,17 @@ def main() -> None:
             f" {r['final_ms']:.0f} ms | {r['view_ms']:.0f} ms |"
         )
     if len(models) > 1:
-        lines += [
-            "",
+        table(
             "Attribution per model, p50 / p95:",
-            "",
-            "| events | " + " | ".join(models) + " |",
-            "| ---: |" + " ---: |" * len(models),
-        ]
-        for r in results:
-            cells = " | ".join(f"{r[f'attribution_{m}_p50']:.0f} / {r[f'attribution_{m}_p95']:.0f} ms" for m in models)
-            lines.append(f"| {r['stored']:,} | {cells} |")
+            list(models),
+            lambda r: [f"{r[f'attribution_{m}_p50']:.0f} / {r[f'attribution_{m}_p95']:.0f} ms" for m in models],
+        )
     if args.insights:
-        lines += [
-            "",
+        table(
             "Journey-method reads (issue 16; target p95 < 1 s each at 10M events):",
-            "",
-            "| events | " + " | ".join(f"{n} p50 / p95" for n in INSIGHTS) + " |",
-            "| ---: |" + " ---: |" * len(INSIGHTS),
-        ]
-        for r in results:
-            cells = " | ".join(f"{r[f'{n}_p50']:.0f} / {r[f'{n}_p95']:.0f} ms" for n in INSIGHTS)
-            lines.append(f"| {r['stored']:,} | {cells} |")
+            [f"{n} p50 / p95" for n in INSIGHTS],
+            lambda r: [f"{r[f'{n}_p50']:.0f} / {r[f'{n}_p95']:.0f} ms" for n in INSIGHTS],
+        )
     lines += [
         "",
         "Targets (issue 15): at 10M events journey p95 < 50 ms, funnel and attribution (every model) p95 < 500 ms.",
