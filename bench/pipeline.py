@@ -247,8 +247,8 @@ def stages(work: Path, name: str, env: dict[str, str], builders: int, enrichers:
     return procs
 
 
-def kafka(work: Path, bootstrap: str) -> Setup:
-    procs = stages(work, "kafka", kafka_env(bootstrap), builders=1, enrichers=1)
+def kafka(work: Path, bootstrap: str, extra: dict[str, str]) -> Setup:
+    procs = stages(work, "kafka", kafka_env(bootstrap, **extra), builders=1, enrichers=1)
     return Setup(
         "kafka (collector, enricher, journey-builder: 3 processes; chDB)",
         procs[-1].url,
@@ -259,10 +259,10 @@ def kafka(work: Path, bootstrap: str) -> Setup:
     )
 
 
-def kafka_scaled(work: Path, bootstrap: str) -> Setup:
+def kafka_scaled(work: Path, bootstrap: str, extra: dict[str, str]) -> Setup:
     ch = Proc([], work / "kafka-scaled-clickhouse" / "data", {}, module="tests.chserver.server", ready="/ping")
     ch.wait_ready()
-    env = kafka_env(bootstrap, TRAILMARK_CLICKHOUSE_URL=ch.url, TRAILMARK_BUS__PARTITIONS="6")
+    env = kafka_env(bootstrap, **{"TRAILMARK_CLICKHOUSE_URL": ch.url, "TRAILMARK_BUS__PARTITIONS": "6", **extra})
     procs = stages(work, "kafka-scaled", env, builders=2, enrichers=2)
     return Setup(
         "kafka ×2 (collector, 2 enrichers, 2 journey-builders: 5 processes; ClickHouse HTTP endpoint"
@@ -309,6 +309,20 @@ def tree_cpu(roots: list[int]) -> float:
     return total
 
 
+def batch_stats(procs: list[Proc]) -> dict[str, tuple[float, float]]:
+    """stage -> (batches, records) so far, summed over ``procs``' /metrics (trailmark_stage_batch_records)."""
+    out: dict[str, tuple[float, float]] = {}
+    for p in procs:
+        try:
+            text = httpx.get(p.url + "/metrics", timeout=10).text
+        except httpx.HTTPError:
+            continue
+        for m in re.finditer(r'^trailmark_stage_batch_records_(count|sum)\{stage="([^"]+)"\} (\S+)$', text, re.M):
+            n, r = out.get(m.group(2), (0.0, 0.0))
+            out[m.group(2)] = (n + float(m.group(3)), r) if m.group(1) == "count" else (n, r + float(m.group(3)))
+    return out
+
+
 def wait_count(setup: Setup, target: int, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -323,6 +337,7 @@ def throughput(setup: Setup, seconds: float, connections: int, work: Path) -> No
     pids = [p.proc.pid for p in setup.procs] + ([setup.broker_pid] if setup.broker_pid else [])
     cpu0 = tree_cpu(pids)
     each0 = {pid: tree_cpu([pid]) for pid in pids}
+    batches0 = batch_stats(setup.procs)
     started = time.monotonic()
     w = run_wrk(setup.collector, setup.site["write_key"], seconds, connections, work)
     if w.non2xx:
@@ -333,6 +348,12 @@ def throughput(setup: Setup, seconds: float, connections: int, work: Path) -> No
     names = {p.proc.pid: " ".join(str(a) for a in p.proc.args[3:4]) or "clickhouse" for p in setup.procs}
     each = {f"{names.get(pid, 'broker')}:{pid}": round(tree_cpu([pid]) - c, 1) for pid, c in each0.items()}
     print(setup.name, "CPU seconds per process:", each, flush=True)
+    print(setup.name, "CPU µs per event:", {k: round(v * 1e6 / accepted) for k, v in each.items()}, flush=True)
+    batches = {}
+    for stage, (n, r) in batch_stats(setup.procs).items():
+        n0, r0 = batches0.get(stage, (0.0, 0.0))
+        batches[stage] = f"{n - n0:.0f} batches, {(r - r0) / max(1.0, n - n0):.0f} records each"
+    print(setup.name, "stage batches:", batches, flush=True)
     total = stored_at - started
     setup.figures.update(
         accepted=accepted,
@@ -412,6 +433,13 @@ def main() -> None:
     ap.add_argument(
         "--collector-processes", type=int, help="embedded: TRAILMARK_COLLECTOR_PROCESSES (default: its own)"
     )
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the Kafka set-ups' stages, e.g. TRAILMARK_BUS__COMPRESSION=none (repeatable)",
+    )
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -433,7 +461,8 @@ def main() -> None:
                 if not bootstrap:
                     bootstrap, broker_env, broker_pid = start_broker(work)
                     args.kafka = bootstrap
-                setup = kafka(work, bootstrap) if kind == "kafka" else kafka_scaled(work, bootstrap)
+                extra = dict(e.split("=", 1) for e in args.env)
+                setup = kafka(work, bootstrap, extra) if kind == "kafka" else kafka_scaled(work, bootstrap, extra)
                 setup.broker_pid = broker_pid
             try:
                 run_wrk(setup.collector, setup.site["write_key"], 3, args.connections, work)  # warm-up

@@ -10,6 +10,8 @@
 #
 # Env: KAFKA_RUN_DIR (default .cache/kafka/run), KAFKA_CACHE_DIR (default .cache/kafka),
 #      KAFKA_PORT / KAFKA_CONTROLLER_PORT (default: free ports), KAFKA_HEAP_OPTS (default -Xmx512m),
+#      KAFKA_GC_OPTS (default G1, 20 ms pauses), KAFKA_EXTRA_CONFIG (lines appended to
+#      server.properties, e.g. num.io.threads=2: how bench/pipeline.py tries broker settings),
 #      KAFKA_START_TIMEOUT (seconds, default 90), PYTHON (for the readiness check),
 #      KAFKA_KEEP_DATA=1 (start over the existing data dir, on the same ports: a broker restart).
 # Data is ephemeral: every start formats a fresh log dir, so tests never see old topics
@@ -23,6 +25,7 @@ lib="$cache/lib"
 run="${KAFKA_RUN_DIR:-$root/.cache/kafka/run}"
 pidfile="$run/kafka.pid"
 heap="${KAFKA_HEAP_OPTS:--Xmx512m -Xms128m}"
+gc="${KAFKA_GC_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20}"
 timeout_s="${KAFKA_START_TIMEOUT:-90}"
 
 die() { echo "kafka.sh: error: $*" >&2; exit 1; }
@@ -160,6 +163,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 log.segment.bytes=67108864
+${KAFKA_EXTRA_CONFIG:-}
 EOF
   cat >"$run/log4j2.properties" <<EOF
 status = warn
@@ -177,7 +181,7 @@ EOF
 
 java_opts() {
   # shellcheck disable=SC2206
-  jopts=($heap -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+  jopts=($heap $gc -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$run/log4j2.properties" "-Dkafka.logs.dir=$run/logs"
     -cp "$lib/*")
 }

@@ -23,7 +23,7 @@ from tests.deadletters.helpers import (
     wait,
 )
 from tests.kafka.pipeline import Pipeline
-from tests.kafka.test_stages import _read_topic, post
+from tests.kafka.test_stages import _read_topic, enriched_events, post
 from trailmark.bus.kafka import KafkaBus
 from trailmark.settings import BusSettings
 
@@ -51,7 +51,7 @@ async def _produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None
 
 def enriched_copies(bootstrap: str, topic: str, message_id: str) -> int:
     records = asyncio.run(_read_topic(bootstrap, topic, 10**6, timeout_s=60, idle_s=2))
-    return sum(1 for _, value, _ in records if orjson.loads(value).get("message_id") == message_id)
+    return sum(1 for _, value, _ in records for ev in enriched_events(value) if ev.get("message_id") == message_id)
 
 
 def test_replay_on_kafka_goes_to_the_topic_each_stage_reads(pipeline: Pipeline, kafka_bootstrap: str) -> None:

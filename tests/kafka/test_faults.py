@@ -22,7 +22,7 @@ import pytest
 
 from tests.kafka.conftest import KAFKA_SH
 from tests.kafka.pipeline import T0, Pipeline, Poster, Stage, page
-from tests.kafka.test_stages import _read_topic, post, read_topic
+from tests.kafka.test_stages import _read_topic, enriched_events, post, read_topic
 from trailmark.bus.kafka import KafkaBus
 from trailmark.settings import BusSettings
 
@@ -166,10 +166,10 @@ def test_broker_down_for_20s_while_posting(tmp_path: Path, own_broker: Broker) -
         first: dict[str, list[str]] = defaultdict(list)
         seen: set[str] = set()
         for _, value, _ in records:
-            ev = orjson.loads(value)
-            if ev["message_id"] not in seen:
-                seen.add(ev["message_id"])
-                first[ev["anonymous_id"]].append(ev["message_id"])
+            for ev in enriched_events(value):
+                if ev["message_id"] not in seen:
+                    seen.add(ev["message_id"])
+                    first[ev["anonymous_id"]].append(ev["message_id"])
         posted: dict[str, list[str]] = defaultdict(list)
         for m in [*spooled.acked, *retried.acked]:
             posted[m.rsplit("-", 1)[0]].append(m)
