@@ -3,6 +3,11 @@ through ``JourneyBuilder.process`` into a fresh chDB, optionally side by side wi
 (``--baseline DIR``, e.g. a ``git worktree`` of an older commit), the runs alternating.
 
     .venv/bin/python bench/builder.py [--events 200000] [--batch 20000] [--repeat 2] [--baseline DIR]
+                                      [--returning DATA]
+
+``--returning DATA`` times visitors coming back instead: a copy of a loaded folder (bench/journeys.py
+--keep), visitors drawn among the stored ones, a builder with nothing in memory (see
+``child_returning``).
 
 CPU time (``time.process_time``: every thread of the process, chDB's included) is the figure to
 compare on a shared machine: wall time grows with whatever else runs, CPU time much less. The
@@ -69,6 +74,68 @@ def child(events: int, batch_rows: int) -> dict[str, Any]:
             batch = []
     if batch:
         batches.append(batch)
+    _tune_gc()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for b in batches:
+        builder.process(b)  # type: ignore[arg-type]
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"events": total, "cpu_s": cpu, "wall_s": wall}
+
+
+def child_returning(events: int, batch_rows: int, data: Path) -> dict[str, Any]:
+    """Returning visitors on a loaded folder (a copy of ``data``, e.g. bench/journeys.py --keep's
+    10M events): 12,000 visitors drawn at random among the stored ones come back twice, each time
+    with ``events`` new events, a new builder each time (nothing in memory, as after a restart or a
+    rebalance, or once the in-memory cache let them go). The second visit is timed, background
+    merges stopped (they belong to the whole load, not to these batches)."""
+    import random
+    import shutil
+
+    import journeys as traffic  # bench/journeys.py of this checkout
+
+    from journey_builder.builder import JourneyBuilder
+    from schemas import ENRICHED_DEFAULTS
+    from trailmark.settings import JourneySettings
+    from trailmark.storage import apply_migrations
+    from trailmark.storage.chdb_backend import ChdbStorage
+
+    copy = Path(tempfile.mkdtemp(prefix="bench-builder-", dir=data.parent))
+    try:
+        shutil.copytree(data / "clickhouse", copy / "clickhouse")
+        storage = ChdbStorage(copy / "clickhouse", "trailmark")
+        apply_migrations(storage)  # this checkout's (an upgrade's backfills are not timed)
+        defaults = {"v": 1, "site_id": "default", "event": "", "user_id": "", "previous_id": "", "group_id": "",
+                    "properties": {}, "traits": {}, "context": {}, "original_timestamp": "", "sent_at": "",
+                    "ip": "203.0.113.0", "user_agent": "", **ENRICHED_DEFAULTS}  # fmt: skip
+        stored = int(  # first devices: anon-<n, 9 digits>; second devices are anon-<n + 10^10>
+            storage.query(
+                "SELECT uniqExact(anonymous_id) AS n FROM trailmark.events WHERE anonymous_id LIKE 'anon-0%'"
+            )[0]["n"]
+        )
+        rng = random.Random(7)
+        pool = rng.sample(range(stored), 12_000)  # bench/journeys.py's visitors are anon-<n>, n < stored
+
+        def visit() -> list[list[dict[str, Any]]]:
+            evs: list[dict[str, Any]] = []
+            while len(evs) < events:
+                evs += traffic.visitor_events(rng, rng.choice(pool), defaults)[0]
+            return [evs[i : i + batch_rows] for i in range(0, len(evs), batch_rows)]
+
+        for b in visit():  # the first return: what this checkout writes for them
+            JourneyBuilder(storage, JourneySettings(max_visitors=200_000)).process(b)  # type: ignore[arg-type]
+        batches = visit()
+        storage.execute("SYSTEM STOP MERGES")
+        _tune_gc()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for b in batches:
+            JourneyBuilder(storage, JourneySettings(max_visitors=200_000)).process(b)  # type: ignore[arg-type]
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        return {"events": sum(map(len, batches)), "cpu_s": cpu, "wall_s": wall}
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _tune_gc() -> None:
     try:  # as trailmark's processes do (trailmark/cli.py); older checkouts had no such function
         from trailmark.runtime import tune_gc
         from trailmark.settings import Settings
@@ -80,17 +147,12 @@ def child(events: int, batch_rows: int) -> dict[str, Any]:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)  # what the older trailmark/cli.py set
-    cpu, wall = time.process_time(), time.perf_counter()
-    for b in batches:
-        builder.process(b)  # type: ignore[arg-type]
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return {"events": total, "cpu_s": cpu, "wall_s": wall}
 
 
-def run(checkout: Path, events: int, batch_rows: int) -> dict[str, Any]:
+def run(checkout: Path, events: int, batch_rows: int, returning: Path | None = None) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'bench'}"}
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(events), str(batch_rows)],
+        [sys.executable, __file__, "--child", str(events), str(batch_rows)] + ([str(returning)] if returning else []),
         env=env,
         cwd=checkout,
         capture_output=True,
@@ -106,15 +168,25 @@ def commit_of(checkout: Path) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--child":
         sys.path[:0] = [str(Path.cwd()), str(Path.cwd() / "bench")]
-        print(orjson.dumps(child(int(sys.argv[2]), int(sys.argv[3]))).decode())
+        events, batch_rows = int(sys.argv[2]), int(sys.argv[3])
+        got = (
+            child_returning(events, batch_rows, Path(sys.argv[4])) if len(sys.argv) == 5 else child(events, batch_rows)
+        )
+        print(orjson.dumps(got).decode())
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--baseline", type=Path, help="another checkout to run side by side (alternating)")
+    ap.add_argument(
+        "--returning",
+        type=Path,
+        help="a loaded data folder (bench/journeys.py --keep): time returning visitors on a copy of it"
+        " (--events per visit) instead of new ones on an empty store",
+    )
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     root = HERE.parent
@@ -123,12 +195,14 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     for _ in range(args.repeat):
         for name, path in reversed(checkouts):  # baseline first in each round
-            runs[name].append(run(path, args.events, args.batch))
+            runs[name].append(run(path, args.events, args.batch, args.returning))
             loads.append(os.getloadavg()[0])
     lines = [
-        f"\n## Journey builder alone — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n",
+        f"\n## Journey builder alone{', returning visitors' if args.returning else ''}"
+        f" — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n",
         f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}. Command: "
         f"`.venv/bin/python bench/builder.py --events {args.events} --batch {args.batch} --repeat {args.repeat}"
+        + (f" --returning {args.returning}" if args.returning else "")
         + (" --baseline <worktree>`" if args.baseline else "`")
         + f". Load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}.\n",
         "| checkout | events | events per CPU second (each run) | median | events per wall second (each run) |",

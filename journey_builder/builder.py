@@ -2,7 +2,9 @@
 
 The builder is the single writer for its visitors (the bus keys records by site + visitor), so it
 keeps each visitor's open session in memory and reloads it from ClickHouse after a restart or a
-rebalance, as of the last batch whose events are stored. Contacts, emails and accounts span
+rebalance, as of the last batch whose events are stored: from the visitor's ``visitor_state`` row
+(written with each batch, used only if that batch's events are stored), else rebuilt from its
+stored events. Contacts, emails and accounts span
 visitors (several builders of a group write them), so they are read fresh for every batch.
 Write order makes redelivery harmless: derived tables first (versioned / replacing, so a re-derived
 row collapses), ``events`` last; an event already in ``events`` (looked up by visitor + messageId on
@@ -16,6 +18,8 @@ Not covered: a builder killed after writing identities of a batch, in which an e
 is followed by a userId identify of the same visitor; the batch, redelivered, then finds the
 later contact already linked and adds a link of the email to it. Two builders updating one
 contact at once (two devices of a person on two partitions): the later write wins per contact.
+A builder killed in the middle of one events insert that spans three or more months, for a visitor
+whose events of that batch span them all: its state row is checked by its first and last event only.
 Events a site keeps only as consent aggregates are counted at least once (a redelivered batch
 counts them again: they keep no messageId to check).
 """
@@ -38,6 +42,7 @@ from journey_builder.core import (
     blank_contact,
     email_of,
     is_conversion,
+    visitor_from_state,
     visitor_id,
 )
 from journey_builder.privacy import AGGREGATE_TABLE, ConsentPolicies, Suppression, split_by_consent
@@ -46,7 +51,7 @@ from journey_builder.stages import PURCHASE, StageRules
 from schemas import EnrichedEvent
 from schemas.times import epoch_ms, from_ch
 from trailmark.settings import JourneySettings
-from trailmark.storage.base import Storage
+from trailmark.storage.base import Row, Storage
 
 __all__ = ["JourneyBuilder", "Output", "visitor_id"]
 
@@ -78,7 +83,7 @@ class JourneyBuilder:
 
     def process(self, batch: Sequence[EnrichedEvent]) -> Output:
         """Derive and write everything for one batch; returns what was written (for metrics/tests)."""
-        fresh, stored = self._drop_seen(batch)
+        fresh, stored, states = self._drop_seen(batch)
         out = Output(skipped_duplicates=len(batch) - len(fresh))
         if not fresh:
             return out
@@ -95,11 +100,21 @@ class JourneyBuilder:
             core.contacts.clear()
             core.email_contacts.clear()
             core.accounts.clear()
-            self._load_visitors(fresh, stored)
+            self._load_visitors(fresh, stored, states)
             self._load_contacts(fresh)
             self._load_accounts(fresh)
-            core.apply(fresh, self, out)
-        self._write(out, split.aggregates)
+            try:
+                core.apply(fresh, self, out)
+                self._write(out, split.aggregates)
+            except BaseException:
+                # the batch's visitors are half-updated in memory and the batch will come again (a
+                # retry after ClickHouse was unavailable, or one event at a time after an error):
+                # it must meet their state as stored, so they are reloaded
+                for key in out.visitors:
+                    core.visitors.pop(key, None)
+                raise
+        else:
+            self._write(out, split.aggregates)
         self._evict()
         return out
 
@@ -120,17 +135,25 @@ class JourneyBuilder:
 
     # ---- dedup and state loading -------------------------------------------------------------
 
-    def _drop_seen(self, batch: Sequence[EnrichedEvent]) -> tuple[list[EnrichedEvent], set[tuple[str, str]]]:
-        """The batch without repeated or already stored messageIds, and which of its visitors have
-        stored events at all (only those have state to reload), from one query."""
+    def _drop_seen(
+        self, batch: Sequence[EnrichedEvent]
+    ) -> tuple[list[EnrichedEvent], set[tuple[str, str]], dict[tuple[str, str], Row]]:
+        """The batch without repeated or already stored messageIds; which of its visitors have
+        stored events at all (only those have state to reload); and the stored ``visitor_state`` of
+        those not in memory whose markers are stored (the row's batch was written whole). Two
+        queries, both by primary key."""
         unique: dict[tuple[str, str], EnrichedEvent] = {}
         for ev in batch:
             unique.setdefault((ev["site_id"], ev["message_id"]), ev)
         if not unique:
-            return [], set()
+            return [], set(), {}
         visitors = sorted({(e["site_id"], visitor_id(e)) for e in unique.values()})
-        stored, known = self.repo.stored_visitors(visitors, [m for _, m in unique])
-        return [ev for k, ev in unique.items() if k not in known], stored
+        missing = [k for k in visitors if k not in self.core.visitors]
+        states = {(r["site_id"], r["anonymous_id"]): r for r in self.repo.visitor_states(missing)} if missing else {}
+        markers = [m for r in states.values() for m in r["markers"]]
+        stored, known = self.repo.stored_visitors(visitors, [m for _, m in unique] + markers)
+        held = {k: r for k, r in states.items() if all((k[0], m) in known for m in r["markers"])}
+        return [ev for k, ev in unique.items() if k not in known], stored, held
 
     def _drop_erased(self, events: list[EnrichedEvent], out: Output) -> list[EnrichedEvent]:
         """Events carrying an erased identifier are dropped (late, retried or replayed events of an
@@ -143,8 +166,12 @@ class JourneyBuilder:
         out.skipped_erased = len(events) - len(kept)  # counted by the runner (trailmark_stage_dropped_total)
         return kept
 
-    def _load_visitors(self, events: Sequence[EnrichedEvent], stored: set[tuple[str, str]]) -> None:
-        """State of the visitors not in memory, as of the last batch whose events are stored.
+    def _load_visitors(
+        self, events: Sequence[EnrichedEvent], stored: set[tuple[str, str]], states: Mapping[tuple[str, str], Row]
+    ) -> None:
+        """State of the visitors not in memory, as of the last batch whose events are stored: from
+        their ``visitor_state`` rows (``states``, checked by ``_drop_seen``), else rebuilt from the
+        stored events as follows.
 
         A builder that died between its inserts (kill -9, or a batch that failed halfway) leaves
         sessions, stage entries ... of a batch whose events are not stored; that batch is
@@ -159,8 +186,9 @@ class JourneyBuilder:
         if not missing:
             return
         for key in missing:
-            visitors[key] = VisitorState()
-        with_events = [k for k in missing if k in stored]
+            row = states.get(key)
+            visitors[key] = VisitorState() if row is None or key not in stored else visitor_from_state(row)
+        with_events = [k for k in missing if k in stored and k not in states]
         converted: set[tuple[str, str]] = set()
         for r in self.repo.last_sessions(with_events) if with_events else ():
             s = r["s"]
@@ -198,7 +226,7 @@ class JourneyBuilder:
             state = visitors[key]
             if key in converted or (state.session is not None and state.session.conversions > 0):
                 state.stages.add(PURCHASE)
-        for r in self.repo.visitor_contacts(missing):
+        for r in self.repo.visitor_contacts(missing):  # contacts change with other devices: read fresh
             visitors[(r["site_id"], r["anonymous_id"])].contact_id = r["contact_id"]
         for r in self.repo.visitor_stages(with_events) if with_events else ():
             visitors[(r["site_id"], r["anonymous_id"])].stages |= set(r["stages"])

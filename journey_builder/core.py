@@ -27,7 +27,7 @@ import orjson
 from journey_builder.privacy import NO_CONSENT, consent_of
 from journey_builder.stages import PURCHASE, STAGES, StageRules
 from schemas import EnrichedEvent
-from schemas.times import CH_EPOCH, ch_time, epoch_ms
+from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
 
 # uuid5 namespace of session ids; ids must stay stable across versions (a redelivered batch must
 # rebuild the session it built before), so the hashing below is uuid5's, done without UUID objects.
@@ -236,6 +236,72 @@ class VisitorState:
     stages: set[str] = field(default_factory=set)
 
 
+def state_row(site_id: str, anon: str, visitor: VisitorState, markers: Sequence[str], version: int) -> dict[str, Any]:
+    """A ``visitor_state`` row (migration 024): the visitor's state after a batch whose events of
+    the visitor begin and end with ``markers``. Only for a visitor with a session."""
+    s = visitor.session
+    assert s is not None
+    return {
+        "site_id": site_id,
+        "anonymous_id": anon,
+        "version": version,
+        "markers": list(markers),
+        "sessions": visitor.sessions,
+        "stages": sorted(visitor.stages),
+        "session_id": s.session_id,
+        "start": ch_time(s.start),
+        "end": ch_time(s.end),
+        "campaign_key": s.campaign_key,
+        "referrer_host": s.referrer_host,
+        "channel": s.channel,
+        "source": s.source,
+        "medium": s.medium,
+        "campaign": s.campaign,
+        "click_id_type": s.click_id_type,
+        "entry_page": s.entry_page,
+        "exit_page": s.exit_page,
+        "user_id": s.user_id,
+        "pageviews": s.pageviews,
+        "events": s.events,
+        "conversions": s.conversions,
+        "device": s.device,
+        "browser": s.browser,
+        "os": s.os,
+        "country": s.country,
+    }
+
+
+def visitor_from_state(row: Mapping[str, Any]) -> VisitorState:
+    """The state a ``visitor_state`` row holds (its contact is not part of it: contacts change
+    with other devices' identifies, so the builder reads them from identities)."""
+    start, end = from_ch(row["start"]), from_ch(row["end"])
+    session = SessionState(
+        session_id=row["session_id"],
+        anonymous_id=row["anonymous_id"],
+        start=start,
+        end=end,
+        end_ms=epoch_ms(end),
+        campaign_key=row["campaign_key"],
+        referrer_host=row["referrer_host"],
+        channel=row["channel"],
+        source=row["source"],
+        medium=row["medium"],
+        campaign=row["campaign"],
+        click_id_type=row["click_id_type"],
+        entry_page=row["entry_page"],
+        exit_page=row["exit_page"],
+        user_id=row["user_id"],
+        pageviews=int(row["pageviews"]),
+        events=int(row["events"]),
+        conversions=int(row["conversions"]),
+        device=row["device"],
+        browser=row["browser"],
+        os=row["os"],
+        country=row["country"],
+    )
+    return VisitorState(session=session, sessions=int(row["sessions"]), stages=set(row["stages"]))
+
+
 def session_for(
     visitor: VisitorState, ev: Mapping[str, Any], anon: str, ts_ms: int, timeout_ms: int
 ) -> tuple[SessionState, bool]:
@@ -379,6 +445,9 @@ class Output:
     stages: list[dict[str, Any]] = field(default_factory=list)
     accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     account_links: list[dict[str, Any]] = field(default_factory=list)
+    # per visitor of the batch: its state (live: read when the rows are built, after the batch) and
+    # the messageIds of its first and last event, which mark its visitor_state row as stored
+    visitors: dict[tuple[str, str], tuple[VisitorState, str, str]] = field(default_factory=dict)
     skipped_duplicates: int = 0
     skipped_erased: int = 0
     skipped_no_consent: int = 0  # events of a site that drops those without analytics consent
@@ -400,6 +469,11 @@ class Output:
             "stage_transitions_data": self.stages,
             "accounts_data": list(self.accounts.values()),
             "account_links_data": self.account_links,
+            "visitor_state": [
+                state_row(site, anon, v, (first,) if first == last else (first, last), version)
+                for (site, anon), (v, first, last) in self.visitors.items()
+                if v.session is not None
+            ],
         }
 
 
@@ -481,6 +555,8 @@ class JourneyCore:
             visitor = self.visitors[key] = VisitorState()
         else:
             self.visitors.move_to_end(key)
+        seen = out.visitors.get(key)
+        out.visitors[key] = (visitor, ev["message_id"] if seen is None else seen[1], ev["message_id"])
         ts = ev["timestamp"]
         ts_ms = epoch_ms(ts)
         session, new_session = session_for(visitor, ev, anon, ts_ms, self.timeout_ms)

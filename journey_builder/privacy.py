@@ -293,7 +293,7 @@ def _aggregate_key(ev: EnrichedEvent) -> tuple[str, ...]:
 
 # --- retention ---------------------------------------------------------------------------------------------
 
-# migration 008, and the reads' tables derived from events and touchpoints (017, 018, 020, 021: filled by
+# migration 008, and the reads' tables derived from events and touchpoints (017, 018, 020, 021, 024: filled by
 # materialized views that copy each row's retention_days, so a change reaches them only here)
 RETENTION_TABLES = (
     "events",
@@ -305,6 +305,8 @@ RETENTION_TABLES = (
     "track_events",
     "device_days",
     "interest_hours",
+    "event_keys",  # 024: copied from events by a view, as the reads' tables above
+    "visitor_state",  # 024: written by the journey builder, the DEFAULT as sessions_data
 )
 # the type of retention_days where it is not UInt16: a summary's, an aggregate (the max over the rows
 # it merged, migration 020). Its DEFAULT is set all the same, so every table says the current setting

@@ -32,15 +32,27 @@ class BuilderRepository:
         self, visitors: Keys, message_ids: Sequence[str]
     ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """Which of ``visitors`` have stored events, and the (site, messageId) of ``message_ids``
-        among them: one query on the primary key (site, visitor)."""
+        among them: one query on the primary key (site, visitor) of ``event_keys`` (migration 024:
+        the messageIds of ``events`` in small granules)."""
         rows = self.storage.query(
-            f"SELECT site_id, anonymous_id, groupArrayIf(message_id, message_id IN {{ids:Array(String)}}) AS seen"
-            f" FROM {self.db}.events WHERE (site_id, anonymous_id) IN {{visitors:Array(Tuple(String, String))}}"
+            # the set from a subquery is built once; a literal array's (over ~22k ids, measured on chDB
+            # 4.4) was built again for each block read, 40k ids taking ~50 s of CPU instead of ~0.6 s
+            "SELECT site_id, anonymous_id,"
+            " groupArrayIf(message_id, message_id IN (SELECT arrayJoin({ids:Array(String)}))) AS seen"
+            f" FROM {self.db}.event_keys WHERE (site_id, anonymous_id) IN {{visitors:Array(Tuple(String, String))}}"
             " GROUP BY site_id, anonymous_id",
             {"visitors": list(visitors), "ids": list(message_ids)},
         )
         stored = {(r["site_id"], r["anonymous_id"]) for r in rows}
         return stored, {(r["site_id"], m) for r in rows for m in r["seen"]}
+
+    def visitor_states(self, visitors: Keys) -> list[Row]:
+        """The latest ``visitor_state`` row of each of ``visitors`` that has one."""
+        return self.storage.query(
+            f"SELECT * EXCEPT (retention_days) FROM {self.db}.visitor_state FINAL"
+            " WHERE (site_id, anonymous_id) IN {v:Array(Tuple(String, String))}",
+            {"v": list(visitors)},
+        )
 
     def last_sessions(self, visitors: Keys) -> list[Row]:
         """Per visitor: sessions with stored events, the latest one's fields (tuple ``s``), and how

@@ -120,6 +120,8 @@ SHARD_KEYS: dict[str, str] = {
     "track_events": _VISITOR,
     "session_touches": _VISITOR,  # filled by session_touches_mv, beside the visitor's touchpoints
     "step_events": _VISITOR,  # filled by step_events_mv, beside the visitor's events
+    "event_keys": _VISITOR,  # filled by event_keys_mv, beside the visitor's events
+    "visitor_state": _VISITOR,  # the journey builder's per-visitor state, read by visitor
     "contact_devices": _VISITOR,
     "contact_handles": "cityHash64(site_id, handle)",
     "contacts_data": "cityHash64(site_id, contact_id)",

@@ -1,0 +1,110 @@
+"""A returning visitor the builder does not hold in memory (a restart, a rebalance, the in-memory
+cache let it go) is reloaded from its ``visitor_state`` row (migration 024) by primary key, without
+reading ``events``; a row whose batch's events were not stored is not used; and a batch retried
+after ClickHouse was unavailable counts once. Each result is compared with a builder that never
+stopped, on chDB and on the ClickHouse server path."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.journeys.conftest import Journey
+from tests.journeys.test_interrupted_batch import DiesBeforeEvents, Killed, batches, journeys
+from trailmark.storage.base import Storage, StorageUnavailable
+
+READS_EVENTS = re.compile(r"\.events\b")
+
+
+class Recording:
+    """The real storage, remembering the SQL of every read."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.reads: list[str] = []
+
+    def query(self, sql: str, params: Any = None, **kw: Any) -> list[dict[str, Any]]:
+        self.reads.append(sql)
+        return self.inner.query(sql, params, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class UnavailableOnce:
+    """The real storage, except that the next insert into ``events`` once armed finds ClickHouse down."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.armed = False
+
+    def insert_columns(self, table: str, columns: dict[str, list[Any]]) -> None:
+        if table == "events" and self.armed:
+            self.armed = False
+            raise StorageUnavailable("connection refused")
+        self.inner.insert_columns(table, columns)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def reference(storage: Storage) -> dict[str, list[dict[str, Any]]]:
+    j = Journey(storage)
+    for batch in batches(j, "whole"):
+        j.send(*batch)
+    return journeys(j, "whole")
+
+
+def test_each_batch_on_a_new_builder_gives_the_journey_of_one_builder_and_never_reads_events(
+    storage: Storage,
+) -> None:
+    expected = reference(storage)
+    j = Journey(storage)
+    reads: list[str] = []
+    for i, batch in enumerate(batches(j, "hop")):
+        recording = Recording(storage)
+        builder = Journey(recording)  # type: ignore[arg-type]  # a Storage that records reads
+        builder.send(*batch)
+        if i:  # a returning visitor with nothing in memory
+            reads += recording.reads
+    assert journeys(j, "hop") == expected
+    assert reads, "the reloads were recorded"
+    assert not [sql for sql in reads if READS_EVENTS.search(sql)], "state came from visitor_state, not events"
+    states = j.sql("SELECT sessions, stages FROM {db}.visitor_state FINAL WHERE anonymous_id = 'hop'")
+    assert states == [{"sessions": 3, "stages": sorted({s["stage"] for s in expected["stages"]} | {"Purchase"})}]
+
+
+def test_a_state_whose_batch_was_not_stored_is_not_used(storage: Storage) -> None:
+    expected = reference(storage)
+    dying = DiesBeforeEvents(storage)
+    first = Journey(dying)  # type: ignore[arg-type]
+    one, cut, three = batches(first, "cut")
+    first.send(*one)
+    dying.armed = True
+    with pytest.raises(Killed):
+        first.send(*cut)
+    # the interrupted batch wrote its visitor_state row (before events): the next builder meets it
+    rows = first.sql("SELECT max(sessions) AS sessions FROM {db}.visitor_state WHERE anonymous_id = 'cut'")
+    assert rows == [{"sessions": 2}]
+    recording = Recording(storage)
+    after = Journey(recording)  # type: ignore[arg-type]
+    after.send(*cut)
+    assert [sql for sql in recording.reads if READS_EVENTS.search(sql)], "rebuilt from the stored events"
+    after.send(*three)
+    assert journeys(after, "cut") == expected
+
+
+def test_a_batch_retried_after_clickhouse_was_unavailable_counts_once(storage: Storage) -> None:
+    expected = reference(storage)
+    flaky = UnavailableOnce(storage)
+    j = Journey(flaky)  # type: ignore[arg-type]
+    one, two, three = batches(j, "flaky")
+    j.send(*one)
+    flaky.armed = True
+    with pytest.raises(StorageUnavailable):
+        j.send(*two)  # the runner retries the same batch on the same builder
+    j.send(*two)
+    j.send(*three)
+    assert journeys(j, "flaky") == expected
