@@ -46,7 +46,7 @@ from journey_builder.core import (
     visitor_id,
 )
 from journey_builder.privacy import AGGREGATE_TABLE, ConsentPolicies, Suppression, split_by_consent
-from journey_builder.repository import BuilderRepository
+from journey_builder.repository import LAST_SESSION_FIELDS, BuilderRepository
 from journey_builder.stages import PURCHASE, StageRules
 from schemas import EnrichedEvent
 from schemas.times import epoch_ms, from_ch
@@ -191,34 +191,12 @@ class JourneyBuilder:
         with_events = [k for k in missing if k in stored and k not in states]
         converted: set[tuple[str, str]] = set()
         for r in self.repo.last_sessions(with_events) if with_events else ():
-            s = r["s"]
-            start, end = from_ch(s[0]), from_ch(s[1])
-            state = visitors[(r["site_id"], r["anonymous_id"])]
-            state.sessions = int(r["n"])
-            state.session = SessionState(
-                session_id=r["last_session"],
-                anonymous_id=r["anonymous_id"],
-                start=start,
-                end=end,
-                end_ms=epoch_ms(end),
-                campaign_key=s[18],
-                referrer_host=s[4],
-                channel=s[5],
-                source=s[6],
-                medium=s[7],
-                campaign=s[8],
-                click_id_type=s[9],
-                entry_page=s[2],
-                exit_page=s[3],
-                pageviews=int(s[10]),
-                events=int(s[11]),
-                conversions=int(s[12]),
-                user_id=s[13],
-                device=s[14],
-                browser=s[15],
-                os=s[16],
-                country=s[17],
+            key = (r["site_id"], r["anonymous_id"])
+            last = dict(zip(LAST_SESSION_FIELDS, r["s"], strict=True))
+            state = visitors[key] = visitor_from_state(
+                {**last, "session_id": r["last_session"], "anonymous_id": key[1], "sessions": r["n"], "stages": ()}
             )
+            assert state.session is not None
             if int(r["converted"]) > (state.session.conversions > 0):  # an earlier session converted
                 converted.add((r["site_id"], r["anonymous_id"]))
         self._check_open_sessions([(k, s) for k in with_events if (s := visitors[k].session) is not None])

@@ -14,6 +14,12 @@ from typing import Any
 from trailmark.storage.base import Row, Storage
 
 Keys = Sequence[tuple[str, str]]
+# the fields of sessions_data that make a visitor's open session again (as in visitor_state)
+LAST_SESSION_FIELDS = (
+    "start", "end", "entry_page", "exit_page", "referrer_host", "channel", "source", "medium", "campaign",
+    "click_id_type", "pageviews", "events", "conversions", "user_id", "device", "browser", "os", "country",
+    "campaign_key",
+)  # fmt: skip
 
 
 class BuilderRepository:
@@ -55,13 +61,11 @@ class BuilderRepository:
         )
 
     def last_sessions(self, visitors: Keys) -> list[Row]:
-        """Per visitor: sessions with stored events, the latest one's fields (tuple ``s``), and how
-        many converted."""
+        """Per visitor: sessions with stored events, the latest one's fields (tuple ``s``, in the
+        order of ``LAST_SESSION_FIELDS``), and how many converted."""
         return self.storage.query(
             f"SELECT site_id, anonymous_id, count() AS n, argMax(session_id, end) AS last_session,"
-            f" argMax(tuple(start, end, entry_page, exit_page, referrer_host, channel, source, medium, campaign,"
-            f" click_id_type, pageviews, events, conversions, user_id, device, browser, os, country, campaign_key),"
-            f" end) AS s, countIf(conversions > 0) AS converted"
+            f" argMax(tuple({', '.join(LAST_SESSION_FIELDS)}), end) AS s, countIf(conversions > 0) AS converted"
             f" FROM {self.db}.sessions_data FINAL WHERE (site_id, anonymous_id) IN"
             " {v:Array(Tuple(String, String))} AND (site_id, anonymous_id, session_id) IN "
             + self._stored("session_id")
