@@ -535,7 +535,9 @@ def enrich_runner(
 def journey_runner(
     bus: EventBus, settings: Settings, sites: dict[str, Site], storage: Storage
 ) -> StageRunner[EnrichedEvent]:
-    """Kafka: enriched topic -> ClickHouse; after a rebalance the builder reloads visitor state."""
+    """Kafka: enriched topic -> ClickHouse; after a rebalance the builder reloads visitor state.
+    Enriched records are runs of a visitor's events (``EnrichStage.serialized``): a round polls
+    about batch_rows events' worth, as the embedded runner does with request batches."""
     stage = BuildStage(settings, storage, sites)
     b = settings.bus
     return StageRunner(
@@ -544,7 +546,7 @@ def journey_runner(
         settings,
         b.topic_enriched,
         b.group_journeys,
-        settings.storage.batch_rows,
+        max(1, settings.storage.batch_rows // 25),
         parse_enriched,
         stage.write,
         linger_s=b.journeys_linger_ms / 1000,
