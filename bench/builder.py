@@ -84,10 +84,11 @@ def child(events: int, batch_rows: int) -> dict[str, Any]:
 
 def child_returning(events: int, batch_rows: int, data: Path) -> dict[str, Any]:
     """Returning visitors on a loaded folder (a copy of ``data``, e.g. bench/journeys.py --keep's
-    10M events): 12,000 visitors drawn at random among the stored ones come back twice, each time
-    with ``events`` new events, a new builder each time (nothing in memory, as after a restart or a
-    rebalance, or once the in-memory cache let them go). The second visit is timed, background
-    merges stopped (they belong to the whole load, not to these batches)."""
+    10M events): 12,000 visitors drawn at random among the stored ones come back once each (what
+    this checkout writes for them), then about ``events`` new events of visitors drawn among them
+    are timed, with a new builder for each batch (nothing in memory, as after a restart or a
+    rebalance, or once the in-memory cache let them go) and background merges stopped (they belong
+    to the whole load, not to these batches)."""
     import random
     import shutil
 
@@ -101,7 +102,7 @@ def child_returning(events: int, batch_rows: int, data: Path) -> dict[str, Any]:
 
     copy = Path(tempfile.mkdtemp(prefix="bench-builder-", dir=data.parent))
     try:
-        shutil.copytree(data / "clickhouse", copy / "clickhouse")
+        shutil.copytree(data / "clickhouse", copy / "clickhouse", symlinks=True)  # its store links tables
         storage = ChdbStorage(copy / "clickhouse", "trailmark")
         apply_migrations(storage)  # this checkout's (an upgrade's backfills are not timed)
         defaults = {"v": 1, "site_id": "default", "event": "", "user_id": "", "previous_id": "", "group_id": "",
@@ -115,15 +116,18 @@ def child_returning(events: int, batch_rows: int, data: Path) -> dict[str, Any]:
         rng = random.Random(7)
         pool = rng.sample(range(stored), 12_000)  # bench/journeys.py's visitors are anon-<n>, n < stored
 
-        def visit() -> list[list[dict[str, Any]]]:
+        def visit(visitors: list[int]) -> list[list[dict[str, Any]]]:
             evs: list[dict[str, Any]] = []
-            while len(evs) < events:
-                evs += traffic.visitor_events(rng, rng.choice(pool), defaults)[0]
+            for n in visitors:
+                evs += traffic.visitor_events(rng, n, defaults)[0]
             return [evs[i : i + batch_rows] for i in range(0, len(evs), batch_rows)]
 
-        for b in visit():  # the first return: what this checkout writes for them
+        for b in visit(pool):  # the first return of each: what this checkout writes for them
             JourneyBuilder(storage, JourneySettings(max_visitors=200_000)).process(b)  # type: ignore[arg-type]
-        batches = visit()
+        again: list[int] = []
+        while len(again) * 6 < events:  # bench/journeys.py's visitors have about 6 events
+            again.append(rng.choice(pool))
+        batches = visit(again)
         storage.execute("SYSTEM STOP MERGES")
         _tune_gc()
         cpu, wall = time.process_time(), time.perf_counter()
