@@ -1,0 +1,82 @@
+"""The journey read (journey_builder/queries.py) in process, on chDB and on a ClickHouse server: who a
+name resolves to, which devices are the contact's, and how many queries one read costs."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from journey_builder import queries
+from tests.journeys.conftest import IPHONE, Journey
+from trailmark.storage.base import Storage
+
+
+class CountingStorage:
+    """The real storage, counting the queries sent through it."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage, self.database, self.sent = storage, storage.database, 0
+
+    def query(self, sql: str, params: Any = None, **kwargs: Any) -> Any:
+        self.sent += 1
+        return self.storage.query(sql, params, **kwargs)
+
+
+@pytest.fixture
+def site(journey: Journey) -> Journey:
+    j = journey
+    j.send(
+        j.event("page", "d1", 0, path="/", query="?utm_source=google&utm_medium=cpc"),
+        j.event("page", "d1", 1, path="/pricing"),
+        j.event("identify", "d1", 2, user_id="u1", traits={"email": "Ann@Acme.io"}),
+        j.event("page", "d2", 60, path="/", ua=IPHONE),
+        j.event("identify", "d2", 61, user_id="u1", ua=IPHONE),
+        j.event("track", "d2", 62, event="Order Completed", ua=IPHONE, properties={"revenue": 40}),
+        j.event("page", "v9", 5, path="/blog"),
+    )
+    return j
+
+
+def test_a_contact_by_any_of_its_names(site: Journey) -> None:
+    bodies = [queries.journey(site.storage, "s1", name) for name in ("u1", "user:u1", "ann@acme.io", "d2")]
+    assert all(b is not None for b in bodies)
+    body = cast(dict[str, Any], bodies[0])
+    assert all(b == body for b in bodies[1:])
+    assert body["contact_id"] == "user:u1" and body["anonymous_ids"] == ["d1", "d2"]
+    assert body["contact"]["user_id"] == "u1"
+    assert [s["anonymous_id"] for s in body["sessions"]] == ["d1", "d2"]
+    assert [s["channel"] for s in body["sessions"]] == ["Paid Search", "Direct"]
+    assert [t["event"] for t in body["conversions"]] == ["Order Completed"]
+    assert body["touchpoints"] == sorted(body["touchpoints"], key=lambda t: (t["timestamp"], t["touchpoint_id"]))
+    assert {s["stage"] for s in body["stage_transitions"]} >= {"Awareness", "Consideration"}
+    assert queries.resolve(site.storage, "s1", "ann@acme.io") == ("user:u1", ["d1", "d2"])
+
+
+def test_a_visitor_without_a_contact_and_a_name_that_is_nobody(site: Journey) -> None:
+    for name in ("v9", "anon:v9"):
+        body = queries.journey(site.storage, "s1", name, lambda devices: devices)
+        assert body is not None
+        assert (body["contact_id"], body["anonymous_ids"], body["contact"]) == ("anon:v9", ["v9"], None)
+        assert [s["landing_page"] for s in body["sessions"]] == ["/blog"] and body["extra"] == ["v9"]
+    assert queries.resolve(site.storage, "s1", "anon:v9") == ("anon:v9", ["v9"])
+    assert queries.journey(site.storage, "s1", "nobody") is None
+    assert queries.resolve(site.storage, "s1", "nobody") is None
+
+
+def test_a_device_linked_to_another_contact_since_leaves_the_journey(site: Journey) -> None:
+    site.send(site.event("identify", "d2", 120, user_id="u2", ua=IPHONE))
+    body = queries.journey(site.storage, "s1", "u1")
+    assert body is not None and body["anonymous_ids"] == ["d1"]
+    assert [s["anonymous_id"] for s in body["sessions"]] == ["d1"]
+    moved = queries.journey(site.storage, "s1", "u2")
+    assert moved is not None and moved["anonymous_ids"] == ["d2"]
+
+
+def test_one_read_is_one_query_to_resolve_and_one_per_part(site: Journey) -> None:
+    # each chDB query costs CPU before it reads anything: resolving a contact took two queries
+    # in sequence, a visitor two (no contact, then its sessions); now one, then the six parts
+    for name in ("u1", "v9", "nobody"):
+        counting = CountingStorage(site.storage)
+        queries.journey(cast(Storage, counting), "s1", name)
+        assert counting.sent == 7, name
