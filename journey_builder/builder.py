@@ -8,7 +8,9 @@ stored events. Contacts, emails and accounts span
 visitors (several builders of a group write them), so they are read fresh for every batch.
 Write order makes redelivery harmless: derived tables first (versioned / replacing, so a re-derived
 row collapses), ``events`` last; an event already in ``events`` (looked up by visitor + messageId on
-the primary key) is skipped. So at-least-once delivery stores every event exactly once.
+the primary key of ``event_keys``, which a view fills from ``events``; for the first batches after a
+start, a rebalance or a failure, in ``events`` itself, whose insert may have been cut short before
+the view's) is skipped. So at-least-once delivery stores every event exactly once.
 
 This module holds the batch's I/O and its order; the logic (sessions, stages, identities,
 contacts, accounts) is ``journey_builder/core.py``, which does none, and every query is in
@@ -18,6 +20,9 @@ Not covered: a builder killed after writing identities of a batch, in which an e
 is followed by a userId identify of the same visitor; the batch, redelivered, then finds the
 later contact already linked and adds a link of the email to it. Two builders updating one
 contact at once (two devices of a person on two partitions): the later write wins per contact.
+A builder killed in the middle of an events insert whose records come back only after its
+successor's first five batches (``CAUTIOUS_BATCHES``; they come first, from the last commit): those
+its view had not copied to ``event_keys`` are stored again.
 A builder killed in the middle of one events insert that spans three or more months, for a visitor
 whose events of that batch span them all: its state row is checked by its first and last event only.
 Events a site keeps only as consent aggregates are counted at least once (a redelivered batch
@@ -57,6 +62,10 @@ __all__ = ["JourneyBuilder", "Output", "visitor_id"]
 
 
 KEEP_ALL = ConsentPolicies()  # every site keeps events without analytics consent in full
+# Batches after a start, a rebalance or a failed batch whose duplicate check reads ``events`` itself:
+# an events insert cut short (a builder killed, a write that failed) can leave rows in ``events``
+# whose keys its view never copied to ``event_keys``, and those records come again first.
+CAUTIOUS_BATCHES = 5
 
 
 class JourneyBuilder:
@@ -73,6 +82,7 @@ class JourneyBuilder:
         )
         self.max_visitors = settings.max_visitors
         self.suppression = Suppression(storage)
+        self.cautious = CAUTIOUS_BATCHES  # see _drop_seen
 
     @property
     def visitors(self) -> OrderedDict[tuple[str, str], VisitorState]:
@@ -112,11 +122,18 @@ class JourneyBuilder:
                 # it must meet their state as stored, so they are reloaded
                 for key in out.visitors:
                     core.visitors.pop(key, None)
+                self.cautious = CAUTIOUS_BATCHES
                 raise
         else:
             self._write(out, split.aggregates)
         self._evict()
         return out
+
+    def reset(self) -> None:
+        """Forget every visitor (another builder may have written them: a rebalance); the next
+        batches check duplicates against ``events`` itself."""
+        self.core.visitors.clear()
+        self.cautious = CAUTIOUS_BATCHES
 
     def forget(self, event: Mapping[str, Any]) -> None:
         """Drop the in-memory state of a failed event's visitor (it may be half-updated); the next
@@ -150,8 +167,14 @@ class JourneyBuilder:
         visitors = sorted({(e["site_id"], visitor_id(e)) for e in unique.values()})
         missing = [k for k in visitors if k not in self.core.visitors]
         states = {(r["site_id"], r["anonymous_id"]): r for r in self.repo.visitor_states(missing)} if missing else {}
-        markers = [m for r in states.values() for m in r["markers"]]
-        stored, known = self.repo.stored_visitors(visitors, [m for _, m in unique] + markers)
+        ids = [m for _, m in unique] + [m for r in states.values() for m in r["markers"]]
+        stored, known = self.repo.stored_visitors(visitors, ids)
+        if self.cautious:  # events is the truth; keys its view missed are copied to event_keys
+            self.cautious -= 1
+            stored, truth = self.repo.stored_visitors(visitors, ids, table="events")
+            if missed := truth - known:
+                self.repo.index_events(visitors, sorted(m for _, m in missed))
+            known = truth
         held = {k: r for k, r in states.items() if all((k[0], m) in known for m in r["markers"])}
         return [ev for k, ev in unique.items() if k not in known], stored, held
 

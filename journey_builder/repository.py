@@ -35,22 +35,32 @@ class BuilderRepository:
         )
 
     def stored_visitors(
-        self, visitors: Keys, message_ids: Sequence[str]
+        self, visitors: Keys, message_ids: Sequence[str], table: str = "event_keys"
     ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """Which of ``visitors`` have stored events, and the (site, messageId) of ``message_ids``
         among them: one query on the primary key (site, visitor) of ``event_keys`` (migration 024:
-        the messageIds of ``events`` in small granules)."""
+        the messageIds of ``events`` in small granules), or of ``events`` itself."""
         rows = self.storage.query(
             # the set from a subquery is built once; a literal array's (over ~22k ids, measured on chDB
             # 4.4) was built again for each block read, 40k ids taking ~50 s of CPU instead of ~0.6 s
             "SELECT site_id, anonymous_id,"
             " groupArrayIf(message_id, message_id IN (SELECT arrayJoin({ids:Array(String)}))) AS seen"
-            f" FROM {self.db}.event_keys WHERE (site_id, anonymous_id) IN {{visitors:Array(Tuple(String, String))}}"
+            f" FROM {self.db}.{table} WHERE (site_id, anonymous_id) IN {{visitors:Array(Tuple(String, String))}}"
             " GROUP BY site_id, anonymous_id",
             {"visitors": list(visitors), "ids": list(message_ids)},
         )
         stored = {(r["site_id"], r["anonymous_id"]) for r in rows}
         return stored, {(r["site_id"], m) for r in rows for m in r["seen"]}
+
+    def index_events(self, visitors: Keys, message_ids: Sequence[str]) -> None:
+        """Copy these stored events' keys into ``event_keys`` (what its view did not write because
+        the events insert was cut short)."""
+        self.storage.execute(
+            f"INSERT INTO {self.db}.event_keys SELECT site_id, anonymous_id, message_id, timestamp, retention_days"
+            f" FROM {self.db}.events WHERE (site_id, anonymous_id) IN {{v:Array(Tuple(String, String))}}"
+            " AND message_id IN (SELECT arrayJoin({ids:Array(String)}))",
+            {"v": list(visitors), "ids": list(message_ids)},
+        )
 
     def visitor_states(self, visitors: Keys) -> list[Row]:
         """The latest ``visitor_state`` row of each of ``visitors`` that has one."""

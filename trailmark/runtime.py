@@ -238,7 +238,7 @@ class BuildStage:
     async def write(self, ok: list[Ok[EnrichedEvent]]) -> list[Failed]:
         if self.revoked:
             self.revoked = False
-            self.builder.visitors.clear()
+            self.builder.reset()
         return await self._build([o.value for o in ok])
 
     async def _build(self, events: list[EnrichedEvent]) -> list[Failed]:
