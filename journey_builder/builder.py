@@ -208,9 +208,9 @@ class JourneyBuilder:
         missing = sorted({(e["site_id"], visitor_id(e)) for e in events} - visitors.keys())
         if not missing:
             return
-        for key in missing:
+        for key in missing:  # a held state row implies stored events (its markers are stored)
             row = states.get(key)
-            visitors[key] = VisitorState() if row is None or key not in stored else visitor_from_state(row)
+            visitors[key] = VisitorState() if row is None else visitor_from_state(row)
         with_events = [k for k in missing if k in stored and k not in states]
         converted: set[tuple[str, str]] = set()
         for r in self.repo.last_sessions(with_events) if with_events else ():
