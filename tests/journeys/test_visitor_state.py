@@ -129,3 +129,26 @@ def test_events_whose_keys_the_view_missed_are_not_stored_twice_after_a_restart(
     trusting.builder.cautious = 0
     trusting.builder.process(events)
     assert j.sql(count) == [{"n": 4}]
+
+
+def test_keys_with_quotes_backslashes_and_non_ascii_are_found_again(storage: Storage) -> None:
+    """A batch's keys travel as one JSON text (journey_builder/repository.py ``key_set``): ids made of
+    the characters that break quoting (quotes, backslashes, control characters, non-ASCII, a JSON
+    look-alike) must still match what is stored, so a redelivered batch is skipped whole and a new
+    builder reloads those visitors instead of opening new sessions."""
+    odd = ["a'b", 'c"d', "e\\f", "g\nh\ti", "ünï-çødé 🙂", '["x", "y"]', "\\u0000'\""]
+    j = Journey(storage)
+    sent = []
+    for i, anon in enumerate(odd):
+        ev = j.event("page", anon, i, path=f"/p{i}")
+        ev["messageId"] = f"{anon}#{i}"
+        sent.append(ev)
+    enriched = j.enrich(sent)
+    assert j.builder.process(enriched).skipped_duplicates == 0
+    again = Journey(storage)  # nothing in memory: keys and state are read back by these ids
+    assert again.builder.process(j.enrich(sent)).skipped_duplicates == len(odd)
+    later = [again.event("page", anon, i + 5, path="/later") for i, anon in enumerate(odd)]
+    again.builder.process(again.enrich(later))
+    rows = again.sql("SELECT anonymous_id, uniqExact(session_id) AS n FROM {db}.sessions_data GROUP BY anonymous_id")
+    assert {r["anonymous_id"]: r["n"] for r in rows} == dict.fromkeys(odd, 1)
+    assert again.sql("SELECT count() AS n FROM {db}.events")[0]["n"] == 2 * len(odd)
