@@ -228,12 +228,20 @@ def test_two_merged_contacts_count_once(journey: Journey) -> None:
     assert [s["count"] for s in analytics.funnel(journey.storage, SITE, steps, 86400)["steps"]] == [1, 1]
 
 
+# (table, stored hash column, the id it hashes): migration 026
+HASHES = (
+    ("step_events", "device", "anonymous_id"),
+    ("session_touches", "device", "anonymous_id"),
+    ("session_touches", "session", "session_id"),
+)
+
+
 def _old_install(store: Storage) -> None:
-    """The schema as an install had it before migrations 017 and 018, with the later tables the
-    journey builder of today writes (no schema_migrations rows: every file runs again at the
-    upgrade, as every migration is idempotent)."""
+    """The schema as an install had it before migrations 017 and 018 (and 026, which adds columns
+    to their tables), with the later tables the journey builder of today writes (no
+    schema_migrations rows: every file runs again at the upgrade, as every migration is idempotent)."""
     for name, sql in migrations():
-        if not name.startswith(("017", "018")):
+        if not name.startswith(("017", "018", "026")):
             for statement in split_statements(sql, store.database):
                 store.execute(statement)
 
@@ -252,7 +260,7 @@ def test_an_install_with_events_gets_the_tables_filled_when_it_upgrades(storage:
         feed(old, batches)  # the same events, written with no view to fill the new tables
         assert "step_events" not in {r["name"] for r in storage.query(f"SHOW TABLES FROM {storage.database}")}
         applied = apply_migrations(storage)
-        assert {"017_session_touches.sql", "018_step_events.sql"} <= set(applied)
+        assert {"017_session_touches.sql", "018_step_events.sql", "026_read_hashes.sql"} <= set(applied)
         assert {t: sorted(map(str, storage.query(f"SELECT * FROM {storage.database}.{t}"))) for t in NEW_TABLES} == rows
         assert reads(storage) == want
         # the views keep the tables current from then on
@@ -261,6 +269,12 @@ def test_an_install_with_events_gets_the_tables_filled_when_it_upgrades(storage:
         )
         n = storage.query(f"SELECT count() AS n FROM {storage.database}.step_events WHERE anonymous_id = 'late'")
         assert n[0]["n"] == 3  # the view, the track and the arrival (Direct)
+        # the stored hashes (026) the reads group by: on the backfilled rows and the view's new ones
+        for table, column, of in HASHES:
+            got = storage.query(
+                f"SELECT count() AS n, countIf({column} = cityHash64({of})) AS ok FROM {storage.database}.{table}"
+            )[0]
+            assert got["n"] > 0 and got["ok"] == got["n"], (table, column)
     finally:
         storage.execute(f"DROP DATABASE IF EXISTS {storage.database} SYNC")
         storage.database = fresh_db
