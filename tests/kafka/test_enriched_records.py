@@ -1,6 +1,7 @@
 """The enriched topic's records (trailmark/runtime.py): the enricher writes a run of one visitor's
-events as one record, a JSON array, and the journey builder reads those as well as single-event
-records (older records, dead-letter replays). The real enrichment stage; no broker is needed to
+events as one record (the field names once, each event as a row of values), and the journey builder
+reads those as well as single-event records (dead-letter replays) and arrays of events (records
+written before runs named their fields). The real enrichment stage; no broker is needed to
 check the records themselves (tests/kafka/test_stages.py reads them off the real broker)."""
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def test_a_visitors_run_of_events_is_one_record_and_reads_back_the_same() -> Non
     assert out.failed == [] and out.dropped == []
     assert out.ok_events == 3 + 2 + ENRICHED_RUN_MAX_EVENTS + 5  # what the runner counts: events, not records
     # a's two requests are consecutive: one record; b's run is split at the caps
-    runs = [(o.key, len(orjson.loads(o.value))) for o in out.ok]
+    runs = [(o.key, len(orjson.loads(o.value)["rows"])) for o in out.ok]
     assert runs[0] == (b"s1:a", 5)
     assert {k for k, _ in runs[1:]} == {b"s1:b"} and sum(n for _, n in runs[1:]) == ENRICHED_RUN_MAX_EVENTS + 5
     assert len(runs) > 2 and all(n <= ENRICHED_RUN_MAX_EVENTS for _, n in runs)
@@ -59,22 +60,46 @@ def test_an_event_no_json_can_hold_is_dead_lettered_alone() -> None:
     record = raw._replace(value=raw.value.replace(b'"@"', deep, 1))
     out = EnrichStage(Settings(), {}).serialized([record])
     assert [f.kind for f in out.failed] == ["unserializable"] and out.ok_events == 2
-    assert [[e["message_id"] for e in orjson.loads(o.value)] for o in out.ok] == [["a-1", "a-2"]]
+    back = parse_enriched([Message("t", 0, i, o.key, o.value) for i, o in enumerate(out.ok)])
+    assert len(out.ok) == 1 and [e.value["message_id"] for e in back.ok] == ["a-1", "a-2"]
 
 
-def test_the_builder_reads_single_events_arrays_and_dead_letters_the_rest() -> None:
+def test_a_run_names_its_fields_once_and_is_about_half_the_bytes_of_a_list_of_objects() -> None:
+    out = EnrichStage(Settings(), {}).serialized([raw_record("a", 50)])
+    (record,) = out.ok
+    run = orjson.loads(record.value)
+    assert set(run) == {"fields", "rows"} and len(run["rows"]) == 50
+    assert all(len(row) == len(run["fields"]) for row in run["rows"])
+    objects = orjson.dumps([dict(zip(run["fields"], row, strict=True)) for row in run["rows"]])
+    assert len(record.value) < 0.7 * len(objects)
+
+
+def test_the_builder_reads_runs_single_events_arrays_and_dead_letters_the_rest() -> None:
     event = {"message_id": "m1", "anonymous_id": "a"}
+    fields = ["message_id", "anonymous_id"]
     records = [
-        orjson.dumps(event),  # one event per record: older records, dead-letter replays
+        orjson.dumps(event),  # one event per record: dead-letter replays
         orjson.dumps([{**event, "message_id": "m2"}, 7, {**event, "message_id": "m3"}]),  # an item not an event
         b"[1, 2",  # not JSON
         b'"text"',  # JSON, not an event
+        # a run: a row of the wrong width or not a list is dead-lettered alone, the others are read
+        orjson.dumps({"fields": fields, "rows": [["m4", "a"], ["m5"], "m6", ["m7", "b"]]}),
+        orjson.dumps({"fields": ["message_id", "message_id"], "rows": [["m8", "m9"]]}),  # a name twice
+        orjson.dumps({"fields": "message_id", "rows": []}),  # names not a list
+        orjson.dumps({"fields": fields, "rows": {"m10": "a"}}),  # rows not a list
     ]
     out = parse_enriched([Message("t", 0, i, b"k", v) for i, v in enumerate(records)])
-    assert [o.value["message_id"] for o in out.ok] == ["m1", "m2", "m3"]
+    assert [o.value["message_id"] for o in out.ok] == ["m1", "m2", "m3", "m4", "m7"]
+    assert out.ok[-1].value == {"message_id": "m7", "anonymous_id": "b"}
     assert [(f.kind, f.reason) for f in out.failed] == [
         ("invalid", "not an event: a JSON int"),
         ("unreadable", out.failed[1].reason),
         ("invalid", "not an event: a JSON str"),
+        ("invalid", "not a row of 2 fields"),
+        ("invalid", "not a row of 2 fields"),
+        ("invalid", "not a run of events: fields or rows malformed"),
+        ("invalid", "not a run of events: fields or rows malformed"),
+        ("invalid", "not a run of events: fields or rows malformed"),
     ]
     assert out.failed[1].reason.startswith("not JSON")
+    assert [f.payload for f in out.failed[3:5]] == [["m5"], "m6"]

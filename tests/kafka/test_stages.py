@@ -21,7 +21,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.conftest import CHROME_UA
 from tests.kafka.pipeline import T0, Pipeline, Poster, Stage, bus_env, page
+from trailmark.bus.base import Message
 from trailmark.bus.kafka import KafkaBus
+from trailmark.runtime import parse_enriched
 from trailmark.settings import BusSettings
 
 pytestmark = pytest.mark.kafka
@@ -71,10 +73,11 @@ async def _read_topic(
 
 
 def enriched_events(value: bytes) -> list[dict[str, Any]]:
-    """The events of an enriched-topic record: a run of one visitor's events (a JSON array, what the
-    enricher writes) or one event (an object, what a dead-letter replay writes)."""
-    parsed = orjson.loads(value)
-    return parsed if isinstance(parsed, list) else [parsed]
+    """The events of an enriched-topic record as the journey builder reads them: a run of one
+    visitor's events (what the enricher writes) or one event (what a dead-letter replay writes)."""
+    read = parse_enriched([Message("enriched", 0, 0, b"", value)])
+    assert read.failed == []
+    return [dict(o.value) for o in read.ok]
 
 
 def read_topic(bootstrap: str, topic: str, n: int) -> list[tuple[bytes, bytes, int]]:
@@ -129,17 +132,17 @@ def test_events_flow_through_three_processes_in_order(pipeline: Pipeline, kafka_
 
     # Through collector -> raw topic -> enricher -> enriched topic, one visitor's records stay in
     # post order on one partition (keyed by site + visitor). A visitor's events of a request (or of
-    # consecutive requests) travel as one enriched record, a JSON array (runtime.EnrichStage.serialized).
+    # consecutive requests) travel as one enriched record, a run (runtime.EnrichStage.serialized).
     requests = 8 * 3 * 4
     topic = env["TRAILMARK_BUS__TOPIC_ENRICHED"]
     records = asyncio.run(_read_topic(kafka_bootstrap, topic, requests, idle_s=3))
-    assert sum(len(orjson.loads(value)) for _, value, _ in records) == len(expected)
+    assert sum(len(orjson.loads(value)["rows"]) for _, value, _ in records) == len(expected)
     assert len(records) <= requests
     order: dict[str, list[str]] = defaultdict(list)
     partitions: dict[str, set[int]] = defaultdict(set)
     for key, value, partition in records:
-        run = orjson.loads(value)
-        assert isinstance(run, list) and len(run) % 3 == 0, value[:200]
+        run = enriched_events(value)
+        assert len(run) % 3 == 0, value[:200]
         for ev in run:
             assert key == f"{site['site_id']}:{ev['anonymous_id']}".encode()
             order[ev["anonymous_id"]].append(ev["message_id"])
