@@ -1,6 +1,6 @@
 """SQL pieces shared by the journey-method reads (retention, personas, stage KPIs, moments of truth,
-feedback): the ClickHouse limits every one of them runs under, a contact's stage history, the stage a
-contact was in at a given time, and parameter checks.
+feedback): the ClickHouse limits every one of them runs under, a contact's stage history (from
+``device_stages``, migration 025), the stage a contact was in at a given time, and parameter checks.
 
 Every piece takes its values as query parameters (``{name:Type}``); only names of our own (columns,
 numbers we formatted) are put into the SQL text.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from journey_builder.analytics import BadQuery, _contact, _join
+from journey_builder.analytics import BadQuery, _contact, _current, _join, _shared_devices
 from journey_builder.stages import STAGES
 from trailmark.settings import AnalysisSettings
 from trailmark.storage.base import Storage
@@ -40,18 +40,52 @@ def epoch(col: str) -> str:
     return f"toFloat64(toUnixTimestamp64Milli({col})) / 1000"
 
 
-def stage_history(db: str, persona_filter: str = "") -> str:
-    """Per contact: ``hist``, its stage entries ``(at, stage index 1..5)`` in time order, each stage's
-    first entry across the contact's devices. Read from ``stage_transitions_data`` with the one-site
-    identity join of analytics.py: 3-7 times faster than the ``stage_transitions`` view, which joins
-    the whole ``identity_map`` (measured at 300k events), with the same rows."""
+# device_stages (migration 025): per device, each stage's first entry; a stage not entered holds 2299-12-31
+STAGE_COLUMNS = tuple(f"{s.lower()}_at" for s in STAGES)
+NEVER_S = 7258118400  # 2200-01-01 in seconds: an entry at or after it is "never"
+
+
+def contact_stages(db: str, devices: str = "", ids: bool = True) -> str:
+    """One row per contact of site ``{s:String}``: ``e1`` .. ``e5``, its first entry into each stage
+    (seconds; ``NEVER_S`` or more: never), the earliest over its devices' ``device_stages`` rows
+    (migration 025), and with ``ids`` its ``contact_id`` (analytics._contact's). ``devices``: a
+    condition (`` AND ...``) on ``t.anonymous_id`` that keeps every device of each contact wanted.
+
+    One pass over the devices' rows: the identity join and the grouping make contacts of them. Without
+    ids, only the devices that share a contact (analytics._shared_devices) are joined, and every
+    other device is a group of its own."""
+    mins = ", ".join(f"{epoch(f'min(t.{c})')} AS e{i}" for i, c in enumerate(STAGE_COLUMNS, start=1))
+    if ids:
+        join, key = _join(db, "t"), "contact_id"
+        head = f"{_contact('t')} AS contact_id, "
+    else:
+        shared = _shared_devices(db)
+        join = f" LEFT ANY JOIN ({_current(db, f'anonymous_id IN ({shared})')}) AS m ON m.anonymous_id = t.anonymous_id"
+        key, head = "m.contact_id, if(m.contact_id = '', t.anonymous_id, '')", ""
     return (
-        f"SELECT contact_id, arraySort(x -> x.1, groupArray((at, idx))) AS hist FROM ("
-        f" SELECT {_contact('t')} AS contact_id, toUInt8(indexOf({STAGE_LIST}, t.stage)) AS idx,"
-        f" min({epoch('t.entered_at')}) AS at"
-        f" FROM (SELECT anonymous_id, stage, entered_at FROM {db}.stage_transitions_data AS t"
-        f"  WHERE t.site_id = {{s:String}} AND indexOf({STAGE_LIST}, t.stage) > 0) AS t{_join(db, 't')}"
-        f" GROUP BY contact_id, idx) WHERE 1{persona_filter} GROUP BY contact_id"
+        f"SELECT {head}{mins} FROM {db}.device_stages AS t{join} WHERE t.site_id = {{s:String}}{devices} GROUP BY {key}"
+    )
+
+
+# ``hist`` of a contact_stages row: the entered stages' ``(at, stage index 1..5)``, in stage order
+HIST = f"arrayFilter(x -> x.1 < {NEVER_S}, [{', '.join(f'(e{i}, toUInt8({i}))' for i in range(1, len(STAGES) + 1))}])"
+
+
+def stage_history(db: str, persona_filter: str = "", within: str = "", did: str = "") -> str:
+    """Per contact: ``hist``, its stage entries ``(at, stage index 1..5)`` in stage order (no read
+    depends on the order), each stage's first entry across the contact's devices, from
+    ``device_stages`` (contact_stages). ``persona_filter``: a condition (`` AND ...``) on
+    ``contact_id``. ``within``: only these contacts (a subquery of contact ids), those whose devices
+    ``did`` (a subquery of anonymous ids) something, e.g. bought; then only the rows of those devices
+    and of the devices that share a contact (analytics._shared_devices) are read: a contact of one
+    device is in ``within`` only if that device is in ``did``."""
+    devices = ""
+    if did:
+        devices = f" AND (t.anonymous_id IN ({did}) OR t.anonymous_id IN ({_shared_devices(db)}))"
+    wanted = f" AND contact_id IN ({within})" if within else ""
+    return (
+        f"SELECT contact_id, {HIST} AS hist FROM ({contact_stages(db, devices)})"
+        f" WHERE notEmpty(hist){wanted}{persona_filter}"
     )
 
 

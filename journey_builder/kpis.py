@@ -13,8 +13,10 @@ Definitions (README "Stage KPIs"):
   answers out of range are ignored. NPS = % promoters (9-10) - % detractors (0-6); CSAT = % of
   answers 4 or 5. The channel is the answering session's; the stage, the contact's at the answer.
 
-Everything is aggregated in ClickHouse: each row is counted under (stage, week), (stage, 'all') and,
-for purchases, (all stages, 'all') by one ``ARRAY JOIN`` of those keys, so the weekly trend and the
+Everything is aggregated in ClickHouse: the stage flow from each contact's first entries (one row per
+contact: ``device_stages``, migration 025, its devices grouped by their current contact), counted per
+(stage, week) and per stage by ``GROUPING SETS``; purchases counted under (stage, week), (stage,
+'all') and (all stages, 'all') by one ``ARRAY JOIN`` of those keys, so the weekly trend and the
 totals (distinct buyers included) come from one pass; Python only shapes the answer.
 """
 
@@ -24,8 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from journey_builder.analytics import BadQuery, _contact, _current, _join, _shared_devices
-from journey_builder.insights import STAGE_LIST, epoch, query, stage_at, stage_history, stage_name
+from journey_builder.analytics import BadQuery, _contact, _join
+from journey_builder.insights import (
+    NEVER_S,
+    contact_stages,
+    epoch,
+    query,
+    stage_at,
+    stage_history,
+    stage_name,
+)
 from journey_builder.personas import Personas
 from journey_builder.stages import STAGES
 from trailmark.settings import AnalysisSettings
@@ -75,8 +85,8 @@ def kpis(
         "rev": conf.revenue_property,
     }
     only = personas.filter_sql(db, conf, p, persona, "contact_id")
-    hist = stage_history(db, only)
-    week = "toString(toStartOfWeek(toDateTime(toUInt32({})), 1))"
+    # the contacts' stage entries (e1..e5): every contact's without its id, or the persona's
+    entries = f"SELECT * FROM ({contact_stages(db)}) WHERE 1{only}" if persona else contact_stages(db, ids=False)
     # the three queries are independent: run at once, the answer takes the slowest, not the sum
     pool = ThreadPoolExecutor(3, thread_name_prefix="kpis")
     feedback_job = pool.submit(feedback, storage, site_id, personas, conf, dict(p), persona)
@@ -84,25 +94,27 @@ def kpis(
         query,
         storage,
         conf,
-        f"SELECT g.1 AS idx, g.2 AS wk, count() AS entered, countIf(moved) AS moved_on,"
-        f" quantileExactInclusiveIf(0.5)(dur, moved) AS p50, quantileExactInclusiveIf(0.9)(dur, moved) AS p90 FROM ("
-        f" SELECT [(h.2, {week.format('h.1')}), (h.2, 'all')] AS levels,"
-        f"  arrayFilter(x -> x.2 > h.2 AND x.1 >= h.1, hist) AS later, notEmpty(later) AS moved,"
-        f"  if(moved, arrayMin(arrayMap(x -> x.1, later)) - h.1, 0.) AS dur"
-        f" FROM ({hist if only else _histories(db)}) ARRAY JOIN hist AS h"
-        " WHERE h.1 >= {lo:Float64} AND h.1 < {hi:Float64})"
-        " ARRAY JOIN levels AS g GROUP BY g",
+        f"SELECT idx, if(w = 0, 'all', toString(toDate(w))) AS wk, count() AS entered, countIf(moved) AS moved_on,"
+        f" quantilesExactInclusiveIf(0.5, 0.9)(dur, moved) AS q FROM ("
+        f" SELECT h.1 AS idx, toUInt16(toStartOfWeek(toDateTime(toUInt32(h.2)), 1)) AS w, h.3 < inf AS moved,"
+        f"  if(moved, h.3 - h.2, 0.) AS dur"
+        f" FROM ({entries})"
+        f" ARRAY JOIN arrayFilter(x -> x.2 >= {{lo:Float64}} AND x.2 < {{hi:Float64}}, {_ENTRIES}) AS h)"
+        # per stage and week, and per stage over the window (w = 0)
+        " GROUP BY GROUPING SETS ((idx, w), (idx))",
         p,
     )
     rev = (
         "if(JSONType(e.properties, {rev:String}) = 'String', toFloat64OrZero(JSONExtractString(e.properties,"
         " {rev:String})), JSONExtractFloat(e.properties, {rev:String}))"
     )
-    # the stage histories of buyers only: the hash join's right side stays as small as the buyers
-    buyers = (
-        f"SELECT {_contact('e')} AS contact_id FROM (SELECT anonymous_id FROM {db}.track_events AS e FINAL"
-        f" WHERE e.site_id = {{s:String}} AND e.event IN {{buy:Array(String)}}) AS e{_join(db, 'e')}"
+    # the stage histories of buyers only (their devices' rows): the hash join's right side stays as
+    # small as the buyers
+    bought = (
+        f"SELECT anonymous_id FROM {db}.track_events WHERE site_id = {{s:String}} AND event IN {{buy:Array(String)}}"
     )
+    buyers = f"SELECT {_contact('e')} AS contact_id FROM ({bought}) AS e{_join(db, 'e')}"
+    week = "toString(toStartOfWeek(toDateTime(toUInt32({})), 1))"
     buys_job = pool.submit(
         query,
         storage,
@@ -117,7 +129,7 @@ def kpis(
         f"   WHERE e.site_id = {{s:String}} AND e.event IN {{buy:Array(String)}})"
         f"  AS e{_join(db, 'e')}) WHERE 1{only} GROUP BY contact_id) AS b"
         f" ARRAY JOIN b.buys AS x, arrayEnumerate(b.buys) AS n"
-        f" LEFT JOIN ({stage_history(db, f'{only} AND contact_id IN ({buyers})')}) AS h ON h.contact_id = b.contact_id"
+        f" LEFT JOIN ({stage_history(db, only, buyers, bought)}) AS h ON h.contact_id = b.contact_id"
         f" WHERE x.1 >= {{lo:Float64}} AND x.1 < {{hi:Float64}})"
         " ARRAY JOIN levels AS g GROUP BY g",
         p,
@@ -135,8 +147,8 @@ def kpis(
             "moved_on": moved,
             "drop_off": entered - moved,
             "conversion_rate": _rate(moved, entered),
-            "median_hours_in_stage": _hours(r["p50"], moved > 0),
-            "p90_hours_in_stage": _hours(r["p90"], moved > 0),
+            "median_hours_in_stage": _hours(r["q"][0], moved > 0),
+            "p90_hours_in_stage": _hours(r["q"][1], moved > 0),
         }
     money: dict[tuple[int, str], dict[str, Any]] = {}
     total: dict[str, Any] = _money({})
@@ -161,24 +173,16 @@ def kpis(
     }
 
 
-def _histories(db: str) -> str:
-    """Every contact's stage history (``hist`` as insights.stage_history gives it, in time order),
-    without the contact's id: a device whose contact has no other device is a contact of its own,
-    its entries need no identity join and one grouping (most devices); the others are grouped by
-    their current contact. ``minMap``: each stage's first entry."""
-    shared = _shared_devices(db)
-    entries = (
-        f"SELECT anonymous_id, toUInt8(indexOf({STAGE_LIST}, stage)) AS idx, {epoch('entered_at')} AS at"
-        f" FROM {db}.stage_transitions_data WHERE site_id = {{s:String}} AND indexOf({STAGE_LIST}, stage) > 0"
-    )
-    hist = "arraySort(x -> x.1, arrayZip(mm.2, mm.1)) AS hist"
-    return (
-        f"SELECT {hist} FROM (SELECT minMap([idx], [at]) AS mm FROM ({entries}"
-        f" AND anonymous_id NOT IN ({shared})) GROUP BY anonymous_id)"
-        f" UNION ALL SELECT {hist} FROM (SELECT minMap([t.idx], [t.at]) AS mm FROM ({entries}"
-        f" AND anonymous_id IN ({shared})) AS t LEFT ANY JOIN ({_current(db, f'anonymous_id IN ({shared})')}) AS m"
-        f" ON m.anonymous_id = t.anonymous_id GROUP BY {_contact('t')})"
-    )
+def _next(i: int) -> str:
+    """The time a contact_stages row moved on from stage ``i`` (``e{i}``): its first entry into a later
+    stage at or after it (stages may be skipped), ``inf`` if none."""
+    later = [f"if(e{j} >= e{i} AND e{j} < {NEVER_S}, e{j}, inf)" for j in range(i + 1, len(STAGES) + 1)]
+    return f"least({', '.join(later)})" if len(later) > 1 else (later[0] if later else "inf")
+
+
+# a contact_stages row's entries as (stage index, entered at, moved on at); a stage never entered
+# has its at "never", so the window's filter leaves it out
+_ENTRIES = "[" + ", ".join(f"(toUInt8({i}), e{i}, {_next(i)})" for i in range(1, len(STAGES) + 1)) + "]"
 
 
 def _flow(x: dict[str, Any] | None) -> dict[str, Any]:
@@ -230,7 +234,12 @@ def feedback(
     )
     only = personas.filter_sql(db, conf, p, persona, "a.contact_id")
     within = f"SELECT contact_id FROM ({answers})"
-    hist = stage_history(db, f" AND contact_id IN ({within})")
+    answered = (
+        f"SELECT anonymous_id FROM {db}.track_events WHERE site_id = {{s:String}} AND event IN ({{nps:String}},"
+        " {csat:String}) AND toUnixTimestamp64Milli(timestamp) >= {lo:Float64} * 1000"
+        " AND toUnixTimestamp64Milli(timestamp) < {hi:Float64} * 1000"
+    )
+    hist = stage_history(db, within=within, did=answered)  # the answering contacts' (their devices' rows)
     # no answer in the window (a site that asks for none): the persona profiles of nobody would still
     # read every event, so ask the narrow table first
     asked = query(

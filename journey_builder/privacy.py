@@ -293,8 +293,9 @@ def _aggregate_key(ev: EnrichedEvent) -> tuple[str, ...]:
 
 # --- retention ---------------------------------------------------------------------------------------------
 
-# migration 008, and the reads' tables derived from events and touchpoints (017, 018, 020, 021, 024: filled by
-# materialized views that copy each row's retention_days, so a change reaches them only here)
+# migration 008, and the reads' tables derived from events, touchpoints and stage rows (017, 018, 020, 021,
+# 024, 025: filled by materialized views that copy each row's retention_days, so a change reaches them only
+# here)
 RETENTION_TABLES = (
     "events",
     "sessions_data",
@@ -304,6 +305,7 @@ RETENTION_TABLES = (
     "step_events",
     "track_events",
     "device_days",
+    "device_stages",  # 025: copied from stage_transitions_data by a view
     "interest_hours",
     "event_keys",  # 024: copied from events by a view, as the reads' tables above
     "visitor_state",  # 024: written by the journey builder, the DEFAULT as sessions_data
@@ -312,6 +314,7 @@ RETENTION_TABLES = (
 # it merged, migration 020). Its DEFAULT is set all the same, so every table says the current setting
 RETENTION_TYPES = {
     "device_days": "SimpleAggregateFunction(max, UInt16)",
+    "device_stages": "SimpleAggregateFunction(max, UInt16)",
     "interest_hours": "SimpleAggregateFunction(max, UInt16)",
 }
 

@@ -1,6 +1,7 @@
-"""The summaries the journey-method reads use (migrations 020 device_days, 021 track_events): filled by
-their materialized views as events are stored and, on an upgrade, by their backfill; keyed by device,
-so a late identify, events arriving out of order and an erasure give the answers the events give.
+"""The summaries the journey-method reads use (migrations 020 device_days, 021 track_events, 025
+device_stages): filled by their materialized views as events and stage rows are stored and, on an
+upgrade, by their backfill; keyed by device, so a late identify, events arriving out of order and an
+erasure give the answers the events give.
 
 Streams: tests/analysis/streams.py (T0 = Monday 2026-11-02 09:00 UTC, weeks start on Monday)."""
 
@@ -48,7 +49,7 @@ def _backfills() -> list[str]:
     return [
         s
         for name, sql in migrations()
-        if name.startswith(("020_", "021_"))
+        if name.startswith(("020_", "021_", "025_"))
         for s in split_statements(sql, "{db}")
         if s.startswith("INSERT INTO ")
     ]
@@ -58,12 +59,13 @@ def test_the_backfill_gives_an_upgraded_install_the_same_answers_and_may_run_twi
     site = feed(journey)
     fresh = _answers(site)
     assert _matrix(fresh["retention"])[("2026-11-02", "Paid Search")] == (1, [1, 1, 0, 1])  # as the events say
-    summaries = ("device_days", "track_events")
+    summaries = ("device_days", "track_events", "device_stages")
     for table in summaries:  # an install from before migration 020: events, and no summary rows
         site.sql(f"TRUNCATE TABLE {{db}}.{table}")
     empty = _answers(site)
     assert empty["retention"]["rows"] == [] and empty["kpis"]["totals"]["purchases"] == 0  # the reads use them
-    assert len(_backfills()) == 2
+    assert all(s["entered"] == 0 for s in empty["kpis"]["stages"]) and empty["moments"]["stages"] == []
+    assert len(_backfills()) == 3
     for _ in range(2):  # the migration's INSERT ... SELECT; a second run (or an overlap) counts nothing twice
         for statement in _backfills():
             site.storage.execute(statement.replace("{db}", site.storage.database))
@@ -130,7 +132,7 @@ def test_an_erased_contact_leaves_the_summaries(journey: Journey) -> None:
     eraser = privacy.Eraser(site.storage, subject, privacy.new_request(SITE, "jane@acme.io"), settle_s=0)
     privacy.begin(site.storage, eraser)
     eraser.run(sleep=lambda _: None)
-    for table in ("device_days", "track_events"):
+    for table in ("device_days", "track_events", "device_stages"):
         assert site.sql(f"SELECT count() AS n FROM {{db}}.{table} WHERE anonymous_id = 'a'") == [{"n": 0}]
         assert site.sql(f"SELECT count() AS n FROM {{db}}.{table} WHERE anonymous_id = 'c'")[0]["n"] > 0
     after = _answers(site)
@@ -138,3 +140,55 @@ def test_an_erased_contact_leaves_the_summaries(journey: Journey) -> None:
     assert ("2026-11-02", "Paid Search") not in _matrix(after["retention"])
     assert _matrix(after["retention"])[("2026-11-09", "Organic Social")] == (1, [1, 1, 0, 0])
     assert after["kpis"]["totals"]["revenue"] == 100.0
+
+
+def _flow(out: dict[str, Any]) -> dict[str, tuple[int, int, float | None]]:
+    return {
+        s["stage"]: (s["entered"], s["moved_on"], s["median_hours_in_stage"]) for s in out["stages"] if s["entered"]
+    }
+
+
+def test_stage_kpis_follow_a_merge_of_two_devices_stage_histories(journey: Journey) -> None:
+    """device_stages (migration 025) holds each device's entries; a contact's history is resolved when
+    read, so two devices merged by a late identify are one history from then on."""
+    e = journey.event
+    send(journey, e("page", "phone", 0, path="/"), e("page", "phone", 5, path="/pricing"))  # Awareness, Consideration
+    send(
+        journey, e("page", "laptop", 2 * DAY, path="/"), e("page", "laptop", 2 * DAY + 10, path="/cart")
+    )  # A, Decision
+    send(journey, e("identify", "laptop", 2 * DAY + 20, user_id="u1"))
+    rows = journey.sql("SELECT anonymous_id, count() AS n FROM {db}.device_stages GROUP BY anonymous_id ORDER BY 1")
+    assert [r["anonymous_id"] for r in rows] == ["laptop", "phone"]  # per device, whatever the contact
+    before = kpis.kpis(journey.storage, SITE, PERSONAS, CONF, weeks=4, until="2026-11-23")
+    # two contacts: the phone moved on after 5 minutes, the laptop after 10 (to Decision, skipping a stage)
+    assert _flow(before) == {
+        "Awareness": (2, 2, round(7.5 / 60, 3)),
+        "Consideration": (1, 0, None),
+        "Decision": (1, 0, None),
+    }
+    send(journey, e("identify", "phone", 3 * DAY, user_id="u1"))  # the phone turns out to be u1's
+    after = kpis.kpis(journey.storage, SITE, PERSONAS, CONF, weeks=4, until="2026-11-23")
+    # one contact: Awareness at 0 (the phone), Consideration at 5 min, Decision at 2 days 10 min
+    assert _flow(after) == {
+        "Awareness": (1, 1, round(5 / 60, 3)),
+        "Consideration": (1, 1, round((2 * DAY + 10 - 5) / 60, 3)),
+        "Decision": (1, 0, None),
+    }
+    got = moments.moments(journey.storage, SITE, PERSONAS, CONF, conversions=["Order Completed"], min_support=1)
+    assert [s["stage"] for s in got["stages"]] == []  # nobody converted: no contact without a moment converts
+
+
+def test_an_earlier_stage_row_for_a_device_moves_its_entry(journey: Journey) -> None:
+    """A stage row written later with an earlier time (another builder's, a replay) is the entry: the
+    summary keeps each stage's earliest time, as the reads of stage_transitions_data did."""
+    e = journey.event
+    send(journey, e("page", "v", DAY, path="/"), e("page", "v", DAY + 60, path="/pricing"))
+    out = kpis.kpis(journey.storage, SITE, PERSONAS, CONF, weeks=4, until="2026-11-23")
+    assert _flow(out) == {"Awareness": (1, 1, 1.0), "Consideration": (1, 0, None)}  # moved on after an hour
+    journey.storage.execute(
+        f"INSERT INTO {journey.storage.database}.stage_transitions_data (site_id, anonymous_id, stage, entered_at,"
+        " rule, message_id) VALUES ('s1', 'v', 'Consideration', '2026-11-02 09:30:00', 'pricing', 'm-late')"
+    )
+    out = kpis.kpis(journey.storage, SITE, PERSONAS, CONF, weeks=4, until="2026-11-23")
+    # Consideration at 09:30 on day 0, before Awareness (day 1): Awareness has no later stage any more
+    assert _flow(out) == {"Awareness": (1, 0, None), "Consideration": (1, 0, None)}

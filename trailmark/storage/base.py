@@ -118,6 +118,7 @@ SHARD_KEYS: dict[str, str] = {
     "interest_hours": _VISITOR,  # filled by interest_hours_mv on the shard of the visitor's events
     "device_days": _VISITOR,  # as interest_hours (device_days_mv); its backfill goes by the same key
     "track_events": _VISITOR,
+    "device_stages": _VISITOR,  # filled by device_stages_mv, beside the visitor's stage rows
     "session_touches": _VISITOR,  # filled by session_touches_mv, beside the visitor's touchpoints
     "step_events": _VISITOR,  # filled by step_events_mv, beside the visitor's events
     "event_keys": _VISITOR,  # filled by event_keys_mv, beside the visitor's events
