@@ -173,7 +173,7 @@ class ChdbStorage:
         scalar columns from Python, so list columns travel as JSON text and are parsed in SQL."""
         if not columns:
             return
-        data = {c: list(v) for c, v in columns.items()}
+        data = {c: v if type(v) is list else list(v) for c, v in columns.items()}  # lists are read, not changed
         if not next(iter(data.values())):
             return
         selects = []
