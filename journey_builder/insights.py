@@ -71,21 +71,19 @@ def contact_stages(db: str, devices: str = "", ids: bool = True) -> str:
 HIST = f"arrayFilter(x -> x.1 < {NEVER_S}, [{', '.join(f'(e{i}, toUInt8({i}))' for i in range(1, len(STAGES) + 1))}])"
 
 
-def stage_history(db: str, persona_filter: str = "", within: str = "", did: str = "") -> str:
+def stage_history(db: str, persona_filter: str = "", did: str = "") -> str:
     """Per contact: ``hist``, its stage entries ``(at, stage index 1..5)`` in stage order (no read
     depends on the order), each stage's first entry across the contact's devices, from
     ``device_stages`` (contact_stages). ``persona_filter``: a condition (`` AND ...``) on
-    ``contact_id``. ``within``: only these contacts (a subquery of contact ids), those whose devices
-    ``did`` (a subquery of anonymous ids) something, e.g. bought; then only the rows of those devices
-    and of the devices that share a contact (analytics._shared_devices) are read: a contact of one
-    device is in ``within`` only if that device is in ``did``."""
+    ``contact_id``. ``did``: a subquery of anonymous ids (e.g. the devices that bought): then only
+    the rows of those devices and of the devices that share a contact (analytics._shared_devices)
+    are read, which gives every contact of a device in ``did`` (and some contacts of shared
+    devices besides: for the right side of a join on the contacts of ``did``)."""
     devices = ""
     if did:
         devices = f" AND (t.anonymous_id IN ({did}) OR t.anonymous_id IN ({_shared_devices(db)}))"
-    wanted = f" AND contact_id IN ({within})" if within else ""
     return (
-        f"SELECT contact_id, {HIST} AS hist FROM ({contact_stages(db, devices)})"
-        f" WHERE notEmpty(hist){wanted}{persona_filter}"
+        f"SELECT contact_id, {HIST} AS hist FROM ({contact_stages(db, devices)}) WHERE notEmpty(hist){persona_filter}"
     )
 
 

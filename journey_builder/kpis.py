@@ -113,7 +113,6 @@ def kpis(
     bought = (
         f"SELECT anonymous_id FROM {db}.track_events WHERE site_id = {{s:String}} AND event IN {{buy:Array(String)}}"
     )
-    buyers = f"SELECT {_contact('e')} AS contact_id FROM ({bought}) AS e{_join(db, 'e')}"
     week = "toString(toStartOfWeek(toDateTime(toUInt32({})), 1))"
     buys_job = pool.submit(
         query,
@@ -129,7 +128,7 @@ def kpis(
         f"   WHERE e.site_id = {{s:String}} AND e.event IN {{buy:Array(String)}})"
         f"  AS e{_join(db, 'e')}) WHERE 1{only} GROUP BY contact_id) AS b"
         f" ARRAY JOIN b.buys AS x, arrayEnumerate(b.buys) AS n"
-        f" LEFT JOIN ({stage_history(db, only, buyers, bought)}) AS h ON h.contact_id = b.contact_id"
+        f" LEFT JOIN ({stage_history(db, only, did=bought)}) AS h ON h.contact_id = b.contact_id"
         f" WHERE x.1 >= {{lo:Float64}} AND x.1 < {{hi:Float64}})"
         " ARRAY JOIN levels AS g GROUP BY g",
         p,
@@ -239,7 +238,7 @@ def feedback(
         " {csat:String}) AND toUnixTimestamp64Milli(timestamp) >= {lo:Float64} * 1000"
         " AND toUnixTimestamp64Milli(timestamp) < {hi:Float64} * 1000"
     )
-    hist = stage_history(db, within=within, did=answered)  # the answering contacts' (their devices' rows)
+    hist = stage_history(db, did=answered)  # the answering contacts' (their devices' rows)
     # no answer in the window (a site that asks for none): the persona profiles of nobody would still
     # read every event, so ask the narrow table first
     asked = query(
