@@ -106,17 +106,16 @@ def retention(
     if by == "persona" or persona:  # the contacts' ids are joined with their personas
         per_contact = contacts("", _current(db, "1"))
     else:
-        # one pass over the rows: a device whose contact has no other device is a contact of its own
-        # (most devices: no identity join, its own group); the others are grouped by their contact
+        # a device whose contact has no other device is a contact of its own: its rows need no
+        # identity join and no second grouping (most devices); the others are grouped by contact
         shared = _shared_devices(db)
-        per_contact = (
-            f"SELECT minIf(d.first_at, {start}) AS first_at,"
-            f" arrayDistinct(arrayMap(x -> {bucket.format('x')}, groupUniqArrayIf(d.day, {back}))) AS back,"
-            f" min(d.first_channel) AS first_channel FROM {db}.device_days AS d"
-            f" LEFT ANY JOIN ({_current(db, f'anonymous_id IN ({shared})')}) AS m ON m.anonymous_id = d.anonymous_id"
-            f" WHERE d.site_id = {{s:String}} AND ({start} OR {back})"
-            f" GROUP BY m.contact_id, if(m.contact_id = '', d.anonymous_id, '') HAVING max({start}){having}"
+        alone = (
+            f"SELECT '' AS contact_id, e.first_at AS first_at,"
+            f" arrayDistinct(arrayMap(d -> {bucket.format('d')}, e.days)) AS back, e.first_channel AS first_channel"
+            f" FROM ({per_device(f' AND d.anonymous_id NOT IN ({shared})')}) AS e WHERE e.started{having}"
         )
+        together = contacts(f" AND d.anonymous_id IN ({shared})", _current(db, f"anonymous_id IN ({shared})"))
+        per_contact = f"{alone} UNION ALL {together}"
     rows = query(
         storage,
         conf,
