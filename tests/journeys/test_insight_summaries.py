@@ -192,3 +192,27 @@ def test_an_earlier_stage_row_for_a_device_moves_its_entry(journey: Journey) -> 
     out = kpis.kpis(journey.storage, SITE, PERSONAS, CONF, weeks=4, until="2026-11-23")
     # Consideration at 09:30 on day 0, before Awareness (day 1): Awareness has no later stage any more
     assert _flow(out) == {"Awareness": (1, 0, None), "Consideration": (1, 0, None)}
+
+
+def test_a_stage_entry_past_the_sites_retention_leaves_device_stages(journey: Journey) -> None:
+    """Each stage's time expires with the stage row it came from (a column TTL), the device's row with
+    its last one: the summary says what stage_transitions_data still holds."""
+    e = journey.event
+    journey.send(e("page", "v", -400 * DAY, path="/"))  # Awareness, 400 days before T0
+    journey.send(e("page", "v", 0, path="/pricing"))  # Consideration at T0
+    journey.send(e("page", "w", -400 * DAY, path="/"))  # nothing since
+    store, db = journey.storage, journey.storage.database
+    store.execute(f"OPTIMIZE TABLE {db}.device_stages FINAL")  # v's entries in one row, as merges leave them
+    assert store.query(f"SELECT count() AS n FROM {db}.device_stages WHERE anonymous_id = 'v'") == [{"n": 1}]
+    assert "device_stages" in privacy.apply_retention(store, {SITE: 200}, 0)
+    for table in privacy.RETENTION_TABLES:
+        store.execute(f"OPTIMIZE TABLE {db}.{table} FINAL")
+    kept = store.query(f"SELECT anonymous_id, stage FROM {db}.stage_transitions_data ORDER BY anonymous_id, stage")
+    assert [(r["anonymous_id"], r["stage"]) for r in kept] == [("v", "Consideration")]
+    rows = store.query(
+        f"SELECT anonymous_id, awareness_at < '2200-01-01' AS aware, consideration_at < '2200-01-01' AS considered"
+        f" FROM {db}.device_stages FINAL"
+    )
+    assert rows == [{"anonymous_id": "v", "aware": 0, "considered": 1}]
+    out = kpis.kpis(store, SITE, PERSONAS, CONF, weeks=4, until="2026-11-23")
+    assert _flow(out) == {"Consideration": (1, 0, None)}
