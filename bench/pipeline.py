@@ -13,8 +13,10 @@ Three set-ups in one run, on the same machine:
 Throughput: wrk posts 50-event browser batches (one visitor each, unique messageIds per request)
 as fast as the collector takes them for ``--seconds``; the figure is accepted events divided by
 the time until the last of them is queryable in trailmark.events (so a stage that falls behind
-counts). Freshness: under a paced load (``--paced-share`` of that throughput), a probe event is
-posted every 200 ms and /v1/sql is polled until it is visible; p50/p95 of POST -> queryable.
+counts). Freshness: under a paced load (``--paced-share`` of that throughput), ``PROBERS`` probers
+each post a probe event, poll /v1/sql until it is visible, wait 200 ms and post the next; p50/p95
+of POST -> queryable over all their probes (one prober gave ~12 probes in 15 s: its p95 was the
+slowest probe but one).
 
     .venv/bin/python bench/pipeline.py [--seconds 15] [--connections 16] [--kafka HOST:PORT] [--only kafka-scaled]
 
@@ -365,17 +367,20 @@ def throughput(setup: Setup, seconds: float, connections: int, work: Path) -> No
     )
 
 
+PROBERS = 4  # concurrent probers of freshness, each its own visitor
+
+
 def freshness(setup: Setup, seconds: float, connections: int, rps: float, work: Path) -> None:
     latencies: list[float] = []
     stop = threading.Event()
 
-    def probe() -> None:
+    def probe(visitor: str) -> None:
         with httpx.Client(timeout=30) as client:
             auth = (setup.site["write_key"], "")
             read = {"authorization": f"Bearer {setup.site['read_key']}"}
             while not stop.is_set():
                 mid = uuid.uuid4().hex
-                ev = {"type": "track", "event": "probe", "anonymousId": "probe", "messageId": mid}
+                ev = {"type": "track", "event": "probe", "anonymousId": visitor, "messageId": mid}
                 t0 = time.monotonic()
                 r = client.post(
                     setup.collector + "/v1/batch",
@@ -385,21 +390,24 @@ def freshness(setup: Setup, seconds: float, connections: int, rps: float, work: 
                 )
                 r.raise_for_status()
                 q = {
-                    "query": f"SELECT count() AS n FROM trailmark.events WHERE anonymous_id = 'probe'"
+                    "query": f"SELECT count() AS n FROM trailmark.events WHERE anonymous_id = '{visitor}'"
                     f" AND message_id = '{mid}'"
                 }
                 while client.post(setup.reader + "/v1/sql", json=q, headers=read).json()["rows"][0]["n"] == 0:
                     if time.monotonic() - t0 > 60:
                         raise SystemExit(f"{setup.name}: probe not visible after 60 s")
-                    time.sleep(0.01)
+                    time.sleep(0.04)  # 4 probers x 25 reads/s: the 100/s one prober made
                 latencies.append(time.monotonic() - t0)
                 time.sleep(0.2)
 
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=probe, args=(f"probe-{i}",), daemon=True) for i in range(PROBERS)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.25)  # spread over the builder's cycle
     w = run_wrk(setup.collector, setup.site["write_key"], seconds, connections, work, rps=rps / PER_BATCH)
     stop.set()
-    thread.join(90)
+    for thread in threads:
+        thread.join(90)
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     setup.figures.update(
