@@ -19,6 +19,14 @@ What it speaks (ClickHouse's HTTP interface, https://clickhouse.com/docs/interfa
   ``Content-Encoding`` of the request body (same list), ``user``/``password``/``quota_key``/``role``
   (accepted, ignored); every other parameter is a ClickHouse setting for this query (unknown settings
   fail with UNKNOWN_SETTING as on a server).
+- External data: multipart file parts, each a temporary table named after its part, with
+  ``<name>_structure`` or ``<name>_types`` and ``<name>_format`` (TabSeparated by default) URL
+  parameters, as a server takes them; the query runs on a connection made for it, which holds them.
+- The server's default HTTP limits, so a client that oversteps them fails here as on a server: the
+  URL at most ``http_max_uri_size`` (1 MiB; longer is answered 400 without a ClickHouse code, as the
+  request is refused before it is parsed), each form field at most ``http_max_field_value_size``
+  (128 KiB; the server takes one byte past it) and ``http_max_fields`` (1,000) of them (refused as
+  ClickHouse's HTML form reader does, POCO_EXCEPTION).
 - Formats: whatever the engine supports, chosen by the query's ``FORMAT`` clause or
   ``default_format``; clickhouse-connect's Native and RowBinaryWithNamesAndTypes answers and its
   Native / JSONEachRow / raw inserts (``INSERT ... FORMAT X`` followed by the data).
@@ -36,10 +44,10 @@ What it speaks (ClickHouse's HTTP interface, https://clickhouse.com/docs/interfa
 What it does not cover: authentication, users, quotas, roles and grants (any credentials are
 accepted); TLS; clusters, replication, Keeper, ``ON CLUSTER`` and Distributed tables over several
 nodes; server-side sessions (``session_id`` is refused with NOT_IMPLEMENTED, so a client that needs
-them fails loudly rather than silently losing its session state); external data (multipart file
-parts: refused); ClickHouse's own block compression (``compress=1`` / ``decompress=1``: refused);
-progress headers and streaming (``X-ClickHouse-Progress`` is never sent, answers are buffered, so an
-error never arrives in the middle of a body and ``X-ClickHouse-Exception-Tag`` is not used);
+them fails loudly rather than silently losing its session state); ClickHouse's own block compression
+(``compress=1`` / ``decompress=1``: refused); progress headers and streaming (``X-ClickHouse-Progress``
+is never sent, answers are buffered, so an error never arrives in the middle of a body and
+``X-ClickHouse-Exception-Tag`` is not used);
 ``client_protocol_version`` (Native answers use protocol 0: clickhouse-connect's probe sees that
 and falls back); query cancellation when the client disconnects; multi-statement refusal (the
 engine runs ``SELECT 1; SELECT 2``, a server refuses it); ``SET``/``USE`` inside a query affect that
@@ -63,7 +71,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -160,7 +168,9 @@ STATUS_BY_NAME: dict[str, int] = {
     "TIMEOUT_EXCEEDED": 408,
     "UNSUPPORTED_MEDIA_TYPE": 415,
 }
-NOT_IMPLEMENTED, UNKNOWN_FORMAT, STD_EXCEPTION = 48, 73, 1001
+NOT_IMPLEMENTED, UNKNOWN_FORMAT, POCO_EXCEPTION, STD_EXCEPTION = 48, 73, 1000, 1001
+# The server's defaults (Settings.cpp): http_max_uri_size, http_max_field_value_size, http_max_fields.
+HTTP_MAX_URI_SIZE, HTTP_MAX_FIELD_VALUE_SIZE, HTTP_MAX_FIELDS = 1024 * 1024, 128 * 1024, 1000
 
 CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8",
@@ -219,6 +229,42 @@ class Query:
     default_format: str
     accept_encoding: str = ""
     compress_answer: bool = False
+    external: list[External] = field(default_factory=list)
+
+
+@dataclass
+class External:
+    """One external-data table: its name, column declarations, input format and data."""
+
+    name: str
+    columns: str
+    fmt: str
+    data: bytes
+
+    @classmethod
+    def of(cls, name: str, data: bytes, url: Mapping[str, str]) -> External:
+        if structure := url.get(f"{name}_structure"):
+            columns = structure
+        elif types := url.get(f"{name}_types"):
+            columns = ", ".join(f"_{i} {t}" for i, t in enumerate(top_level_split(types), 1))
+        else:
+            raise ClickHouseException.new(
+                36, "BAD_ARGUMENTS", f"Neither structure nor types have not been provided for external table {name}"
+            )
+        return cls(name, columns, url.get(f"{name}_format") or "TabSeparated", data)
+
+
+def top_level_split(types: str) -> list[str]:
+    """``String,Tuple(UInt8, String)`` -> the two types (commas inside brackets stay)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(types):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            parts.append(types[start:i].strip())
+            start = i + 1
+    parts.append(types[start:].strip())
+    return [p for p in parts if p]
 
 
 class Engine:
@@ -237,11 +283,21 @@ class Engine:
     def _scalar(self, sql: str) -> str:
         return bytes(self._base.query(sql, "TabSeparated").bytes()).decode().strip()
 
-    def _open(self, database: str, settings: Mapping[str, str]) -> Any:
+    def _open(self, database: str, settings: Mapping[str, str], external: list[External] | None = None) -> Any:
         conn = chdb.connect(self.path)  # type: ignore[no-untyped-call]
         try:
             if database:
                 conn.query(f"USE {quote_identifier(database)}")
+            for t in external or ():  # temporary tables of this connection, made before readonly is set
+                conn.query(f"CREATE TEMPORARY TABLE {quote_identifier(t.name)} ({t.columns}) ENGINE = Memory")
+                fd, name = tempfile.mkstemp(prefix="chserver-external-")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(t.data)
+                    table = quote_identifier(t.name)
+                    conn.query(f"INSERT INTO {table} FROM INFILE {quote_string(name)} FORMAT {t.fmt}")
+                finally:
+                    os.unlink(name)
             # readonly last: with readonly=1 no other setting could be changed after it
             for name, value in sorted(settings.items(), key=lambda kv: kv[0] == "readonly"):
                 conn.query(f"SET {quote_identifier(name)} = {quote_string(value)}")
@@ -251,13 +307,19 @@ class Engine:
         return conn
 
     @contextmanager
-    def connection(self, database: str, settings: Mapping[str, str], reusable: bool) -> Iterator[Any]:
+    def connection(
+        self, database: str, settings: Mapping[str, str], reusable: bool, external: list[External] | None = None
+    ) -> Iterator[Any]:
         key = (database, tuple(sorted(settings.items())))
-        with self._lock:
-            idle = self._idle.get(key)
-            conn = idle.pop() if idle else None
+        conn = None
+        if external:  # a connection of its own, holding the tables, never reused
+            reusable = False
+        else:
+            with self._lock:
+                idle = self._idle.get(key)
+                conn = idle.pop() if idle else None
         if conn is None:
-            conn = self._open(database, settings)
+            conn = self._open(database, settings, external)
         try:
             yield conn
         except BaseException:
@@ -333,21 +395,29 @@ def encode_answer(data: bytes, accept: str) -> tuple[bytes, str]:
     return data, ""
 
 
-def parse_multipart(content_type: str, body: bytes) -> dict[str, str]:
-    """Text fields of a multipart/form-data body (query and param_*); file parts are refused."""
+def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    """Text fields (query and param_*) and file parts (external data) of a multipart/form-data body,
+    within the server's limits on fields."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body
     )
     fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        if part.get_filename() is not None or not isinstance(name, str):
-            raise ClickHouseException.new(
-                NOT_IMPLEMENTED, "NOT_IMPLEMENTED", "external data is not supported by the chDB test endpoint"
-            )
+        if not isinstance(name, str):
+            raise ClickHouseException.new(POCO_EXCEPTION, "POCO_EXCEPTION", "HTML Form Exception: Invalid form field")
         payload = part.get_payload(decode=True)
-        fields[name] = payload.decode() if isinstance(payload, bytes) else str(payload)
-    return fields
+        data = payload if isinstance(payload, bytes) else str(payload).encode()
+        if part.get_filename() is not None:
+            files[name] = data
+            continue
+        if len(data) > HTTP_MAX_FIELD_VALUE_SIZE + 1:
+            raise ClickHouseException.new(POCO_EXCEPTION, "POCO_EXCEPTION", "HTML Form Exception: Field value too long")
+        fields[name] = data.decode()
+        if len(fields) > HTTP_MAX_FIELDS:
+            raise ClickHouseException.new(POCO_EXCEPTION, "POCO_EXCEPTION", "HTML Form Exception: Too many form fields")
+    return fields, files
 
 
 class Endpoint:
@@ -364,6 +434,8 @@ class Endpoint:
 
     async def handle(self, request: Request) -> Response:
         query_id = request.query_params.get("query_id") or str(uuid.uuid4())
+        if len(request.url.path) + len(request.url.query) + 1 > HTTP_MAX_URI_SIZE:
+            return Response(b"Too long URI\n", status_code=400, media_type="text/plain; charset=UTF-8")
         try:
             req = await self.parse(request, query_id)
             if req is None:
@@ -386,9 +458,15 @@ class Endpoint:
         url = dict(parse_qsl(request.url.query, keep_blank_values=True))
         body = decode_body(await request.body(), request.headers.get("content-encoding", ""))
         content_type = request.headers.get("content-type", "")
+        files: dict[str, bytes] = {}
         if content_type.startswith("multipart/form-data"):
-            url.update(parse_multipart(content_type, body))
+            fields, files = parse_multipart(content_type, body)
+            url.update(fields)
             body = b""
+        external = [External.of(name, data, url) for name, data in files.items()]
+        for t in external:
+            for suffix in ("_structure", "_types", "_format"):
+                url.pop(t.name + suffix, None)
         for name, what in REFUSED_PARAMS.items():
             if url.get(name, "") not in ("", "0"):
                 raise ClickHouseException.new(
@@ -417,6 +495,7 @@ class Endpoint:
             default_format=url.get("default_format") or "TabSeparated",
             accept_encoding=request.headers.get("accept-encoding", ""),
             compress_answer=settings.get("enable_http_compression", "0") not in ("0", "false"),
+            external=external,
         )
 
     def run(self, req: Query) -> Response:
@@ -437,7 +516,8 @@ class Endpoint:
         sql = f"/* {QUERY_TAG}{req.query_id} */ {sql}"
         try:
             # a SET or USE in the query changes its connection: that one is not reused
-            with self.engine.connection(req.database, req.settings, keyword not in ("SET", "USE")) as conn:
+            reusable = keyword not in ("SET", "USE")
+            with self.engine.connection(req.database, req.settings, reusable, req.external) as conn:
                 result = conn.query(sql, fmt if keyword in RESULT_STATEMENTS else "TabSeparated", params=req.params)
         except ClickHouseException:
             raise

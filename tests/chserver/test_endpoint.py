@@ -4,6 +4,7 @@ clients use it: queries, inserts, parameters, formats, headers, compression, err
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import uuid
 from collections.abc import Iterator
@@ -143,3 +144,40 @@ def test_stop_and_start_on_the_same_port_keeps_the_data(tmp_path: Path) -> None:
         assert c.command("SELECT a FROM default.kept") == 7  # same client, same port
     finally:
         endpoint.stop()
+
+
+def test_external_data_is_a_temporary_table_of_its_query(client: Any) -> None:
+    """External data as clickhouse-connect sends it (file parts, ``<name>_structure`` / ``_types`` /
+    ``_format``): a temporary table seen by that query only, readonly or not."""
+    from clickhouse_connect.driver.external import ExternalData
+
+    ext = ExternalData(file_name="pairs", data=b"1\ta\n2\tb\\tc\n", structure="n UInt8, s String")
+    ext.add_file(file_name="blob", data=b'{"k": [1, 2]}', fmt="RawBLOB", types="String")
+    sql = "SELECT n, s, (SELECT _1 FROM blob) AS b FROM pairs ORDER BY n FORMAT JSONEachRow"
+    rows = client.raw_query(sql, external_data=ext, settings={"readonly": 2})
+    assert [json.loads(line) for line in rows.splitlines()] == [
+        {"n": 1, "s": "a", "b": '{"k": [1, 2]}'},
+        {"n": 2, "s": "b\tc", "b": '{"k": [1, 2]}'},
+    ]
+    with pytest.raises(DatabaseError) as info:  # the next query does not see them
+        client.query("SELECT * FROM pairs")
+    assert info.value.code == 60
+
+
+def test_the_servers_http_limits_are_enforced(clickhouse_endpoint: ClickHouseEndpoint, client: Any) -> None:  # noqa: F811
+    """As a server with default settings: a form field over 128 KiB (where clickhouse-connect puts long
+    parameters) and a URL over 1 MiB are refused, so a client that would fail on a server fails here."""
+    long = "x" * (128 * 1024 + 2)
+    with pytest.raises(DatabaseError) as info:
+        client.raw_query("SELECT length({v:String})", parameters={"v": long})
+    assert info.value.code == 1000 and "Field value too long" in str(info.value)
+    assert client.raw_query("SELECT length({v:String})", parameters={"v": long[:-2]}) == b"131072\n"
+    conn = http.client.HTTPConnection("127.0.0.1", clickhouse_endpoint.port, timeout=30)  # httpx refuses such URLs
+    try:
+        conn.request("POST", "/?param_v=" + "y" * (1024 * 1024), body=b"SELECT {v:String}")
+        answer = conn.getresponse()
+        answer.read()
+        answer.close()
+        assert answer.status == 400 and answer.getheader("x-clickhouse-exception-code") is None
+    finally:
+        conn.close()

@@ -71,6 +71,26 @@ def test_query_values_are_the_same_json_on_both_backends(storage: Storage) -> No
     ]
 
 
+def test_parameters_past_a_servers_http_limits_give_the_same_answers(storage: Storage) -> None:
+    """Parameters of ~1 MB (String and Array, used twice, with characters that need escaping) answer
+    as small ones do; on the server path they travel as external data (see server_backend.py)."""
+    names = [f"n{i}'\\\t\"ü" for i in range(40_000)]
+    text = "[" + ",".join(f'"{i}"' for i in range(60_000)) + "]"
+    rows = storage.query(
+        "SELECT length({t:String}) AS chars, length(JSONExtract({t:String}, 'Array(String)')) AS ids,"
+        " length({a:Array(String)}) AS names, has({a:Array(String)}, {one:String}) AS found,"
+        " (SELECT count() FROM numbers(10) WHERE toString(number) IN {a:Array(String)}) AS none",
+        {"t": text, "a": names, "one": names[-1]},
+    )
+    assert rows == [{"chars": len(text), "ids": 60_000, "names": 40_000, "found": 1, "none": 0}]
+    storage.execute(
+        f"CREATE TABLE {storage.database}.big_params ENGINE = Memory AS"
+        " SELECT arrayJoin(JSONExtract({t:String}, 'Array(String)')) AS id",
+        {"t": text},
+    )
+    assert storage.query(f"SELECT count() AS n FROM {storage.database}.big_params") == [{"n": 60_000}]
+
+
 def test_explain_shows_the_query_as_given(storage: Storage) -> None:
     """No FORMAT clause is added to the text: the SQL sandbox reads EXPLAIN AST."""
     rows = storage.query("EXPLAIN AST SELECT 1")

@@ -6,6 +6,12 @@ objects where chDB gives strings, and the read API would answer differently on e
 output settings are pinned to the engine defaults chDB runs with, so an older server formats 64-bit
 integers and times the same way. Inserts are JSONEachRow with RFC 3339 times parsed best-effort.
 
+A query parameter too large for ClickHouse's HTTP limits (each form field at most
+``http_max_field_value_size``, 128 KiB by default; the URL at most ``http_max_uri_size``, 1 MiB)
+travels as external data instead: a file part, which has no such cap, read as a one-row temporary
+table. clickhouse-connect would send it in the URL, or as a form field once parameters pass 4 KiB,
+and a server would refuse the query (the journey builder's key sets are about 1 MB for 20k events).
+
 Errors are translated here, once: "cannot be served now" becomes :class:`StorageUnavailable` (the
 runners retry without committing), an error caused by the query or its rows becomes
 :class:`QueryError` (the record is dead-lettered, the read API answers 400):
@@ -21,6 +27,7 @@ runners retry without committing), an error caused by the query or its rows beco
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -28,6 +35,8 @@ from urllib.parse import urlparse
 import orjson
 import urllib3.exceptions
 from clickhouse_connect.driver import exceptions as ch
+from clickhouse_connect.driver.binding import format_bind_value
+from clickhouse_connect.driver.external import ExternalData
 
 from trailmark.storage.base import QueryError, Row, StorageError, StorageUnavailable, setting_literal
 
@@ -101,6 +110,40 @@ JSON_ROWS: dict[str, Any] = {
     "date_time_output_format": "simple",
 }
 INSERT_SETTINGS: dict[str, Any] = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
+# A parameter whose text passes this goes as external data (well under the 128 KiB a form field may
+# hold, so the query's other parameters and its text still fit beside it).
+LARGE_PARAM_BYTES = 32 * 1024
+EXTERNAL_PREFIX = "_trailmark_param_"
+
+
+def bind_large(sql: str, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None, ExternalData | None]:
+    """The query with each large ``{name:Type}`` parameter read from an external table instead.
+
+    The table holds one row, the parameter's text exactly as it would travel in a ``param_`` field
+    (ClickHouse parses both in its escaped text format), so the value is the same; the placeholder
+    becomes a scalar subquery on that table. A large value whose name appears in the query under
+    two types, or not as a ``{name:Type}`` placeholder at all, is left to travel as a parameter."""
+    if not params:
+        return sql, None, None
+    small: dict[str, Any] = {}
+    external: ExternalData | None = None
+    for name, value in params.items():
+        if isinstance(value, str | bytes | int | float) and len(str(value)) < LARGE_PARAM_BYTES // 2:
+            small[name] = value  # even fully escaped, short of the limit
+            continue
+        text = format_bind_value(value, None)
+        placeholder = re.compile(r"\{\s*" + re.escape(name) + r"\s*:\s*([^{}]+?)\s*\}")
+        types = {m.group(1) for m in placeholder.finditer(sql)}
+        if len(text.encode()) < LARGE_PARAM_BYTES or len(types) != 1:
+            small[name] = value
+            continue
+        table = EXTERNAL_PREFIX + name
+        sql = placeholder.sub(f"assumeNotNull((SELECT value FROM {table}))".replace("\\", "\\\\"), sql)
+        external = external or ExternalData()
+        external.add_file(
+            file_name=table, data=text.encode() + b"\n", fmt="TabSeparated", structure=f"value {types.pop()}"
+        )
+    return sql, small or None, external
 
 
 def translate(exc: BaseException, settings: Mapping[str, Any] | None = None) -> StorageError:
@@ -144,7 +187,8 @@ class ServerStorage:
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         try:
-            self._client.command(sql, parameters=dict(params) if params else None)
+            sql, small, external = bind_large(sql, params)
+            self._client.command(sql, parameters=small, external_data=external)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -171,8 +215,12 @@ class ServerStorage:
         try:
             # default_format rather than a FORMAT clause appended to the text: EXPLAIN AST of a query
             # must show the query as given, as on chDB (which takes the format beside the text)
+            sql, small, external = bind_large(sql, params)
             body = self._client.raw_query(
-                sql, parameters=dict(params) if params else None, settings={**merged, "default_format": "JSONEachRow"}
+                sql,
+                parameters=small,
+                settings={**merged, "default_format": "JSONEachRow"},
+                external_data=external,
             )
             return [orjson.loads(line) for line in body.splitlines() if line]
         except Exception as exc:
