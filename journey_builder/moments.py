@@ -17,11 +17,12 @@ conversion rate per stage; Python computes the lift and the interval and orders 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from statistics import NormalDist
 from typing import Any
 
-from journey_builder.analytics import BadQuery, _contact, _join
-from journey_builder.insights import epoch, query, stage_at, stage_history, stage_name
+from journey_builder.analytics import BadQuery, _contact, _join, _shared_map
+from journey_builder.insights import NEVER_S, STAGE_COLUMNS, query, stage_name
 from journey_builder.personas import Personas
 from trailmark.settings import AnalysisSettings
 from trailmark.storage.base import Storage
@@ -62,48 +63,11 @@ def moments(
         raise BadQuery(f"limit: 1 to {conf.max_rows}")
     db = storage.database
     p: dict[str, Any] = {"s": site_id, "conv": conversions, "support": support}
-    only = personas.filter_sql(db, conf, p, persona, "contact_id")
-    hist = stage_history(db, only)
-    # each contact's first conversion, from the days of its devices' conversion events (migration 020)
-    conv = (
-        f"SELECT {_contact('d')} AS contact_id, min({epoch('d.first_at')}) AS conv_at"
-        f" FROM (SELECT anonymous_id, first_at FROM {db}.device_days AS d WHERE d.site_id = {{s:String}}"
-        f" AND d.kind = 'event' AND d.name IN {{conv:Array(String)}}) AS d{_join(db, 'd')} GROUP BY contact_id"
-    )
-    keys = (
-        "arrayFilter(k -> k.2 != '', [('page', if(e.type IN ('page', 'screen'), e.page_path, '')),"
-        " ('event', if(e.type = 'track' AND NOT has({conv:Array(String)}, e.event)"
-        " AND (NOT startsWith(e.event, '$') OR e.event = '$form_submit'), e.event, '')),"
-        " ('channel', if(e.channel IN ('', 'Internal'), '', toString(e.channel)))])"
-    )
-    # per contact, every (kind, name, time) of its moments. Read from events: device_days holds the
-    # same times, but as one array per device, day and moment, which costs more to regroup by contact
-    # than the events themselves (measured at 1M events, bench/RESULTS.md)
-    had = (
-        f"SELECT {_contact('e')} AS contact_id, groupArray((k.1, k.2, {epoch('e.timestamp')})) AS had"
-        f" FROM (SELECT anonymous_id, timestamp, {keys} AS ks FROM {db}.events AS e"
-        f"  WHERE e.site_id = {{s:String}} AND NOT e.is_bot) AS e{_join(db, 'e')}"
-        " ARRAY JOIN e.ks AS k GROUP BY contact_id"
-    )
-    # one row per contact (its history, first conversion and moments), marked with what it counts
-    # for: (stage, '', '') for each stage it entered before converting (the stage's population), and
-    # (stage, kind, name) for each moment it had in that stage before converting, each pair once
-    marks = (
-        "arrayConcat(arrayMap(st -> (st.2, '', ''), arrayFilter(st -> c.conv_at = 0 OR c.conv_at >= st.1, c.hist)),"
-        " arrayDistinct(arrayFilter(x -> x.1 > 0, arrayMap(m -> (if(c.conv_at = 0 OR m.3 < c.conv_at,"
-        f" {stage_at('c.hist', 'm.3')}, toUInt8(0)), m.1, m.2), hm.had))))"
-    )
-    rows = query(
-        storage,
-        conf,
-        f"SELECT x.1 AS idx, x.2 AS kind, x.3 AS name, count() AS n, countIf(conv_at > 0) AS converted FROM ("
-        f" SELECT c.conv_at AS conv_at, {marks} AS marks FROM ("
-        f"  SELECT h.contact_id AS contact_id, h.hist AS hist, cv.conv_at AS conv_at"
-        f"  FROM ({hist}) AS h LEFT JOIN ({conv}) AS cv ON cv.contact_id = h.contact_id) AS c"
-        f" LEFT JOIN ({had}) AS hm ON hm.contact_id = c.contact_id)"
-        " ARRAY JOIN marks AS x GROUP BY idx, kind, name HAVING kind = '' OR n >= {support:UInt32}",
-        p,
-    )
+    only = personas.filter_sql(db, conf, p, persona, "h.contact_id")
+    # the stage populations and the moments are independent: run at once, the answer takes the slowest
+    with ThreadPoolExecutor(2, thread_name_prefix="moments") as pool:
+        jobs = [pool.submit(query, storage, conf, sql, p) for sql in _queries(db, only)]
+        rows = [r for job in jobs for r in job.result()]
     population = {int(r["idx"]): (int(r["n"]), int(r["converted"])) for r in rows if r["kind"] == ""}
     found: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
@@ -150,3 +114,88 @@ def moments(
         "persona": persona or "",
         "stages": stages,
     }
+
+
+def _ms(col: str) -> str:
+    """A DateTime64 as milliseconds (Int64): compared as the seconds of insights.epoch would be, cheaper."""
+    return f"toUnixTimestamp64Milli({col})"
+
+
+NEVER_MS = NEVER_S * 1000  # a stage entry at or after it is "never"
+
+
+def _group(db: str, alias: str, ids: bool) -> tuple[str, str]:
+    """(join, expression): the group of a row of ``alias`` (a table with ``anonymous_id``), as a hash.
+    With ``ids``, its contact's (analytics._contact) through the whole identity map. Without, only the
+    devices that share a contact (analytics._shared_map) are joined, to their contact's hash; every
+    other device is a contact of its own, grouped by its own hash."""
+    if ids:
+        return _join(db, alias), f"cityHash64({_contact(alias)})"
+    device = f"cityHash64({alias}.anonymous_id)"
+    return (
+        f" LEFT ANY JOIN ({_shared_map(db)}) AS m ON m.device = {device}",
+        f"if(m.contact = 0, {device}, m.contact)",
+    )
+
+
+def _queries(db: str, only: str) -> tuple[str, str]:
+    """The two reads of ``moments``: each stage's population ``(idx, '', '', n, converted)``, and per
+    stage the moments ``(idx, kind, name, n, converted)`` with at least ``{support}`` contacts.
+    ``only``: a persona's condition on ``h.contact_id``, else ''.
+
+    Per contact (``g``, a hash): its first entry into each stage (``device_stages``, migration 025)
+    and its first conversion (``device_days``); a moment's times are its ``device_days`` rows' (one
+    per device, day and moment: the same times the events hold, bots left out; past the site's
+    retention a day's row expires at the start of the day on which its events do). Each time is
+    joined to its contact's entries and conversion and given the stage the contact was in then (the
+    furthest entered by then), one scalar per time: no per-contact arrays, which cost most of the read before
+    (bench/RESULTS.md). A contact counts once per (stage, moment): ``uniqExact`` of its hash (two
+    contacts of a site sharing a 64-bit hash would count as one, as in analytics._WHO)."""
+    ids = bool(only)
+    mins = ", ".join(f"{_ms(f'min(t.{c})')} AS e{i}" for i, c in enumerate(STAGE_COLUMNS, start=1))
+    join, g = _group(db, "t", ids)
+    head = f"{_contact('t')} AS contact_id, " if ids else ""
+    entries = (
+        f"SELECT {head}{g} AS g, {mins} FROM {db}.device_stages AS t{join} WHERE t.site_id = {{s:String}}"
+        f" GROUP BY g{', contact_id' if ids else ''}"
+    )
+    join, g = _group(db, "d", ids)
+    conv = (
+        f"SELECT {g} AS g, min({_ms('d.first_at')}) AS conv_at FROM (SELECT anonymous_id, first_at"
+        f" FROM {db}.device_days WHERE site_id = {{s:String}} AND kind = 'event' AND name IN {{conv:Array(String)}})"
+        f" AS d{join} GROUP BY g"
+    )
+    n = len(STAGE_COLUMNS)
+    # contacts that entered a stage: e1..e5 (ms, NEVER_MS or more: never) and conv_at (0: none)
+    contacts = (
+        f"SELECT h.g AS g, {', '.join(f'h.e{i} AS e{i}' for i in range(1, n + 1))}, cv.conv_at AS conv_at"
+        f" FROM ({entries}) AS h LEFT ANY JOIN ({conv}) AS cv ON cv.g = h.g"
+        f" WHERE least({', '.join(f'h.e{i}' for i in range(1, n + 1))}) < {NEVER_MS}{only}"
+    )
+    population = (
+        "SELECT x.2 AS idx, '' AS kind, '' AS name, count() AS n, countIf(conv_at > 0) AS converted"
+        f" FROM ({contacts}) ARRAY JOIN arrayFilter(x -> x.1 < {NEVER_MS} AND (conv_at = 0 OR conv_at >= x.1),"
+        f" [{', '.join(f'(e{i}, toUInt8({i}))' for i in range(1, n + 1))}]) AS x GROUP BY idx"
+    )
+    # a moment of each kind, as before from events: pages and screens, events other than the
+    # conversions and the internal ones ('$...', but for '$form_submit'), arrival channels
+    kinds = (
+        "(d.kind = 'page' OR d.kind = 'channel' OR (d.kind = 'event' AND NOT has({conv:Array(String)}, d.name)"
+        " AND (NOT startsWith(d.name, '$') OR d.name = '$form_submit')))"
+    )
+    join, g = _group(db, "d", ids)
+    times = (
+        f"SELECT {g} AS g, d.kind AS kind, d.name AS name, {_ms('at')} AS at"
+        f" FROM (SELECT anonymous_id, kind, name, times FROM {db}.device_days AS d WHERE d.site_id = {{s:String}}"
+        f" AND d.kind != '' AND {kinds}) AS d{join}"
+        " ARRAY JOIN d.times AS at"
+    )
+    stage = f"toUInt8(greatest({', '.join(f'if(c.e{i} <= x.at, {i}, 0)' for i in range(1, n + 1))}))"
+    marks = (
+        "SELECT idx, kind, name, uniqExact(g) AS n, uniqExactIf(g, conv_at > 0) AS converted FROM ("
+        f" SELECT x.g AS g, x.kind AS kind, x.name AS name, {stage} AS idx, c.conv_at AS conv_at"
+        f" FROM ({times}) AS x INNER JOIN ({contacts}) AS c ON c.g = x.g"
+        " WHERE (c.conv_at = 0 OR x.at < c.conv_at) AND idx > 0)"
+        " GROUP BY idx, kind, name HAVING n >= {support:UInt32}"
+    )
+    return population, marks
