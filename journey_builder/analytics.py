@@ -363,12 +363,13 @@ def paths(
 
 
 # Credit per touch in ClickHouse, the same rules as attribution.weights (the Python reference):
-# ``win`` is the conversion's touches in time order, ``n`` their count, ``i`` a 1-based position.
+# ``win`` is the conversion's touches in time order, ``n`` their count, ``i`` a 1-based position; a
+# touch is (time, direct: its channel is Direct or empty, the hash of its key).
 _SQL_WEIGHTS: dict[str, str] = {
     "first_touch": "arrayMap(i -> toFloat64(i = 1), arrayEnumerate(win))",
     "last_touch": "arrayMap(i -> toFloat64(i = n), arrayEnumerate(win))",
-    "last_non_direct": "arrayMap(i -> toFloat64(i = if(arrayLastIndex(x -> x.2 NOT IN ('Direct', ''), win) = 0, n,"
-    " arrayLastIndex(x -> x.2 NOT IN ('Direct', ''), win))), arrayEnumerate(win))",
+    "last_non_direct": "arrayMap(i -> toFloat64(i = if(arrayLastIndex(x -> NOT x.2, win) = 0, n,"
+    " arrayLastIndex(x -> NOT x.2, win))), arrayEnumerate(win))",
     "linear": "arrayMap(i -> 1 / n, arrayEnumerate(win))",
     "time_decay": "arrayMap(r -> r / arraySum(decay), decay)",
     "position_based": "arrayMap(i -> multiIf(n = 1, 1., n = 2, 0.5, i = 1 OR i = n, 0.4, 0.2 / (n - 2)),"
@@ -377,20 +378,30 @@ _SQL_WEIGHTS: dict[str, str] = {
 _BY = ("channel", "source", "medium", "campaign")
 
 
+def _key_names(db: str, by: str) -> str:
+    """(hash, name) of every ``by`` value of the site's session touches: the credited keys travel as
+    hashes (``_per_conversion``) and get their names back here. The values are LowCardinality: the
+    distinct ones cost a pass over their dictionary keys (10-20 ms of CPU at 10M events)."""
+    return (
+        f"SELECT cityHash64(v) AS h, v AS name FROM (SELECT DISTINCT toString({by}) AS v"
+        f" FROM (SELECT DISTINCT {by} FROM {db}.session_touches WHERE site_id = {{s:String}}))"
+    )
+
+
 def _per_conversion(db: str, conversions: str, model: str, by: str, *, named: bool) -> str:
     """One row per conversion of ``conversions`` (rows of device, anonymous_id, message_id, timestamp): its
-    time ``at``, the touches ``win`` credited, their ``keys`` (the ``by`` value) and weights ``ws``;
-    ``named`` (the details) adds the contact id and the message id.
+    time ``at``, the touches ``win`` credited, their ``keys`` (cityHash64 of the ``by`` value, of '' for
+    none: ``_key_names`` names them) and weights ``ws``; ``named`` (the details) adds the contact id
+    and the message id.
 
     Only the touches of converting contacts matter (12 % of the contacts in bench/journeys.py): the
     session touches (session_touches, migration 017) of the converting devices and of the devices
     that share a contact with another (``_shared_map``, a few per cent), read once and grouped with
     the conversions by contact: a shared device by its current contact's hash, every other device by
-    its own (it is its contact). A touch stored twice counts once (arrayDistinct on its session)."""
-    none = "'Direct'" if by == "channel" else "'(none)'"
+    its own (it is its contact). A touch stored twice counts once (arrayDistinct on its session).
+    A touch is grouped as numbers only (its time, whether its channel is direct, its key's hash):
+    strings in the grouped arrays cost a quarter of the read's CPU at 10M events."""
     epoch = "toFloat64(toUnixTimestamp64Milli(timestamp)) / 1000"
-    # a touch is (time, channel, the by value): the channel for last_non_direct, the value for the key
-    value = "toString(channel)" if by == "channel" else f"toString({by})"
     converting = (
         f"SELECT device FROM {db}.step_events WHERE site_id = {{s:String}}"
         " AND kind = 'track' AND step = {conv:String}"
@@ -399,23 +410,24 @@ def _per_conversion(db: str, conversions: str, model: str, by: str, *, named: bo
     if named:  # every converting device's contact id too (a device alone is its own contact either way)
         identities = _shared_map(db, also=f"SELECT anonymous_id FROM ({conversions})")
         contact = ", any(if(m.contact = 0, concat('anon:', e.anonymous_id), m.name)) AS contact_id"
-        ids, message = ", anonymous_id", "message_id"
+        ids, message, blank = ", anonymous_id", "message_id", "''"
     else:
-        contact, ids, message, identities = "", "", "''", _shared_map(db)
+        contact, ids, identities = "", "", _shared_map(db)
+        message, blank = "cityHash64(message_id)", "toUInt64(0)"  # the conversions are only counted
     return (
-        f"SELECT{' contact_id,' if named else ''} conv.1 AS message_id, conv.2 AS at,"
+        f"SELECT{' contact_id,' if named else ''} conv.2 AS message_id, conv.3 AS at,"
         f" arrayFilter(x -> x.1 >= at - {{lb:Float64}} AND x.1 <= at + 0.001, touches) AS hits,"
-        f" if(empty(hits), [(at, 'Direct', '')], hits) AS win, length(win) AS n,"
+        f" if(empty(hits), [(at, true, cityHash64(''))], hits) AS win, length(win) AS n,"
         f" arrayMap(x -> pow(2., -greatest(0., at - x.1) / {{hl:Float64}}), win) AS decay,"
-        f" {_SQL_WEIGHTS[model]} AS ws,"
-        f" arrayMap(x -> if(x.3 = '', {none}, x.3), win) AS keys"
-        f" FROM (SELECT groupArrayIf((e.message_id, e.at), e.is_conversion) AS conversions{contact},"
+        f" {_SQL_WEIGHTS[model]} AS ws, arrayMap(x -> x.3, win) AS keys"
+        f" FROM (SELECT arrayDistinct(groupArrayIf((e.device, e.message_id, e.at), e.is_conversion))"
+        f"  AS conversions{contact},"
         f"  arraySort(x -> x.1, arrayMap(x -> x.2, arrayDistinct(groupArrayIf((e.session,"
-        f"  (e.at, e.channel, e.value)), NOT e.is_conversion)))) AS touches"
+        f"  (e.at, e.direct, e.key)), NOT e.is_conversion)))) AS touches"
         f"  FROM (SELECT device{ids}, true AS is_conversion, {message} AS message_id,"
-        f"   toUInt64(0) AS session, {epoch} AS at, '' AS channel, '' AS value FROM ({conversions})"
-        f"   UNION ALL SELECT device{ids}, false, '', session, {epoch},"
-        f"   toString(channel), {value} FROM {db}.session_touches"
+        f"   toUInt64(0) AS session, {epoch} AS at, false AS direct, toUInt64(0) AS key FROM ({conversions})"
+        f"   UNION ALL SELECT device{ids}, false, {blank}, session, {epoch},"
+        f"   channel IN ('Direct', ''), cityHash64({by}) FROM {db}.session_touches"
         f"   WHERE site_id = {{s:String}} AND (device IN ({converting}) OR device IN ({shared}))) AS e"
         f"  LEFT ANY JOIN ({identities}) AS m ON m.device = e.device"
         f"  GROUP BY {_WHO} HAVING notEmpty(conversions)"
@@ -454,19 +466,25 @@ def attribution(
     where = _range("timestamp", p, since, until)
     # the conversions of the persona's contacts: their touches follow (only converting contacts' are read)
     who = _only_devices(db, persona, p, "anonymous_id")
-    # the conversions from step_events (migration 018) by primary key; FINAL: a row stored twice
-    # (a backfill run again) counts once
+    # the conversions from step_events (migration 018) by primary key; a row stored twice (a backfill
+    # run again) counts once: _per_conversion keeps one of each (device, message, time), the rows
+    # FINAL would collapse (without FINAL: 50 ms less CPU at 10M events)
     conversions = (
-        f"SELECT device, anonymous_id, message_id, timestamp FROM {db}.step_events FINAL"
+        f"SELECT device, anonymous_id, message_id, timestamp FROM {db}.step_events"
         f" WHERE site_id = {{s:String}} AND kind = 'track' AND step = {{conv:String}}{where}{who}"
     )
     per_conversion = _per_conversion(db, conversions, model, by, named=False)
+    p["none"] = "Direct" if by == "channel" else "(none)"
     # every conversion has one row per touch credited: counting their first touches counts them,
-    # in the same query (a second read of the conversions cost 50-60 ms of CPU at 10M events)
+    # in the same query (a second read of the conversions cost 50-60 ms of CPU at 10M events); the
+    # keys' hashes get their names back (a key of no name, and a conversion with no touch: none)
     rows = _q(
         storage,
-        f"SELECT key, sum(w) AS credit, countIf(i = 1) AS conversions FROM ({per_conversion})"
-        " ARRAY JOIN keys AS key, ws AS w, arrayEnumerate(ws) AS i GROUP BY key" + _NO_KEY_SETS,
+        "SELECT if(k.name = '', {none:String}, k.name) AS key, sum(r.credit) AS credit,"
+        " sum(r.conversions) AS conversions"
+        f" FROM (SELECT key, sum(w) AS credit, countIf(i = 1) AS conversions FROM ({per_conversion})"
+        f" ARRAY JOIN keys AS key, ws AS w, arrayEnumerate(ws) AS i GROUP BY key) AS r"
+        f" LEFT ANY JOIN ({_key_names(db, by)}) AS k ON k.h = r.key GROUP BY key" + _NO_KEY_SETS,
         p,
     )
     total = sum(int(r["conversions"]) for r in rows)
@@ -494,11 +512,12 @@ def attribution(
             " ORDER BY at LIMIT 10000" + _NO_KEY_SETS,
             p,
         )
+        names = {int(r["h"]): r["name"] for r in _q(storage, _key_names(db, by), p)}
         out["conversions"] = []
         for c in convs:
             split: dict[str, float] = defaultdict(float)
             for k, w in zip(c["keys"], c["ws"], strict=True):
-                split[k] += float(w)
+                split[names.get(int(k)) or p["none"]] += float(w)
             out["conversions"].append(
                 {"contact_id": c["contact_id"], "message_id": c["message_id"], "credits": dict(split)}
             )
