@@ -370,6 +370,15 @@ def throughput(setup: Setup, seconds: float, connections: int, work: Path) -> No
 PROBERS = 4  # concurrent probers of freshness, each its own visitor
 
 
+def visible(answer: httpx.Response) -> bool:
+    """Whether a probe's count query found it. A 429 (the read key's one query at a time,
+    ``TRAILMARK_SQL__MAX_CONCURRENT_PER_KEY``, which the probers share) is asked again."""
+    if answer.status_code == 429:
+        return False
+    answer.raise_for_status()
+    return int(answer.json()["rows"][0]["n"]) > 0
+
+
 def freshness(setup: Setup, seconds: float, connections: int, rps: float, work: Path) -> None:
     latencies: list[float] = []
     stop = threading.Event()
@@ -393,7 +402,7 @@ def freshness(setup: Setup, seconds: float, connections: int, rps: float, work: 
                     "query": f"SELECT count() AS n FROM trailmark.events WHERE anonymous_id = '{visitor}'"
                     f" AND message_id = '{mid}'"
                 }
-                while client.post(setup.reader + "/v1/sql", json=q, headers=read).json()["rows"][0]["n"] == 0:
+                while not visible(client.post(setup.reader + "/v1/sql", json=q, headers=read)):
                     if time.monotonic() - t0 > 60:
                         raise SystemExit(f"{setup.name}: probe not visible after 60 s")
                     time.sleep(0.04)  # 4 probers x 25 reads/s: the 100/s one prober made
