@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from journey_builder.analytics import BadQuery, _contact, _current, _join, _shared_devices
+from journey_builder.analytics import BadQuery, _contact, _join, _shared_hashes, _shared_map
 from journey_builder.stages import STAGES
 from trailmark.settings import AnalysisSettings
 from trailmark.storage.base import Storage
@@ -40,30 +40,46 @@ def epoch(col: str) -> str:
     return f"toFloat64(toUnixTimestamp64Milli({col})) / 1000"
 
 
+def millis(col: str) -> str:
+    """A DateTime64 column as milliseconds (Int64): ordered as ``epoch`` orders it, cheaper to compare."""
+    return f"toUnixTimestamp64Milli({col})"
+
+
 # device_stages (migration 025): per device, each stage's first entry; a stage not entered holds 2299-12-31
 STAGE_COLUMNS = tuple(f"{s.lower()}_at" for s in STAGES)
 NEVER_S = 7258118400  # 2200-01-01 in seconds: an entry at or after it is "never"
 
 
-def contact_stages(db: str, devices: str = "", ids: bool = True) -> str:
+def contact_group(db: str, alias: str, ids: bool) -> tuple[str, str]:
+    """(join, expression): the group of a row of ``alias`` (a table with ``anonymous_id``) as a hash,
+    its contact's. With ``ids``, through the whole identity map (cityHash64 of analytics._contact's
+    id; the join's ``m.contact_id`` is there for ``_contact``). Without, only the devices that share
+    a contact (analytics._shared_map) are joined, to their contact's hash: every other device is a
+    contact of its own, grouped by its own hash (two contacts of a site sharing a 64-bit hash would
+    count as one, as in analytics._WHO)."""
+    if ids:
+        return _join(db, alias), f"cityHash64({_contact(alias)})"
+    device = f"cityHash64({alias}.anonymous_id)"
+    return f" LEFT ANY JOIN ({_shared_map(db)}) AS m ON m.device = {device}", f"if(m.contact = 0, {device}, m.contact)"
+
+
+def contact_stages(db: str, devices: str = "", ids: bool = True, ms: bool = False) -> str:
     """One row per contact of site ``{s:String}``: ``e1`` .. ``e5``, its first entry into each stage
-    (seconds; ``NEVER_S`` or more: never), the earliest over its devices' ``device_stages`` rows
-    (migration 025), and with ``ids`` its ``contact_id`` (analytics._contact's). ``devices``: a
-    condition (`` AND ...``) on ``t.anonymous_id`` that keeps every device of each contact wanted.
+    (seconds, or with ``ms`` milliseconds as Int64; ``NEVER_S`` seconds or more: never), the earliest
+    over its devices' ``device_stages`` rows (migration 025), ``g`` (contact_group's hash) and with
+    ``ids`` its ``contact_id`` (analytics._contact's). ``devices``: a condition (`` AND ...``) on
+    ``t.anonymous_id`` that keeps every device of each contact wanted.
 
     One pass over the devices' rows: the identity join and the grouping make contacts of them. Without
-    ids, only the devices that share a contact (analytics._shared_devices) are joined, and every
-    other device is a group of its own."""
-    mins = ", ".join(f"{epoch(f'min(t.{c})')} AS e{i}" for i, c in enumerate(STAGE_COLUMNS, start=1))
-    if ids:
-        join, key = _join(db, "t"), "contact_id"
-        head = f"{_contact('t')} AS contact_id, "
-    else:
-        shared = _shared_devices(db)
-        join = f" LEFT ANY JOIN ({_current(db, f'anonymous_id IN ({shared})')}) AS m ON m.anonymous_id = t.anonymous_id"
-        key, head = "m.contact_id, if(m.contact_id = '', t.anonymous_id, '')", ""
+    ids, only the devices that share a contact are joined, and every other device is a group of its
+    own, grouped by numbers (contact_group)."""
+    unit = millis if ms else epoch
+    mins = ", ".join(f"{unit(f'min(t.{c})')} AS e{i}" for i, c in enumerate(STAGE_COLUMNS, start=1))
+    join, g = contact_group(db, "t", ids)
+    head, key = (f"{_contact('t')} AS contact_id, ", ", contact_id") if ids else ("", "")
     return (
-        f"SELECT {head}{mins} FROM {db}.device_stages AS t{join} WHERE t.site_id = {{s:String}}{devices} GROUP BY {key}"
+        f"SELECT {head}{g} AS g, {mins} FROM {db}.device_stages AS t{join} WHERE t.site_id = {{s:String}}{devices}"
+        f" GROUP BY g{key}"
     )
 
 
@@ -71,19 +87,21 @@ def contact_stages(db: str, devices: str = "", ids: bool = True) -> str:
 HIST = f"arrayFilter(x -> x.1 < {NEVER_S}, [{', '.join(f'(e{i}, toUInt8({i}))' for i in range(1, len(STAGES) + 1))}])"
 
 
-def stage_history(db: str, persona_filter: str = "", did: str = "") -> str:
+def stage_history(db: str, persona_filter: str = "", did: str = "", ids: bool = True) -> str:
     """Per contact: ``hist``, its stage entries ``(at, stage index 1..5)`` in stage order (no read
     depends on the order), each stage's first entry across the contact's devices, from
-    ``device_stages`` (contact_stages). ``persona_filter``: a condition (`` AND ...``) on
-    ``contact_id``. ``did``: a subquery of anonymous ids (e.g. the devices that bought): then only
-    the rows of those devices and of the devices that share a contact (analytics._shared_devices)
-    are read, which gives every contact of a device in ``did`` (and some contacts of shared
-    devices besides: for the right side of a join on the contacts of ``did``)."""
+    ``device_stages`` (contact_stages), its ``g`` and with ``ids`` its ``contact_id``.
+    ``persona_filter``: a condition (`` AND ...``) on ``contact_id``. ``did``: a subquery of
+    anonymous ids (e.g. the devices that bought): then only the rows of those devices and of the
+    devices that share a contact (analytics._shared_hashes) are read, which gives every contact of a
+    device in ``did`` (and some contacts of shared devices besides: for the right side of a join on
+    the contacts of ``did``)."""
     devices = ""
     if did:
-        devices = f" AND (t.anonymous_id IN ({did}) OR t.anonymous_id IN ({_shared_devices(db)}))"
+        devices = f" AND (t.anonymous_id IN ({did}) OR cityHash64(t.anonymous_id) IN ({_shared_hashes(db)}))"
+    head = "contact_id, g" if ids else "g"
     return (
-        f"SELECT contact_id, {HIST} AS hist FROM ({contact_stages(db, devices)}) WHERE notEmpty(hist){persona_filter}"
+        f"SELECT {head}, {HIST} AS hist FROM ({contact_stages(db, devices, ids)}) WHERE notEmpty(hist){persona_filter}"
     )
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from journey_builder.analytics import BadQuery, _contact, _join
 from journey_builder.insights import (
     NEVER_S,
+    contact_group,
     contact_stages,
     epoch,
     query,
@@ -114,21 +115,25 @@ def kpis(
         f"SELECT anonymous_id FROM {db}.track_events WHERE site_id = {{s:String}} AND event IN {{buy:Array(String)}}"
     )
     week = "toString(toStartOfWeek(toDateTime(toUInt32({})), 1))"
+    # a buyer is its contact's hash (insights.contact_group); with a persona, its id too, to filter on
+    ids = bool(persona)
+    join, g = contact_group(db, "e", ids)
+    buyer = f"{_contact('e')} AS contact_id, {g} AS g" if ids else f"{g} AS g"
     buys_job = pool.submit(
         query,
         storage,
         conf,
-        f"SELECT g.1 AS idx, g.2 AS wk, count() AS purchases, sum(amount) AS revenue, uniqExact(contact_id) AS buyers,"
-        f" uniqExactIf(contact_id, n > 1) AS repeat_buyers FROM ("
-        f" SELECT b.contact_id AS contact_id, x.1 AS at, x.2 AS amount, n, {stage_at('h.hist', 'x.1')} AS idx,"
+        f"SELECT g.1 AS idx, g.2 AS wk, count() AS purchases, sum(amount) AS revenue, uniqExact(b_g) AS buyers,"
+        f" uniqExactIf(b_g, n > 1) AS repeat_buyers FROM ("
+        f" SELECT b.g AS b_g, x.1 AS at, x.2 AS amount, n, {stage_at('h.hist', 'x.1')} AS idx,"
         f"  [(idx, {week.format('x.1')}), (idx, 'all'), (toUInt8(255), 'all')] AS levels"
-        f" FROM (SELECT contact_id, arraySort(groupArray((at, amount))) AS buys FROM ("
-        f"  SELECT {_contact('e')} AS contact_id, {epoch('e.timestamp')} AS at, {rev} AS amount"
+        f" FROM (SELECT g, arraySort(groupArray((at, amount))) AS buys FROM ("
+        f"  SELECT {buyer}, {epoch('e.timestamp')} AS at, {rev} AS amount"
         f"  FROM (SELECT anonymous_id, timestamp, properties FROM {db}.track_events AS e FINAL"
         f"   WHERE e.site_id = {{s:String}} AND e.event IN {{buy:Array(String)}})"
-        f"  AS e{_join(db, 'e')}) WHERE 1{only} GROUP BY contact_id) AS b"
+        f"  AS e{join}) WHERE 1{only} GROUP BY g) AS b"
         f" ARRAY JOIN b.buys AS x, arrayEnumerate(b.buys) AS n"
-        f" LEFT JOIN ({stage_history(db, only, did=bought)}) AS h ON h.contact_id = b.contact_id"
+        f" LEFT JOIN ({stage_history(db, only, did=bought, ids=ids)}) AS h ON h.g = b.g"
         f" WHERE x.1 >= {{lo:Float64}} AND x.1 < {{hi:Float64}})"
         " ARRAY JOIN levels AS g GROUP BY g",
         p,

@@ -21,9 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from statistics import NormalDist
 from typing import Any
 
-from journey_builder.analytics import BadQuery, _contact, _join, _shared_map
-from journey_builder.insights import NEVER_S, STAGE_COLUMNS, query, stage_name
+from journey_builder.analytics import BadQuery
+from journey_builder.insights import NEVER_S, contact_group, contact_stages, millis, query, stage_name
 from journey_builder.personas import Personas
+from journey_builder.stages import STAGES
 from trailmark.settings import AnalysisSettings
 from trailmark.storage.base import Storage
 
@@ -116,26 +117,7 @@ def moments(
     }
 
 
-def _ms(col: str) -> str:
-    """A DateTime64 as milliseconds (Int64): compared as the seconds of insights.epoch would be, cheaper."""
-    return f"toUnixTimestamp64Milli({col})"
-
-
 NEVER_MS = NEVER_S * 1000  # a stage entry at or after it is "never"
-
-
-def _group(db: str, alias: str, ids: bool) -> tuple[str, str]:
-    """(join, expression): the group of a row of ``alias`` (a table with ``anonymous_id``), as a hash.
-    With ``ids``, its contact's (analytics._contact) through the whole identity map. Without, only the
-    devices that share a contact (analytics._shared_map) are joined, to their contact's hash; every
-    other device is a contact of its own, grouped by its own hash."""
-    if ids:
-        return _join(db, alias), f"cityHash64({_contact(alias)})"
-    device = f"cityHash64({alias}.anonymous_id)"
-    return (
-        f" LEFT ANY JOIN ({_shared_map(db)}) AS m ON m.device = {device}",
-        f"if(m.contact = 0, {device}, m.contact)",
-    )
 
 
 def _queries(db: str, only: str) -> tuple[str, str]:
@@ -148,24 +130,18 @@ def _queries(db: str, only: str) -> tuple[str, str]:
     per device, day and moment: the same times the events hold, bots left out; past the site's
     retention a day's row expires at the start of the day on which its events do). Each time is
     joined to its contact's entries and conversion and given the stage the contact was in then (the
-    furthest entered by then), one scalar per time: no per-contact arrays, which cost most of the read before
-    (bench/RESULTS.md). A contact counts once per (stage, moment): ``uniqExact`` of its hash (two
+    furthest entered by then), one scalar per time: no per-contact arrays, which cost most of the
+    read before (bench/RESULTS.md). A contact counts once per (stage, moment): ``uniqExact`` of its hash (two
     contacts of a site sharing a 64-bit hash would count as one, as in analytics._WHO)."""
     ids = bool(only)
-    mins = ", ".join(f"{_ms(f'min(t.{c})')} AS e{i}" for i, c in enumerate(STAGE_COLUMNS, start=1))
-    join, g = _group(db, "t", ids)
-    head = f"{_contact('t')} AS contact_id, " if ids else ""
-    entries = (
-        f"SELECT {head}{g} AS g, {mins} FROM {db}.device_stages AS t{join} WHERE t.site_id = {{s:String}}"
-        f" GROUP BY g{', contact_id' if ids else ''}"
-    )
-    join, g = _group(db, "d", ids)
+    entries = contact_stages(db, ids=ids, ms=True)
+    join, g = contact_group(db, "d", ids)
     conv = (
-        f"SELECT {g} AS g, min({_ms('d.first_at')}) AS conv_at FROM (SELECT anonymous_id, first_at"
+        f"SELECT {g} AS g, min({millis('d.first_at')}) AS conv_at FROM (SELECT anonymous_id, first_at"
         f" FROM {db}.device_days WHERE site_id = {{s:String}} AND kind = 'event' AND name IN {{conv:Array(String)}})"
         f" AS d{join} GROUP BY g"
     )
-    n = len(STAGE_COLUMNS)
+    n = len(STAGES)
     # contacts that entered a stage: e1..e5 (ms, NEVER_MS or more: never) and conv_at (0: none)
     contacts = (
         f"SELECT h.g AS g, {', '.join(f'h.e{i} AS e{i}' for i in range(1, n + 1))}, cv.conv_at AS conv_at"
@@ -183,9 +159,9 @@ def _queries(db: str, only: str) -> tuple[str, str]:
         "(d.kind = 'page' OR d.kind = 'channel' OR (d.kind = 'event' AND NOT has({conv:Array(String)}, d.name)"
         " AND (NOT startsWith(d.name, '$') OR d.name = '$form_submit')))"
     )
-    join, g = _group(db, "d", ids)
+    join, g = contact_group(db, "d", ids)
     times = (
-        f"SELECT {g} AS g, d.kind AS kind, d.name AS name, {_ms('at')} AS at"
+        f"SELECT {g} AS g, d.kind AS kind, d.name AS name, {millis('at')} AS at"
         f" FROM (SELECT anonymous_id, kind, name, times FROM {db}.device_days AS d WHERE d.site_id = {{s:String}}"
         f" AND d.kind != '' AND {kinds}) AS d{join}"
         " ARRAY JOIN d.times AS at"
