@@ -18,8 +18,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from journey_builder.analytics import BadQuery, _contact, _current, _range, _shared_devices
-from journey_builder.insights import event_condition, query
+from journey_builder.analytics import BadQuery, _contact, _current, _range, _shared_hashes
+from journey_builder.insights import contact_group, event_condition, query
 from journey_builder.personas import Personas
 from trailmark.settings import AnalysisSettings
 from trailmark.storage.base import Storage
@@ -85,45 +85,50 @@ def retention(
     only = personas.filter_sql(db, conf, p, persona, "c.contact_id")
 
     # the rows of the start and return events: when either is "any event", every event's, and the
-    # first channel over them is the first channel over the events the original question reads
-    def per_device(devices: str) -> str:
+    # first channel over them is the first channel over the events the original question reads. A
+    # return day is kept as its period (the bucket of its day): fewer values, bucketed once
+    def per_device(devices: str, hashed: bool = False) -> str:
+        key, name = ("cityHash64(d.anonymous_id)", "device") if hashed else ("d.anonymous_id", "anonymous_id")
         return (
-            f"SELECT d.anonymous_id AS anonymous_id, max({start}) AS started, minIf(d.first_at, {start}) AS first_at,"
-            f" groupUniqArrayIf(d.day, {back}) AS days, min(d.first_channel) AS first_channel"
+            f"SELECT {key} AS {name}, max({start}) AS started, minIf(d.first_at, {start}) AS first_at,"
+            f" groupUniqArrayIf({bucket.format('d.day')}, {back}) AS periods, min(d.first_channel) AS first_channel"
             f" FROM {db}.device_days AS d WHERE d.site_id = {{s:String}} AND ({start} OR {back}){devices}"
-            " GROUP BY d.anonymous_id"
+            f" GROUP BY {key}"
         )
 
-    def contacts(devices: str, identities: str) -> str:
+    def contacts(devices: str, join: str, key: str) -> str:
         return (
-            f"SELECT {_contact('e')} AS contact_id, minIf(e.first_at, e.started) AS first_at,"
-            f" arrayDistinct(arrayMap(d -> {bucket.format('d')}, groupArrayArray(e.days))) AS back,"
-            f" min(e.first_channel) AS first_channel"
-            f" FROM ({per_device(devices)}) AS e LEFT ANY JOIN ({identities}) AS m ON m.anonymous_id = e.anonymous_id"
+            f"SELECT {key} AS contact_id, minIf(e.first_at, e.started) AS first_at,"
+            f" arrayDistinct(groupArrayArray(e.periods)) AS back, min(e.first_channel) AS first_channel"
+            f" FROM ({per_device(devices)}) AS e{join}"
             f" GROUP BY contact_id HAVING max(e.started){having}"
         )
 
     if by == "persona" or persona:  # the contacts' ids are joined with their personas
-        per_contact = contacts("", _current(db, "1"))
+        ident = f" LEFT ANY JOIN ({_current(db, '1')}) AS m ON m.anonymous_id = e.anonymous_id"
+        per_contact = contacts("", ident, _contact("e"))
     else:
         # a device whose contact has no other device is a contact of its own: its rows need no
-        # identity join and no second grouping (most devices); the others are grouped by contact
-        shared = _shared_devices(db)
+        # identity join and no second grouping (most devices), and are grouped by the device's hash;
+        # the others are grouped by their contact's (contact_group). contact_id is not read here
+        shared = f"cityHash64(d.anonymous_id) IN ({_shared_hashes(db)})"
         alone = (
-            f"SELECT '' AS contact_id, e.first_at AS first_at,"
-            f" arrayDistinct(arrayMap(d -> {bucket.format('d')}, e.days)) AS back, e.first_channel AS first_channel"
-            f" FROM ({per_device(f' AND d.anonymous_id NOT IN ({shared})')}) AS e WHERE e.started{having}"
+            "SELECT toUInt64(0) AS contact_id, e.first_at AS first_at, e.periods AS back,"
+            f" e.first_channel AS first_channel FROM ({per_device(f' AND NOT {shared}', hashed=True)}) AS e"
+            f" WHERE e.started{having}"
         )
-        together = contacts(f" AND d.anonymous_id IN ({shared})", _current(db, f"anonymous_id IN ({shared})"))
+        join, key = contact_group(db, "e", False)
+        together = contacts(f" AND {shared}", join, key)
         per_contact = f"{alone} UNION ALL {together}"
     rows = query(
         storage,
         conf,
         f"SELECT toString(cohort) AS cohort, grp, count() AS size, sumForEach(flags) AS retained FROM ("
-        f" SELECT {bucket.format('c.first_at')} AS cohort, {group} AS grp,"
-        f" arrayMap(i -> toUInt64(has(arrayMap(d -> dateDiff('{cohort}', cohort, d), c.back), i)),"
-        f" range(toUInt64({{periods:UInt16}}))) AS flags"
-        f" FROM ({per_contact}) AS c{persona_join} WHERE 1{only})"
+        # each contact's periods back as offsets from its cohort, computed once (not per period)
+        f" SELECT cohort, grp, arrayMap(i -> toUInt64(has(offsets, i)), range(toUInt64({{periods:UInt16}}))) AS flags"
+        f" FROM (SELECT {bucket.format('c.first_at')} AS cohort, {group} AS grp,"
+        f"  arrayMap(d -> dateDiff('{cohort}', cohort, d), c.back) AS offsets"
+        f"  FROM ({per_contact}) AS c{persona_join} WHERE 1{only}))"
         f" GROUP BY cohort, grp ORDER BY cohort DESC, grp LIMIT {{rows:UInt32}}",
         p,
     )
