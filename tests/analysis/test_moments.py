@@ -9,7 +9,7 @@ import pytest
 from journey_builder import moments
 from journey_builder.analytics import BadQuery
 from journey_builder.personas import Personas
-from tests.analysis.streams import SITE, feed, send
+from tests.analysis.streams import DAY, SITE, feed, send
 from tests.journeys.conftest import Journey
 from trailmark.settings import AnalysisSettings
 
@@ -83,6 +83,34 @@ def test_haldane_when_a_cell_is_zero_and_moments_after_converting_do_not_count(j
     assert "event Order Completed" not in got and "page /pricing" not in got
     # Consideration: only a entered it before buying (c bought first), so nobody lacks /pricing there
     assert "Consideration" not in [s["stage"] for s in out["stages"]]
+
+
+def test_a_moment_counts_once_per_contact_and_stage_over_days_and_devices(journey: Journey) -> None:
+    """A contact's moments are its devices' (device_days: a row per device, day and moment), each in
+    the stage the contact was in then, counted once per stage however many rows hold it."""
+    e = journey.event
+    # the phone: /webinar in Awareness, and again the next day: a second session, so in Consideration
+    send(journey, e("page", "phone", 0, path="/"), e("page", "phone", 1, path="/webinar"))
+    send(journey, e("page", "phone", DAY + 1, path="/webinar"), e("page", "phone", DAY + 5, path="/pricing"))
+    # the laptop is u1's; /webinar there after the phone's /pricing, then the phone turns out to be u1's
+    send(
+        journey,
+        e("page", "laptop", 2 * DAY, path="/"),
+        e("identify", "laptop", 2 * DAY + 1, user_id="u1"),
+        e("page", "laptop", 2 * DAY + 2, path="/webinar"),
+    )
+    send(journey, e("identify", "phone", 2 * DAY + 3, user_id="u1"))
+    send(journey, e("track", "laptop", 3 * DAY, event="Order Completed"))
+    # two contacts without /webinar: one in Awareness only, one who reached Consideration
+    send(journey, e("page", "v2", 10, path="/"))
+    send(journey, e("page", "v3", 20, path="/"), e("page", "v3", 30, path="/pricing"))
+    out = moments.moments(journey.storage, SITE, PERSONAS, CONF, conversions=["Order Completed"], min_support=1)
+    got = {(s["stage"], m["name"]): m for s in out["stages"] for m in s["moments"]}
+    counts = {k: (m["with"], m["with_converted"], m["without"], m["without_converted"]) for k, m in got.items()}
+    # u1 once in Awareness (the phone's first day) and once in Consideration, where two rows hold it (the
+    # phone's second day, the laptop's, in the stage the phone had reached): counted once, not twice
+    assert counts[("Awareness", "/webinar")] == (1, 1, 2, 0)
+    assert counts[("Consideration", "/webinar")] == (1, 1, 1, 0)
 
 
 def test_lift_function_and_bad_parameters(journey: Journey) -> None:
