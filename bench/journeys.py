@@ -271,6 +271,14 @@ def timed(client: httpx.Client, url: str, headers: dict[str, str], n: int, pid: 
     return statistics.median(lat), percentile(lat, 0.95), (process_cpu_s(pid) - cpu) * 1000 / n
 
 
+def anon(rng: random.Random, info: dict[str, Any]) -> str:
+    """A stored visitor's id: from the folder's sample (bench/replicate.py writes one), else by the
+    generator's naming (visitor n is anon-<n>)."""
+    if info.get("anons"):
+        return str(rng.choice(info["anons"]))
+    return f"anon-{rng.randrange(info['visitors']):09d}"
+
+
 def measure(
     size: int,
     requests: int,
@@ -316,7 +324,7 @@ def measure(
             journey_lat = []
             cpu = process_cpu_s(server.pid)
             for i in range(requests):
-                contact = rng.choice(info["users"]) if i % 2 == 0 else f"anon-{rng.randrange(info['visitors']):09d}"
+                contact = rng.choice(info["users"]) if i % 2 == 0 else anon(rng, info)
                 t = time.perf_counter()
                 r = c.get(f"/v1/journeys/{contact}", headers=h)
                 journey_lat.append((time.perf_counter() - t) * 1000)
