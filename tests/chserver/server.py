@@ -288,16 +288,7 @@ class Engine:
         try:
             if database:
                 conn.query(f"USE {quote_identifier(database)}")
-            for t in external or ():  # temporary tables of this connection, made before readonly is set
-                conn.query(f"CREATE TEMPORARY TABLE {quote_identifier(t.name)} ({t.columns}) ENGINE = Memory")
-                fd, name = tempfile.mkstemp(prefix="chserver-external-")
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(t.data)
-                    table = quote_identifier(t.name)
-                    conn.query(f"INSERT INTO {table} FROM INFILE {quote_string(name)} FORMAT {t.fmt}")
-                finally:
-                    os.unlink(name)
+            self._load(conn, external or [])  # before readonly is set
             # readonly last: with readonly=1 no other setting could be changed after it
             for name, value in sorted(settings.items(), key=lambda kv: kv[0] == "readonly"):
                 conn.query(f"SET {quote_identifier(name)} = {quote_string(value)}")
@@ -306,27 +297,51 @@ class Engine:
             raise
         return conn
 
+    @staticmethod
+    def _load(conn: Any, external: list[External]) -> None:
+        """External data as temporary tables of this connection (chDB keeps them per connection)."""
+        for t in external:
+            table = quote_identifier(t.name)
+            conn.query(f"CREATE TEMPORARY TABLE {table} ({t.columns}) ENGINE = Memory")
+            fd, name = tempfile.mkstemp(prefix="chserver-external-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(t.data)
+                conn.query(f"INSERT INTO {table} FROM INFILE {quote_string(name)} FORMAT {t.fmt}")
+            finally:
+                os.unlink(name)
+
     @contextmanager
     def connection(
         self, database: str, settings: Mapping[str, str], reusable: bool, external: list[External] | None = None
     ) -> Iterator[Any]:
         key = (database, tuple(sorted(settings.items())))
         conn = None
-        if external:  # a connection of its own, holding the tables, never reused
-            reusable = False
-        else:
+        # a readonly connection cannot create tables: one of its own, holding them, never reused;
+        # any other is taken from the pool, given the tables, and returned without them
+        pooled = not (external and settings.get("readonly", "0") != "0")
+        if pooled:
             with self._lock:
                 idle = self._idle.get(key)
                 conn = idle.pop() if idle else None
-        if conn is None:
-            conn = self._open(database, settings, external)
+        try:
+            if conn is None:
+                conn = self._open(database, settings, external)
+            elif external:
+                self._load(conn, external)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
         try:
             yield conn
+            for t in external or ():
+                conn.query(f"DROP TEMPORARY TABLE IF EXISTS {quote_identifier(t.name)}")
         except BaseException:
             reusable = False
             raise
         finally:
-            if reusable:
+            if reusable and pooled:
                 self._release(key, conn)
             else:
                 conn.close()
