@@ -388,7 +388,9 @@ def _key_names(db: str, by: str) -> str:
     )
 
 
-def _per_conversion(db: str, conversions: str, model: str, by: str, *, named: bool) -> str:
+def _per_conversion(
+    db: str, conversions: str, model: str, by: str, *, named: bool, span: str = "", window: str = ""
+) -> str:
     """One row per conversion of ``conversions`` (rows of device, anonymous_id, message_id, timestamp): its
     time ``at``, the touches ``win`` credited, their ``keys`` (cityHash64 of the ``by`` value, of '' for
     none: ``_key_names`` names them) and weights ``ws``; ``named`` (the details) adds the contact id
@@ -400,11 +402,16 @@ def _per_conversion(db: str, conversions: str, model: str, by: str, *, named: bo
     the conversions by contact: a shared device by its current contact's hash, every other device by
     its own (it is its contact). A touch stored twice counts once (arrayDistinct on its session).
     A touch is grouped as numbers only (its time, whether its channel is direct, its key's hash):
-    strings in the grouped arrays cost a quarter of the read's CPU at 10M events."""
+    strings in the grouped arrays cost a quarter of the read's CPU at 10M events. With a range, ``span``
+    is its condition on the conversions' ``timestamp`` and ``window`` one on session_touches' that
+    holds every touch those conversions can credit: the other touches are left unread."""
     epoch = "toFloat64(toUnixTimestamp64Milli(timestamp)) / 1000"
+    # the devices with a conversion in the range (a device alone on its contact with none would make a
+    # group with no conversion, which is dropped); not narrowed to a persona, whose set would be
+    # built a second time
     converting = (
         f"SELECT device FROM {db}.step_events WHERE site_id = {{s:String}}"
-        " AND kind = 'track' AND step = {conv:String}"
+        f" AND kind = 'track' AND step = {{conv:String}}{span}"
     )
     shared = _shared_hashes(db)
     if named:  # every converting device's contact id too (a device alone is its own contact either way)
@@ -428,7 +435,7 @@ def _per_conversion(db: str, conversions: str, model: str, by: str, *, named: bo
         f"   toUInt64(0) AS session, {epoch} AS at, false AS direct, toUInt64(0) AS key FROM ({conversions})"
         f"   UNION ALL SELECT device{ids}, false, {blank}, session, {epoch},"
         f"   channel IN ('Direct', ''), cityHash64({by}) FROM {db}.session_touches"
-        f"   WHERE site_id = {{s:String}} AND (device IN ({converting}) OR device IN ({shared}))) AS e"
+        f"   WHERE site_id = {{s:String}} AND (device IN ({converting}) OR device IN ({shared})){window}) AS e"
         f"  LEFT ANY JOIN ({identities}) AS m ON m.device = e.device"
         f"  GROUP BY {_WHO} HAVING notEmpty(conversions)"
         f" ) ARRAY JOIN conversions AS conv"
@@ -473,7 +480,18 @@ def attribution(
         f"SELECT device, anonymous_id, message_id, timestamp FROM {db}.step_events"
         f" WHERE site_id = {{s:String}} AND kind = 'track' AND step = {{conv:String}}{where}{who}"
     )
-    per_conversion = _per_conversion(db, conversions, model, by, named=False)
+    # a conversion in [since, until) credits touches in [its time - lookback, its time]: with a range,
+    # touches outside [since - lookback, until] are left unread (a second of margin for the float
+    # seconds the windows are compared in)
+    window = ""
+    if since:
+        window += (
+            " AND timestamp >= parseDateTime64BestEffort({since:String}, 3)"
+            " - toIntervalSecond(toInt64(ceil({lb:Float64})) + 1)"
+        )
+    if until:
+        window += " AND timestamp <= parseDateTime64BestEffort({until:String}, 3) + toIntervalSecond(1)"
+    per_conversion = _per_conversion(db, conversions, model, by, named=False, span=where, window=window)
     p["none"] = "Direct" if by == "channel" else "(none)"
     # every conversion has one row per touch credited: counting their first touches counts them,
     # in the same query (a second read of the conversions cost 50-60 ms of CPU at 10M events); the
@@ -506,10 +524,10 @@ def attribution(
         ],
     }
     if details:
+        named = _per_conversion(db, conversions, model, by, named=True, span=where, window=window)
         convs = _q(
             storage,
-            f"SELECT contact_id, message_id, keys, ws FROM ({_per_conversion(db, conversions, model, by, named=True)})"
-            " ORDER BY at LIMIT 10000" + _NO_KEY_SETS,
+            f"SELECT contact_id, message_id, keys, ws FROM ({named}) ORDER BY at LIMIT 10000" + _NO_KEY_SETS,
             p,
         )
         names = {int(r["h"]): r["name"] for r in _q(storage, _key_names(db, by), p)}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from journey_builder import analytics
-from tests.journeys.conftest import Journey
+from tests.journeys.conftest import T0, Journey
 
 SITE = "s1"
 
@@ -96,6 +98,17 @@ def test_time_decay_favours_the_recent_touch(site: Journey) -> None:
 def test_lookback_window_drops_old_touchpoints(site: Journey) -> None:
     a = analytics.attribution(site.storage, SITE, "Signed Up", "first_touch", "channel", 1, 7.0)
     assert {r["key"]: r["credit"] for r in a["rows"]} == {"Paid Search": 1.0, "Email": 1.0}
+
+
+def test_a_range_credits_touches_before_it_within_the_lookback(site: Journey) -> None:
+    # the read leaves unread the touches no conversion of the range can credit: not those before it
+    since = (T0 + timedelta(days=1)).isoformat()  # v2's conversion only (day 2), its first visit on day 0
+    a = analytics.attribution(site.storage, SITE, "Signed Up", "first_touch", "channel", 30, 7.0, since, details=True)
+    assert a["total_conversions"] == 1 and {r["key"]: r["credit"] for r in a["rows"]} == {"Organic Social": 1.0}
+    assert [c["credits"] for c in a["conversions"]] == [{"Organic Social": 1.0, "Email": 0.0}]
+    until = (T0 + timedelta(minutes=3, seconds=1)).isoformat()  # v1's conversion only (minute 3)
+    b = analytics.attribution(site.storage, SITE, "Signed Up", "last_touch", "channel", 30, 7.0, None, until)
+    assert b["total_conversions"] == 1 and {r["key"]: r["credit"] for r in b["rows"]} == {"Paid Search": 1.0}
 
 
 def test_bad_parameters_are_clear_errors(site: Journey) -> None:
