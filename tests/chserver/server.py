@@ -21,7 +21,9 @@ What it speaks (ClickHouse's HTTP interface, https://clickhouse.com/docs/interfa
   fail with UNKNOWN_SETTING as on a server).
 - External data: multipart file parts, each a temporary table named after its part, with
   ``<name>_structure`` or ``<name>_types`` and ``<name>_format`` (TabSeparated by default) URL
-  parameters, as a server takes them; the query runs on a connection made for it, which holds them.
+  parameters, as a server takes them; they are created on the query's pooled connection before it
+  runs and dropped after it (a readonly query, which cannot create them, gets a connection of its
+  own, closed afterwards).
 - The server's default HTTP limits, so a client that oversteps them fails here as on a server: the
   URL at most ``http_max_uri_size`` (1 MiB; longer is answered 400 without a ClickHouse code, as the
   request is refused before it is parsed), each form field at most ``http_max_field_value_size``
