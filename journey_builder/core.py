@@ -26,7 +26,7 @@ import orjson
 
 from journey_builder.privacy import NO_CONSENT, consent_of
 from journey_builder.stages import PURCHASE, STAGES, StageRules
-from schemas import EnrichedEvent
+from schemas import EnrichedEvent, json_object
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
 
 # uuid5 namespace of session ids; ids must stay stable across versions (a redelivered batch must
@@ -396,7 +396,7 @@ def merge_contact(
     if consent["consent"]:  # the latest event that says something about consent sets it
         c.update(consent)
         c["consent_at"] = ts
-    traits = merged_traits(c["traits"], (ev["traits"] or {}) if person else {})
+    traits = merged_traits(c["traits"], json_object(ev["traits"]) if person else {})
     traits_json = orjson.dumps(traits).decode()  # see merged_traits
     c["traits"] = traits
     c["first_seen"] = min(c["first_seen"] or ts, ts)
@@ -410,7 +410,7 @@ def merge_contact(
 
 def apply_group(account: dict[str, Any], ev: Mapping[str, Any]) -> dict[str, Any]:
     """Update ``account`` (in place) from a group call's traits; returns its row to write."""
-    traits = merged_traits(account["traits"], ev["traits"] or {})
+    traits = merged_traits(account["traits"], json_object(ev["traits"]))
     traits_json = orjson.dumps(traits).decode()  # see merged_traits
     account["traits"] = traits
     if isinstance(name := traits.get("name"), str) and name:
@@ -497,9 +497,10 @@ def event_columns(
     session_ids, contact_ids, consents = zip(*built, strict=True)
     cols["session_id"], cols["contact_id"] = list(session_ids), list(contact_ids)
     dumps = orjson.dumps
-    for name in _JSON_COLUMNS:
-        cols[name] = [dumps(v).decode() for v in cols[name]]
-    cols["extra"] = [dumps(e.get("extra") or {}).decode() for e in events]
+    for name in _JSON_COLUMNS:  # objects, or their JSON text from the enriched topic (schemas.JSON_TEXT_FIELDS)
+        cols[name] = [v if type(v) is str else dumps(v if v is not None else {}).decode() for v in cols[name]]
+    extras = [e.get("extra") for e in events]
+    cols["extra"] = [v if type(v) is str else dumps(v or {}).decode() for v in extras]
     for name in ("original_timestamp", "sent_at"):  # storage parses RFC 3339; "" is not a time
         cols[name] = [v or CH_EPOCH for v in cols[name]]
     cols.update(_columns(_CONSENT_COLUMNS, consents))

@@ -52,7 +52,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from journey_builder import queries
-from schemas.events import EnrichedEvent, Site
+from schemas.events import EnrichedEvent, Site, json_object
 from schemas.times import ch_now
 from trailmark.errors import ConfigError
 from trailmark.settings import PrivacySettings
@@ -153,6 +153,10 @@ def consent_of(context: object) -> dict[str, Any]:
     """The consent columns of an event, from ``context.consent``: trailmark.js sends
     ``[choice, DNT or GPC, ids stored]`` (choice 1: opted in, null: no choice; an opted-out visitor
     sends nothing); Segment's consent object is read from its ``categoryPreferences``."""
+    if isinstance(context, str):  # the JSON text the enriched topic carries (schemas.JSON_TEXT_FIELDS)
+        if '"consent"' not in context:  # most events say nothing of consent: no parse for them
+            return dict(NO_CONSENT)
+        context = json_object(context)
     sent = context.get("consent") if isinstance(context, dict) else None
     if isinstance(sent, list):
         choice = sent[0] if sent else None

@@ -4,12 +4,15 @@ from schemas.events import (
     ENRICHED_DEFAULTS,
     EVENT_TYPES,
     INCOMING_EVENT,
+    JSON_TEXT_FIELDS,
     SCHEMA_VERSION,
     DeadLetter,
     EnrichedEvent,
     IncomingEvent,
     RawEvent,
     Site,
+    json_object,
+    json_text,
 )
 from schemas.raw_batch import INCOMING_BATCH, IncomingBatch, RawBatch, unfold
 from schemas.times import bus_time
@@ -23,10 +26,13 @@ __all__ = [
     "unfold",
     "EVENT_TYPES",
     "INCOMING_EVENT",
+    "JSON_TEXT_FIELDS",
     "SCHEMA_VERSION",
     "DeadLetter",
     "EnrichedEvent",
     "IncomingEvent",
     "RawEvent",
     "Site",
+    "json_object",
+    "json_text",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, get_type_hints
 
+import orjson
 from pydantic import ConfigDict, TypeAdapter
 from typing_extensions import TypedDict
 
@@ -181,10 +182,39 @@ def _enriched_defaults() -> dict[str, Any]:
 ENRICHED_DEFAULTS: dict[str, Any] = _enriched_defaults()
 """Default value of every enrichment field, so a stage can start from a complete record."""
 
+JSON_TEXT_FIELDS = ("properties", "traits", "context", "extra")
+"""The JSON-object fields of an enriched event. On the enriched topic (Kafka) they travel as their
+JSON text (a string inside the record): the journey builder stores them as text and reads only a
+few of them, so it need not build their objects when it reads a record and write them back as text
+when it stores the event (bench/RESULTS.md, "JSON fields as text on the enriched hop"). A stage
+reading an enriched event takes either form through :func:`json_object` and :func:`json_text`."""
+
+
+def json_object(value: object) -> dict[str, Any]:
+    """A JSON-object field of an event as an object: the object itself, or its JSON text parsed
+    (``{}`` for no value or for text of another JSON type). Text that is not JSON raises
+    ``ValueError`` (orjson's ``JSONDecodeError``): the event is then the failing one."""
+    if type(value) is dict:
+        return value
+    if isinstance(value, str):
+        got = orjson.loads(value)
+        return got if type(got) is dict else {}
+    return {}
+
+
+def json_text(value: object) -> str:
+    """A JSON-object field of an event as JSON text, to store: text is taken as it is (the enricher
+    wrote it, see :data:`JSON_TEXT_FIELDS`), an object is written (``{}`` for no value)."""
+    if type(value) is str:
+        return value
+    return orjson.dumps(value if value is not None else {}).decode()
+
+
 __all__ = [
     "EVENT_TYPES",
     "ENRICHED_DEFAULTS",
     "INCOMING_EVENT",
+    "JSON_TEXT_FIELDS",
     "SCHEMA_VERSION",
     "DeadLetter",
     "EnrichedEvent",
@@ -192,4 +222,6 @@ __all__ = [
     "IncomingEvent",
     "RawEvent",
     "Site",
+    "json_object",
+    "json_text",
 ]

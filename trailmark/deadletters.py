@@ -54,7 +54,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from ingest.validate import visitor
-from schemas import SCHEMA_VERSION, Site, bus_time
+from schemas import SCHEMA_VERSION, Site, bus_time, json_object
 from schemas.raw_batch import RawBatch
 from schemas.times import ch_now, ch_text
 from schemas.times import parse_time as parse_iso
@@ -194,10 +194,11 @@ def record_key(site_id: str, event: dict[str, Any]) -> bytes:
 
 def fold(event: Mapping[str, Any]) -> RawBatch:
     """A one-event RawBatch that ``unfold`` turns back into ``event`` (a RawEvent, or the RawEvent
-    fields of an EnrichedEvent): the client's time and sentAt go back as they came, so the clock-skew
-    correction gives the same timestamp again."""
+    fields of an EnrichedEvent, whose JSON-object fields may be JSON text: schemas.JSON_TEXT_FIELDS):
+    the client's time and sentAt go back as they came, so the clock-skew correction gives the same
+    timestamp again."""
     kind = event["type"]
-    ev: dict[str, Any] = {**(event.get("extra") or {}), "type": kind, "messageId": event["message_id"]}
+    ev: dict[str, Any] = {**json_object(event.get("extra")), "type": kind, "messageId": event["message_id"]}
     for field, name in (
         ("anonymous_id", "anonymousId"),
         ("user_id", "userId"),
@@ -211,8 +212,8 @@ def fold(event: Mapping[str, Any]) -> RawBatch:
     if event.get("event"):
         ev["event" if kind == "track" else "name"] = event["event"]
     for field in ("properties", "traits", "context"):
-        if event.get(field):
-            ev[field] = event[field]
+        if value := json_object(event.get(field)):
+            ev[field] = value
     return {
         "v": SCHEMA_VERSION,
         "site_id": event["site_id"],

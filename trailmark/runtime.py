@@ -37,7 +37,7 @@ from enrich import Enricher, PoisonEvent
 from enrich.companies import LookupRequests
 from journey_builder.builder import JourneyBuilder
 from journey_builder.privacy import ConsentPolicies
-from schemas import EnrichedEvent, RawBatch, Site, unfold
+from schemas import JSON_TEXT_FIELDS, EnrichedEvent, RawBatch, Site, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
 from trailmark.errors import Unavailable
 from trailmark.health import StageHealth
@@ -157,7 +157,8 @@ class EnrichStage:
     def serialized(self, messages: Sequence[Message]) -> Batch[bytes]:
         """The same results as bus records (Kafka mode): a run of events with the same key (one
         visitor's events of one raw batch) becomes one record, ``{"fields": [names], "rows":
-        [[values], ...]}`` (see ``parse_enriched``); an event no JSON can hold is dead-lettered alone."""
+        [[values], ...]}`` (see ``parse_enriched``), its JSON-object fields as their JSON text
+        (``schemas.JSON_TEXT_FIELDS``); an event no JSON can hold is dead-lettered alone."""
         enriched = self.process(messages)
         out: Batch[bytes] = Batch(failed=enriched.failed, dropped=enriched.dropped)
         dumps = orjson.dumps
@@ -165,10 +166,17 @@ class EnrichStage:
         fields: tuple[str, ...] = ()
         run: list[bytes] = []
         size = written = 0
+        texts: dict[tuple[str, ...], tuple[int, ...]] = {}  # per field order: where the JSON text fields are
         for ok in enriched.ok:
             names = tuple(ok.value)  # the enricher builds every event alike: one tuple for a whole run
+            at = texts.get(names)
+            if at is None:
+                at = texts[names] = tuple(i for i, n in enumerate(names) if n in JSON_TEXT_FIELDS)
             try:
-                value = dumps(list(ok.value.values()))
+                values = list(ok.value.values())
+                for i in at:  # objects as their JSON text (schemas.JSON_TEXT_FIELDS)
+                    values[i] = dumps(values[i]).decode()
+                value = dumps(values)
             except (TypeError, ValueError) as exc:  # e.g. properties nested deeper than JSON can be written
                 out.failed.append(
                     Failed(ok.key, "unserializable", f"cannot be written as JSON: {describe(exc)}", ok.value)
@@ -211,7 +219,8 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
     """Enriched-topic records -> events for the journey builder. A record holds a run of one
     visitor's events (``{"fields": [...], "rows": [[...], ...]}``, what ``EnrichStage.serialized``
     writes), one event (a JSON object: what a dead-letter replay sends), or a JSON array of events
-    (what trailmark wrote before the runs named their fields)."""
+    (what trailmark wrote before the runs named their fields). JSON-object fields stay as they
+    come, objects or their JSON text (``schemas.JSON_TEXT_FIELDS``): the builder takes both."""
     out: Batch[EnrichedEvent] = Batch()
     ok, failed = out.ok, out.failed
     for m in messages:
