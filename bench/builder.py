@@ -3,11 +3,13 @@ through ``JourneyBuilder.process`` into a fresh chDB, optionally side by side wi
 (``--baseline DIR``, e.g. a ``git worktree`` of an older commit), the runs alternating.
 
     .venv/bin/python bench/builder.py [--events 200000] [--batch 20000] [--repeat 2] [--baseline DIR]
-                                      [--returning DATA]
+                                      [--returning DATA | --records]
 
-``--returning DATA`` times visitors coming back instead: a copy of a loaded folder (bench/journeys.py
---keep), visitors drawn among the stored ones, a builder with nothing in memory (see
-``child_returning``).
+``--records`` times the Kafka journey builder's work: each batch comes as enriched-topic records
+(runs of a visitor's events, written as the checkout's enricher writes them) and reading them
+(``parse_enriched``) is timed with the build. ``--returning DATA`` times visitors coming back
+instead: a copy of a loaded folder (bench/journeys.py --keep), visitors drawn among the stored ones,
+a builder with nothing in memory (see ``child_returning``).
 
 CPU time (``time.process_time``: every thread of the process, chDB's included) is the figure to
 compare on a shared machine: wall time grows with whatever else runs, CPU time much less. The
@@ -36,8 +38,36 @@ from machine import cpu_model  # bench/ is on sys.path when a script runs
 HERE = Path(__file__).resolve().parent
 
 
-def child(events: int, batch_rows: int) -> dict[str, Any]:
-    """Runs in the checkout under test (sys.path set by the parent): one load, one chDB."""
+def as_records(batch: list[dict[str, Any]]) -> list[Any]:
+    """A batch as the Kafka journey builder gets it: enriched-topic records, one per run of a
+    visitor's events (at most 50, as from one raw batch), written as this checkout's enricher writes
+    them (``EnrichStage.serialized``: its field names once, its JSON-object fields as text if the
+    checkout has ``schemas.JSON_TEXT_FIELDS``)."""
+    import schemas
+    from trailmark.bus.base import Message
+    from trailmark.runtime import _run_record
+
+    texts = getattr(schemas, "JSON_TEXT_FIELDS", ())
+    records: list[Any] = []
+    i = 0
+    while i < len(batch):
+        anon = batch[i]["anonymous_id"]
+        j = i
+        while j < len(batch) and j - i < 50 and batch[j]["anonymous_id"] == anon:
+            j += 1
+        fields = tuple(batch[i])
+        rows = []
+        for ev in batch[i:j]:
+            rows.append(orjson.dumps([orjson.dumps(v).decode() if k in texts else v for k, v in ev.items()]))
+        records.append(Message("enriched", 0, len(records), f"default:{anon}".encode(), _run_record(fields, rows)))
+        i = j
+    return records
+
+
+def child(events: int, batch_rows: int, records: bool = False) -> dict[str, Any]:
+    """Runs in the checkout under test (sys.path set by the parent): one load, one chDB. With
+    ``records``, each batch comes as enriched-topic records and the timing includes reading them
+    (``parse_enriched``), as in a Kafka journey-builder process."""
     import random
 
     import journeys as traffic  # bench/journeys.py of this checkout
@@ -74,6 +104,17 @@ def child(events: int, batch_rows: int) -> dict[str, Any]:
             batch = []
     if batch:
         batches.append(batch)
+    if records:
+        from trailmark.runtime import parse_enriched
+
+        encoded = [as_records(b) for b in batches]
+        del batches
+        _tune_gc()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for recs in encoded:
+            builder.process([o.value for o in parse_enriched(recs).ok])
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        return {"events": total, "cpu_s": cpu, "wall_s": wall}
     _tune_gc()
     cpu, wall = time.process_time(), time.perf_counter()
     for b in batches:
@@ -153,10 +194,14 @@ def _tune_gc() -> None:
         gc.set_threshold(20_000, 20, 20)  # what the older trailmark/cli.py set
 
 
-def run(checkout: Path, events: int, batch_rows: int, returning: Path | None = None) -> dict[str, Any]:
+def run(
+    checkout: Path, events: int, batch_rows: int, returning: Path | None = None, records: bool = False
+) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'bench'}"}
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(events), str(batch_rows)] + ([str(returning)] if returning else []),
+        [sys.executable, __file__, "--child", str(events), str(batch_rows)]
+        + ([str(returning)] if returning else [])
+        + (["--records"] if records else []),
         env=env,
         cwd=checkout,
         capture_output=True,
@@ -176,7 +221,11 @@ def main() -> None:
         sys.path[:0] = [str(Path.cwd()), str(Path.cwd() / "bench")]
         events, batch_rows = int(sys.argv[2]), int(sys.argv[3])
         got = (
-            child_returning(events, batch_rows, Path(sys.argv[4])) if len(sys.argv) == 5 else child(events, batch_rows)
+            child(events, batch_rows, records=True)
+            if sys.argv[4:] == ["--records"]
+            else child_returning(events, batch_rows, Path(sys.argv[4]))
+            if len(sys.argv) == 5
+            else child(events, batch_rows)
         )
         print(orjson.dumps(got).decode())
         return
@@ -191,6 +240,12 @@ def main() -> None:
         help="a loaded data folder (bench/journeys.py --keep): time returning visitors on a copy of it"
         " (--events per visit) instead of new ones on an empty store",
     )
+    ap.add_argument(
+        "--records",
+        action="store_true",
+        help="the Kafka journey builder's work: batches come as enriched-topic records (runs of a visitor's"
+        " events) and reading them (parse_enriched) is timed too",
+    )
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     root = HERE.parent
@@ -199,14 +254,16 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     for _ in range(args.repeat):
         for name, path in reversed(checkouts):  # baseline first in each round
-            runs[name].append(run(path, args.events, args.batch, args.returning))
+            runs[name].append(run(path, args.events, args.batch, args.returning, args.records))
             loads.append(os.getloadavg()[0])
     lines = [
         f"\n## Journey builder alone{', returning visitors' if args.returning else ''}"
+        f"{', reading enriched-topic records (Kafka)' if args.records else ''}"
         f" — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n",
         f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}. Command: "
         f"`.venv/bin/python bench/builder.py --events {args.events} --batch {args.batch} --repeat {args.repeat}"
         + (f" --returning {args.returning}" if args.returning else "")
+        + (" --records" if args.records else "")
         + (" --baseline <worktree>`" if args.baseline else "`")
         + f". Load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}.\n",
         "| checkout | events | events per CPU second (each run) | median | events per wall second (each run) |",
