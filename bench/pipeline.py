@@ -325,6 +325,22 @@ def batch_stats(procs: list[Proc]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def settle(setup: Setup, quiet_s: float = 2.0, timeout: float = 300) -> int:
+    """Wait until nothing more is being stored (the count unchanged for ``quiet_s``): what a phase
+    sent, including requests wrk cut off at its end without counting them, is in before the next
+    phase is timed."""
+    deadline = time.monotonic() + timeout
+    last, since = setup.count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        n = setup.count()
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return n
+    raise SystemExit(f"{setup.name}: still storing after {timeout:.0f} s")
+
+
 def wait_count(setup: Setup, target: int, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -482,10 +498,14 @@ def main() -> None:
                 setup = kafka(work, bootstrap, extra) if kind == "kafka" else kafka_scaled(work, bootstrap, extra)
                 setup.broker_pid = broker_pid
             try:
-                run_wrk(setup.collector, setup.site["write_key"], 3, args.connections, work)  # warm-up
-                wait_count(setup, 1, 120)
+                warm = run_wrk(setup.collector, setup.site["write_key"], 3, args.connections, work)
+                # every warm-up event stored before the timed load starts: one still on its way
+                # would count as a timed one (on Kafka the collector runs ahead of the builder)
+                wait_count(setup, warm.requests * PER_BATCH, 300)
+                settle(setup)
                 throughput(setup, args.seconds, args.connections, work)
                 print(setup.name, "throughput", {k: round(v, 1) for k, v in setup.figures.items()}, flush=True)
+                settle(setup)  # the freshness probes must not queue behind the load's last events
                 freshness(setup, args.seconds, args.connections, args.paced_share * setup.figures["e2e_eps"], work)
             finally:
                 setup.stop()
