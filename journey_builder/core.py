@@ -26,7 +26,7 @@ import orjson
 
 from journey_builder.privacy import NO_CONSENT, consent_of
 from journey_builder.stages import PURCHASE, STAGES, StageRules
-from schemas import EnrichedEvent, json_object
+from schemas import EnrichedEvent, json_object, json_text
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
 
 # uuid5 namespace of session ids; ids must stay stable across versions (a redelivered batch must
@@ -496,11 +496,9 @@ def event_columns(
     cols["anonymous_id"] = [visitor_id(e) for e in events]
     session_ids, contact_ids, consents = zip(*built, strict=True)
     cols["session_id"], cols["contact_id"] = list(session_ids), list(contact_ids)
-    dumps = orjson.dumps
-    for name in _JSON_COLUMNS:  # objects, or their JSON text from the enriched topic (schemas.JSON_TEXT_FIELDS)
-        cols[name] = [v if type(v) is str else dumps(v if v is not None else {}).decode() for v in cols[name]]
-    extras = [e.get("extra") for e in events]
-    cols["extra"] = [v if type(v) is str else dumps(v or {}).decode() for v in extras]
+    for name in _JSON_COLUMNS:  # objects, or their JSON text from the enriched topic
+        cols[name] = list(map(json_text, cols[name]))
+    cols["extra"] = [json_text(e.get("extra")) for e in events]
     for name in ("original_timestamp", "sent_at"):  # storage parses RFC 3339; "" is not a time
         cols[name] = [v or CH_EPOCH for v in cols[name]]
     cols.update(_columns(_CONSENT_COLUMNS, consents))

@@ -37,7 +37,7 @@ from enrich import Enricher, PoisonEvent
 from enrich.companies import LookupRequests
 from journey_builder.builder import JourneyBuilder
 from journey_builder.privacy import ConsentPolicies
-from schemas import JSON_TEXT_FIELDS, EnrichedEvent, RawBatch, Site, unfold
+from schemas import JSON_TEXT_FIELDS, EnrichedEvent, RawBatch, Site, json_text, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
 from trailmark.errors import Unavailable
 from trailmark.health import StageHealth
@@ -175,7 +175,7 @@ class EnrichStage:
             try:
                 values = list(ok.value.values())
                 for i in at:  # objects as their JSON text (schemas.JSON_TEXT_FIELDS)
-                    values[i] = dumps(values[i]).decode()
+                    values[i] = json_text(values[i])
                 value = dumps(values)
             except (TypeError, ValueError) as exc:  # e.g. properties nested deeper than JSON can be written
                 out.failed.append(
