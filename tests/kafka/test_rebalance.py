@@ -311,6 +311,14 @@ def test_two_builders_one_killed_one_joining_give_the_journeys_of_one(
     group = Run(tmp_path / "group", kafka_bootstrap, clickhouse_endpoint, one.keys).start(builders=2)
     try:
         first, second = group.builders
+        enriched = group.env["TRAILMARK_BUS__TOPIC_ENRICHED"]
+        assigned = f"Setting newly assigned partitions {{TopicPartition(topic='{enriched}'"
+        # ready is not yet a member: until the group has given the second builder its share, the
+        # first (which joined alone) holds every partition and may take the whole first phase
+        deadline = time.time() + 60
+        while assigned not in second.tail(10**6):
+            assert time.time() < deadline, second.tail()
+            time.sleep(0.1)
         group.post(stream[0])
         group.wait_stored(sizes[0])
         assert _processed(first) > 0 and _processed(second) > 0, "both builders own partitions"
@@ -336,8 +344,6 @@ def test_two_builders_one_killed_one_joining_give_the_journeys_of_one(
         )
         poster.start()
         deadline = time.time() + 30
-        enriched = group.env["TRAILMARK_BUS__TOPIC_ENRICHED"]
-        assigned = f"Setting newly assigned partitions {{TopicPartition(topic='{enriched}'"
         while assigned not in third.tail(10**6):
             assert time.time() < deadline, third.tail()
             time.sleep(0.1)
