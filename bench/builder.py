@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from machine import cpu_model  # bench/ is on sys.path when a script runs
+from machine import commit_of, cpu_model, report  # bench/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 
@@ -211,11 +211,6 @@ def run(
     return result
 
 
-def commit_of(checkout: Path) -> str:
-    got = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return got.stdout.strip() or "?"
-
-
 def main() -> None:
     if len(sys.argv) in (4, 5) and sys.argv[1] == "--child":
         sys.path[:0] = [str(Path.cwd()), str(Path.cwd() / "bench")]
@@ -277,11 +272,7 @@ def main() -> None:
             f"| {name} ({commit_of(path)}) | {rs[0]['events']:,} | {', '.join(f'{x:,.0f}' for x in per_cpu)}"
             f" | **{statistics.median(per_cpu):,.0f}** | {', '.join(f'{x:,.0f}' for x in per_wall)} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_record:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write(text)
+    report("\n".join(lines) + "\n", not args.no_record)
 
 
 if __name__ == "__main__":

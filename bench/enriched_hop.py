@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from machine import cpu_model  # bench/ is on sys.path when a script runs
+from machine import commit_of, cpu_model, report  # bench/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("serialize", "parse", "columns")
@@ -81,11 +81,6 @@ def run(checkout: Path, batches: int) -> dict[str, Any]:
     return result
 
 
-def commit_of(checkout: Path) -> str:
-    got = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return got.stdout.strip() or "?"
-
-
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         sys.path[:0] = [str(Path.cwd()), str(HERE)]
@@ -124,11 +119,7 @@ def main() -> None:
             f" | {med['serialize']:.1f} | {med['parse']:.1f} | {med['columns']:.1f}"
             f" | **{med['parse'] + med['columns']:.1f}** |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_record:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write(text)
+    report("\n".join(lines) + "\n", not args.no_record)
 
 
 if __name__ == "__main__":

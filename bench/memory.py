@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from machine import cpu_model  # bench/ is on sys.path when a script runs
+from machine import cpu_model, report  # bench/ is on sys.path when a script runs
 from pipeline import UA, Proc, Setup, keys
 
 HERE = Path(__file__).resolve().parent
@@ -146,10 +146,7 @@ def main() -> None:
         f" | {final / 2**20:,.0f} MiB |\n\nTarget (issue 15): under 1 GiB through 10 minutes of a million distinct"
         " visitors.\n"
     )
-    print(text)
-    if not args.no_record:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write(text)
+    report(text, not args.no_record)
 
 
 if __name__ == "__main__":
