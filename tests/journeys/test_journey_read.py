@@ -73,6 +73,25 @@ def test_a_device_linked_to_another_contact_since_leaves_the_journey(site: Journ
     assert moved is not None and moved["anonymous_ids"] == ["d2"]
 
 
+def test_a_session_written_in_two_batches_reads_as_its_latest_version(site: Journey) -> None:
+    """The read takes sessions_data without FINAL and keeps each session's highest version itself:
+    a session extended by a later batch, its two versions not merged yet, is one session, as now."""
+    db = site.storage.database
+    site.storage.execute(f"SYSTEM STOP MERGES {db}.sessions_data")
+    try:
+        site.send(site.event("page", "d1", 3, path="/features"))  # d1's first session, a batch later
+        versions = site.sql("SELECT count() AS n FROM {db}.sessions_data WHERE anonymous_id = 'd1'")
+        assert int(versions[0]["n"]) == 2
+        body = queries.journey(site.storage, "s1", "u1")
+        assert body is not None
+        assert [s["anonymous_id"] for s in body["sessions"]] == ["d1", "d2"]
+        first = body["sessions"][0]
+        assert (first["pageviews"], first["exit_page"], first["channel"]) == (3, "/features", "Paid Search")
+        assert "version" not in first
+    finally:
+        site.storage.execute(f"SYSTEM START MERGES {db}.sessions_data")
+
+
 def test_one_read_is_one_query_to_resolve_and_one_per_part(site: Journey) -> None:
     # each chDB query costs CPU before it reads anything: resolving a contact took two queries
     # in sequence, a visitor two (no contact, then its sessions); now one, then the six parts, and
