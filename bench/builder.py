@@ -3,7 +3,7 @@ through ``JourneyBuilder.process`` into a fresh chDB, optionally side by side wi
 (``--baseline DIR``, e.g. a ``git worktree`` of an older commit), the runs alternating.
 
     .venv/bin/python bench/builder.py [--events 200000] [--batch 20000] [--repeat 2] [--baseline DIR]
-                                      [--returning DATA | --records]
+                                      [--returning DATA | --records] [--time-ordered]
 
 ``--records`` times the Kafka journey builder's work: each batch comes as enriched-topic records
 (runs of a visitor's events, written as the checkout's enricher writes them) and reading them
@@ -64,10 +64,13 @@ def as_records(batch: list[dict[str, Any]]) -> list[Any]:
     return records
 
 
-def child(events: int, batch_rows: int, records: bool = False) -> dict[str, Any]:
+def child(events: int, batch_rows: int, records: bool = False, ordered: bool = False) -> dict[str, Any]:
     """Runs in the checkout under test (sys.path set by the parent): one load, one chDB. With
     ``records``, each batch comes as enriched-topic records and the timing includes reading them
-    (``parse_enriched``), as in a Kafka journey-builder process."""
+    (``parse_enriched``), as in a Kafka journey-builder process. With ``ordered``, the events come in
+    time order, as a live site sends them: a batch covers a few days of the 60 (not every visitor's
+    whole history, spread over three months), a visitor's events come over several batches, and
+    the builder meets most visitors again from memory."""
     import random
 
     import journeys as traffic  # bench/journeys.py of this checkout
@@ -104,6 +107,9 @@ def child(events: int, batch_rows: int, records: bool = False) -> dict[str, Any]
             batch = []
     if batch:
         batches.append(batch)
+    if ordered:
+        stream = sorted((e for b in batches for e in b), key=lambda e: e["timestamp"])
+        batches = [stream[i : i + batch_rows] for i in range(0, len(stream), batch_rows)]
     if records:
         from trailmark.runtime import parse_enriched
 
@@ -195,13 +201,19 @@ def _tune_gc() -> None:
 
 
 def run(
-    checkout: Path, events: int, batch_rows: int, returning: Path | None = None, records: bool = False
+    checkout: Path,
+    events: int,
+    batch_rows: int,
+    returning: Path | None = None,
+    records: bool = False,
+    ordered: bool = False,
 ) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'bench'}"}
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(events), str(batch_rows)]
         + ([str(returning)] if returning else [])
-        + (["--records"] if records else []),
+        + (["--records"] if records else [])
+        + (["--ordered"] if ordered else []),
         env=env,
         cwd=checkout,
         capture_output=True,
@@ -212,15 +224,15 @@ def run(
 
 
 def main() -> None:
-    if len(sys.argv) in (4, 5) and sys.argv[1] == "--child":
+    if len(sys.argv) >= 4 and sys.argv[1] == "--child":
         sys.path[:0] = [str(Path.cwd()), str(Path.cwd() / "bench")]
-        events, batch_rows = int(sys.argv[2]), int(sys.argv[3])
+        events, batch_rows, extra = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+        flags = {"--records", "--ordered"}
+        returning = [a for a in extra if a not in flags]
         got = (
-            child(events, batch_rows, records=True)
-            if sys.argv[4:] == ["--records"]
-            else child_returning(events, batch_rows, Path(sys.argv[4]))
-            if len(sys.argv) == 5
-            else child(events, batch_rows)
+            child_returning(events, batch_rows, Path(returning[0]))
+            if returning
+            else child(events, batch_rows, records="--records" in extra, ordered="--ordered" in extra)
         )
         print(orjson.dumps(got).decode())
         return
@@ -241,6 +253,12 @@ def main() -> None:
         help="the Kafka journey builder's work: batches come as enriched-topic records (runs of a visitor's"
         " events) and reading them (parse_enriched) is timed too",
     )
+    ap.add_argument(
+        "--time-ordered",
+        action="store_true",
+        help="the events in time order, as a live site sends them (default: visitor by visitor, each"
+        " visitor's whole 60-day history in one batch)",
+    )
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     root = HERE.parent
@@ -249,16 +267,18 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     for _ in range(args.repeat):
         for name, path in reversed(checkouts):  # baseline first in each round
-            runs[name].append(run(path, args.events, args.batch, args.returning, args.records))
+            runs[name].append(run(path, args.events, args.batch, args.returning, args.records, args.time_ordered))
             loads.append(os.getloadavg()[0])
     lines = [
         f"\n## Journey builder alone{', returning visitors' if args.returning else ''}"
         f"{', reading enriched-topic records (Kafka)' if args.records else ''}"
+        f"{', events in time order' if args.time_ordered else ''}"
         f" — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n",
         f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}. Command: "
         f"`.venv/bin/python bench/builder.py --events {args.events} --batch {args.batch} --repeat {args.repeat}"
         + (f" --returning {args.returning}" if args.returning else "")
         + (" --records" if args.records else "")
+        + (" --time-ordered" if args.time_ordered else "")
         + (" --baseline <worktree>`" if args.baseline else "`")
         + f". Load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}.\n",
         "| checkout | events | events per CPU second (each run) | median | events per wall second (each run) |",
