@@ -1,6 +1,8 @@
 """The SQL endpoint's sandbox: what a read key may run, checked with ClickHouse's own parser.
 
-A query goes through three steps, each on a fresh read-only ClickHouse session:
+A query goes through three steps, all on one ClickHouse session made for the request, on which
+``readonly = 1`` and the limits below are set before the first (so no step can change a setting for
+the next) and which is closed after the last:
 
 1. ``formatQuerySingleLine`` parses it as exactly one statement (multi-statements fail here, before
    anything runs) and gives its normalized text; that text is what is checked and what runs.
@@ -27,7 +29,7 @@ from typing import Any
 
 from trailmark.errors import BadRequest
 from trailmark.settings import SqlSettings
-from trailmark.storage.base import QueryError, Storage
+from trailmark.storage.base import IsolatedQuery, QueryError, Storage
 
 QUERY_NODES = frozenset({"SelectWithUnionQuery", "SelectQuery", "SelectIntersectExceptQuery", "TablesInSelectQuery"})
 IN_FUNCTIONS = frozenset(
@@ -228,33 +230,33 @@ class SqlSandbox:
             "readonly": 1,  # last: from here on nothing, including the query, changes a setting
         }
 
-    def prepare(
-        self, storage: Storage, site_id: str, sql: str, params: Mapping[str, Any] | None
-    ) -> tuple[str, dict[str, Any]]:
-        """The normalized query and the settings to run it with; SqlRefused if not allowed."""
-        catalog = self.catalog(storage)
-        settings = self.query_settings(catalog, site_id)
+    def prepare(self, query: IsolatedQuery, catalog: Catalog, sql: str, params: Mapping[str, Any] | None) -> str:
+        """The normalized query, checked on ``query`` (an isolated block under the query's
+        settings); SqlRefused if not allowed."""
         try:
-            rows = storage.query("SELECT formatQuerySingleLine({q:String}) AS q", {"q": sql}, settings=settings)
+            rows = query("SELECT formatQuerySingleLine({q:String}) AS q", {"q": sql})
         except QueryError as exc:
             raise SqlRefused(_message(exc)) from None
         normalized: str = rows[0]["q"]
         try:
-            explained = storage.query(f"EXPLAIN AST {normalized}", params, settings=settings)
+            explained = query(f"EXPLAIN AST {normalized}", params)
         except QueryError as exc:
             raise SqlRefused(_message(exc)) from None
         check_ast(parse_explain_ast("\n".join(r["explain"] for r in explained)), catalog)
-        return normalized, settings
+        return normalized
 
     def run(
         self, storage: Storage, site_id: str, sql: str, params: Mapping[str, Any] | None, query_id: str
     ) -> tuple[list[dict[str, Any]], bool]:
-        """(rows, truncated); SqlRefused for a refused or failed query."""
-        normalized, settings = self.prepare(storage, site_id, sql, params)
-        try:
-            rows = storage.query(normalized, params, settings=settings, query_id=query_id)
-        except QueryError as exc:
-            raise SqlRefused(_message(exc)) from None
+        """(rows, truncated); SqlRefused for a refused or failed query. The checks and the query
+        run in one isolated block (on chDB one session, set up once) under the query's settings."""
+        catalog = self.catalog(storage)
+        with storage.isolated(self.query_settings(catalog, site_id)) as query:
+            normalized = self.prepare(query, catalog, sql, params)
+            try:
+                rows = query(normalized, params, query_id)
+            except QueryError as exc:
+                raise SqlRefused(_message(exc)) from None
         limit = self.settings.max_result_rows
         return rows[:limit], len(rows) > limit
 

@@ -116,6 +116,25 @@ def test_settings_apply_to_one_query(storage: Storage) -> None:
     assert storage.query("SELECT getSetting('max_result_rows') AS v") == [{"v": 0}]
 
 
+def test_an_isolated_block_holds_its_settings_for_each_query_and_no_longer(storage: Storage) -> None:
+    """The SQL endpoint's checks and query share one block: every query of it runs under the
+    settings, readonly among them refuses a change from inside, and nothing outlives the block."""
+    only_system = {"system.databases": "name = 'system'"}
+    settings = {"readonly": 1, "max_result_rows": 7, "additional_table_filters": only_system}
+    with storage.isolated(settings) as query:
+        assert query("SELECT getSetting('max_result_rows') AS v") == [{"v": 7}]
+        assert query("SELECT name FROM system.databases") == [{"name": "system"}]  # the filter holds
+        with pytest.raises(QueryError, match="(?i)readonly"):
+            query("SELECT 1 AS v SETTINGS max_result_rows = 100")
+        with pytest.raises(QueryError, match="(?i)readonly"):
+            query("SET max_result_rows = 100")
+        assert query("SELECT getSetting('max_result_rows') AS v") == [{"v": 7}]
+    assert storage.query("SELECT getSetting('max_result_rows') AS v") == [{"v": 0}]
+    assert storage.query("SELECT count() > 1 AS n FROM system.databases") == [{"n": True}]
+    with storage.isolated({"max_result_rows": 9}) as query:  # a new block starts from the defaults
+        assert query("SELECT getSetting('max_result_rows') AS v, getSetting('readonly') AS r") == [{"v": 9, "r": 0}]
+
+
 def test_cancel_stops_a_running_query(storage: Storage) -> None:
     query_id = uuid.uuid4().hex
     errors: list[Exception] = []

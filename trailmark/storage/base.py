@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from importlib import resources
 from typing import Any, Protocol
 
@@ -23,6 +24,13 @@ class QueryError(StorageError, Rejected):
 
 class StorageUnavailable(StorageError, Unavailable):
     """The database cannot be reached; callers retry rather than dead-letter."""
+
+
+class IsolatedQuery(Protocol):
+    """A query of a ``Storage.isolated`` block."""
+
+    def __call__(self, sql: str, params: Mapping[str, Any] | None = None, query_id: str | None = None) -> list[Row]:
+        """Rows as dicts; ``query_id`` lets ``Storage.cancel`` stop it."""
 
 
 class Storage(Protocol):
@@ -45,6 +53,12 @@ class Storage(Protocol):
         ``settings`` are ClickHouse settings for this query alone, applied before it runs (a
         ``readonly`` among them is applied last, so the query itself cannot change any of them);
         nothing of them outlives the call. ``query_id`` lets :meth:`cancel` stop the query."""
+
+    def isolated(self, settings: Mapping[str, Any]) -> AbstractContextManager[IsolatedQuery]:
+        """Several queries in a row under ``settings``, as ``query(..., settings=settings)`` runs
+        one: applied before the first, ``readonly`` among them last, nothing of them outliving the
+        block (the SQL endpoint's checks and its query). On chDB they share one session made for
+        the block, set up once instead of once per query."""
 
     def cancel(self, query_id: str) -> None:
         """Stop a running query started with ``query_id`` (no error if it already ended)."""

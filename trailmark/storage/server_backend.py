@@ -28,7 +28,8 @@ runners retry without committing), an error caused by the query or its rows beco
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -38,7 +39,7 @@ from clickhouse_connect.driver import exceptions as ch
 from clickhouse_connect.driver.binding import format_bind_value
 from clickhouse_connect.driver.external import ExternalData
 
-from trailmark.storage.base import QueryError, Row, StorageError, StorageUnavailable, setting_literal
+from trailmark.storage.base import IsolatedQuery, QueryError, Row, StorageError, StorageUnavailable, setting_literal
 
 # ClickHouse error codes that say the server or cluster cannot serve now, not that the query is wrong.
 UNAVAILABLE_CODES: dict[int, str] = {
@@ -225,6 +226,15 @@ class ServerStorage:
             return [orjson.loads(line) for line in body.splitlines() if line]
         except Exception as exc:
             raise translate(exc, merged) from exc
+
+    @contextmanager
+    def isolated(self, settings: Mapping[str, Any]) -> Iterator[IsolatedQuery]:
+        """Each query carries ``settings`` (URL parameters: nothing outlives it)."""
+
+        def run(sql: str, params: Mapping[str, Any] | None = None, query_id: str | None = None) -> list[Row]:
+            return self.query(sql, params, settings=settings, query_id=query_id)
+
+        yield run
 
     def cancel(self, query_id: str) -> None:
         try:
