@@ -92,8 +92,9 @@ def collector_process_count(settings: Settings) -> int:
     embedded log, one per two cores beyond the two the pipeline needs (at most 4), none on fewer than
     four cores or on Kafka (where ``trailmark collector`` processes scale the collector out, and each
     process would need its own spool). On two cores a collector process accepts far more than the
-    pipeline can take and competes with it for the cores: end to end fell from 10.7k to 7.8k events/s
-    and freshness p95 under half that load rose from 0.74 s to 9.4 s (bench/RESULTS.md)."""
+    pipeline can take and competes with it for the cores and memory: it raised the collector's share
+    and end to end, with freshness p95 under half that load at 0.75-1.07 s against 0.73-0.94 s, while
+    one process alone already peaks near the 1 GiB memory target (bench/RESULTS.md, 2026-12-05)."""
     if settings.collector_processes is not None:
         return max(0, settings.collector_processes)
     if settings.bus.kind != "embedded":
