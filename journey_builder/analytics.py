@@ -240,7 +240,13 @@ def _current(db: str, devices: str) -> str:
 # than the ids; two of a site's devices or contacts sharing a hash (odds ~1e-7 at a million) would
 # count as one. step_events and session_touches store their rows' hashes (``device``, ``session``:
 # migration 026), so a read takes 8 bytes a row instead of reading and hashing each id.
-_WHO = "if(m.contact = 0, e.device, m.contact)"
+def who(device: str) -> str:
+    """The group of a row whose device hash is ``device``, with ``_shared_map`` joined as ``m`` on it
+    (the funnel's and attribution's rows here, insights.contact_group's elsewhere)."""
+    return f"if(m.contact = 0, {device}, m.contact)"
+
+
+_WHO = who("e.device")
 
 
 def _shared_hashes(db: str) -> str:

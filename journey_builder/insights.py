@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from journey_builder.analytics import BadQuery, _contact, _join, _shared_hashes, _shared_map
+from journey_builder.analytics import BadQuery, _contact, _join, _shared_hashes, _shared_map, who
 from journey_builder.stages import STAGES
 from trailmark.settings import AnalysisSettings
 from trailmark.storage.base import Storage
@@ -60,7 +60,7 @@ def contact_group(db: str, alias: str, ids: bool) -> tuple[str, str]:
     if ids:
         return _join(db, alias), f"cityHash64({_contact(alias)})"
     device = f"cityHash64({alias}.anonymous_id)"
-    return f" LEFT ANY JOIN ({_shared_map(db)}) AS m ON m.device = {device}", f"if(m.contact = 0, {device}, m.contact)"
+    return f" LEFT ANY JOIN ({_shared_map(db)}) AS m ON m.device = {device}", who(device)
 
 
 def contact_stages(db: str, devices: str = "", ids: bool = True, ms: bool = False) -> str:
