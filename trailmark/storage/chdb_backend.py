@@ -16,12 +16,12 @@ import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from schemas.columns import as_columns
 from trailmark.storage.base import IsolatedQuery, QueryError, Row, StorageUnavailable, setting_literal
 
 _OPEN_PATH: list[str] = []
@@ -172,12 +172,8 @@ class ChdbStorage:
             return
         columns = list(rows[0].keys())
         data: dict[str, list[Any]]
-        try:  # itemgetter + zip run in C and keep the column order whatever each dict's key order
-            if len(columns) == 1:
-                data = {columns[0]: [r[columns[0]] for r in rows]}
-            else:
-                values = zip(*map(itemgetter(*columns), rows), strict=True)
-                data = dict(zip(columns, map(list, values), strict=True))
+        try:
+            data = as_columns(columns, rows)
         except KeyError:  # rows with differing keys: slower, missing values as NULL
             data = {c: [r.get(c) for r in rows] for c in columns}
         self.insert_columns(table, data)

@@ -1,0 +1,18 @@
+"""Rows as columns: the shape the ``events`` insert and chDB's row inserts take (a list per column)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+
+def as_columns(names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """``names``' values of ``rows`` as columns; a row without one of them raises KeyError.
+
+    One pass over the rows, each read whole, then transposed, all in C (itemgetter, zip): a pass per
+    column (70 of them over 20k events of ~4 KB) reads every row from memory 70 times, and took 3x
+    as long (20k enriched events: 178 against 56 ms). Each row's key order does not matter."""
+    if len(names) < 2 or not rows:  # itemgetter of one name gives a value, not a tuple
+        return {n: [row[n] for row in rows] for n in names}
+    return dict(zip(names, map(list, zip(*map(itemgetter(*names), rows), strict=True)), strict=True))
