@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from journey_builder import cohorts, kpis, moments, personas
 from journey_builder.insights import names
+from journey_builder.saved import SavedAnswers
 from schemas import Site
 from trailmark.settings import JourneySettings
 
@@ -151,6 +152,10 @@ class Moments(BaseModel):
     min_support: int
     confidence: float
     persona: str
+    computed_at: str = Field(
+        description="when these counts were computed (UTC): an answer is kept for analysis.moments_max_age_s"
+        " (default 300 s), then computed again in the background; fresh=true computes it now"
+    )
     stages: list[StageMoments]
 
 
@@ -159,6 +164,7 @@ def insights_router(run: Run, site: Callable[..., Site], settings: JourneySettin
     router = APIRouter(tags=["reads"])
     conf = settings.analysis
     known = personas.load(conf)
+    kept_moments = SavedAnswers("moments", conf.moments_max_age_s)
     Key = Annotated[Site, Depends(site)]
 
     def conversions(text: str | None) -> list[str]:
@@ -234,6 +240,7 @@ def insights_router(run: Run, site: Callable[..., Site], settings: JourneySettin
         min_support: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
         limit: Annotated[int, Query(ge=1, le=conf.max_rows)] = 20,
         persona: Persona = None,
+        fresh: Annotated[bool, Query(description="compute now instead of serving a kept answer")] = False,
     ) -> dict[str, Any]:
         return await run(
             moments.moments,
@@ -244,6 +251,8 @@ def insights_router(run: Run, site: Callable[..., Site], settings: JourneySettin
             min_support=min_support,
             limit=limit,
             persona=persona,
+            saved=kept_moments,
+            fresh=fresh,
         )
 
     return router

@@ -24,7 +24,9 @@ from typing import Any
 from journey_builder.analytics import BadQuery
 from journey_builder.insights import NEVER_S, contact_group, contact_stages, millis, query, stage_name
 from journey_builder.personas import Personas
+from journey_builder.saved import SavedAnswers
 from journey_builder.stages import STAGES
+from schemas.times import ch_now, from_ch
 from trailmark.settings import AnalysisSettings
 from trailmark.storage.base import Storage
 
@@ -53,8 +55,12 @@ def moments(
     min_support: int | None = None,
     limit: int = 20,
     persona: str | None = None,
+    saved: SavedAnswers | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Per stage, the moments with the highest lift on ``conversions`` (event names)."""
+    """Per stage, the moments with the highest lift on ``conversions`` (event names). With
+    ``saved``, the counts are a kept answer while it is young enough (saved.py; ``fresh``: computed
+    now); ``computed_at`` says when they were computed."""
     if not conversions:
         raise BadQuery("conversion: give at least one event name")
     support = conf.moments_min_support if min_support is None else min_support
@@ -62,31 +68,25 @@ def moments(
         raise BadQuery("min_support: 1 to 1000000")
     if not 1 <= limit <= conf.max_rows:
         raise BadQuery(f"limit: 1 to {conf.max_rows}")
-    db = storage.database
-    p: dict[str, Any] = {"s": site_id, "conv": conversions, "support": support}
-    only = personas.filter_sql(db, conf, p, persona, "h.contact_id")
-    # the stage populations and the moments are independent: run at once, the answer takes the slowest
-    with ThreadPoolExecutor(2, thread_name_prefix="moments") as pool:
-        jobs = [pool.submit(query, storage, conf, sql, p) for sql in _queries(db, only)]
-        rows = [r for job in jobs for r in job.result()]
-    population = {int(r["idx"]): (int(r["n"]), int(r["converted"])) for r in rows if r["kind"] == ""}
-    found: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        idx, n1 = int(r["idx"]), int(r["n"])
-        n, c = population.get(idx, (0, 0))
-        if r["kind"] != "" and n > n1:  # someone in the stage without the moment to compare with
-            a = int(r["converted"])
-            found.setdefault(idx, []).append(
-                {"idx": idx, "kind": r["kind"], "name": r["name"], "n1": n1, "a": a, "n2": n - n1, "c": c - a}
-            )
-    # the max_rows moments with the highest conversion rate per stage (then the most contacts, by name)
-    rows = [
-        x
-        for idx in sorted(found)
-        for x in sorted(found[idx], key=lambda x: (-x["a"] / x["n1"], -x["n1"], x["name"]))[: conf.max_rows]
-    ]
+    if persona:
+        personas.check(persona)
+
+    def compute() -> dict[str, Any]:
+        return _counts(storage, site_id, personas, conf, conversions, support, persona)
+
+    if saved is None:
+        counts, computed_at = compute(), from_ch(ch_now())
+    else:
+        question = {
+            "conversions": sorted(set(conversions)),
+            "support": support,
+            "persona": persona or "",
+            "rules": repr(personas) if persona else "",  # a changed personas file asks anew
+            "max_rows": conf.max_rows,
+        }
+        counts, computed_at = saved.answer(storage, site_id, question, compute, fresh)
     per: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
+    for r in counts["rows"]:
         a, n1, c, n2 = int(r["a"]), int(r["n1"]), int(r["c"]), int(r["n2"])
         rr, lo, hi = lift(a, n1, c, n2, conf.moments_confidence)
         per.setdefault(stage_name(int(r["idx"])), []).append(
@@ -113,7 +113,46 @@ def moments(
         "min_support": support,
         "confidence": conf.moments_confidence,
         "persona": persona or "",
+        "computed_at": computed_at,
         "stages": stages,
+    }
+
+
+def _counts(
+    storage: Storage,
+    site_id: str,
+    personas: Personas,
+    conf: AnalysisSettings,
+    conversions: list[str],
+    support: int,
+    persona: str | None,
+) -> dict[str, Any]:
+    """``{"rows": [...]}``: per stage, the ``max_rows`` moments with the highest conversion rate
+    (then the most contacts, by name), each ``{idx, kind, name, n1, a, n2, c}`` (with the moment:
+    contacts, converted; without it: contacts, converted). JSON, so saved.py can keep it."""
+    db = storage.database
+    p: dict[str, Any] = {"s": site_id, "conv": conversions, "support": support}
+    only = personas.filter_sql(db, conf, p, persona, "h.contact_id")
+    # the stage populations and the moments are independent: run at once, the answer takes the slowest
+    with ThreadPoolExecutor(2, thread_name_prefix="moments") as pool:
+        jobs = [pool.submit(query, storage, conf, sql, p) for sql in _queries(db, only)]
+        rows = [r for job in jobs for r in job.result()]
+    population = {int(r["idx"]): (int(r["n"]), int(r["converted"])) for r in rows if r["kind"] == ""}
+    found: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        idx, n1 = int(r["idx"]), int(r["n"])
+        n, c = population.get(idx, (0, 0))
+        if r["kind"] != "" and n > n1:  # someone in the stage without the moment to compare with
+            a = int(r["converted"])
+            found.setdefault(idx, []).append(
+                {"idx": idx, "kind": r["kind"], "name": r["name"], "n1": n1, "a": a, "n2": n - n1, "c": c - a}
+            )
+    return {
+        "rows": [
+            x
+            for idx in sorted(found)
+            for x in sorted(found[idx], key=lambda x: (-x["a"] / x["n1"], -x["n1"], x["name"]))[: conf.max_rows]
+        ]
     }
 
 

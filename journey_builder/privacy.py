@@ -630,8 +630,8 @@ Step = Callable[[], str]  # runs one step of an erasure; returns what to report 
 
 class Eraser:
     """Runs one erasure in steps, each recorded in ``erasure_requests`` when it is done: suppress,
-    one delete per table, dead-letter replays, dead letters, the logs, then verification (passes).
-    Every step can run twice (a resumed erasure repeats the one it was in)."""
+    one delete per table, dead-letter replays, dead letters, the site's saved answers, the logs, then
+    verification (passes). Every step can run twice (a resumed erasure repeats the one it was in)."""
 
     def __init__(
         self,
@@ -664,6 +664,7 @@ class Eraser:
         out: list[tuple[str, Step]] = [("suppress", self.suppress)]
         out += [(f"delete {t}", functools.partial(self.delete_table, t, cols)) for t, cols in self.tables]
         out += [("delete dead_letter_replays", self.delete_replays), ("delete dead_letters", self.delete_dead_letters)]
+        out.append(("delete saved_answers", self.delete_saved_answers))
         out.append(("logs", logs))
         return out
 
@@ -731,6 +732,16 @@ class Eraser:
             f"ALTER TABLE {self.storage.database}.dead_letters DELETE WHERE {where} SETTINGS mutations_sync = 2", dp
         )
         return "deleted dead letters"
+
+    def delete_saved_answers(self) -> str:
+        """The site's kept answers (migration 029): counts and names, no identifier, but a name only
+        this contact had stays in them until they are computed again."""
+        self._mutate(
+            f"ALTER TABLE {self.storage.database}.saved_answers DELETE WHERE site_id = {{s:String}}"
+            " SETTINGS mutations_sync = 2",
+            {"s": self.subject.site_id},
+        )
+        return "deleted the site's saved answers"
 
     def delete_all(self) -> None:
         """Every delete again (a verification pass found rows)."""

@@ -159,6 +159,9 @@ class AnalysisSettings(Section):
     csat_event: str = "CSAT Answered"  # properties.score 1-5
     moments_min_support: int = 20  # a moment needs this many contacts with it (and without it) to be listed
     moments_confidence: float = 0.95  # of the lift's interval
+    # a moments answer is kept (saved_answers) and served this long before it is computed again in
+    # the background; 0: every request computes (seconds at 10M events: bench/RESULTS.md)
+    moments_max_age_s: float = 300.0
     max_periods: int = 52  # retention periods and KPI weeks a request may ask for
     max_rows: int = 500  # rows (moments, cohorts) one answer may hold
     # ClickHouse limits on every one of these reads (the query's own settings; over one: 400)

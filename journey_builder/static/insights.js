@@ -235,6 +235,7 @@
       col.append(ol);
       box.append(col);
     }
+    box.append(node("p", `computed ${data.computed_at.slice(0, 16).replace("T", " ")} UTC`, "sub moments-at"));
     document.body.dataset.moments = "ready";
   }
 

@@ -96,6 +96,10 @@ def test_kpis_moments_and_personas(srv: tuple[Server, datetime]) -> None:
     aware_m = {x["name"]: x for s in m["stages"] if s["stage"] == "Awareness" for x in s["moments"]}
     w = aware_m["/webinar"]  # x1 and x2 watched, x2 bought; x3 did not watch, did not buy
     assert (w["with"], w["with_converted"], w["without"], w["without_converted"]) == (2, 1, 1, 0)
+    # kept (saved_answers) and served again as it was computed; fresh=true computes it now
+    assert _ok(server, "/v1/moments?conversion=Order%20Completed&min_support=1") == m
+    now = _ok(server, "/v1/moments?conversion=Order%20Completed&min_support=1&fresh=true")
+    assert now["computed_at"] > m["computed_at"] and now["stages"] == m["stages"]
     p = _ok(server, "/v1/personas?compare=Other,Business%20buyer&conversion=Order%20Completed")
     assert [(x["name"], x["contacts"], x["converted"]) for x in p["personas"]] == [
         ("Other", 3, 1),

@@ -100,6 +100,7 @@ def test_insight_sections(srv: Server, page: Any, tmp_path: Path) -> None:  # no
     page.wait_for_selector("body[data-moments=ready]", timeout=30_000)
     assert page.locator("#moments-list .moments li").count() > 0
     assert "CI" in page.text_content("#moments-list")
+    assert page.text_content("#moments-list .moments-at").startswith("computed 20")  # when (kept answers)
     shoot(page, "#moments", tmp_path / "moments.png")
 
     # a persona filter reaches the API and the band redraws

@@ -148,6 +148,7 @@ SHARD_KEYS: dict[str, str] = {
     "consent_aggregates": "cityHash64(site_id, day)",  # its sum key's prefix: rows of one key meet on one shard
     "erasure_subjects": "cityHash64(request_id)",
     "company_profiles_data": "cityHash64(site_id, domain)",
+    "saved_answers": "cityHash64(site_id, kind, key)",  # a key's computations meet on one shard
 }
 LOCAL_SUFFIX = "_local"
 _NAME = r"(?P<db>[A-Za-z_][A-Za-z0-9_]*)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
