@@ -81,6 +81,9 @@ START = datetime(2026, 9, 1, tzinfo=UTC)
 INSIGHTS = {  # --insights: name -> read (weeks of KPIs ending after the generated traffic)
     "retention": "/v1/retention?cohort=week&periods=8",
     "kpis": "/v1/kpis?weeks=12&to=2026-11-15",
+    # computed at each request (what the first request of a question costs), then as served: kept
+    # (saved_answers) for analysis.moments_max_age_s; the fresh reads leave their answer kept
+    "moments_live": "/v1/moments?conversion=Order%20Completed&fresh=true",
     "moments": "/v1/moments?conversion=Order%20Completed",
 }
 
