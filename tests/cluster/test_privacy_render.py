@@ -100,6 +100,7 @@ def test_an_erasures_deletes_run_on_the_local_tables_of_every_node(store: Record
     mutations = [parsed(store, s) for s in store.executed]
     expected = {f"{store.database}.{t}{LOCAL_SUFFIX}" for t, _ in tables}
     expected |= {f"{store.database}.{t}{LOCAL_SUFFIX}" for t in ("dead_letters", "dead_letter_replays")}
+    expected.add(f"{store.database}.saved_answers{LOCAL_SUFFIX}")  # the site's kept answers (migration 029)
     expected.add(f"{store.database}.erasure_subjects{LOCAL_SUFFIX}")  # the working copy, once done
     assert {target(m) for m in mutations} == expected
     for text in mutations:
