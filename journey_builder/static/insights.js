@@ -207,9 +207,10 @@
   }
 
   /* ---- moments of truth ---- */
-  async function loadMoments() {
+  async function loadMoments(fresh) {
     const box = $("moments-list");
     const q = new URLSearchParams({ limit: "10" });
+    if (fresh === true) q.set("fresh", "true");  // computed now, not the kept answer
     if ($("moments-conversion").value.trim()) q.set("conversion", $("moments-conversion").value.trim());
     if ($("moments-support").value.trim()) q.set("min_support", $("moments-support").value.trim());
     if ($("moments-persona").value) q.set("persona", $("moments-persona").value);
@@ -235,7 +236,15 @@
       col.append(ol);
       box.append(col);
     }
-    box.append(node("p", `computed ${data.computed_at.slice(0, 16).replace("T", " ")} UTC`, "sub moments-at"));
+    const at = node("p", `computed ${data.computed_at.slice(0, 16).replace("T", " ")} UTC`, "sub moments-at");
+    const again = node("button", "compute now", "link");
+    again.type = "button";
+    again.addEventListener("click", () => {
+      delete document.body.dataset.moments;
+      loadMoments(true);
+    });
+    at.append(" ", again);
+    box.append(at);
     document.body.dataset.moments = "ready";
   }
 

@@ -102,6 +102,12 @@ def test_insight_sections(srv: Server, page: Any, tmp_path: Path) -> None:  # no
     assert "CI" in page.text_content("#moments-list")
     assert page.text_content("#moments-list .moments-at").startswith("computed 20")  # when (kept answers)
     shoot(page, "#moments", tmp_path / "moments.png")
+    # the kept answer computed again on request: the same question with fresh=true
+    with page.expect_request(lambda r: "/v1/moments?" in r.url and "fresh=true" in r.url) as asked:
+        page.click("#moments-list .moments-at button")
+    assert "min_support=1" in asked.value.url
+    page.wait_for_selector("body[data-moments=ready]", timeout=30_000)
+    assert page.locator("#moments-list .moments li").count() > 0
 
     # a persona filter reaches the API and the band redraws
     page.select_option("#kpi-persona", "Other")
