@@ -31,6 +31,7 @@ from trailmark.settings import AnalysisSettings
 from trailmark.storage.base import Storage
 
 KINDS = ("page", "event", "channel")
+SAVED_FORMAT = 1  # of _counts' answer as saved.py keeps it: a new shape takes a new number (kept ones then go unread)
 
 
 def lift(a: int, n1: int, c: int, n2: int, confidence: float) -> tuple[float, float, float]:
@@ -78,6 +79,7 @@ def moments(
         counts, computed_at = compute(), from_ch(ch_now())
     else:
         question = {
+            "format": SAVED_FORMAT,
             "conversions": sorted(set(conversions)),
             "support": support,
             "persona": persona or "",

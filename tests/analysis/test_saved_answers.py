@@ -185,3 +185,14 @@ def test_an_erasure_deletes_the_sites_kept_answers(journey: Journey) -> None:
     privacy.begin(store, eraser)
     eraser.run(sleep=lambda _: None)
     assert kept() == {"s2"}
+
+
+def test_an_answer_kept_in_another_format_is_not_read(journey: Journey, monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = SavedAnswers("moments", 300)
+    _webinar(journey, 3)
+    _others(journey, range(2))
+    assert _webinar_counts(_ask(journey, saved)) == (3, 2, 2, 0)
+    _others(journey, range(2, 3))
+    assert _webinar_counts(_ask(journey, saved)) == (3, 2, 2, 0)  # kept
+    monkeypatch.setattr(moments, "SAVED_FORMAT", moments.SAVED_FORMAT + 1)  # an upgrade changed its shape
+    assert _webinar_counts(_ask(journey, saved)) == (3, 2, 3, 0)  # computed anew, not read in the old shape
