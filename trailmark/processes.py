@@ -94,7 +94,8 @@ def collector_process_count(settings: Settings) -> int:
     process would need its own spool). On two cores a collector process accepts far more than the
     pipeline can take and competes with it for the cores and memory: it raised the collector's share
     and end to end, with freshness p95 under half that load at 0.75-1.07 s against 0.73-0.94 s, while
-    one process alone already peaks near the 1 GiB memory target (bench/RESULTS.md, 2026-12-05)."""
+    one process alone already peaks near the 1 GiB memory target, and with a collector process at
+    1,015-1,036 MiB, over it (bench/RESULTS.md, 2026-12-05)."""
     if settings.collector_processes is not None:
         return max(0, settings.collector_processes)
     if settings.bus.kind != "embedded":
