@@ -91,14 +91,40 @@ def read_router(
     Since = Annotated[str | None, Query(alias="from", description="ISO date/time, inclusive")]
     Until = Annotated[str | None, Query(alias="to", description="ISO date/time, exclusive")]
 
-    async def run(fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    # analysis reads take seconds and up to analysis.max_memory_bytes each on a large site: a read key
+    # runs a few at once and the server a few more, the rest wait their turn (the map page asks for
+    # about ten at once), then get 429; one contact's journey or one account (milliseconds) is not gated
+    limits_of = settings.analysis
+    server_slots = asyncio.Semaphore(max(1, limits_of.max_concurrent_reads))
+    key_slots: dict[str, asyncio.Semaphore] = {}  # per site of a read key: bounded by keys.json
+
+    async def take(slot: asyncio.Semaphore, why: str) -> None:
+        if not slot.locked():
+            await slot.acquire()  # free: taken at once
+            return
         try:
-            return await asyncio.to_thread(fn, storage(), *args, **kwargs)
+            if limits_of.queue_timeout_s <= 0:
+                raise TimeoutError
+            await asyncio.wait_for(slot.acquire(), limits_of.queue_timeout_s)
+        except TimeoutError:
+            raise HTTPException(429, f"{why}; retry later", headers={"Retry-After": "5"}) from None
+
+    async def run(fn: Callable[..., dict[str, Any]], site_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        mine = key_slots.setdefault(site_id, asyncio.Semaphore(max(1, limits_of.max_concurrent_reads_per_key)))
+        await take(mine, f"at most {limits_of.max_concurrent_reads_per_key} analysis reads at once per read key")
+        try:
+            await take(server_slots, "the server is busy with analysis reads")
+            try:
+                return await asyncio.to_thread(fn, storage(), site_id, *args, **kwargs)
+            finally:
+                server_slots.release()
         except analytics.BadQuery as exc:
             raise HTTPException(400, str(exc)) from None
         except QueryError as exc:  # our own SQL: log it, answer what failed without echoing it
             log.warning("%s failed: %s", getattr(fn, "__name__", "read"), exc)
             raise HTTPException(400, f"{getattr(fn, '__name__', 'read')} query failed; check the parameters") from None
+        finally:
+            mine.release()
 
     @router.get("/v1/journeys", summary="Contacts, filtered by stage, channel, campaign, conversion, interest, dates")
     async def journeys(

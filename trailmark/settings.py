@@ -168,6 +168,11 @@ class AnalysisSettings(Section):
     max_execution_s: float = 20.0
     max_memory_bytes: int = 2 * 1024**3
     max_threads: int = 2
+    # analysis reads (funnel, paths, attribution, clicks, stages, pain points, retention, personas,
+    # KPIs, moments) running at once: per read key, and for the server; more wait this long, then 429
+    max_concurrent_reads_per_key: int = 2
+    max_concurrent_reads: int = 4
+    queue_timeout_s: float = 30.0
 
 
 class JourneySettings(Section):
