@@ -120,6 +120,8 @@ def test_kpis_moments_and_personas(srv: tuple[Server, datetime]) -> None:
         ("/v1/kpis?to=yesterday", "to: an ISO date"),
         ("/v1/moments?limit=0", "limit"),
         ("/v1/moments?min_support=0", "min_support"),
+        ("/v1/moments?fresh=maybe", "fresh"),
+        ("/v1/moments?conversion=" + "x" * 2001, "conversion"),
         ("/v1/personas?compare=A,B,C,D", "compare"),
         ("/v1/personas?compare=Nobody", "unknown persona"),
     ],

@@ -196,3 +196,20 @@ def test_an_answer_kept_in_another_format_is_not_read(journey: Journey, monkeypa
     assert _webinar_counts(_ask(journey, saved)) == (3, 2, 2, 0)  # kept
     monkeypatch.setattr(moments, "SAVED_FORMAT", moments.SAVED_FORMAT + 1)  # an upgrade changed its shape
     assert _webinar_counts(_ask(journey, saved)) == (3, 2, 3, 0)  # computed anew, not read in the old shape
+
+
+def test_each_site_has_its_own_kept_answers(journey: Journey) -> None:
+    """The same question asked with another site's key is that site's answer, never this one's."""
+    saved = SavedAnswers("moments", 300)
+    _webinar(journey, 3)
+    _others(journey, range(2))
+    assert _webinar_counts(_ask(journey, saved)) == (3, 2, 2, 0)
+    e = journey.event
+    for i in range(1, 4):  # s2: three visitors, all watch /webinar, one without: the other way round
+        send(journey, e("page", f"t{i}", i, path="/"), e("page", f"t{i}", i + 1, path="/webinar"), site="s2")
+    send(journey, e("page", "t4", 9, path="/"), e("track", "t4", 10, event="Signed Up"), site="s2")
+    other = moments.moments(
+        journey.storage, "s2", PERSONAS, CONF, conversions=["Signed Up"], min_support=1, saved=saved
+    )
+    assert _webinar_counts(other) == (3, 0, 1, 1)
+    assert _webinar_counts(_ask(journey, saved)) == (3, 2, 2, 0)  # and s1's stays its own
