@@ -2,7 +2,9 @@
 
 Data-team SQL runs in its own small thread pool behind a server-wide and a per-key limit, so heavy
 queries wait or get 429 instead of taking the threads the collector and the journey reads use; a
-query whose client goes away is cancelled in ClickHouse.
+query whose client goes away is cancelled in ClickHouse. The analysis reads (funnel, attribution,
+retention, KPIs, moments...) pass a gate of their own: a few at once per read key and per server, the
+rest queue for a while, then get 429.
 """
 
 import asyncio
