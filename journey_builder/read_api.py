@@ -100,6 +100,9 @@ def read_router(
     server_slots = asyncio.Semaphore(max(1, limits_of.max_concurrent_reads))
     key_slots: dict[str, asyncio.Semaphore] = {}  # per site of a read key: bounded by keys.json
 
+    def busy(message: str) -> HTTPException:
+        return HTTPException(429, message, headers={"Retry-After": "5"})
+
     async def take(slot: asyncio.Semaphore, why: str) -> None:
         if not slot.locked():
             await slot.acquire()  # free: taken at once
@@ -109,7 +112,7 @@ def read_router(
                 raise TimeoutError
             await asyncio.wait_for(slot.acquire(), limits_of.queue_timeout_s)
         except TimeoutError:
-            raise HTTPException(429, f"{why}; retry later", headers={"Retry-After": "5"}) from None
+            raise busy(f"{why}; retry later") from None
 
     async def run(fn: Callable[..., dict[str, Any]], site_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         mine = key_slots.setdefault(site_id, asyncio.Semaphore(max(1, limits_of.max_concurrent_reads_per_key)))
@@ -252,9 +255,6 @@ def read_router(
     pool = ThreadPoolExecutor(max_workers=max(1, sql_settings.max_concurrent), thread_name_prefix="sql")
     slots = asyncio.Semaphore(max(1, sql_settings.max_concurrent))
     running: dict[str, int] = {}
-
-    def busy(message: str) -> HTTPException:
-        return HTTPException(429, message, headers={"Retry-After": "5"})
 
     @router.post("/v1/sql", summary="Run one SELECT over this site's tables (sandboxed, limited)")
     async def sql(body: SqlRequest, request: Request, s: Annotated[Site, Depends(site)]) -> dict[str, Any]:
