@@ -11,6 +11,9 @@ Non-global addresses (private, loopback, link-local, CGNAT...) never get geo.
 from __future__ import annotations
 
 import ipaddress
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +31,7 @@ class GeoInfo(NamedTuple):
 
 
 NO_GEO = GeoInfo()
+_LOW64 = (1 << 64) - 1
 
 
 def parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -103,13 +107,13 @@ class GeoLookup:
         self._db = maxminddb.open_database(str(db), maxminddb.MODE_AUTO) if db else None
         self._asn_db = maxminddb.open_database(str(asn_db), maxminddb.MODE_AUTO) if asn_db else None
         self._cc: Any = None
-        self._asn_fallback: Any = None
+        self._asn_fallback: AsnNames | None = None
         if fallback and self._db is None:
             import iptocc
 
             self._cc = iptocc.country_code
         if fallback and self._asn_db is None:
-            self._asn_fallback = _load_geoip2fast_asn()
+            self._asn_fallback = AsnNames.bundled()
         self._tz = _country_timezones()
         self.source = (f"mmdb:{Path(db).name}" if db else ("iptocc" if self._cc else "none")) + (
             "+geoip2fast-asn" if self._asn_fallback is not None else ""
@@ -136,7 +140,7 @@ class GeoLookup:
                     org=str(rec.get("autonomous_system_organization") or ""),
                 )
         elif not info.org and self._asn_fallback is not None:
-            info = info._replace(org=self._asn_fallback(text))
+            info = info._replace(org=self._asn_fallback(addr))
         return info
 
     def _from_mmdb(self, rec: Any) -> GeoInfo:
@@ -163,17 +167,79 @@ class GeoLookup:
         )
 
 
-def _load_geoip2fast_asn() -> Any:
-    """ASN organisation names from geoip2fast's bundled data (no ASN numbers in that file)."""
-    try:
-        from geoip2fast import GeoIP2Fast
-    except ImportError:
-        return None
-    g = GeoIP2Fast(geoip2fast_data_file="geoip2fast-asn-ipv6.dat.gz", verbose=False)
+class AsnNames:
+    """ASN organisation names by address, from geoip2fast's bundled ``geoip2fast-asn-ipv6.dat.gz``
+    (GeoLite2 ASN networks, names only, no ASN numbers), held compactly.
 
-    def org(ip: str) -> str:
-        r = g.lookup(ip)
-        name = getattr(r, "asn_name", "") or ""
-        return "" if name in ("IANA.ORG", "<not found in database>") else str(name)
+    geoip2fast itself keeps the file as Python lists of Python ints (and as module globals, so
+    they outlive its object): 104 MiB for 644k networks, in every process that enriches. Here the
+    networks (first address, prefix length, name id) are typed arrays, IPv6 addresses as two
+    64-bit halves, and the 72k names one string: no per-network Python object outlives the load,
+    so the memory the file's lists took goes back. Looked up as geoip2fast does (the last network
+    starting at or before the address), but only when the address is inside that network:
+    geoip2fast checks an IPv4 address against IPv6 sizes when its file holds both, and so names
+    the network before the address for about one address in eight that no network holds.
+    """
 
-    return org
+    def __init__(self, networks: Iterable[tuple[int, int, int]], names: Sequence[str]) -> None:
+        """``networks``: (first address as an int, prefix length, name id), sorted by address."""
+        cleaned = ["" if n in ("<unknown>", "IANA.ORG") else n.replace("\n", " ") for n in names]
+        self._names = "\n".join(cleaned)
+        self._name_at = array("I", [0])
+        for n in cleaned:
+            self._name_at.append(self._name_at[-1] + len(n) + 1)
+        self._v4, self._v4_len, self._v4_id = array("I"), array("B"), array("I")
+        self._v6_hi, self._v6_lo, self._v6_len, self._v6_id = array("Q"), array("Q"), array("B"), array("I")
+        for first, length, name in networks:
+            if first < 1 << 32:
+                self._v4.append(first)
+                self._v4_len.append(length)
+                self._v4_id.append(name)
+            else:
+                self._v6_hi.append(first >> 64)
+                self._v6_lo.append(first & _LOW64)
+                self._v6_len.append(length)
+                self._v6_id.append(name)
+
+    @classmethod
+    def bundled(cls) -> AsnNames | None:
+        """From the installed geoip2fast's data file; None when geoip2fast is not installed."""
+        import gzip
+        import pickle
+        from importlib.resources import files
+
+        try:
+            data = files("geoip2fast") / "geoip2fast-asn-ipv6.dat.gz"
+        except ModuleNotFoundError:
+            return None
+        with gzip.open(str(data), "rb") as f:
+            # the package's own file, as geoip2fast loads it (format 120: country and ASN lists, chunked)
+            _, _, _, lists = pickle.load(f)  # noqa: S301
+        _, _, _, names, _, starts, _, ids, _, lengths = lists
+        del lists
+        networks = (
+            (first, length, name)
+            for chunk_starts, chunk_lengths, chunk_ids in zip(starts, lengths, ids, strict=True)
+            for first, length, name in zip(chunk_starts, chunk_lengths, chunk_ids, strict=True)
+        )
+        return cls(networks, names)
+
+    def __call__(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        """The organisation name of the network holding ``addr``; "" when none does."""
+        ip = int(addr)
+        if addr.version == 4:
+            i = bisect_right(self._v4, ip) - 1
+            if i < 0 or ip >= self._v4[i] + (1 << (32 - self._v4_len[i])):
+                return ""
+            return self._name(self._v4_id[i])
+        hi, lo = ip >> 64, ip & _LOW64
+        highs, lows = self._v6_hi, self._v6_lo
+        i = bisect_right(highs, hi) - 1
+        while i >= 0 and highs[i] == hi and lows[i] > lo:  # networks longer than /64 share a high half
+            i -= 1
+        if i < 0 or ip >= (highs[i] << 64 | lows[i]) + (1 << (128 - self._v6_len[i])):
+            return ""
+        return self._name(self._v6_id[i])
+
+    def _name(self, name_id: int) -> str:
+        return self._names[self._name_at[name_id] : self._name_at[name_id + 1] - 1]

@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from enrich import Enricher, EnrichSettings
-from enrich.geo import GeoLookup, truncate_ip
+from enrich.geo import AsnNames, GeoLookup, truncate_ip
 from tests.enrich.helpers import page_event
 
 # Facts stable for years: who the RIRs assigned these blocks to.
@@ -35,6 +35,47 @@ def test_fallback_timezone_and_org(enricher):
     us = enricher.enrich(page_event(ip="8.8.8.8"))
     assert us["geo_timezone"] == ""  # the US spans many zones: no guess
     assert "GOOGLE" in us["geo_org"].upper()
+
+
+def test_bundled_asn_names_only_inside_a_network():
+    """The bundled ASN table names an address's own network, v4 and v6, and nothing for an address
+    no network holds (geoip2fast itself names the network before it: 9.11.32.187 as Quad9's)."""
+    names = AsnNames.bundled()
+    assert names is not None
+    assert names(ipaddress.ip_address("9.9.9.9")) == "QUAD9-AS-1"
+    assert names(ipaddress.ip_address("2620:fe::fe")) == "QUAD9-AS-1"
+    assert names(ipaddress.ip_address("2001:4860:4860::8888")) == "GOOGLE"
+    assert names(ipaddress.ip_address("9.11.32.187")) == ""  # after 9.9.9.0/24, inside no network
+
+
+def test_asn_names_prefix_bounds_and_long_v6_prefixes():
+    """Containment at each network's edges; IPv6 networks longer than /64 that share a high half;
+    the file's placeholder names are no name."""
+    v6 = int(ipaddress.ip_address("2001:db8::"))
+    networks = [
+        (int(ipaddress.ip_address("10.0.0.0")), 8, 1),
+        (int(ipaddress.ip_address("11.0.0.0")), 24, 2),
+        (int(ipaddress.ip_address("12.0.0.0")), 16, 0),
+        (v6, 64, 1),
+        (v6 + (1 << 64), 80, 2),  # 2001:db8:0:1::/80
+        (v6 + (1 << 64) + (1 << 60), 96, 1),  # 2001:db8:0:1:1000::/96, the same high half
+    ]
+    names = AsnNames(networks, ["<unknown>", "ONE", "TWO\nLINES"])
+    at = ipaddress.ip_address
+    assert [names(at(ip)) for ip in ("9.255.255.255", "10.0.0.0", "10.255.255.255", "11.0.0.255", "11.0.1.0")] == [
+        "",
+        "ONE",
+        "ONE",
+        "TWO LINES",
+        "",
+    ]
+    assert names(at("12.0.3.4")) == ""  # <unknown>
+    assert names(at("2001:db8::ffff")) == "ONE"
+    assert names(at("2001:db8:0:1::5")) == "TWO LINES"
+    assert names(at("2001:db8:0:1:1:0:0:0")) == ""  # past the /80, before the /96
+    assert names(at("2001:db8:0:1:1000::7")) == "ONE"
+    assert names(at("2001:db8:0:1:1000:1::")) == ""  # past the /96
+    assert names(at("2001:db7::1")) == ""  # before every IPv6 network
 
 
 @pytest.mark.parametrize(
