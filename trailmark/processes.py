@@ -89,13 +89,12 @@ UP = Gauge("trailmark_collector_processes_up", "Collector processes serving the 
 
 def collector_process_count(settings: Settings) -> int:
     """How many collector processes ``trailmark up`` starts: the setting, or by default, on the
-    embedded log, one per two cores beyond the two the pipeline needs (at most 4), none on fewer than
-    four cores or on Kafka (where ``trailmark collector`` processes scale the collector out, and each
-    process would need its own spool). On two cores a collector process accepts far more than the
-    pipeline can take and competes with it for the cores and memory: it raised the collector's share
-    and end to end, with freshness p95 under half that load at 0.75-1.07 s against 0.73-0.94 s, while
-    one process alone already peaks near the 1 GiB memory target, and with a collector process at
-    1,015-1,036 MiB, over it (bench/RESULTS.md, 2026-12-05)."""
+    embedded log, one per two cores beyond the two the pipeline needs, at least one and at most 4;
+    none on a single core or on Kafka (where ``trailmark collector`` processes scale the collector
+    out, and each process would need its own spool). On two cores one collector process raised the
+    collector's share of a bare endpoint from 23-29 % to 29-37 % and end to end from 9-11 % to
+    12-14 %, and with it ``trailmark up`` peaks at 928 MiB under the memory bench (bench/RESULTS.md,
+    2026-12-05)."""
     if settings.collector_processes is not None:
         return max(0, settings.collector_processes)
     if settings.bus.kind != "embedded":
@@ -104,7 +103,7 @@ def collector_process_count(settings: Settings) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return 0 if cores < 4 else min(4, cores // 2 - 1)
+    return 0 if cores < 2 else max(1, min(4, cores // 2 - 1))
 
 
 def public_socket(host: str, port: int) -> socket.socket:
