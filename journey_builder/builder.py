@@ -157,26 +157,39 @@ class JourneyBuilder:
     ) -> tuple[list[EnrichedEvent], set[tuple[str, str]], dict[tuple[str, str], Row]]:
         """The batch without repeated or already stored messageIds; which of its visitors have
         stored events at all (only those have state to reload); and the stored ``visitor_state`` of
-        those not in memory whose markers are stored (the row's batch was written whole). Two
-        queries, both by primary key."""
+        those not in memory whose markers are stored (the row's batch was written whole). Queries
+        by primary key: the batch's keys, then, only for visitors with stored events that are not
+        in memory (returning after eviction or a restart), their state rows and those rows'
+        markers. A batch of new visitors and visitors in memory takes one query."""
         unique: dict[tuple[str, str], EnrichedEvent] = {}
         for ev in batch:
             unique.setdefault((ev["site_id"], ev["message_id"]), ev)
         if not unique:
             return [], set(), {}
-        visitors = sorted({(e["site_id"], visitor_id(e)) for e in unique.values()})
-        missing = [k for k in visitors if k not in self.core.visitors]
-        states = {(r["site_id"], r["anonymous_id"]): r for r in self.repo.visitor_states(missing)} if missing else {}
-        ids = [m for _, m in unique] + [m for r in states.values() for m in r["markers"]]
-        stored, known = self.repo.stored_visitors(visitors, ids)
-        if self.cautious:  # events is the truth; keys its view missed are copied to event_keys
+        cautious = self.cautious > 0
+        if cautious:
             self.cautious -= 1
+        visitors = sorted({(e["site_id"], visitor_id(e)) for e in unique.values()})
+        stored, known = self._stored(visitors, [m for _, m in unique], cautious)
+        missing = [k for k in visitors if k in stored and k not in self.core.visitors]
+        states = {(r["site_id"], r["anonymous_id"]): r for r in self.repo.visitor_states(missing)} if missing else {}
+        if markers := sorted({m for k, r in states.items() for m in r["markers"] if (k[0], m) not in known}):
+            known |= self._stored(sorted(states), markers, cautious)[1]
+        held = {k: r for k, r in states.items() if all((k[0], m) in known for m in r["markers"])}
+        return [ev for k, ev in unique.items() if k not in known], stored, held
+
+    def _stored(
+        self, visitors: list[tuple[str, str]], ids: list[str], cautious: bool
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """``repo.stored_visitors``; when ``cautious``, from ``events`` itself (the truth), and the
+        keys its view missed are copied to ``event_keys``."""
+        stored, known = self.repo.stored_visitors(visitors, ids)
+        if cautious:
             stored, truth = self.repo.stored_visitors(visitors, ids, table="events")
             if missed := truth - known:
                 self.repo.index_events(visitors, sorted(m for _, m in missed))
             known = truth
-        held = {k: r for k, r in states.items() if all((k[0], m) in known for m in r["markers"])}
-        return [ev for k, ev in unique.items() if k not in known], stored, held
+        return stored, known
 
     def _drop_erased(self, events: list[EnrichedEvent], out: Output) -> list[EnrichedEvent]:
         """Events carrying an erased identifier are dropped (late, retried or replayed events of an

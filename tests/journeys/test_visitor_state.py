@@ -77,6 +77,32 @@ def test_each_batch_on_a_new_builder_gives_the_journey_of_one_builder_and_never_
     assert states == [{"sessions": 3, "stages": sorted({s["stage"] for s in expected["stages"]} | {"Purchase"})}]
 
 
+def test_new_visitors_are_not_looked_up_in_visitor_state_and_a_returning_one_is(storage: Storage) -> None:
+    """Visitors with no stored events have no state row: a batch of them does not look for one
+    (a query less per batch of a live site's new visitors); a returning visitor not in memory
+    gets its row, and its journey goes on from it."""
+    recording = Recording(storage)
+    j = Journey(recording)  # type: ignore[arg-type]  # a Storage that records reads
+    j.builder.cautious = 0  # past the first batches after a start, whose duplicate check reads events
+    j.send(j.event("page", "new-a", 0), j.event("page", "new-b", 1), j.event("page", "new-a", 2))
+    assert recording.reads, "the duplicate check was recorded"
+    assert not [sql for sql in recording.reads if "visitor_state" in sql], recording.reads
+    back = Recording(storage)
+    again = Journey(back)  # type: ignore[arg-type]  # a restarted builder: nothing in memory
+    again.builder.cautious = 0
+    again.send(j.event("page", "new-a", 4), j.event("page", "never-seen", 4))
+    assert len([sql for sql in back.reads if "visitor_state" in sql]) == 1, back.reads
+    assert not [sql for sql in back.reads if READS_EVENTS.search(sql)], "state came from visitor_state, not events"
+    rows = j.sql(
+        "SELECT anonymous_id, uniqExact(session_id) AS sessions, count() AS n FROM {db}.events"
+        " WHERE anonymous_id IN ('new-a', 'never-seen') GROUP BY anonymous_id ORDER BY anonymous_id"
+    )
+    assert rows == [
+        {"anonymous_id": "never-seen", "sessions": 1, "n": 1},
+        {"anonymous_id": "new-a", "sessions": 1, "n": 3},
+    ]
+
+
 def test_a_state_whose_batch_was_not_stored_is_not_used(storage: Storage) -> None:
     expected = reference(storage)
     dying = DiesBeforeEvents(storage)
