@@ -11,6 +11,7 @@ Non-global addresses (private, loopback, link-local, CGNAT...) never get geo.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,8 @@ class GeoInfo(NamedTuple):
     asn: int = 0
     org: str = ""
 
+
+log = logging.getLogger(__name__)
 
 NO_GEO = GeoInfo()
 _LOW64 = (1 << 64) - 1
@@ -202,27 +205,35 @@ class AsnNames:
                 self._v6_id.append(name)
 
     @classmethod
-    def bundled(cls) -> AsnNames | None:
-        """From the installed geoip2fast's data file; None when geoip2fast is not installed."""
+    def bundled(cls, data: Path | None = None) -> AsnNames | None:
+        """From the installed geoip2fast's data file (or ``data``); None when geoip2fast is not
+        installed, or its file is not in the format read here (a warning: no ``geo_org`` then, the
+        rest of enrichment unchanged)."""
         import gzip
         import pickle
         from importlib.resources import files
 
         try:
-            data = files("geoip2fast") / "geoip2fast-asn-ipv6.dat.gz"
+            source = data or files("geoip2fast") / "geoip2fast-asn-ipv6.dat.gz"
         except ModuleNotFoundError:
             return None
-        with gzip.open(str(data), "rb") as f:
-            # the package's own file, as geoip2fast loads it (format 120: country and ASN lists, chunked)
-            _, _, _, lists = pickle.load(f)  # noqa: S301
-        _, _, _, names, _, starts, _, ids, _, lengths = lists
-        del lists
-        networks = (
-            (first, length, name)
-            for chunk_starts, chunk_lengths, chunk_ids in zip(starts, lengths, ids, strict=True)
-            for first, length, name in zip(chunk_starts, chunk_lengths, chunk_ids, strict=True)
-        )
-        return cls(networks, names)
+        try:
+            with gzip.open(str(source), "rb") as f:
+                # the package's own file, read as geoip2fast reads it
+                version, info, _, lists = pickle.load(f)  # noqa: S301
+            if version not in (120, 121) or not (info.get("country") and info.get("asn")):
+                raise ValueError(f"format {version!r} {dict(info, info='')!r}, not 120/121 with countries and ASNs")
+            _, _, _, names, _, starts, _, ids, _, lengths = lists  # their lists of chunks, in this order
+            del lists
+            networks = (
+                (first, length, name)
+                for chunk_starts, chunk_lengths, chunk_ids in zip(starts, lengths, ids, strict=True)
+                for first, length, name in zip(chunk_starts, chunk_lengths, chunk_ids, strict=True)
+            )
+            return cls(networks, names)
+        except Exception as exc:  # a file of another geoip2fast version: enrichment goes on without
+            log.warning("geoip2fast's ASN file %s cannot be read, no geo_org: %s", source, exc)
+            return None
 
     def __call__(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
         """The organisation name of the network holding ``addr``; "" when none does."""

@@ -1,6 +1,7 @@
 """Geo: the shipped offline fallback on real public addresses, and the MaxMind-DB reader path."""
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,36 @@ def test_bundled_asn_names_only_inside_a_network():
     assert names(ipaddress.ip_address("2620:fe::fe")) == "QUAD9-AS-1"
     assert names(ipaddress.ip_address("2001:4860:4860::8888")) == "GOOGLE"
     assert names(ipaddress.ip_address("9.11.32.187")) == ""  # after 9.9.9.0/24, inside no network
+
+
+def test_asn_file_of_another_format_gives_no_org_and_a_warning(tmp_path, caplog):
+    """A geoip2fast file in a format this reader does not know (a newer geoip2fast) costs only
+    ``geo_org``: a warning, no table, nothing raised."""
+    import gzip
+    import pickle
+
+    def write(name: str, content: object) -> Path:
+        path = tmp_path / name
+        with gzip.open(path, "wb") as f:
+            pickle.dump(content, f)
+        return path
+
+    flags = {"info": "", "country": True, "city": False, "asn": True, "ipv6": True}
+    chunks = [[int(ipaddress.ip_address("10.0.0.0"))]], [[8]], [[1]]
+    good = (120, flags, 1, ([], [], [], ["<unknown>", "TEN"], [], chunks[0], [], chunks[2], [], chunks[1]))
+    names = AsnNames.bundled(write("good.dat.gz", good))
+    assert names is not None and names(ipaddress.ip_address("10.1.2.3")) == "TEN"
+    for bad in (
+        (130, flags, 1, good[3]),  # a format number of the future
+        (120, {**flags, "asn": False}, 1, good[3]),  # countries only
+        (120, flags, 1, good[3][:8]),  # other lists
+        (120, flags, 1, (*good[3][:9], [[8, 9]])),  # chunks that disagree
+    ):
+        caplog.clear()
+        assert AsnNames.bundled(write("bad.dat.gz", bad)) is None
+        assert "cannot be read, no geo_org" in caplog.text
+    (tmp_path / "garbage.dat.gz").write_bytes(b"not gzip")
+    assert AsnNames.bundled(tmp_path / "garbage.dat.gz") is None
 
 
 def test_asn_names_prefix_bounds_and_long_v6_prefixes():
