@@ -21,8 +21,10 @@ to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,7 +83,9 @@ def child(events: int, batch_rows: int, records: bool = False, ordered: bool = F
     from trailmark.storage import apply_migrations
     from trailmark.storage.chdb_backend import ChdbStorage
 
-    storage = ChdbStorage(Path(tempfile.mkdtemp(prefix="bench-builder-")) / "clickhouse", "trailmark")
+    work = tempfile.mkdtemp(prefix="bench-builder-")
+    atexit.register(shutil.rmtree, work, True)  # 0.2-0.5 GB a run; chDB holds the path until the process ends
+    storage = ChdbStorage(Path(work) / "clickhouse", "trailmark")
     apply_migrations(storage)
     builder = JourneyBuilder(storage, JourneySettings(max_visitors=200_000))
     defaults = {"v": 1, "site_id": "default", "event": "", "user_id": "", "previous_id": "", "group_id": "",

@@ -17,6 +17,7 @@ import argparse
 import base64
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -130,6 +131,7 @@ def main() -> None:
     finally:
         stop.set()
         setup.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the event log alone reaches 13-16 GB in 10 minutes
     peak = max(r for _, r in samples)
     main_peak = max(main_rss)
     final = samples[-1][1]
