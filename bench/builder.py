@@ -141,7 +141,6 @@ def child_returning(events: int, batch_rows: int, data: Path) -> dict[str, Any]:
     rebalance, or once the in-memory cache let them go) and background merges stopped (they belong
     to the whole load, not to these batches)."""
     import random
-    import shutil
 
     import journeys as traffic  # bench/journeys.py of this checkout
 
