@@ -218,7 +218,9 @@ class JourneyBuilder:
         reload, only (through an alias or a merge) a contact.
         """
         visitors = self.core.visitors
-        missing = sorted({(e["site_id"], visitor_id(e)) for e in events} - visitors.keys())
+        # a set comprehension, not ``set - visitors.keys()``: that walks the whole cache (100k visitors:
+        # ~0.1 s a batch after a busy hour), this only the batch's visitors
+        missing = sorted({k for e in events if (k := (e["site_id"], visitor_id(e))) not in visitors})
         if not missing:
             return
         for key in missing:  # a held state row implies stored events (its markers are stored)

@@ -190,6 +190,14 @@ def test_column_alters_change_the_local_and_the_distributed_table() -> None:
     ]
 
 
+def test_merge_settings_change_the_local_tables_only() -> None:
+    statements = dict(rendered_migrations(DB, "c1"))["030_merge_selector.sql"]
+    assert statements and all(
+        re.match(rf"ALTER TABLE {DB}\.\w+{LOCAL_SUFFIX} ON CLUSTER 'c1' MODIFY SETTING merge_selector_base = 10$", s)
+        for s in statements
+    ), statements
+
+
 def test_every_table_has_a_sharding_key_and_unknown_shapes_are_refused() -> None:
     created = {m[1] for _, sql in migrations() for m in re.finditer(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)", sql)}
     assert created <= set(SHARD_KEYS), created - set(SHARD_KEYS)

@@ -237,11 +237,11 @@ HASHES = (
 
 
 def _old_install(store: Storage) -> None:
-    """The schema as an install had it before migrations 017 and 018 (and 026, which adds columns
-    to their tables), with the later tables the journey builder of today writes (no
-    schema_migrations rows: every file runs again at the upgrade, as every migration is idempotent)."""
+    """The schema as an install had it before migrations 017 and 018 (and 026 and 030, which change
+    their tables), with the later tables the journey builder of today writes (no schema_migrations
+    rows: every file runs again at the upgrade, as every migration is idempotent)."""
     for name, sql in migrations():
-        if not name.startswith(("017", "018", "026")):
+        if not name.startswith(("017", "018", "026", "030")):
             for statement in split_statements(sql, store.database):
                 store.execute(statement)
 
@@ -260,7 +260,8 @@ def test_an_install_with_events_gets_the_tables_filled_when_it_upgrades(storage:
         feed(old, batches)  # the same events, written with no view to fill the new tables
         assert "step_events" not in {r["name"] for r in storage.query(f"SHOW TABLES FROM {storage.database}")}
         applied = apply_migrations(storage)
-        assert {"017_session_touches.sql", "018_step_events.sql", "026_read_hashes.sql"} <= set(applied)
+        upgrade = {"017_session_touches.sql", "018_step_events.sql", "026_read_hashes.sql", "030_merge_selector.sql"}
+        assert upgrade <= set(applied)
         assert {t: sorted(map(str, storage.query(f"SELECT * FROM {storage.database}.{t}"))) for t in NEW_TABLES} == rows
         assert reads(storage) == want
         # the views keep the tables current from then on

@@ -30,6 +30,28 @@ def test_migrations_are_idempotent(storage: Storage) -> None:
     assert {"events", "sessions", "touchpoints", "contacts", "identities"} <= tables
 
 
+# tables that take no part per journey-builder batch (written on request or by hand, rarely)
+NOT_PER_BATCH = {
+    "dead_letters", "dead_letter_replays", "erasure_requests", "erasure_subjects", "saved_answers",
+    "schema_migrations", "suppressed_identifiers", "company_profiles_data",
+}  # fmt: skip
+
+
+def test_every_table_a_batch_writes_merges_with_base_10(storage: Storage) -> None:
+    """Migration 030: the tables a batch adds a part to (the builder's inserts and the views they
+    fire) merge with merge_selector_base = 10, so a mid-size table is not rewritten every few
+    seconds under load. A per-batch table added later without it fails here."""
+    rows = storage.query(
+        "SELECT name, create_table_query AS ddl FROM system.tables WHERE database = {d:String}"
+        " AND engine LIKE '%MergeTree'",
+        {"d": storage.database},
+    )
+    per_batch = {r["name"]: r["ddl"] for r in rows if r["name"] not in NOT_PER_BATCH}
+    assert {"events", "event_keys", "sessions_data", "visitor_state", "device_stages"} <= per_batch.keys()
+    assert [n for n, ddl in per_batch.items() if "merge_selector_base = 10" not in ddl] == []
+    assert all("merge_selector_base" not in r["ddl"] for r in rows if r["name"] in NOT_PER_BATCH)
+
+
 def test_the_builder_writes_and_the_read_api_reads(storage: Storage) -> None:
     from journey_builder import queries
     from tests.journeys.conftest import Journey
