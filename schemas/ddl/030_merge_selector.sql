@@ -4,8 +4,8 @@
 --
 -- Why: each journey-builder batch adds a small part to every table below (the builder's inserts and
 -- the views they fire). ClickHouse's merge selector (merge_selector_base, default 5) merges a table's
--- newest parts into its last mid-size one once about nine small parts wait, so a table of a few MB (a
--- few hundred thousand visitors) is rewritten whole every few seconds under load. In `trailmark up`
+-- newest parts into its last mid-size one once a few small parts wait, so a table of a few MB (a few
+-- hundred thousand visitors) is rewritten whole every few seconds under load. In `trailmark up`
 -- on two cores, after a burst of 460k events of as many visitors, merges took 5.5-8.2 s of CPU in a
 -- 12-second half-load run and freshness p95 was 1.39-1.54 s; with base 10 merges took 1.6-1.7 s and
 -- freshness p95 was 0.80-1.27 s (bench/RESULTS.md, 2026-12-05). A larger base merges the small parts
