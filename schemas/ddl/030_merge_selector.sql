@@ -7,8 +7,8 @@
 -- newest parts into its last mid-size one once a few small parts wait, so a table of a few MB (a few
 -- hundred thousand visitors) is rewritten whole every few seconds under load. In `trailmark up`
 -- on two cores, after a burst of 460k events of as many visitors, merges took 5.5-8.2 s of CPU in a
--- 12-second half-load run and freshness p95 was 1.39-1.54 s; with base 10 merges took 1.6-1.7 s and
--- freshness p95 was 0.80-1.27 s (bench/RESULTS.md, 2026-12-05). A larger base merges the small parts
+-- 12-second half-load run, 1.6-1.7 s with base 10; `bench/collector.py --up` measured freshness p95
+-- 1.39-1.51 s before and 0.71-0.93 s after (bench/RESULTS.md, 2026-12-05). A larger base merges the small parts
 -- among themselves first and rewrites the big ones about half as often; a table holds a few more
 -- parts under load. Idle, parts age and the selector lowers the base towards 1 as before, so a
 -- table at rest ends in as few parts as it did.
