@@ -121,7 +121,7 @@ class JourneyBuilder:
                 # retry after ClickHouse was unavailable, or one event at a time after an error):
                 # it must meet their state as stored, so they are reloaded
                 for key in out.visitors:
-                    core.visitors.pop(key, None)
+                    core.drop(key)
                 self.cautious = CAUTIOUS_BATCHES
                 raise
         else:
@@ -132,14 +132,14 @@ class JourneyBuilder:
     def reset(self) -> None:
         """Forget every visitor (another builder may have written them: a rebalance); the next
         batches check duplicates against ``events`` itself."""
-        self.core.visitors.clear()
+        self.core.clear()
         self.cautious = CAUTIOUS_BATCHES
 
     def forget(self, event: Mapping[str, Any]) -> None:
         """Drop the in-memory state of a failed event's visitor (it may be half-updated); the next
         batch reloads it from ClickHouse. Tolerates a malformed event, which is why it failed."""
         anon = event.get("anonymous_id") or f"user:{event.get('user_id', '')}"
-        self.core.visitors.pop((event.get("site_id", ""), anon), None)
+        self.core.drop((event.get("site_id", ""), anon))
 
     # ---- Lookups (journey_builder.core): what the core asks beyond the batch's loaded state -----
 
@@ -196,7 +196,7 @@ class JourneyBuilder:
         erased contact). After any new erasure every cached visitor and contact is dropped too: the
         next batch reloads them from ClickHouse, where the erased ones are gone."""
         if self.suppression.changed():
-            self.core.visitors.clear()
+            self.core.clear()
         erased = self.suppression.erased(events)  # type: ignore[arg-type]  # TypedDicts are dicts
         kept = [ev for ev, gone in zip(events, erased, strict=True) if not gone]
         out.skipped_erased = len(events) - len(kept)  # counted by the runner (trailmark_stage_dropped_total)
@@ -243,7 +243,7 @@ class JourneyBuilder:
             if key in converted or (state.session is not None and state.session.conversions > 0):
                 state.stages.add(PURCHASE)
         for r in self.repo.visitor_contacts(missing):  # contacts change with other devices: read fresh
-            visitors[(r["site_id"], r["anonymous_id"])].contact_id = r["contact_id"]
+            self.core.link((r["site_id"], r["anonymous_id"]), r["contact_id"])
         for r in self.repo.visitor_stages(with_events) if with_events else ():
             visitors[(r["site_id"], r["anonymous_id"])].stages |= set(r["stages"])
 
@@ -329,6 +329,4 @@ class JourneyBuilder:
         self.repo.write(tables, out.events)  # events last: their presence marks the batch as done
 
     def _evict(self) -> None:
-        visitors = self.core.visitors
-        while len(visitors) > self.max_visitors:
-            visitors.popitem(last=False)
+        self.core.evict(self.max_visitors)

@@ -525,9 +525,50 @@ class JourneyCore:
         self.timeout_ms = session_timeout_s * 1000
         self.include_bots = include_bots
         self.visitors: OrderedDict[tuple[str, str], VisitorState] = OrderedDict()
+        # (site, contact) -> its visitors in ``visitors``: a contact merged into another moves its
+        # devices in memory without walking the whole cache. Kept exact by ``link``, ``drop``,
+        # ``clear`` and ``evict``, the only ways a visitor's contact or presence changes.
+        self._devices: dict[tuple[str, str], set[str]] = {}
         self.email_contacts: dict[tuple[str, str], str] = {}
         self.contacts: dict[tuple[str, str], dict[str, Any]] = {}
         self.accounts: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def link(self, key: tuple[str, str], contact_id: str) -> None:
+        """Visitor ``key`` (in ``visitors``) now belongs to ``contact_id``."""
+        visitor = self.visitors[key]
+        old = visitor.contact_id
+        if old == contact_id:
+            return
+        if old:
+            held = self._devices[(key[0], old)]
+            held.discard(key[1])
+            if not held:
+                del self._devices[(key[0], old)]
+        if contact_id:
+            self._devices.setdefault((key[0], contact_id), set()).add(key[1])
+        visitor.contact_id = contact_id
+
+    def devices_of(self, site_id: str, contact_id: str) -> list[str]:
+        """The visitors in memory that belong to ``contact_id`` now."""
+        return sorted(self._devices.get((site_id, contact_id), ()))
+
+    def drop(self, key: tuple[str, str]) -> None:
+        """Forget one visitor (it is read again from storage when it comes back)."""
+        visitor = self.visitors.get(key)
+        if visitor is not None:
+            self.link(key, "")
+            del self.visitors[key]
+
+    def clear(self) -> None:
+        """Forget every visitor."""
+        self.visitors.clear()
+        self._devices.clear()
+
+    def evict(self, keep: int) -> None:
+        """Forget the least recently used visitors beyond ``keep``."""
+        while len(self.visitors) > keep:
+            key = next(iter(self.visitors))
+            self.drop(key)
 
     def apply(self, events: Sequence[EnrichedEvent], lookups: Lookups, out: Output) -> None:
         """Derive every row of a batch into ``out``. ``events`` are new (not stored yet) and sorted
@@ -663,10 +704,9 @@ class JourneyCore:
             links.append(ev["previous_id"])
         for old in merged:  # an email-only contact that now turns out to be this user is merged into it
             links.extend(lookups.anonymous_ids_of(site_id, old))
-            for (s, a), v in self.visitors.items():
-                if s == site_id and v.contact_id == old:  # its devices in memory now belong to the user
-                    v.contact_id = contact_id
-                    links.append(a)
+            for a in self.devices_of(site_id, old):  # its devices in memory now belong to the user
+                self.link((site_id, a), contact_id)
+                links.append(a)
         for a in dict.fromkeys(links):
             out.identities.append(
                 {
@@ -679,7 +719,7 @@ class JourneyCore:
                     "last_seen": ts,
                 }
             )
-        visitor.contact_id = contact_id
+        self.link((site_id, anon), contact_id)
         if email:
             self.email_contacts[(site_id, email)] = contact_id
         c = self._contact(site_id, contact_id, lookups)

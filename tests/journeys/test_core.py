@@ -734,6 +734,32 @@ def test_after_a_merge_the_old_contacts_device_identifies_into_the_user_contact(
     assert out.events["contact_id"] == ["user:u7"]
 
 
+def test_a_merge_moves_only_the_devices_still_in_memory() -> None:
+    """The contact -> devices index follows every change: a device evicted or dropped (a failed
+    batch) is not linked by the merge (its link comes from storage: ``anonymous_ids_of``); the
+    devices still in memory are, and belong to the user afterwards."""
+    core, lookups = new_core(), DictLookups()
+    for anon, msg in (("a", "m1"), ("b", "m2"), ("c", "m3"), ("d", "m4")):
+        run(core, lookups, event("identify", anon, "09:00:00.000", msg, email="bo@c.io"))
+    assert core.devices_of(SITE, "email:bo@c.io") == ["a", "b", "c", "d"]
+    core.evict(3)  # "a", the least recently seen, leaves memory
+    core.drop((SITE, "b"))
+    assert core.devices_of(SITE, "email:bo@c.io") == ["c", "d"]
+    out = run(core, DictLookups(), event("identify", "y", "10:00:00.000", "m6", user_id="u7", email="bo@c.io"))
+    assert [(r["anonymous_id"], r["contact_id"]) for r in out.identities] == [
+        ("y", "user:u7"),
+        ("c", "user:u7"),
+        ("d", "user:u7"),
+    ]
+    assert core.devices_of(SITE, "email:bo@c.io") == []
+    assert core.devices_of(SITE, "user:u7") == ["c", "d", "y"]
+    assert core.visitors[(SITE, "d")].contact_id == "user:u7"
+    core.evict(1)
+    assert (core.devices_of(SITE, "user:u7"), list(core.visitors)) == (["y"], [(SITE, "y")])
+    core.clear()
+    assert (core.devices_of(SITE, "user:u7"), list(core.visitors)) == ([], [])
+
+
 def test_an_alias_links_the_previous_id() -> None:
     out = run(new_core(), DictLookups(), event("alias", "", "09:00:00.000", "m1", user_id="u5", previous_id="anon-old"))
     assert [(r["anonymous_id"], r["contact_id"]) for r in out.identities] == [
