@@ -1,8 +1,9 @@
 """SQL behind the read API. Every query filters on the primary key prefix (site, visitor).
 
-A journey is two rounds: one query finds the contact and its devices (a name that is no contact is
-read as a visitor's anonymous id, known by its sessions), then its parts (profile, identities,
-sessions, touchpoints, stages, accounts) and the caller's read of the devices run side by side. The
+A journey is three rounds: one query finds the contact a name resolves to (a name that is no contact
+is read as a visitor's anonymous id, known by its sessions), one its devices (beside its profile),
+then its other parts (identities, sessions, touchpoints, stages, accounts) and the caller's read of
+the devices run side by side. The
 parts stay separate queries: at 10M events their cost is the columns they read from each part of
 each table (about 0.5 ms of CPU per column for a two-device contact), and one query of six scalar
 subqueries measured no cheaper.
@@ -11,7 +12,7 @@ subqueries measured no cheaper.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -21,28 +22,49 @@ from trailmark.storage.base import Storage
 _POOL = ThreadPoolExecutor(max_workers=7, thread_name_prefix="journey-read")
 
 
-def _find_sql(db: str) -> str:
-    """One row: the contact a name resolves to (``found``), and its devices whose latest link
-    (identity_map's ``argMax``, written out over the contact's devices only, in one thread: 8.5 ms
-    of CPU at 10M events instead of 10 through the view) is still that contact."""
+def _contact_sql(db: str) -> str:
+    """The contact a name resolves to (one row, or none): its userId, email, contact id or one of
+    its devices, a user's contact first, then the latest seen."""
     return (
-        f"WITH (SELECT contact_id FROM {db}.contact_handles WHERE site_id = {{s:String}}"
+        f"SELECT contact_id FROM {db}.contact_handles WHERE site_id = {{s:String}}"
         " AND handle IN ({c:String}, concat('user:', {c:String}), lower({c:String}),"
         " concat('email:', lower({c:String})))"
-        " GROUP BY contact_id ORDER BY startsWith(contact_id, 'user:') DESC, max(last_seen) DESC LIMIT 1) AS cid"
-        " SELECT cid IS NOT NULL AS found, ifNull(cid, '') AS contact_id,"
-        f" (SELECT groupArray(anonymous_id) FROM (SELECT anonymous_id FROM {db}.identities_data"
-        f" WHERE site_id = {{s:String}} AND anonymous_id IN (SELECT anonymous_id FROM {db}.contact_devices"
-        " WHERE site_id = {s:String} AND contact_id = cid) GROUP BY anonymous_id"
-        " HAVING argMax(contact_id, last_seen) = cid)) AS devices SETTINGS max_threads = 1"
+        " GROUP BY contact_id ORDER BY startsWith(contact_id, 'user:') DESC, max(last_seen) DESC LIMIT 1"
+        " SETTINGS max_threads = 1"
     )
+
+
+def _devices_sql(db: str) -> str:
+    """The devices of contact ``cid`` whose latest link (identity_map's ``argMax``, written out over
+    the contact's devices only, in one thread: cheaper than through the view) is still that contact."""
+    return (
+        f"SELECT anonymous_id FROM {db}.identities_data WHERE site_id = {{s:String}} AND anonymous_id IN"
+        f" (SELECT anonymous_id FROM {db}.contact_devices WHERE site_id = {{s:String}} AND contact_id = {{cid:String}})"
+        " GROUP BY anonymous_id HAVING argMax(contact_id, last_seen) = {cid:String} SETTINGS max_threads = 1"
+    )
+
+
+def _contact_of(storage: Storage, site_id: str, contact: str) -> str | None:
+    """The contact id ``contact`` names (userId, email, contact id or one of its devices), else None.
+
+    Two queries, this one and ``_devices``, cost a third less CPU than one with this one as a scalar
+    subquery of the other (5.7-6.3 against 8.7-9.2 ms at 10M events, bench/RESULTS.md 2026-12-05),
+    a name that is no contact takes only this one, and the contact's profile is read beside
+    ``_devices``."""
+    rows = storage.query(_contact_sql(storage.database), {"s": site_id, "c": contact}, readonly=True)
+    return rows[0]["contact_id"] if rows else None
+
+
+def _devices(storage: Storage, site_id: str, contact_id: str) -> list[str]:
+    rows = storage.query(_devices_sql(storage.database), {"s": site_id, "cid": contact_id}, readonly=True)
+    return sorted(r["anonymous_id"] for r in rows)
 
 
 def _find(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str]] | None:
     """(contact_id, anonymous ids) when ``contact`` names a contact (userId, email, contact id or one
     of its devices), else None."""
-    row = storage.query(_find_sql(storage.database), {"s": site_id, "c": contact}, readonly=True)[0]
-    return (row["contact_id"], sorted(row["devices"])) if row["found"] else None
+    contact_id = _contact_of(storage, site_id, contact)
+    return None if contact_id is None else (contact_id, _devices(storage, site_id, contact_id))
 
 
 def resolve(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str]] | None:
@@ -115,16 +137,25 @@ def journey(
 ) -> dict[str, Any] | None:
     """One contact's (or visitor's) journey. ``devices``, given, is one more read over the contact's
     anonymous ids (the interests), run beside the others; its answer is ``extra`` in the result."""
-    found = _find(storage, site_id, contact)
-    # a name that is no contact is read as a visitor's anonymous id: no session of it, no journey
-    visitor = found is None
-    anonymous_id = contact.removeprefix("anon:")
-    contact_id, anonymous_ids = found if found is not None else (f"anon:{anonymous_id}", [anonymous_id])
-    p = {"s": site_id, "a": anonymous_ids, "c": contact_id}
-    # a visitor's name (anon:<id>) is never a stored contact's (they are user:<id> or email:<address>,
+    db = storage.database
+    contact_id = _contact_of(storage, site_id, contact)
+    # a name that is no contact is read as a visitor's anonymous id: no session of it, no journey.
+    # A visitor's name (anon:<id>) is never a stored contact's (they are user:<id> or email:<address>,
     # core.resolve_contact): its profile is not looked up, one query of seven less for it
-    parts = {k: q for k, q in _parts_sql(storage.database).items() if not (visitor and k == "contact")}
-    futures = {k: _POOL.submit(storage.query, q, p, readonly=True) for k, q in parts.items()}
+    visitor = contact_id is None
+    futures: dict[str, Future[list[dict[str, Any]]]] = {}
+    if contact_id is None:
+        contact_id = f"anon:{contact.removeprefix('anon:')}"
+        anonymous_ids = [contact.removeprefix("anon:")]
+    else:  # the profile needs only the contact id: read beside its devices
+        futures["contact"] = _POOL.submit(
+            storage.query, _parts_sql(db)["contact"], {"s": site_id, "c": contact_id}, readonly=True
+        )
+        anonymous_ids = _devices(storage, site_id, contact_id)
+    p = {"s": site_id, "a": anonymous_ids, "c": contact_id}
+    for k, q in _parts_sql(db).items():
+        if k != "contact":
+            futures[k] = _POOL.submit(storage.query, q, p, readonly=True)
     extra = _POOL.submit(devices, anonymous_ids) if devices is not None else None
     got: dict[str, list[dict[str, Any]]] = {"contact": [], **{k: f.result() for k, f in futures.items()}}
     got["sessions"] = _latest(got["sessions"])
