@@ -3,13 +3,18 @@ through ``JourneyBuilder.process`` into a fresh chDB, optionally side by side wi
 (``--baseline DIR``, e.g. a ``git worktree`` of an older commit), the runs alternating.
 
     .venv/bin/python bench/builder.py [--events 200000] [--batch 20000] [--repeat 2] [--baseline DIR]
-                                      [--returning DATA | --records] [--time-ordered]
+                                      [--returning DATA | --records] [--time-ordered] [--server]
 
 ``--records`` times the Kafka journey builder's work: each batch comes as enriched-topic records
 (runs of a visitor's events, written as the checkout's enricher writes them) and reading them
 (``parse_enriched``) is timed with the build. ``--returning DATA`` times visitors coming back
 instead: a copy of a loaded folder (bench/journeys.py --keep), visitors drawn among the stored ones,
 a builder with nothing in memory (see ``child_returning``).
+
+``--server`` writes to a ClickHouse HTTP endpoint in its own process (tests/chserver: chDB behind
+ClickHouse's HTTP interface, started from this checkout for every run, a fresh database each),
+as a scale-out journey builder writes to a ClickHouse server: the builder's figures are then its
+own process's, and the endpoint's CPU over the run is reported beside them.
 
 CPU time (``time.process_time``: every thread of the process, chDB's included) is the figure to
 compare on a shared machine: wall time grows with whatever else runs, CPU time much less. The
@@ -35,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from machine import commit_of, cpu_model, report  # bench/ is on sys.path when a script runs
+from machine import commit_of, cpu_model, free_port, report  # bench/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,9 +88,15 @@ def child(events: int, batch_rows: int, records: bool = False, ordered: bool = F
     from trailmark.storage import apply_migrations
     from trailmark.storage.chdb_backend import ChdbStorage
 
-    work = tempfile.mkdtemp(prefix="bench-builder-")
-    atexit.register(shutil.rmtree, work, True)  # 0.2-0.5 GB a run; chDB holds the path until the process ends
-    storage = ChdbStorage(Path(work) / "clickhouse", "trailmark")
+    storage: Any
+    if url := os.environ.get("BENCH_CLICKHOUSE_URL"):  # --server
+        from trailmark.storage.server_backend import ServerStorage
+
+        storage = ServerStorage(url, f"bench_{os.getpid()}")
+    else:
+        work = tempfile.mkdtemp(prefix="bench-builder-")
+        atexit.register(shutil.rmtree, work, True)  # 0.2-0.5 GB a run; chDB holds the path until the process ends
+        storage = ChdbStorage(Path(work) / "clickhouse", "trailmark")
     apply_migrations(storage)
     builder = JourneyBuilder(storage, JourneySettings(max_visitors=200_000))
     defaults = {"v": 1, "site_id": "default", "event": "", "user_id": "", "previous_id": "", "group_id": "",
@@ -203,6 +214,34 @@ def _tune_gc() -> None:
         gc.set_threshold(20_000, 20, 20)  # what the older trailmark/cli.py set
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _endpoint(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """tests/chserver's ClickHouse HTTP endpoint (chDB) of this checkout on a free port, up."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.chserver.server", "--port", str(port), "--path", str(work / "clickhouse")],
+        cwd=HERE.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit("the ClickHouse HTTP endpoint did not start")
+
+
 def run(
     checkout: Path,
     events: int,
@@ -210,20 +249,34 @@ def run(
     returning: Path | None = None,
     records: bool = False,
     ordered: bool = False,
+    server: bool = False,
 ) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'bench'}"}
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", str(events), str(batch_rows)]
-        + ([str(returning)] if returning else [])
-        + (["--records"] if records else [])
-        + (["--ordered"] if ordered else []),
-        env=env,
-        cwd=checkout,
-        capture_output=True,
-        check=True,
-    )
-    result: dict[str, Any] = orjson.loads(out.stdout.splitlines()[-1])
-    return result
+    endpoint = None
+    work = Path(tempfile.mkdtemp(prefix="bench-builder-server-"))
+    try:
+        if server:
+            endpoint, env["BENCH_CLICKHOUSE_URL"] = _endpoint(work)
+            before = _cpu_s(endpoint.pid)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(events), str(batch_rows)]
+            + ([str(returning)] if returning else [])
+            + (["--records"] if records else [])
+            + (["--ordered"] if ordered else []),
+            env=env,
+            cwd=checkout,
+            capture_output=True,
+            check=True,
+        )
+        result: dict[str, Any] = orjson.loads(out.stdout.splitlines()[-1])
+        if endpoint is not None:  # its CPU over the child's whole life: migrations and loading included
+            result["server_cpu_s"] = _cpu_s(endpoint.pid) - before
+        return result
+    finally:
+        if endpoint is not None:
+            endpoint.terminate()
+            endpoint.wait(30)
+        shutil.rmtree(work, True)
 
 
 def main() -> None:
@@ -262,30 +315,43 @@ def main() -> None:
         help="the events in time order, as a live site sends them (default: visitor by visitor, each"
         " visitor's whole 60-day history in one batch)",
     )
+    ap.add_argument(
+        "--server",
+        action="store_true",
+        help="write to a ClickHouse HTTP endpoint in another process (tests/chserver, chDB), as a scale-out"
+        " builder does: the figures are the builder process's own, the endpoint's CPU beside them",
+    )
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    if args.server and args.returning:
+        ap.error("--server loads an empty store: not with --returning")
     root = HERE.parent
     checkouts = [("this", root)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in checkouts}
     loads = [os.getloadavg()[0]]
     for _ in range(args.repeat):
         for name, path in reversed(checkouts):  # baseline first in each round
-            runs[name].append(run(path, args.events, args.batch, args.returning, args.records, args.time_ordered))
+            runs[name].append(
+                run(path, args.events, args.batch, args.returning, args.records, args.time_ordered, args.server)
+            )
             loads.append(os.getloadavg()[0])
     lines = [
         f"\n## Journey builder alone{', returning visitors' if args.returning else ''}"
         f"{', reading enriched-topic records (Kafka)' if args.records else ''}"
         f"{', events in time order' if args.time_ordered else ''}"
+        f"{', writing to a ClickHouse HTTP endpoint' if args.server else ''}"
         f" — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n",
         f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}. Command: "
         f"`.venv/bin/python bench/builder.py --events {args.events} --batch {args.batch} --repeat {args.repeat}"
         + (f" --returning {args.returning}" if args.returning else "")
         + (" --records" if args.records else "")
         + (" --time-ordered" if args.time_ordered else "")
+        + (" --server" if args.server else "")
         + (" --baseline <worktree>`" if args.baseline else "`")
         + f". Load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}.\n",
-        "| checkout | events | events per CPU second (each run) | median | events per wall second (each run) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| checkout | events | events per CPU second (each run) | median | events per wall second (each run) |"
+        + (" endpoint's CPU, s (each run) |" if args.server else ""),
+        "| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if args.server else ""),
     ]
     for name, path in checkouts:
         rs = runs[name]
@@ -294,6 +360,7 @@ def main() -> None:
         lines.append(
             f"| {name} ({commit_of(path)}) | {rs[0]['events']:,} | {', '.join(f'{x:,.0f}' for x in per_cpu)}"
             f" | **{statistics.median(per_cpu):,.0f}** | {', '.join(f'{x:,.0f}' for x in per_wall)} |"
+            + (" " + ", ".join(f"{r['server_cpu_s']:.1f}" for r in rs) + " |" if args.server else "")
         )
     report("\n".join(lines) + "\n", not args.no_record)
 

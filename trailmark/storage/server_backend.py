@@ -35,10 +35,12 @@ from urllib.parse import urlparse
 
 import orjson
 import urllib3.exceptions
+from clickhouse_connect.driver import binding
 from clickhouse_connect.driver import exceptions as ch
 from clickhouse_connect.driver.binding import format_bind_value
 from clickhouse_connect.driver.external import ExternalData
 
+from schemas.columns import as_columns
 from trailmark.storage.base import IsolatedQuery, QueryError, Row, StorageError, StorageUnavailable, setting_literal
 
 # ClickHouse error codes that say the server or cluster cannot serve now, not that the query is wrong.
@@ -117,6 +119,25 @@ LARGE_PARAM_BYTES = 32 * 1024
 EXTERNAL_PREFIX = "_trailmark_param_"
 
 
+# clickhouse-connect's escaping of a string, as one str.translate: its own escape_str builds each
+# string a character at a time, and a batch's duplicate check binds 20,000 message ids (16 % of a
+# journey builder's CPU on a server, bench/RESULTS.md 2026-12-05)
+_ESCAPES = str.maketrans({c: binding.BS + c for c in binding.must_escape})
+
+
+def bind_text(value: Any, top_level: bool = True) -> str:
+    """``format_bind_value(value, None)``'s text, with strings, lists and tuples formatted here
+    (the same text, tests/storage/test_server_backend.py) and any other value by it."""
+    if isinstance(value, str):
+        text = value.translate(_ESCAPES)
+        return text if top_level else f"'{text}'"
+    if isinstance(value, list):
+        return f"[{', '.join([bind_text(x, False) for x in value])}]"
+    if isinstance(value, tuple):
+        return f"({', '.join([bind_text(x, False) for x in value])})"
+    return str(format_bind_value(value, None, top_level))
+
+
 def bind_large(sql: str, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None, ExternalData | None]:
     """The query with each large ``{name:Type}`` parameter read from an external table instead.
 
@@ -132,7 +153,7 @@ def bind_large(sql: str, params: Mapping[str, Any] | None) -> tuple[str, dict[st
         if isinstance(value, str | bytes | int | float) and len(str(value)) < LARGE_PARAM_BYTES // 2:
             small[name] = value  # even fully escaped, short of the limit
             continue
-        text = format_bind_value(value, None)
+        text = bind_text(value)
         placeholder = re.compile(r"\{\s*" + re.escape(name) + r"\s*:\s*([^{}]+?)\s*\}")
         types = {m.group(1) for m in placeholder.finditer(sql)}
         if len(text.encode()) < LARGE_PARAM_BYTES or len(types) != 1:
@@ -243,20 +264,28 @@ class ServerStorage:
             raise translate(exc) from exc
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """JSONEachRow, like the embedded backend's values: RFC 3339 strings for times, lists for arrays."""
+        """Rows, turned into columns (``insert_columns``) as on chDB: one orjson call for the batch
+        instead of one per row (JSONEachRow took 13 % of a journey builder's CPU on a server,
+        bench/RESULTS.md 2026-12-05). Rows with differing keys go as JSONEachRow, where a missing
+        value is its column's default: RFC 3339 strings for times, lists for arrays."""
         if not rows:
             return
-        body = b"\n".join(orjson.dumps(r) for r in rows)
         try:
-            self._client.raw_insert(
-                f"{self.database}.{table}",
-                column_names=list(rows[0].keys()),
-                insert_block=body,
-                fmt="JSONEachRow",
-                settings=INSERT_SETTINGS,
-            )
-        except Exception as exc:
-            raise translate(exc) from exc
+            columns = as_columns(list(rows[0].keys()), rows)
+        except KeyError:
+            body = b"\n".join(orjson.dumps(r) for r in rows)
+            try:
+                self._client.raw_insert(
+                    f"{self.database}.{table}",
+                    column_names=list(rows[0].keys()),
+                    insert_block=body,
+                    fmt="JSONEachRow",
+                    settings=INSERT_SETTINGS,
+                )
+            except Exception as exc:
+                raise translate(exc) from exc
+            return
+        self.insert_columns(table, columns)
 
     def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """One JSONColumns document: the columns as they are, without a dict per row."""
