@@ -3,10 +3,9 @@
 A journey is three rounds: one query finds the contact a name resolves to (a name that is no contact
 is read as a visitor's anonymous id, known by its sessions), one its devices (beside its profile),
 then its other parts (identities, sessions, touchpoints, stages, accounts) and the caller's read of
-the devices run side by side. The
-parts stay separate queries: at 10M events their cost is the columns they read from each part of
-each table (about 0.5 ms of CPU per column for a two-device contact), and one query of six scalar
-subqueries measured no cheaper.
+the devices run side by side. The parts stay separate queries: at 10M events their cost is the
+columns they read from each part of each table (about 0.5 ms of CPU per column for a two-device
+contact), and one query of six scalar subqueries measured no cheaper.
 """
 
 from __future__ import annotations
@@ -137,7 +136,7 @@ def journey(
 ) -> dict[str, Any] | None:
     """One contact's (or visitor's) journey. ``devices``, given, is one more read over the contact's
     anonymous ids (the interests), run beside the others; its answer is ``extra`` in the result."""
-    db = storage.database
+    sqls = _parts_sql(storage.database)
     contact_id = _contact_of(storage, site_id, contact)
     # a name that is no contact is read as a visitor's anonymous id: no session of it, no journey.
     # A visitor's name (anon:<id>) is never a stored contact's (they are user:<id> or email:<address>,
@@ -145,15 +144,15 @@ def journey(
     visitor = contact_id is None
     futures: dict[str, Future[list[dict[str, Any]]]] = {}
     if contact_id is None:
-        contact_id = f"anon:{contact.removeprefix('anon:')}"
-        anonymous_ids = [contact.removeprefix("anon:")]
+        anonymous_id = contact.removeprefix("anon:")
+        contact_id, anonymous_ids = f"anon:{anonymous_id}", [anonymous_id]
     else:  # the profile needs only the contact id: read beside its devices
         futures["contact"] = _POOL.submit(
-            storage.query, _parts_sql(db)["contact"], {"s": site_id, "c": contact_id}, readonly=True
+            storage.query, sqls["contact"], {"s": site_id, "c": contact_id}, readonly=True
         )
         anonymous_ids = _devices(storage, site_id, contact_id)
     p = {"s": site_id, "a": anonymous_ids, "c": contact_id}
-    for k, q in _parts_sql(db).items():
+    for k, q in sqls.items():
         if k != "contact":
             futures[k] = _POOL.submit(storage.query, q, p, readonly=True)
     extra = _POOL.submit(devices, anonymous_ids) if devices is not None else None

@@ -116,6 +116,29 @@ def test_parameters_past_a_servers_http_limits_give_the_same_answers(storage: St
     assert storage.query(f"SELECT count() AS n FROM {storage.database}.big_params") == [{"n": 60_000}]
 
 
+def test_rows_with_differing_keys_store_the_missing_values_as_defaults(storage: Storage) -> None:
+    """Row inserts go as columns on both backends; a row lacking a value gets the column's default,
+    and a key the first row lacks is not read."""
+    db = storage.database
+    storage.execute(
+        f"CREATE TABLE {db}.ragged (k UInt32, s String, n UInt32, l Array(String)) ENGINE = MergeTree ORDER BY k"
+    )
+    storage.insert(
+        "ragged",
+        [
+            {"k": 1, "s": "it's", "n": 5, "l": ["a", "b"]},
+            {"k": 2, "n": 6},
+            {"k": 3, "s": "z", "l": [], "extra": "not read"},
+        ],
+    )
+    assert storage.query(f"SELECT k, s, n, l FROM {db}.ragged ORDER BY k") == [
+        {"k": 1, "s": "it's", "n": 5, "l": ["a", "b"]},
+        {"k": 2, "s": "", "n": 6, "l": []},
+        {"k": 3, "s": "z", "n": 0, "l": []},
+    ]
+    storage.execute(f"DROP TABLE {db}.ragged")
+
+
 _BOUND = hs.recursive(
     hs.text() | hs.integers() | hs.floats(allow_nan=False) | hs.booleans() | hs.none(),
     lambda inner: hs.lists(inner, max_size=5) | hs.tuples(inner, inner),

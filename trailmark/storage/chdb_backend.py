@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from schemas.columns import as_columns
+from schemas.columns import rows_as_columns
 from trailmark.storage.base import IsolatedQuery, QueryError, Row, StorageUnavailable, setting_literal
 
 _OPEN_PATH: list[str] = []
@@ -168,16 +168,9 @@ class ChdbStorage:
             )
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Rows, turned into columns (see insert_columns)."""
-        if not rows:
-            return
-        columns = list(rows[0].keys())
-        data: dict[str, list[Any]]
-        try:
-            data = as_columns(columns, rows)
-        except KeyError:  # rows with differing keys: slower, missing values as NULL
-            data = {c: [r.get(c) for r in rows] for c in columns}
-        self.insert_columns(table, data)
+        """Rows, turned into columns (``rows_as_columns``, see insert_columns)."""
+        if rows:
+            self.insert_columns(table, rows_as_columns(rows))
 
     def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """Columnar insert through chDB's Python() table function: several times faster than

@@ -40,7 +40,7 @@ from clickhouse_connect.driver import exceptions as ch
 from clickhouse_connect.driver.binding import format_bind_value
 from clickhouse_connect.driver.external import ExternalData
 
-from schemas.columns import as_columns
+from schemas.columns import rows_as_columns
 from trailmark.storage.base import IsolatedQuery, QueryError, Row, StorageError, StorageUnavailable, setting_literal
 
 # ClickHouse error codes that say the server or cluster cannot serve now, not that the query is wrong.
@@ -264,28 +264,11 @@ class ServerStorage:
             raise translate(exc) from exc
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Rows, turned into columns (``insert_columns``) as on chDB: one orjson call for the batch
+        """Rows, turned into columns (``rows_as_columns``) as on chDB: one orjson call for the batch
         instead of one per row (JSONEachRow took 13 % of a journey builder's CPU on a server,
-        bench/RESULTS.md 2026-12-05). Rows with differing keys go as JSONEachRow, where a missing
-        value is its column's default: RFC 3339 strings for times, lists for arrays."""
-        if not rows:
-            return
-        try:
-            columns = as_columns(list(rows[0].keys()), rows)
-        except KeyError:
-            body = b"\n".join(orjson.dumps(r) for r in rows)
-            try:
-                self._client.raw_insert(
-                    f"{self.database}.{table}",
-                    column_names=list(rows[0].keys()),
-                    insert_block=body,
-                    fmt="JSONEachRow",
-                    settings=INSERT_SETTINGS,
-                )
-            except Exception as exc:
-                raise translate(exc) from exc
-            return
-        self.insert_columns(table, columns)
+        bench/RESULTS.md 2026-12-05)."""
+        if rows:
+            self.insert_columns(table, rows_as_columns(rows))
 
     def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """One JSONColumns document: the columns as they are, without a dict per row."""
