@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from machine import commit_of, cpu_model, free_port, report  # bench/ is on sys.path when a script runs
+from machine import commit_of, cpu_model, report  # bench/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 
@@ -214,34 +214,6 @@ def _tune_gc() -> None:
         gc.set_threshold(20_000, 20, 20)  # what the older trailmark/cli.py set
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (/proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _endpoint(work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """tests/chserver's ClickHouse HTTP endpoint (chDB) of this checkout on a free port, up."""
-    import httpx
-
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.chserver.server", "--port", str(port), "--path", str(work / "clickhouse")],
-        cwd=HERE.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("the ClickHouse HTTP endpoint did not start")
-
-
 def run(
     checkout: Path,
     events: int,
@@ -253,11 +225,17 @@ def run(
 ) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'bench'}"}
     endpoint = None
-    work = Path(tempfile.mkdtemp(prefix="bench-builder-server-"))
     try:
-        if server:
-            endpoint, env["BENCH_CLICKHOUSE_URL"] = _endpoint(work)
-            before = _cpu_s(endpoint.pid)
+        if server:  # tests/chserver's endpoint, as the storage tests start it
+            from journeys import process_cpu_s
+
+            sys.path.insert(0, str(HERE.parent))
+            from tests.chserver import ClickHouseEndpoint
+
+            endpoint = ClickHouseEndpoint(Path(tempfile.mkdtemp(prefix="bench-builder-server-")) / "clickhouse")
+            env["BENCH_CLICKHOUSE_URL"] = endpoint.start().url
+            assert endpoint.proc is not None
+            before = process_cpu_s(endpoint.proc.pid)
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(events), str(batch_rows)]
             + ([str(returning)] if returning else [])
@@ -269,14 +247,13 @@ def run(
             check=True,
         )
         result: dict[str, Any] = orjson.loads(out.stdout.splitlines()[-1])
-        if endpoint is not None:  # its CPU over the child's whole life: migrations and loading included
-            result["server_cpu_s"] = _cpu_s(endpoint.pid) - before
+        if endpoint is not None and endpoint.proc is not None:  # its CPU over the child's life, migrations included
+            result["server_cpu_s"] = process_cpu_s(endpoint.proc.pid) - before
         return result
     finally:
         if endpoint is not None:
-            endpoint.terminate()
-            endpoint.wait(30)
-        shutil.rmtree(work, True)
+            endpoint.stop()
+            shutil.rmtree(endpoint.path.parent, True)
 
 
 def main() -> None:
