@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -224,33 +225,82 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
     out: Batch[EnrichedEvent] = Batch()
     ok, failed = out.ok, out.failed
     for m in messages:
-        try:
-            value = orjson.loads(m.value)
-        except orjson.JSONDecodeError as exc:
-            failed.append(Failed(m.key, "unreadable", f"not JSON: {exc}", m.value))
-            continue
-        if type(value) is dict and "rows" in value and "message_id" not in value:
-            fields, rows = value.get("fields"), value["rows"]
-            if not _names(fields) or type(rows) is not list:
-                failed.append(Failed(m.key, "invalid", "not a run of events: fields or rows malformed", m.value))
+        run = _run_of(m.value)  # the common record, as EnrichStage.serialized writes it
+        if run is None:
+            try:
+                value = orjson.loads(m.value)
+            except orjson.JSONDecodeError as exc:
+                failed.append(Failed(m.key, "unreadable", f"not JSON: {exc}", m.value))
                 continue
-            width = len(fields)
-            for row in rows:
-                if type(row) is list and len(row) == width:
-                    ok.append(Ok(m.key, dict(zip(fields, row, strict=True))))  # type: ignore[arg-type]  # checked by the builder
-                else:  # an item that is not a row of this run is dead-lettered alone
-                    failed.append(Failed(m.key, "invalid", f"not a row of {width} fields", row))
-        elif type(value) is list:
-            for event in value:
-                if type(event) is dict:
-                    ok.append(Ok(m.key, event))  # type: ignore[arg-type]  # its fields are checked by the builder
-                else:  # another producer's array: an item that is not an object is dead-lettered alone
-                    failed.append(Failed(m.key, "invalid", f"not an event: a JSON {type(event).__name__}", event))
-        elif type(value) is dict:
-            ok.append(Ok(m.key, value))  # type: ignore[arg-type]  # its fields are checked by the builder
-        else:  # another producer's record: the builder reads objects only
-            failed.append(Failed(m.key, "invalid", f"not an event: a JSON {type(value).__name__}", m.value))
+            if type(value) is dict and "rows" in value and "message_id" not in value:
+                fields, rows = value.get("fields"), value["rows"]
+                if not _names(fields) or type(rows) is not list:
+                    failed.append(Failed(m.key, "invalid", "not a run of events: fields or rows malformed", m.value))
+                    continue
+                run = (tuple(fields), rows)
+            elif type(value) is list:
+                for event in value:
+                    if type(event) is dict:
+                        ok.append(Ok(m.key, event))  # type: ignore[arg-type]  # its fields are checked by the builder
+                    else:  # another producer's array: an item that is not an object is dead-lettered alone
+                        failed.append(Failed(m.key, "invalid", f"not an event: a JSON {type(event).__name__}", event))
+                continue
+            elif type(value) is dict:
+                ok.append(Ok(m.key, value))  # type: ignore[arg-type]  # its fields are checked by the builder
+                continue
+            else:  # another producer's record: the builder reads objects only
+                failed.append(Failed(m.key, "invalid", f"not an event: a JSON {type(value).__name__}", m.value))
+                continue
+        names, rows = run
+        width = len(names)
+        for row in rows:
+            if type(row) is list and len(row) == width:
+                ok.append(Ok(m.key, dict(zip(names, row, strict=True))))  # type: ignore[arg-type]  # checked by the builder
+            else:  # an item that is not a row of this run is dead-lettered alone
+                failed.append(Failed(m.key, "invalid", f"not a row of {width} fields", row))
     return out
+
+
+# A run record's field names, read once per distinct list. A record of time-ordered traffic holds one
+# or two events, so reading its ~80 names and checking them for every record cost about a third of
+# the reading (11.5 against 7.8 us per event, timed alone). The names are interned, so each event's
+# keys are the very objects the code looks them up with (their hashes are kept, and a lookup matches
+# by identity). Bounded: a list longer than any the enricher writes is read each time, and the cache
+# starts over when full.
+_RUN_HEAD = b'{"fields":'
+_RUN_ROWS = b',"rows":'
+_RUN_NAMES: dict[bytes, tuple[str, ...]] = {}
+_RUN_NAMES_MAX = 64
+_RUN_HEAD_MAX_BYTES = 8192
+
+
+def _run_of(value: bytes) -> tuple[tuple[str, ...], list[Any]] | None:
+    """The names and rows of a record written as ``_run_record`` writes it (``{"fields":`` a list,
+    ``,"rows":`` a list, ``}``, nothing else), else None: the record is read whole. A JSON string
+    escapes its quotes, so the first ``,"rows":`` of the text is where the names end; any other
+    record (a key after the rows, a second one, names that are no list) leaves one of the two
+    parts no JSON, and is read whole: what this reads is what orjson reads of the whole record."""
+    if not (value.startswith(_RUN_HEAD) and value.endswith(b"}")):
+        return None
+    end = value.find(_RUN_ROWS)
+    if end < 0:
+        return None
+    head = value[len(_RUN_HEAD) : end]
+    try:
+        fields = _RUN_NAMES.get(head)
+        if fields is None:
+            names = orjson.loads(head)
+            if not _names(names):
+                return None
+            fields = tuple(map(sys.intern, names))
+            if len(head) <= _RUN_HEAD_MAX_BYTES:
+                if len(_RUN_NAMES) >= _RUN_NAMES_MAX:
+                    _RUN_NAMES.clear()
+                _RUN_NAMES[head] = fields
+        rows = orjson.loads(memoryview(value)[end + len(_RUN_ROWS) : -1])
+    except orjson.JSONDecodeError:
+        return None
+    return (fields, rows) if type(rows) is list else None
 
 
 def _names(fields: object) -> TypeGuard[list[str]]:

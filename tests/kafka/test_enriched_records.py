@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import JSON_TEXT_FIELDS, json_object, json_text
 from trailmark.bus.base import Message
@@ -128,3 +130,53 @@ def test_the_builder_reads_runs_single_events_arrays_and_dead_letters_the_rest()
     ]
     assert out.failed[1].reason.startswith("not JSON")
     assert [f.payload for f in out.failed[3:5]] == [["m5"], "m6"]
+
+
+# any text, with what separates a run's names from its rows (',"rows":') or closes the record
+_text = st.lists(st.sampled_from(["a", "é", '"', "\\", ",", ":", "[", "]", "{", "}", ',"rows":', " "]), max_size=6).map(
+    "".join
+)
+_value = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    _text,
+    st.lists(_text, max_size=2),
+    st.dictionaries(_text, _text, max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    names=st.lists(_text, max_size=4),
+    rows=st.lists(st.one_of(st.lists(_value, max_size=5), _value), max_size=4),
+    tail=st.sampled_from(["", " ", ',"message_id":"x"', ',"rows":[["z"]]', ',"fields":["q"]']),
+)
+def test_a_run_reads_as_the_same_record_read_whole(names: list[str], rows: list[Any], tail: str) -> None:
+    """Runs are read with their names once per distinct list (trailmark/runtime.py, ``_run_of``): any
+    record reads as it does when read whole (a leading space takes the other path), whatever text
+    its names hold, and with a key after the rows, a second "rows" or a second "fields"."""
+    record = orjson.dumps({"fields": names, "rows": rows})[:-1] + tail.encode() + b"}"
+    fast = parse_enriched([Message("t", 0, 0, b"k", record)])
+    whole = parse_enriched([Message("t", 0, 0, b"k", b" " + record)])
+    assert [o.value for o in fast.ok] == [o.value for o in whole.ok]
+    assert [(f.kind, f.reason.split(":")[0]) for f in fast.failed] == [
+        (f.kind, f.reason.split(":")[0]) for f in whole.failed
+    ]  # (orjson's message for unreadable text gives positions, one further with the space)
+    assert [f.payload.strip() if type(f.payload) is bytes else f.payload for f in fast.failed] == [
+        f.payload.strip() if type(f.payload) is bytes else f.payload for f in whole.failed
+    ]
+
+
+def test_a_runs_names_are_read_once_per_list_and_the_lists_kept_are_bounded() -> None:
+    from trailmark import runtime
+
+    same = [orjson.dumps({"fields": ["message_id", "anonymous_id"], "rows": [[f"m{i}", "a"]]}) for i in range(2)]
+    many = [orjson.dumps({"fields": [f"f{i}"], "rows": [[i]]}) for i in range(3 * runtime._RUN_NAMES_MAX)]
+    wide = orjson.dumps({"fields": [f"x{i:05}" for i in range(1000)], "rows": [list(range(1000))]})
+    out = parse_enriched([Message("t", 0, i, b"k", v) for i, v in enumerate([*same, *many, wide])])
+    assert len(out.ok) == 3 + 3 * runtime._RUN_NAMES_MAX and not out.failed
+    first, second = (list(o.value) for o in out.ok[:2])
+    assert all(a is b for a, b in zip(first, second, strict=True))  # one set of key objects for both events
+    assert out.ok[-1].value["x00999"] == 999
+    assert 0 < len(runtime._RUN_NAMES) <= runtime._RUN_NAMES_MAX
+    assert all(len(head) <= runtime._RUN_HEAD_MAX_BYTES for head in runtime._RUN_NAMES)
