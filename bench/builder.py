@@ -3,7 +3,7 @@ through ``JourneyBuilder.process`` into a fresh chDB, optionally side by side wi
 (``--baseline DIR``, e.g. a ``git worktree`` of an older commit), the runs alternating.
 
     .venv/bin/python bench/builder.py [--events 200000] [--batch 20000] [--repeat 2] [--baseline DIR]
-                                      [--returning DATA | --records] [--time-ordered] [--server]
+                                      [--returning DATA | --records] [--time-ordered] [--logged-in] [--server]
 
 ``--records`` times the Kafka journey builder's work: each batch comes as enriched-topic records
 (runs of a visitor's events, written as the checkout's enricher writes them) and reading them
@@ -15,6 +15,10 @@ a builder with nothing in memory (see ``child_returning``).
 ClickHouse's HTTP interface, started from this checkout for every run, a fresh database each),
 as a scale-out journey builder writes to a ClickHouse server: the builder's figures are then its
 own process's, and the endpoint's CPU over the run is reported beside them.
+
+``--logged-in`` gives every event of a device from its identify call on the userId, as analytics.js
+sends a known user's events (by default only the identify call carries it): each such event then
+links its device and updates its contact.
 
 CPU time (``time.process_time``: every thread of the process, chDB's included) is the figure to
 compare on a shared machine: wall time grows with whatever else runs, CPU time much less. The
@@ -71,13 +75,16 @@ def as_records(batch: list[dict[str, Any]]) -> list[Any]:
     return records
 
 
-def child(events: int, batch_rows: int, records: bool = False, ordered: bool = False) -> dict[str, Any]:
+def child(
+    events: int, batch_rows: int, records: bool = False, ordered: bool = False, logged_in: bool = False
+) -> dict[str, Any]:
     """Runs in the checkout under test (sys.path set by the parent): one load, one chDB. With
     ``records``, each batch comes as enriched-topic records and the timing includes reading them
     (``parse_enriched``), as in a Kafka journey-builder process. With ``ordered``, the events come in
     time order, as a live site sends them: a batch covers a few days of the 60 (not every visitor's
     whole history, spread over three months), a visitor's events come over several batches, and
-    the builder meets most visitors again from memory."""
+    the builder meets most visitors again from memory. With ``logged_in``, every event of a device
+    after its identify call carries the userId, as analytics.js sends them once a user is known."""
     import random
 
     import journeys as traffic  # bench/journeys.py of this checkout
@@ -115,6 +122,13 @@ def child(events: int, batch_rows: int, records: bool = False, ordered: bool = F
                 if e["type"] == "identify":
                     e["user_id"] = user
             evs += second
+        if logged_in and user:  # each device from its identify call on (the events are in time order)
+            known: set[str] = set()
+            for e in evs:
+                if e["type"] == "identify" and e["user_id"] == user:
+                    known.add(e["anonymous_id"])
+                if e["anonymous_id"] in known:
+                    e["user_id"] = user
         batch += evs
         total += len(evs)
         if len(batch) >= batch_rows:
@@ -222,6 +236,7 @@ def run(
     records: bool = False,
     ordered: bool = False,
     server: bool = False,
+    logged_in: bool = False,
 ) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'bench'}"}
     endpoint = None
@@ -240,7 +255,8 @@ def run(
             [sys.executable, __file__, "--child", str(events), str(batch_rows)]
             + ([str(returning)] if returning else [])
             + (["--records"] if records else [])
-            + (["--ordered"] if ordered else []),
+            + (["--ordered"] if ordered else [])
+            + (["--logged-in"] if logged_in else []),
             env=env,
             cwd=checkout,
             capture_output=True,
@@ -260,12 +276,18 @@ def main() -> None:
     if len(sys.argv) >= 4 and sys.argv[1] == "--child":
         sys.path[:0] = [str(Path.cwd()), str(Path.cwd() / "bench")]
         events, batch_rows, extra = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-        flags = {"--records", "--ordered"}
+        flags = {"--records", "--ordered", "--logged-in"}
         returning = [a for a in extra if a not in flags]
         got = (
             child_returning(events, batch_rows, Path(returning[0]))
             if returning
-            else child(events, batch_rows, records="--records" in extra, ordered="--ordered" in extra)
+            else child(
+                events,
+                batch_rows,
+                records="--records" in extra,
+                ordered="--ordered" in extra,
+                logged_in="--logged-in" in extra,
+            )
         )
         print(orjson.dumps(got).decode())
         return
@@ -298,6 +320,12 @@ def main() -> None:
         help="write to a ClickHouse HTTP endpoint in another process (tests/chserver, chDB), as a scale-out"
         " builder does: the figures are the builder process's own, the endpoint's CPU beside them",
     )
+    ap.add_argument(
+        "--logged-in",
+        action="store_true",
+        help="every event of a device after its identify call carries the userId (a quarter of the visitors"
+        " identify), as analytics.js sends a known user's events",
+    )
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if args.server and args.returning:
@@ -309,13 +337,23 @@ def main() -> None:
     for _ in range(args.repeat):
         for name, path in reversed(checkouts):  # baseline first in each round
             runs[name].append(
-                run(path, args.events, args.batch, args.returning, args.records, args.time_ordered, args.server)
+                run(
+                    path,
+                    args.events,
+                    args.batch,
+                    args.returning,
+                    args.records,
+                    args.time_ordered,
+                    args.server,
+                    args.logged_in,
+                )
             )
             loads.append(os.getloadavg()[0])
     lines = [
         f"\n## Journey builder alone{', returning visitors' if args.returning else ''}"
         f"{', reading enriched-topic records (Kafka)' if args.records else ''}"
         f"{', events in time order' if args.time_ordered else ''}"
+        f"{', logged-in users' if args.logged_in else ''}"
         f"{', writing to a ClickHouse HTTP endpoint' if args.server else ''}"
         f" — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n",
         f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}. Command: "
@@ -323,6 +361,7 @@ def main() -> None:
         + (f" --returning {args.returning}" if args.returning else "")
         + (" --records" if args.records else "")
         + (" --time-ordered" if args.time_ordered else "")
+        + (" --logged-in" if args.logged_in else "")
         + (" --server" if args.server else "")
         + (" --baseline <worktree>`" if args.baseline else "`")
         + f". Load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}.\n",

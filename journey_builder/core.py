@@ -354,10 +354,10 @@ def session_for(
     return s, True
 
 
-def merge_contact(
+def update_contact(
     c: dict[str, Any], ev: Mapping[str, Any], consent: Mapping[str, Any], merged: Sequence[tuple[str, dict[str, Any]]]
-) -> dict[str, Any]:
-    """Update contact ``c`` (in place) from an identifying event; returns its row to write.
+) -> None:
+    """Update contact ``c`` (in place) from an identifying event (``contact_row`` is what is written).
 
     Latest non-empty value wins; ``field_sources`` records which event set each field. Fields the
     contact lacks come from the email-only contacts ``merged`` into it.
@@ -396,15 +396,17 @@ def merge_contact(
     if consent["consent"]:  # the latest event that says something about consent sets it
         c.update(consent)
         c["consent_at"] = ts
-    traits = merged_traits(c["traits"], json_object(ev["traits"]) if person else {})
-    traits_json = orjson.dumps(traits).decode()  # see merged_traits
-    c["traits"] = traits
+    c["traits"] = merged_traits(c["traits"], json_object(ev["traits"]) if person else {})
     c["first_seen"] = min(c["first_seen"] or ts, ts)
     c["last_seen"] = max(c["last_seen"] or ts, ts)
+
+
+def contact_row(c: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """The ``contacts_data`` row of contact ``c`` (traits and field sources as JSON text)."""
     row = dict(c)
-    row["traits"] = traits_json
+    row["traits"] = orjson.dumps(c["traits"]).decode()  # see merged_traits
     row["field_sources"] = orjson.dumps(c["field_sources"]).decode()
-    row["version"] = time.time_ns()
+    row["version"] = version
     return row
 
 
@@ -440,7 +442,11 @@ class Output:
     events: dict[str, list[Any]] = field(default_factory=dict)
     sessions: dict[str, tuple[str, SessionState]] = field(default_factory=dict)  # rows built once, at write
     touchpoints: list[dict[str, Any]] = field(default_factory=list)
+    # one row per link of the batch, its first and last time (identities_data keeps their min and max:
+    # a logged-in visitor's every event identifies it, and 20,000 such events made 20,000 rows)
     identities: list[dict[str, Any]] = field(default_factory=list)
+    links: dict[tuple[str, str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # the batch's contacts as held in memory (updated in place); their rows are built at write
     contacts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
     accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -465,7 +471,7 @@ class Output:
             "sessions_data": [session.row(site, version) for site, session in self.sessions.values()],
             "touchpoints_data": self.touchpoints,
             "identities_data": self.identities,
-            "contacts_data": list(self.contacts.values()),
+            "contacts_data": [contact_row(c, version) for c in self.contacts.values()],
             "stage_transitions_data": self.stages,
             "accounts_data": list(self.accounts.values()),
             "account_links_data": self.account_links,
@@ -708,8 +714,10 @@ class JourneyCore:
                 self.link((site_id, a), contact_id)
                 links.append(a)
         for a in dict.fromkeys(links):
-            out.identities.append(
-                {
+            link = (site_id, a, contact_id, user_id, email)
+            row = out.links.get(link)
+            if row is None:
+                row = out.links[link] = {
                     "site_id": site_id,
                     "anonymous_id": a,
                     "contact_id": contact_id,
@@ -718,13 +726,18 @@ class JourneyCore:
                     "first_seen": ts,
                     "last_seen": ts,
                 }
-            )
+                out.identities.append(row)
+            elif ts < row["first_seen"]:
+                row["first_seen"] = ts
+            elif ts > row["last_seen"]:
+                row["last_seen"] = ts
         self.link((site_id, anon), contact_id)
         if email:
             self.email_contacts[(site_id, email)] = contact_id
         c = self._contact(site_id, contact_id, lookups)
         olds = [(old, self._contact(site_id, old, lookups)) for old in merged]
-        out.contacts[(site_id, contact_id)] = merge_contact(c, ev, consent, olds)
+        update_contact(c, ev, consent, olds)
+        out.contacts[(site_id, contact_id)] = c  # its row is built once, at write (``Output.tables``)
         return contact_id
 
     def _contact(self, site_id: str, contact_id: str, lookups: Lookups) -> dict[str, Any]:

@@ -20,14 +20,15 @@ from journey_builder.core import (
     VisitorState,
     account_domain,
     apply_group,
+    contact_row,
     current_stage,
     event_columns,
     interaction_of,
     is_conversion,
-    merge_contact,
     resolve_contact,
     session_for,
     session_id_for,
+    update_contact,
 )
 from journey_builder.stages import StageRules
 from schemas import ENRICHED_DEFAULTS
@@ -133,9 +134,10 @@ def contact(contact_id: str, **fields: Any) -> dict[str, Any]:
     return row
 
 
-def written(row: dict[str, Any]) -> dict[str, Any]:
-    """A contact row to write, as the builder reads it back: JSON parsed, no version."""
-    assert isinstance(row["version"], int)
+def written(c: dict[str, Any]) -> dict[str, Any]:
+    """A batch's contact (``Output.contacts``) as written and read back: JSON parsed, no version."""
+    row = contact_row(c, 7)
+    assert row["version"] == 7
     parsed = {k: v for k, v in row.items() if k != "version"}
     parsed["traits"] = orjson.loads(row["traits"])
     parsed["field_sources"] = orjson.loads(row["field_sources"])
@@ -585,6 +587,34 @@ def test_resolve_contact(args: tuple[str, str, str, str], expected: tuple[str, l
     assert resolve_contact(*args) == expected
 
 
+def test_a_logged_in_visitors_events_make_one_row_per_link_and_one_contact_row() -> None:
+    """Every event of a logged-in visitor carries its userId: the batch writes each link once, with its
+    first and last time (identities_data keeps their min and max), and the contact's row once, as of
+    its last event."""
+    core, lookups = new_core(), DictLookups()
+    out = run(
+        core,
+        lookups,
+        event("page", "v", "09:00:00.000", "m1", user_id="u1"),
+        event("track", "v", "09:05:00.000", "m2", user_id="u1", event="Clicked"),
+        event("identify", "v", "09:10:00.000", "m3", user_id="u1", email="ann@acme.io", email_domain="acme.io"),
+        event("page", "v", "09:12:00.000", "m4", user_id="u1"),
+    )
+    link = {"site_id": SITE, "anonymous_id": "v", "contact_id": "user:u1", "user_id": "u1"}
+    assert out.identities == [
+        {**link, "email": "", "first_seen": ch("09:00:00.000"), "last_seen": ch("09:12:00.000")},
+        {**link, "email": "ann@acme.io", "first_seen": ch("09:10:00.000"), "last_seen": ch("09:10:00.000")},
+    ]
+    (row,) = out.tables(42)["contacts_data"]
+    assert row["version"] == 42
+    assert (row["email"], row["first_seen"], row["last_seen"]) == (
+        "ann@acme.io",
+        ch("09:00:00.000"),
+        ch("09:12:00.000"),
+    )
+    assert orjson.loads(row["field_sources"]) == {"email": "identify:m3", "email_domain": "identify:m3"}
+
+
 def test_two_devices_of_one_user_are_stitched() -> None:
     core, lookups = new_core(), DictLookups()
     enriched = {"email": "ann@acme.io", "email_domain": "acme.io", "company_domain": "acme.io"}
@@ -769,15 +799,21 @@ def test_an_alias_links_the_previous_id() -> None:
     assert out.events["anonymous_id"] == ["user:u5"]
 
 
-# ---- merge_contact ----------------------------------------------------------------------------
+# ---- update_contact ---------------------------------------------------------------------------
+
+
+def merged_row(
+    c: dict[str, Any], ev: dict[str, Any], consent: dict[str, Any], merged: list[tuple[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """``update_contact``, then the row written."""
+    update_contact(c, ev, consent, merged)
+    return contact_row(c, 7)
 
 
 def test_merge_contact_latest_non_empty_wins_and_records_its_source() -> None:
     c = contact("user:u1")
     gmail = {"email": "ann@gmail.com", "email_domain": "gmail.com", "email_free": True}
-    merge_contact(
-        c, event("identify", "a", "09:00:00.000", "m1", user_id="u1", first_name="Ann", **gmail), NO_CONSENT, []
-    )
+    merged_row(c, event("identify", "a", "09:00:00.000", "m1", user_id="u1", first_name="Ann", **gmail), NO_CONSENT, [])
     assert (c["first_name"], c["email"], c["email_free"], c["email_disposable"]) == (
         "Ann",
         "ann@gmail.com",
@@ -791,10 +827,10 @@ def test_merge_contact_latest_non_empty_wins_and_records_its_source() -> None:
         "email_free": "identify:m1",  # email_disposable stayed False: no source
     }
     # no email: the flags describe the email, so they stay; an empty first name is no news
-    merge_contact(c, event("identify", "a", "09:05:00.000", "m2", last_name="Lee"), NO_CONSENT, [])
+    merged_row(c, event("identify", "a", "09:05:00.000", "m2", last_name="Lee"), NO_CONSENT, [])
     assert (c["first_name"], c["last_name"], c["email_free"]) == ("Ann", "Lee", True)
     acme = {"email": "anna@acme.io", "email_domain": "acme.io", "email_free": False}
-    row = merge_contact(
+    row = merged_row(
         c, event("track", "a", "09:10:00.000", "m3", first_name="Anna", last_name="Lee", **acme), NO_CONSENT, []
     )
     assert (c["first_name"], c["last_name"], c["email"], c["email_free"]) == ("Anna", "Lee", "anna@acme.io", False)
@@ -826,7 +862,7 @@ def test_merge_contact_takes_no_person_fields_from_a_group_call() -> None:
         first_name="Billing",
         geo_country="FR",
     )
-    row = merge_contact(c, group, NO_CONSENT, [])
+    row = merged_row(c, group, NO_CONSENT, [])
     assert (c["first_name"], c["email"], c["email_free"], c["company_name"]) == ("Ann", "ann@acme.io", False, "")
     # the country comes from the caller's address, not the traits: the person's, with its source
     assert c["field_sources"] == {"first_name": "identify:m1", "email": "identify:m1", "country": "group:m4"}
@@ -836,22 +872,22 @@ def test_merge_contact_takes_no_person_fields_from_a_group_call() -> None:
 
 def test_merge_contact_sets_consent_only_from_events_that_say_something_about_it() -> None:
     c = contact("user:u1")
-    merge_contact(c, event("identify", "a", "09:00:00.000", "m1", user_id="u1"), NO_CONSENT, [])
+    merged_row(c, event("identify", "a", "09:00:00.000", "m1", user_id="u1"), NO_CONSENT, [])
     assert (c["consent"], c["consent_at"]) == ("", EPOCH)
     granted = {"consent": "granted", "consent_dnt": False, "consent_cookieless": True, "consent_categories": ["ads"]}
-    merge_contact(c, event("identify", "a", "09:05:00.000", "m2", user_id="u1"), granted, [])
+    merged_row(c, event("identify", "a", "09:05:00.000", "m2", user_id="u1"), granted, [])
     assert {k: c[k] for k in (*granted, "consent_at")} == {**granted, "consent_at": ch("09:05:00.000")}
-    merge_contact(c, event("identify", "a", "09:10:00.000", "m3", user_id="u1"), NO_CONSENT, [])
+    merged_row(c, event("identify", "a", "09:10:00.000", "m3", user_id="u1"), NO_CONSENT, [])
     assert {k: c[k] for k in (*granted, "consent_at")} == {**granted, "consent_at": ch("09:05:00.000")}
     denied = {"consent": "denied", "consent_dnt": True, "consent_cookieless": False, "consent_categories": []}
-    row = merge_contact(c, event("identify", "a", "09:15:00.000", "m4", user_id="u1"), denied, [])
+    row = merged_row(c, event("identify", "a", "09:15:00.000", "m4", user_id="u1"), denied, [])
     assert {k: row[k] for k in (*denied, "consent_at")} == {**denied, "consent_at": ch("09:15:00.000")}
 
 
 def test_merge_contact_first_and_last_seen_are_min_and_max() -> None:
     c = contact("user:u1")
     for msg, clock in [("m1", "10:00:00.000"), ("m2", "09:00:00.000"), ("m3", "11:00:00.000"), ("m4", "10:30:00.000")]:
-        row = merge_contact(c, event("identify", "a", clock, msg, user_id="u1"), NO_CONSENT, [])
+        row = merged_row(c, event("identify", "a", clock, msg, user_id="u1"), NO_CONSENT, [])
     assert (c["first_seen"], c["last_seen"]) == (ch("09:00:00.000"), ch("11:00:00.000"))
     assert (row["first_seen"], row["last_seen"]) == (ch("09:00:00.000"), ch("11:00:00.000"))
 
@@ -869,7 +905,7 @@ def test_merge_contact_fills_missing_fields_from_merged_contacts() -> None:
         first_seen="2026-10-01 08:00:00.000",
     )
     c["traits"] = {"plan": "pro"}
-    merge_contact(c, event("identify", "y", "09:00:00.000", "m2", user_id="u7"), NO_CONSENT, [("email:bo@c.io", old)])
+    merged_row(c, event("identify", "y", "09:00:00.000", "m2", user_id="u7"), NO_CONSENT, [("email:bo@c.io", old)])
     assert (c["email"], c["first_name"], c["phone_e164"]) == ("bo@c.io", "Robert", "+33612345678")
     assert c["field_sources"] == {
         "first_name": "identify:m9",
@@ -884,14 +920,14 @@ def test_merging_never_pairs_an_email_with_another_emails_flags() -> None:
     c = contact("user:u7", email="u7@corp.io", email_domain="corp.io")
     old = contact("email:old@gmail.com", email="old@gmail.com", email_domain="gmail.com", email_free=True)
     ev = event("identify", "x", "09:00:00.000", "m1", user_id="u7")
-    merge_contact(c, ev, NO_CONSENT, [("email:old@gmail.com", old)])
+    merged_row(c, ev, NO_CONSENT, [("email:old@gmail.com", old)])
     assert (c["email"], c["email_free"]) == ("u7@corp.io", False)
 
 
 def test_a_country_set_after_a_merge_records_the_event_as_its_source() -> None:
     c = contact("user:u7")
     old = contact("email:bo@c.io", email="bo@c.io", country="FR")
-    merge_contact(
+    merged_row(
         c,
         event("identify", "y", "09:00:00.000", "m2", user_id="u7", geo_country="DE"),
         NO_CONSENT,
@@ -980,8 +1016,8 @@ def test_a_group_call_updates_the_account_links_the_visitor_and_keeps_person_fie
     account = out.accounts[(SITE, "g1")]
     assert (account["name"], account["domain"]) == ("Acme", "acme.io")
     assert [(r["contact_id"], r["email"]) for r in out.identities] == [("user:u1", "")]
-    person = out.contacts[(SITE, "user:u1")]
-    assert (person["email"], person["company_domain"], person["traits"]) == ("", "", "{}")
+    person = written(out.contacts[(SITE, "user:u1")])
+    assert (person["email"], person["company_domain"], person["traits"]) == ("", "", {})
     assert (out.events["email"], out.events["company_domain"], out.events["phone_timezone"]) == ([""], [""], [""])
     assert [t["kind"] for t in out.touchpoints] == ["session_start"]
 

@@ -274,7 +274,8 @@ class ServerStorage:
         """One JSONColumns document: the columns as they are, without a dict per row."""
         if not columns or not next(iter(columns.values())):
             return
-        body = orjson.dumps({c: list(v) for c, v in columns.items()})
+        # lists and tuples as they are (copying a batch's columns cost a third of the dumps)
+        body = orjson.dumps({c: v if type(v) in (list, tuple) else list(v) for c, v in columns.items()})
         try:
             self._client.raw_insert(
                 f"{self.database}.{table}",
