@@ -112,7 +112,11 @@ JSON_ROWS: dict[str, Any] = {
     "output_format_json_named_tuples_as_objects": 1,
     "date_time_output_format": "simple",
 }
-INSERT_SETTINGS: dict[str, Any] = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
+INSERT_SETTINGS: dict[str, Any] = {
+    "date_time_input_format": "best_effort",
+    "input_format_skip_unknown_fields": 1,
+    "parallel_view_processing": 1,  # a table's views (events has five) fill theirs side by side
+}
 # A parameter whose text passes this goes as external data (well under the 128 KiB a form field may
 # hold, so the query's other parameters and its text still fit beside it).
 LARGE_PARAM_BYTES = 32 * 1024
