@@ -442,9 +442,9 @@ class Output:
     events: dict[str, list[Any]] = field(default_factory=dict)
     sessions: dict[str, tuple[str, SessionState]] = field(default_factory=dict)  # rows built once, at write
     touchpoints: list[dict[str, Any]] = field(default_factory=list)
-    # one row per link of the batch, its first and last time (identities_data keeps their min and max:
-    # a logged-in visitor's every event identifies it, and 20,000 such events made 20,000 rows)
-    identities: list[dict[str, Any]] = field(default_factory=list)
+    # (site, device, contact, userId, email) -> its identities row, one per link of the batch with its
+    # first and last time (identities_data keeps their min and max: a logged-in visitor's every event
+    # identifies it, and 20,000 such events made 20,000 rows)
     links: dict[tuple[str, str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     # the batch's contacts as held in memory (updated in place); their rows are built at write
     contacts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -458,6 +458,11 @@ class Output:
     skipped_erased: int = 0
     skipped_no_consent: int = 0  # events of a site that drops those without analytics consent
     aggregated: int = 0  # events kept only as consent aggregates
+
+    @property
+    def identities(self) -> list[dict[str, Any]]:
+        """The identities rows of the batch, in the order their links were made."""
+        return list(self.links.values())
 
     @property
     def event_count(self) -> int:
@@ -717,7 +722,7 @@ class JourneyCore:
             link = (site_id, a, contact_id, user_id, email)
             row = out.links.get(link)
             if row is None:
-                row = out.links[link] = {
+                out.links[link] = {
                     "site_id": site_id,
                     "anonymous_id": a,
                     "contact_id": contact_id,
@@ -726,7 +731,6 @@ class JourneyCore:
                     "first_seen": ts,
                     "last_seen": ts,
                 }
-                out.identities.append(row)
             elif ts < row["first_seen"]:
                 row["first_seen"] = ts
             elif ts > row["last_seen"]:
