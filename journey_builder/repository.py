@@ -155,8 +155,21 @@ class BuilderRepository:
         )
         return [r["anonymous_id"] for r in rows]
 
-    def write(self, tables: Mapping[str, Sequence[Mapping[str, Any]]], events: Mapping[str, Sequence[Any]]) -> None:
-        """One insert per table, in the order given, then ``events`` (given as columns) last."""
+    @property
+    def columnar(self) -> bool:
+        """Whether ``write`` takes ``events`` as columns (else as rows): the storage's cheaper form."""
+        return self.storage.columnar
+
+    def write(
+        self,
+        tables: Mapping[str, Sequence[Mapping[str, Any]]],
+        events: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+    ) -> None:
+        """One insert per table, in the order given, then ``events`` last: as columns (a mapping of
+        column to values) or as rows, whichever ``columnar`` asked for."""
         for table, rows in tables.items():
             self.storage.insert(table, rows)
-        self.storage.insert_columns("events", events)
+        if isinstance(events, Mapping):
+            self.storage.insert_columns("events", events)
+        else:
+            self.storage.insert("events", events)
