@@ -7,10 +7,8 @@ foresee, the devices of a contact being merged), which the builder answers from 
 tests answer from dicts. Everything here is unit-tested with hand-computed expectations
 (tests/journeys/test_core.py); ``journey_builder/builder.py`` adds the reads and writes.
 
-The rows are built for one insert per table: the derived tables as row dicts (a few per visitor);
-events (a batch is tens of thousands of rows of ~80 columns) in the form the storage takes
-cheapest, built at write: columns for chDB (``event_columns``), a dict per event for a ClickHouse
-server (``event_rows``, one JSON document encoded in C instead of a transposition in Python).
+The rows are built for one insert per table: events as columns (a batch is tens of thousands of
+rows of ~80 columns: no per-row dict), the derived tables as row dicts (a few per visitor).
 """
 
 from __future__ import annotations
@@ -58,7 +56,6 @@ _NOT_EXTERNAL = frozenset({"", "direct", "internal"})
 _NOT_EVENT_COLUMNS = frozenset({"v", "previous_id", "group_id", "extra"})
 _JSON_COLUMNS = ("properties", "traits", "context")
 _CONSENT_COLUMNS = tuple(NO_CONSENT)
-_GROUP_BLANKS = (*CONTACT_FIELDS, "phone_timezone")  # an event column a group call stores blank
 
 
 def visitor_id(ev: Mapping[str, Any]) -> str:
@@ -442,11 +439,7 @@ class Lookups(Protocol):
 class Output:
     """Everything one batch derives: the rows of each table (events as columns) and counters."""
 
-    # the batch's events as written (new, in order) and per event its session, contact and consent:
-    # the ``events`` rows, built at write in the form the storage takes (``events_as_columns`` or
-    # ``events_as_rows``)
-    batch: Sequence[EnrichedEvent] = ()
-    built: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    events: dict[str, list[Any]] = field(default_factory=dict)
     sessions: dict[str, tuple[str, SessionState]] = field(default_factory=dict)  # rows built once, at write
     touchpoints: list[dict[str, Any]] = field(default_factory=list)
     # (site, device, contact, userId, email) -> its identities row, one per link of the batch with its
@@ -474,15 +467,8 @@ class Output:
     @property
     def event_count(self) -> int:
         """How many event rows the batch writes."""
-        return len(self.built)
-
-    def events_as_columns(self) -> dict[str, list[Any]]:
-        """The batch's ``events`` rows as columns (chDB's insert)."""
-        return event_columns(self.batch, self.built) if self.built else {}
-
-    def events_as_rows(self) -> list[dict[str, Any]]:
-        """The batch's ``events`` rows, a dict per event (a ClickHouse server's insert)."""
-        return event_rows(self.batch, self.built)
+        ids = self.events.get("message_id")
+        return len(ids) if ids is not None else 0
 
     def tables(self, version: int) -> dict[str, list[dict[str, Any]]]:
         """The derived tables' rows, in write order (``events`` goes last, written as columns)."""
@@ -519,42 +505,13 @@ def event_columns(
         cols[name] = [v or CH_EPOCH for v in cols[name]]
     cols.update(as_columns(_CONSENT_COLUMNS, consents))
     groups = [i for i, e in enumerate(events) if e["type"] == "group"]
-    for f in _GROUP_BLANKS if groups else ():
+    for f in (*CONTACT_FIELDS, "phone_timezone") if groups else ():
         # the person fields enrichment found in a group call's traits are the account's
         blank: Any = False if f in _FLAGS else ""
         column = cols[f]
         for i in groups:
             column[i] = blank
     return cols
-
-
-def event_rows(
-    events: Sequence[Mapping[str, Any]], built: Sequence[tuple[str, str, dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """The rows ``event_columns`` gives, as a dict per event: each event's fields (but those that are
-    no column) with its visitor, session, contact and consent. For a storage that takes a batch of
-    rows as one JSON document (a ClickHouse server): orjson writes the dicts in C, where making
-    columns of them cost a transposition in Python (13.5-16 against 3.8-5.4 us per event with the
-    JSON, bench/RESULTS.md 2026-12-05 18:40)."""
-    rows: list[dict[str, Any]] = []
-    append = rows.append
-    for e, (session_id, contact_id, consent) in zip(events, built, strict=True):
-        row = {**e, **consent}
-        for name in _NOT_EVENT_COLUMNS:
-            row.pop(name, None)
-        row["anonymous_id"] = e["anonymous_id"] or f"user:{e['user_id']}"  # visitor_id
-        row["session_id"], row["contact_id"] = session_id, contact_id
-        for name in _JSON_COLUMNS:  # objects, or their JSON text from the enriched topic
-            if type(row[name]) is not str:
-                row[name] = json_text(row[name])
-        row["extra"] = json_text(e.get("extra"))
-        row["original_timestamp"] = row["original_timestamp"] or CH_EPOCH  # "" is not a time
-        row["sent_at"] = row["sent_at"] or CH_EPOCH
-        if e["type"] == "group":  # the person fields enrichment found in a group call's traits are the account's
-            for f in _GROUP_BLANKS:
-                row[f] = False if f in _FLAGS else ""
-        append(row)
-    return rows
 
 
 class JourneyCore:
@@ -637,7 +594,7 @@ class JourneyCore:
                 continue
             session_id, contact_id = self._apply(ev, consent, lookups, out)
             built.append((session_id, contact_id, consent))
-        out.batch, out.built = events, built
+        out.events = event_columns(events, built)
 
     def _apply(self, ev: EnrichedEvent, consent: dict[str, Any], lookups: Lookups, out: Output) -> tuple[str, str]:
         site_id = ev["site_id"]

@@ -155,21 +155,8 @@ class BuilderRepository:
         )
         return [r["anonymous_id"] for r in rows]
 
-    @property
-    def columnar(self) -> bool:
-        """Whether ``write`` takes ``events`` as columns (else as rows): the storage's cheaper form."""
-        return self.storage.columnar
-
-    def write(
-        self,
-        tables: Mapping[str, Sequence[Mapping[str, Any]]],
-        events: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
-    ) -> None:
-        """One insert per table, in the order given, then ``events`` last: as columns (a mapping of
-        column to values) or as rows, whichever ``columnar`` asked for."""
+    def write(self, tables: Mapping[str, Sequence[Mapping[str, Any]]], events: Mapping[str, Sequence[Any]]) -> None:
+        """One insert per table, in the order given, then ``events`` (given as columns) last."""
         for table, rows in tables.items():
             self.storage.insert(table, rows)
-        if isinstance(events, Mapping):
-            self.storage.insert_columns("events", events)
-        else:
-            self.storage.insert("events", events)
+        self.storage.insert_columns("events", events)

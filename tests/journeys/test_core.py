@@ -23,7 +23,6 @@ from journey_builder.core import (
     contact_row,
     current_stage,
     event_columns,
-    event_rows,
     interaction_of,
     is_conversion,
     resolve_contact,
@@ -182,17 +181,6 @@ def run(core: JourneyCore, lookups: DictLookups, *events: dict[str, Any]) -> Out
     out = Output()
     core.apply(list(events), lookups, out)  # type: ignore[arg-type]  # TypedDicts are dicts
     return out
-
-
-def as_rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-
-
-def events_of(out: Output) -> dict[str, list[Any]]:
-    """The batch's events rows as columns (chDB's form), checked to be the rows a server is sent."""
-    columns = out.events_as_columns()
-    assert out.events_as_rows() == as_rows(columns)
-    return columns
 
 
 def next_batch(core: JourneyCore, lookups: DictLookups, out: Output) -> None:
@@ -364,7 +352,7 @@ def test_a_late_event_in_a_later_batch_does_not_move_the_session_end() -> None:
     [row] = out.tables(1)["sessions_data"]
     assert (row["session_id"], row["start"], row["end"]) == (sid("a", "m1"), ch("09:00:00.000"), ch("09:10:00.000"))
     assert (row["events"], row["pageviews"], row["exit_page"], row["campaign_key"]) == (3, 2, "/b", "")
-    assert events_of(out)["session_id"] == [sid("a", "m1")]
+    assert out.events["session_id"] == [sid("a", "m1")]
     assert out.touchpoints == []  # joining is not starting
 
 
@@ -475,8 +463,8 @@ def test_apply_builds_the_sessions_of_a_stream() -> None:
             "version": 7,
         },
     ]
-    assert events_of(out)["session_id"] == [a] * 8 + [b] * 2
-    assert events_of(out)["contact_id"] == [""] * 4 + ["user:u1"] * 6
+    assert out.events["session_id"] == [a] * 8 + [b] * 2
+    assert out.events["contact_id"] == [""] * 4 + ["user:u1"] * 6
     state = core.visitors[(SITE, "v")]
     assert (state.sessions, state.contact_id) == (2, "user:u1")
     assert state.session is not None and state.session.session_id == b
@@ -665,7 +653,7 @@ def test_two_devices_of_one_user_are_stitched() -> None:
             "last_seen": ch("10:01:00.000"),
         }
     ]
-    assert events_of(phone)["contact_id"] == ["", "user:u42"]
+    assert phone.events["contact_id"] == ["", "user:u42"]
     assert ("contact", SITE, "user:u42") in lookups.asked  # the stored contact, not a blank one
     assert written(phone.contacts[(SITE, "user:u42")]) == contact(
         "user:u42",
@@ -763,7 +751,7 @@ def test_a_merge_links_the_in_memory_devices_of_the_email_contact() -> None:
         event("page", "x", "09:00:00.000", "m1"),
         event("identify", "x", "09:01:00.000", "m2", traits={"email": "bo@c.io"}, email="bo@c.io"),
     )
-    assert events_of(first)["contact_id"] == ["", "email:bo@c.io"]
+    assert first.events["contact_id"] == ["", "email:bo@c.io"]
     out = run(core, DictLookups(), event("identify", "y", "10:00:00.000", "m3", user_id="u7", email="bo@c.io"))
     assert [(r["anonymous_id"], r["contact_id"]) for r in out.identities] == [("y", "user:u7"), ("x", "user:u7")]
 
@@ -773,7 +761,7 @@ def test_after_a_merge_the_old_contacts_device_identifies_into_the_user_contact(
     run(core, lookups, event("identify", "x", "09:00:00.000", "m1", email="bo@c.io"))
     run(core, lookups, event("identify", "y", "10:00:00.000", "m2", user_id="u7", email="bo@c.io"))
     out = run(core, lookups, event("identify", "x", "10:30:00.000", "m3", email="bo.smith@c.io"))
-    assert events_of(out)["contact_id"] == ["user:u7"]
+    assert out.events["contact_id"] == ["user:u7"]
 
 
 def test_a_merge_moves_only_the_devices_still_in_memory() -> None:
@@ -808,7 +796,7 @@ def test_an_alias_links_the_previous_id() -> None:
         ("user:u5", "user:u5"),
         ("anon-old", "user:u5"),
     ]
-    assert events_of(out)["anonymous_id"] == ["user:u5"]
+    assert out.events["anonymous_id"] == ["user:u5"]
 
 
 # ---- update_contact ---------------------------------------------------------------------------
@@ -1030,8 +1018,7 @@ def test_a_group_call_updates_the_account_links_the_visitor_and_keeps_person_fie
     assert [(r["contact_id"], r["email"]) for r in out.identities] == [("user:u1", "")]
     person = written(out.contacts[(SITE, "user:u1")])
     assert (person["email"], person["company_domain"], person["traits"]) == ("", "", {})
-    cols = events_of(out)
-    assert (cols["email"], cols["company_domain"], cols["phone_timezone"]) == ([""], [""], [""])
+    assert (out.events["email"], out.events["company_domain"], out.events["phone_timezone"]) == ([""], [""], [""])
     assert [t["kind"] for t in out.touchpoints] == ["session_start"]
 
 
@@ -1095,24 +1082,6 @@ def test_event_columns() -> None:
     assert cols["phone_timezone"] == ["Europe/Paris", "", ""]
     assert cols["first_name"] == ["Ann", "", ""]
     assert cols["timestamp"] == [at("09:00:00.000"), at("09:01:00.000"), at("09:02:00.000")]
-    # a ClickHouse server is sent the same rows as dicts, none of them changed on the way
-    kept = [dict(e) for e in (page, group, server)]
-    assert event_rows([page, group, server], built) == as_rows(cols)
-    assert [page, group, server] == kept
-
-
-def test_event_rows_from_the_enriched_topic() -> None:
-    """Events read from Kafka carry their JSON-object fields as JSON text, kept as it is; a field
-    the first event lacks is not a column of the columns, but a row keeps it (a server skips a key
-    that is no column of ``events``)."""
-    text = event("track", "a", "09:00:00.000", "m1", event="Signed Up", properties='{"plan":"pro"}', context="{}")
-    late = {**event("page", "a", "09:00:01.000", "m2"), "v": 2, "previous_id": "p", "future_field": 1}
-    built = [("S1", "", NO_CONSENT), ("S1", "", NO_CONSENT)]
-    rows = event_rows([text, late], built)
-    assert rows[0]["properties"] == '{"plan":"pro"}' and rows[0]["context"] == "{}"
-    assert set(rows[0]) == EVENT_COLUMNS
-    assert set(rows[1]) == EVENT_COLUMNS | {"future_field"}
-    assert [{k: r[k] for k in EVENT_COLUMNS} for r in rows] == as_rows(event_columns([text, late], built))
 
 
 def test_bots_get_no_session_or_contact_unless_included() -> None:
@@ -1124,9 +1093,9 @@ def test_bots_get_no_session_or_contact_unless_included() -> None:
     ]
     core = new_core()
     out = run(core, DictLookups(), *events)
-    assert events_of(out)["message_id"] == ["m1", "m2", "m3"]  # kept in events
-    assert events_of(out)["session_id"] == ["", "", sid("h", "m3")]
-    assert events_of(out)["contact_id"] == ["", "", ""]
+    assert out.events["message_id"] == ["m1", "m2", "m3"]  # kept in events
+    assert out.events["session_id"] == ["", "", sid("h", "m3")]
+    assert out.events["contact_id"] == ["", "", ""]
     assert [r["anonymous_id"] for r in out.tables(1)["sessions_data"]] == ["h"]
     assert {t["anonymous_id"] for t in out.touchpoints} == {"h"}
     assert [r["anonymous_id"] for r in out.stages] == ["h"]
@@ -1134,8 +1103,8 @@ def test_bots_get_no_session_or_contact_unless_included() -> None:
     assert list(core.visitors) == [(SITE, "h")]
 
     included = run(new_core(include_bots=True), DictLookups(), *copy.deepcopy(events))
-    assert events_of(included)["session_id"] == [sid("g", "m1"), sid("g", "m1"), sid("h", "m3")]
-    assert events_of(included)["contact_id"] == ["", "user:u1", ""]
+    assert included.events["session_id"] == [sid("g", "m1"), sid("g", "m1"), sid("h", "m3")]
+    assert included.events["contact_id"] == ["", "user:u1", ""]
 
 
 # ---- truth tables -----------------------------------------------------------------------------

@@ -40,18 +40,11 @@ class UnavailableOnce:
         self.inner = inner
         self.armed = False
 
-    def insert(self, table: str, rows: list[dict[str, Any]]) -> None:  # events as rows: a server
-        self._fails(table)
-        self.inner.insert(table, rows)
-
-    def insert_columns(self, table: str, columns: dict[str, list[Any]]) -> None:  # as columns: chDB
-        self._fails(table)
-        self.inner.insert_columns(table, columns)
-
-    def _fails(self, table: str) -> None:
+    def insert_columns(self, table: str, columns: dict[str, list[Any]]) -> None:
         if table == "events" and self.armed:
             self.armed = False
             raise StorageUnavailable("connection refused")
+        self.inner.insert_columns(table, columns)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

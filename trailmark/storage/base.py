@@ -35,10 +35,6 @@ class IsolatedQuery(Protocol):
 
 class Storage(Protocol):
     database: str
-    # the form a large batch is inserted cheapest in: columns (``insert_columns``: chDB reads Python
-    # lists through its Python() table function) or rows (``insert``: a server takes them as one
-    # JSON document, which orjson writes in C without a transposition in Python)
-    columnar: bool
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement that returns nothing (DDL, OPTIMIZE...)."""

@@ -66,7 +66,6 @@ class ChdbStorage:
         if _OPEN_PATH and _OPEN_PATH[0] != resolved:
             raise StorageUnavailable(f"chDB is already open on {_OPEN_PATH[0]} in this process; one path per process")
         self.database = database
-        self.columnar = True  # a batch goes as columns: chDB reads Python lists (``insert_columns``)
         self.path = resolved
         try:
             self._writer = session.Session(resolved)  # type: ignore[no-untyped-call]

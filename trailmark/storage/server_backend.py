@@ -40,6 +40,7 @@ from clickhouse_connect.driver import exceptions as ch
 from clickhouse_connect.driver.binding import format_bind_value
 from clickhouse_connect.driver.external import ExternalData
 
+from schemas.columns import rows_as_columns
 from trailmark.storage.base import IsolatedQuery, QueryError, Row, StorageError, StorageUnavailable, setting_literal
 
 # ClickHouse error codes that say the server or cluster cannot serve now, not that the query is wrong.
@@ -196,7 +197,6 @@ class ServerStorage:
 
         parts = urlparse(url)
         self.database = database
-        self.columnar = False  # a batch goes as rows: one JSONEachRow document (``insert``)
         try:
             self._client = clickhouse_connect.get_client(
                 host=parts.hostname or "127.0.0.1",
@@ -268,20 +268,11 @@ class ServerStorage:
             raise translate(exc) from exc
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Rows as one JSONEachRow document (a JSON array of the row objects): one orjson call for the
-        batch, in C. Turning them into columns first cost a transposition in Python (the events of a
-        journey builder's batch: 13.5-16 against 3.8-5.4 us per event, bench/RESULTS.md 2026-12-05
-        18:40); one orjson call per row, 13 % of its CPU (2026-12-05 14:13). A key a row lacks is
-        stored as the column's default; a key that is no column is skipped."""
-        if not rows:
-            return
-        body = orjson.dumps(rows if type(rows) in (list, tuple) else list(rows))
-        try:
-            self._client.raw_insert(
-                f"{self.database}.{table}", insert_block=body, fmt="JSONEachRow", settings=INSERT_SETTINGS
-            )
-        except Exception as exc:
-            raise translate(exc) from exc
+        """Rows, turned into columns (``rows_as_columns``) as on chDB: one orjson call for the batch
+        instead of one per row (JSONEachRow took 13 % of a journey builder's CPU on a server,
+        bench/RESULTS.md 2026-12-05)."""
+        if rows:
+            self.insert_columns(table, rows_as_columns(rows))
 
     def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """One JSONColumns document: the columns as they are, without a dict per row."""
