@@ -15,6 +15,14 @@ COPY schemas schemas
 COPY ingest ingest
 COPY enrich enrich
 COPY journey_builder journey_builder
+# journey_builder/core.py compiled by mypyc, as `make native` does (see the Makefile): the builder's
+# per-event logic runs ~13 % faster. mypyc type-checks core.py, so the package and its dependencies are
+# installed first. If anything here fails, the image still builds and runs core.py as Python.
+RUN (apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null \
+     && pip install --no-cache-dir -q . "mypy==2.4.1" \
+     && mypyc journey_builder/core.py >/dev/null && rm -rf build \
+     && sha256sum journey_builder/core.py | cut -d' ' -f1 >journey_builder/core_native.sha256) \
+    || rm -f journey_builder/*.so journey_builder/core_native.sha256
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

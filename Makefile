@@ -7,7 +7,7 @@ KAFKA_SH := deploy/kafka/kafka.sh
 KAFKA_RUN_DIR ?= $(CURDIR)/.cache/kafka/run
 export KAFKA_RUN_DIR
 
-.PHONY: install run test lint browser clients tracker tracker-deps kafka-up kafka-down bench bench-collector bench-enrich bench-pipeline bench-journeys clean
+.PHONY: install native run test lint browser clients tracker tracker-deps kafka-up kafka-down bench bench-collector bench-enrich bench-pipeline bench-journeys clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: install
+# journey_builder/core.py compiled by mypyc (from the dev extras) into a C extension beside it, and the
+# SHA-256 of the source it was built from: journey_builder/__init__.py uses the compiled module only
+# while that matches core.py. No C compiler: the build is skipped (said once) and core.py runs as is.
+NATIVE := journey_builder/core
+native: $(NATIVE)_native.sha256
+
+$(NATIVE)_native.sha256: $(NATIVE).py $(STAMP)
+	@rm -f $(NATIVE).*.so $(NATIVE)__mypyc.*.so $@
+	@mkdir -p .cache
+	@if $(BIN)/mypyc $(NATIVE).py >.cache/native.log 2>&1; then \
+		sha256sum $(NATIVE).py | cut -d' ' -f1 >$@; echo "$(NATIVE).py compiled (mypyc)"; \
+	else \
+		rm -f $(NATIVE).*.so $(NATIVE)__mypyc.*.so; \
+		echo "$(NATIVE).py not compiled (no C compiler? see .cache/native.log): it runs as Python"; \
+	fi
+
+run: install native
 	$(BIN)/trailmark up
 
 # Debian's chromium for the browser tests (Playwright drives /usr/bin/chromium; it never downloads one).
@@ -42,7 +58,7 @@ clients:
 tracker-deps:
 	npm ci --prefix tracker_js --no-audit --no-fund --silent
 
-test: install browser clients tracker-deps
+test: install native browser clients tracker-deps
 	@trap '$(KAFKA_SH) stop >/dev/null 2>&1 || true' EXIT; \
 	bash $(KAFKA_SH) start && \
 	TRAILMARK_TEST_KAFKA_BOOTSTRAP=$$(cat $(KAFKA_RUN_DIR)/bootstrap) $(BIN)/pytest -q
@@ -77,4 +93,4 @@ bench-journeys: install
 	$(BIN)/python bench/journeys.py
 
 clean:
-	rm -rf data .cache bench/out
+	rm -rf data .cache bench/out build $(NATIVE)_native.sha256 $(NATIVE).*.so $(NATIVE)__mypyc.*.so

@@ -68,9 +68,12 @@ class RawEvent(TypedDict):
     previous_id: str
     group_id: str
     event: str  # track event name, or page/screen name
-    properties: dict[str, Any]
-    traits: dict[str, Any]
-    context: dict[str, Any]
+    # objects; on the enriched topic their JSON text (JSON_TEXT_FIELDS): readers take either form
+    # through json_object / json_text (typed as both, so compiled code, journey_builder.core built by
+    # mypyc, accepts both)
+    properties: dict[str, Any] | str
+    traits: dict[str, Any] | str
+    context: dict[str, Any] | str
     timestamp: str  # ISO-8601 UTC, client clock corrected by sentAt skew
     original_timestamp: str
     sent_at: str
@@ -79,7 +82,7 @@ class RawEvent(TypedDict):
     user_agent: str
     # top-level fields without a field of their own (integrations, channel, category, _metadata,
     # unknown ones), kept as the client sent them; the write key is never kept
-    extra: NotRequired[dict[str, Any]]
+    extra: NotRequired[dict[str, Any] | str]
 
 
 class EnrichedEvent(RawEvent):
