@@ -20,7 +20,8 @@ install: $(STAMP)
 
 # journey_builder/core.py compiled by mypyc (from the dev extras) into a C extension beside it, and the
 # SHA-256 of the source it was built from: journey_builder/__init__.py uses the compiled module only
-# while that matches core.py. No C compiler: the build is skipped (said once) and core.py runs as is.
+# while that matches core.py. No C compiler: the build is skipped (said once per change of core.py:
+# the record then says `none`) and core.py runs as is.
 NATIVE := journey_builder/core
 native: $(NATIVE)_native.sha256
 
@@ -30,7 +31,7 @@ $(NATIVE)_native.sha256: $(NATIVE).py $(STAMP)
 	@if $(BIN)/mypyc $(NATIVE).py >.cache/native.log 2>&1; then \
 		sha256sum $(NATIVE).py | cut -d' ' -f1 >$@; echo "$(NATIVE).py compiled (mypyc)"; \
 	else \
-		rm -f $(NATIVE).*.so $(NATIVE)__mypyc.*.so; \
+		rm -f $(NATIVE).*.so $(NATIVE)__mypyc.*.so; echo none >$@; \
 		echo "$(NATIVE).py not compiled (no C compiler? see .cache/native.log): it runs as Python"; \
 	fi
 
