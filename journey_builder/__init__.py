@@ -21,6 +21,8 @@ from pathlib import Path
 
 NATIVE_MODULES = ("core",)
 """The modules of this package that ``make native`` compiles."""
+PURE_PYTHON = os.environ.get("TRAILMARK_PURE_PYTHON", "") not in ("", "0")
+"""``TRAILMARK_PURE_PYTHON`` as this process started: run the compiled modules as Python."""
 
 
 def native_state(directory: Path, module: str) -> str:
@@ -54,7 +56,7 @@ def _load_source(package: str, directory: Path, module: str) -> None:
 
 def _choose() -> None:
     here = Path(__file__).parent
-    pure = os.environ.get("TRAILMARK_PURE_PYTHON", "") not in ("", "0")
+    pure = PURE_PYTHON
     for module in NATIVE_MODULES:
         state = native_state(here, module)
         if state == "absent" or (state == "compiled" and not pure):
@@ -70,3 +72,10 @@ def _choose() -> None:
 
 
 _choose()
+
+
+def core_form() -> str:
+    """How ``journey_builder.core`` runs in this process: ``compiled (mypyc)`` or ``Python``."""
+    from journey_builder import core
+
+    return "Python" if (core.__file__ or "").endswith(".py") else "compiled (mypyc)"

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from journey_builder import core_form
 from schemas import Site as SiteRecord
 from trailmark.app import ROLES, create_app, create_collector_app, make_bus
 from trailmark.deadletters import DeadLetterSource, Filter, HttpDeadLetters, direct_source, replay_filter
@@ -76,6 +77,8 @@ def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
     except KeysError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    if "journeys" in roles and not announce:
+        logging.getLogger(__name__).info("journey builder core: %s", core_form())
     if announce:
         site = sites[0]
         base = f"http://{s.host}:{s.port}"
@@ -87,7 +90,10 @@ def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
         console.print("  script tag:")
         print(f'    <script defer src="{base}/t.js" data-key="{site["write_key"]}"></script>', flush=True)
         console.print(f"  journeys:  curl -H 'Authorization: Bearer {site['read_key']}' {base}/v1/journeys/ID")
-        console.print(f"  bus: {s.bus.kind}   storage: {'ClickHouse server' if s.clickhouse_url else 'chDB'}")
+        console.print(
+            f"  bus: {s.bus.kind}   storage: {'ClickHouse server' if s.clickhouse_url else 'chDB'}"
+            f"   journey builder core: {core_form()}"
+        )
     processes = collector_process_count(s) if roles == ROLES else 0
     if processes:
         _serve_split(s, sites, processes, announce)

@@ -15,7 +15,7 @@ import pytest
 
 import journey_builder
 import journey_builder.core
-from journey_builder import native_state
+from journey_builder import core_form, native_state
 from tests.journeys.test_core import DictLookups, event, new_core, run, sid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,12 +47,14 @@ def test_a_compiled_module_counts_only_while_it_matches_its_source(tmp_path: Pat
 
 def test_this_checkout_imports_the_form_its_build_state_says() -> None:
     state = native_state(PACKAGE, "core")
-    pure = os.environ.get("TRAILMARK_PURE_PYTHON", "") not in ("", "0")
+    pure = journey_builder.PURE_PYTHON  # as this process started (the tests' fixture clears TRAILMARK_*)
     loaded = Path(journey_builder.core.__file__ or "")
     if state == "compiled" and not pure:
         assert loaded.name.endswith(SUFFIX), loaded
+        assert core_form() == "compiled (mypyc)"  # what `trailmark up` prints
     else:
         assert loaded.name == "core.py", loaded
+        assert core_form() == "Python"
     assert loaded.parent == PACKAGE
 
 
