@@ -1,8 +1,8 @@
 """The journey builder (``builder``, its logic in ``core``) and the read API.
 
 ``journey_builder.core`` is compiled to a C extension by mypyc (``make native``, run by ``make run``
-and ``make test``): the per-event logic of the builder runs ~13 % faster for a scale-out builder
-(bench/RESULTS.md). The compiled module is used only while it matches the source: the build writes
+and ``make test``): 7–13 % more events per CPU second for the builder (bench/RESULTS.md
+2026-12-05 19:55–20:27). The compiled module is used only while it matches the source: the build writes
 the SHA-256 of the core.py it compiled next to it (``core_native.sha256``), and when the two differ
 (core.py edited or checked out since) or ``TRAILMARK_PURE_PYTHON=1`` is set, core.py is loaded
 instead, so stale compiled code never runs. Without a C compiler the build is skipped and core.py
