@@ -23,15 +23,16 @@ install: $(STAMP)
 # while that matches core.py. No C compiler: the build is skipped (said once per change of core.py:
 # the record then says `none`) and core.py runs as is.
 NATIVE := journey_builder/core
+NATIVE_SO := $(NATIVE).*.so $(NATIVE)__mypyc.*.so
 native: $(NATIVE)_native.sha256
 
 $(NATIVE)_native.sha256: $(NATIVE).py $(STAMP)
-	@rm -f $(NATIVE).*.so $(NATIVE)__mypyc.*.so $@
+	@rm -f $(NATIVE_SO) $@
 	@mkdir -p .cache
 	@if $(BIN)/mypyc $(NATIVE).py >.cache/native.log 2>&1; then \
 		sha256sum $(NATIVE).py | cut -d' ' -f1 >$@; echo "$(NATIVE).py compiled (mypyc)"; \
 	else \
-		rm -f $(NATIVE).*.so $(NATIVE)__mypyc.*.so; echo none >$@; \
+		rm -f $(NATIVE_SO); echo none >$@; \
 		echo "$(NATIVE).py not compiled (no C compiler? see .cache/native.log): it runs as Python"; \
 	fi
 
@@ -94,4 +95,4 @@ bench-journeys: install
 	$(BIN)/python bench/journeys.py
 
 clean:
-	rm -rf data .cache bench/out build $(NATIVE)_native.sha256 $(NATIVE).*.so $(NATIVE)__mypyc.*.so
+	rm -rf data .cache bench/out build $(NATIVE)_native.sha256 $(NATIVE_SO)

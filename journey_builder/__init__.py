@@ -56,12 +56,11 @@ def _load_source(package: str, directory: Path, module: str) -> None:
 
 def _choose() -> None:
     here = Path(__file__).parent
-    pure = PURE_PYTHON
     for module in NATIVE_MODULES:
         state = native_state(here, module)
-        if state == "absent" or (state == "compiled" and not pure):
+        if state == "absent" or (state == "compiled" and not PURE_PYTHON):
             continue
-        if state == "stale" and not pure:
+        if state == "stale" and not PURE_PYTHON:
             warnings.warn(
                 f"journey_builder/{module}.py changed after it was compiled: running it as Python"
                 " (run `make native` to compile it again)",
