@@ -10,7 +10,7 @@ covered: the visitor's stored state (the first event of a returning visitor), la
 than the open session's last), stages, touchpoints and identities: a lower bound of the work. The
 same rules run in plain Python over the same tuples beside it, as the baseline.
 
-What it showed (bench/RESULTS.md, 2026-12-05 21:20): the rules are not where the builder's time
+What it showed (bench/RESULTS.md, 2026-12-05 21:15): the rules are not where the builder's time
 goes. They cost ~0.25 µs per event in plain Python and ~0.6 in ClickHouse, against ~13 µs per event
 for the builder's per-event logic as Python (``_apply``; ~7–8 compiled): its time is in reading
 ~25 fields per event from dicts and in the rows it builds, so moving the logic into ClickHouse would
