@@ -2,8 +2,8 @@
 in the builder's per-event Python (issue 15, the builder's 50k target).
 
 A batch of events in time order (visitor, time, campaign key, referrer host, type) is grouped by
-visitor, and one ``arrayFold`` per visitor walks its events with the builder's rules (a 30-minute timeout) of
-``journey_builder.core.session_for``: a new session after the timeout, on a new campaign, or on a
+visitor, and one ``arrayFold`` per visitor walks its events with the rules of
+``journey_builder.core.session_for``: a new session after 30 minutes idle, on a new campaign, or on a
 page view from a new external referrer without a campaign (the state carried is the open session's
 number, last time, campaign key and referrer host). It gives each event its session number. Not
 covered: the visitor's stored state (the first event of a returning visitor), late events (older
@@ -60,12 +60,12 @@ def main() -> None:
             events.append((t, visitor, campaign if first else "", referrer if first else "", kind))
             t += rng.randrange(10_000, 300_000)
     events.sort()
-    rows = ",".join(f"('{v}', {t}, '{c}', '{r}', '{k}')" for t, v, c, r, k in events[: a.events])
+    batch = events[: a.events]
+    rows = ",".join(f"('{v}', {t}, '{c}', '{r}', '{k}')" for t, v, c, r, k in batch)
     s.query(f"INSERT INTO batch VALUES {rows}")
     answer = json.loads(str(s.query(FOLD, "JSONCompact")))["data"]  # a look at what it found
     sessions = sum(max(r[1], default=0) for r in answer)
     print(f"{a.events} events, {a.visitors} visitors, {sessions} sessions")
-    batch = events[: a.events]
     for _ in range(a.repeat):
         cpu = time.process_time()
         s.query(FOLD + " FORMAT Null")
@@ -81,8 +81,8 @@ def main() -> None:
 
 
 def python_fold(batch: list[tuple[int, str, str, str, str]]) -> int:
-    """The same rules in plain Python over the same events, as a baseline: each event's session
-    number (as the fold gives), and the sessions found."""
+    """The same rules in plain Python over the same events, as a baseline: it gives each event its
+    session number, as the fold does (the work compared), and returns the sessions found."""
     state: dict[str, list[Any]] = {}  # visitor -> [sessions, last time, campaign, referrer]
     numbers: list[int] = []
     for t, v, c, r, k in batch:

@@ -82,9 +82,7 @@ def test_the_core_unit_tests_pass_on_core_py_run_as_python() -> None:
     assert " passed" in got.stdout and "failed" not in got.stdout
 
 
-@pytest.mark.skipif(
-    not Path(journey_builder.core.__file__ or "").name.endswith(SUFFIX), reason="core.py runs as Python here"
-)
+@pytest.mark.skipif(core_form() == "Python", reason="core.py runs as Python here")
 def test_the_compiled_core_takes_the_json_text_of_the_enriched_topic() -> None:
     """Compiled code checks the declared types of what it reads: an event as the enriched topic
     carries it, its JSON-object fields as text, goes through it (schemas.RawEvent types them as
