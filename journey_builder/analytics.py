@@ -302,15 +302,16 @@ def funnel(
         f" WHERE site_id = {{s:String}} AND ({relevant}){where}"
     )
     channel = "argMinIf(step, timestamp, kind = 'entry')" if by else "''"
-    # the step rows are read once; a join on 64-bit hashes with the few shared devices gives them their
-    # contact (measured at 10M events: 0.9 s of CPU instead of 1.2-1.8 s for a union of two reads)
+    # the step rows are read once and grouped by contact: the few shared devices get theirs from the
+    # map, as two arrays given to transform() (a join of every step row with the map cost 5-15 % more
+    # CPU at 10M and 100M events, bench/RESULTS.md 2026-12-05 "funnel and attribution at 100M")
     rows = _q(
         storage,
-        f"SELECT channel, level, count() AS n FROM ("
+        f"WITH (SELECT (groupArray(device), groupArray(contact)) FROM ({_shared_map(db)})) AS shared"
+        f" SELECT channel, level, count() AS n FROM ("
         f" SELECT {channel} AS channel,"
         f" windowFunnel({{w:UInt64}})(toDateTime(timestamp), {', '.join(cond_list)}) AS level"
-        f" FROM ({step_rows}) AS e LEFT ANY JOIN ({_shared_map(db)}) AS m ON m.device = e.device"
-        f" GROUP BY {_WHO}"
+        f" FROM ({step_rows}) GROUP BY transform(device, shared.1, shared.2, device)"
         f") WHERE level > 0 GROUP BY channel, level" + _NO_KEY_SETS,
         p,
     )
@@ -414,7 +415,8 @@ def _per_conversion(
     epoch = "toFloat64(toUnixTimestamp64Milli(timestamp)) / 1000"
     # the devices with a conversion in the range (a device alone on its contact with none would make a
     # group with no conversion, which is dropped); not narrowed to a persona, whose set would be
-    # built a second time
+    # built a second time. The touches read are those of these devices and of the shared ones, tested
+    # against one set of both (two sets cost a third more CPU in that scan at 100M events)
     converting = (
         f"SELECT device FROM {db}.step_events WHERE site_id = {{s:String}}"
         f" AND kind = 'track' AND step = {{conv:String}}{span}"
@@ -441,7 +443,8 @@ def _per_conversion(
         f"   toUInt64(0) AS session, {epoch} AS at, false AS direct, toUInt64(0) AS key FROM ({conversions})"
         f"   UNION ALL SELECT device{ids}, false, {blank}, session, {epoch},"
         f"   channel IN ('Direct', ''), cityHash64({by}) FROM {db}.session_touches"
-        f"   WHERE site_id = {{s:String}} AND (device IN ({converting}) OR device IN ({shared})){window}) AS e"
+        f"   WHERE site_id = {{s:String}} AND device IN (SELECT device FROM ({converting}) UNION ALL {shared})"
+        f"{window}) AS e"
         f"  LEFT ANY JOIN ({identities}) AS m ON m.device = e.device"
         f"  GROUP BY {_WHO} HAVING notEmpty(conversions)"
         f" ) ARRAY JOIN conversions AS conv"
