@@ -306,8 +306,9 @@ def funnel(
     )
     channel = "argMinIf(step, timestamp, kind = 'entry')" if by else "''"
     # the step rows are read once and grouped by contact: the few shared devices get theirs from the
-    # map, as two arrays given to transform() (a join of every step row with the map cost 5-15 % more
-    # CPU at 10M and 100M events, bench/RESULTS.md 2026-12-05 "funnel and attribution at 100M")
+    # map, as two arrays given to transform() (a join of every step row with the map cost ~6 % more
+    # CPU at 100M events and 10-35 % more at 10M, bench/RESULTS.md 2026-12-05 "funnel and attribution
+    # at 100M")
     rows = _q(
         storage,
         f"WITH (SELECT (groupArray(device), groupArray(contact)) FROM ({_shared_map(db)})) AS shared"
