@@ -2,7 +2,7 @@
 builder into chDB, then time the read API of a real ``trailmark up`` on that data.
 
     .venv/bin/python bench/journeys.py [--sizes 1000000,10000000] [--requests 200] [--insights]
-        [--all-models] [--keep DIR | --data DIR [--code DIR]] [--no-record]
+        [--all-models] [--reads N] [--keep DIR | --data DIR [--code DIR]] [--no-record]
 
 ``--keep DIR`` keeps the loaded data in DIR (with its load figures in DIR/load.json); ``--data DIR``
 reads such a folder again without loading, so two versions of the read code can be timed on the same
@@ -262,8 +262,12 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(client: httpx.Client, url: str, headers: dict[str, str], n: int, pid: int) -> tuple[float, float, float]:
-    """p50 and p95 latency of ``n`` reads of ``url``, and the server's CPU ms per read."""
+def timed(
+    client: httpx.Client, url: str, headers: dict[str, str], n: int, pid: int
+) -> tuple[float, float, float, float]:
+    """p50 and p95 latency of ``n`` reads of ``url``, the server's CPU ms per read, and the first
+    read's latency (the server's first of its kind: the slowest, often). Under 20 reads the p95 is
+    the slowest read."""
     lat = []
     cpu = process_cpu_s(pid)
     for _ in range(n):
@@ -271,7 +275,7 @@ def timed(client: httpx.Client, url: str, headers: dict[str, str], n: int, pid: 
         r = client.get(url, headers=headers)
         lat.append((time.perf_counter() - t) * 1000)
         assert r.status_code == 200, r.text[:300]
-    return statistics.median(lat), percentile(lat, 0.95), (process_cpu_s(pid) - cpu) * 1000 / n
+    return statistics.median(lat), percentile(lat, 0.95), (process_cpu_s(pid) - cpu) * 1000 / n, lat[0]
 
 
 def anon(rng: random.Random, info: dict[str, Any]) -> str:
@@ -291,6 +295,7 @@ def measure(
     keep: Path | None = None,
     reuse: Path | None = None,
     code: Path = ROOT,
+    reads: int | None = None,
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="trailmark-journeys-"))
     data = reuse or keep or work / "data"
@@ -323,6 +328,7 @@ def measure(
         h = {"authorization": f"Bearer {key}"}
         rng = random.Random(3)
         res: dict[str, Any] = {"size": size, **{k: info[k] for k in ("events", "visitors", "load_s")}}
+        res["copies"] = info.get("copies")  # a folder made by bench/replicate.py: not loaded through the builder
         with httpx.Client(base_url=base, timeout=120) as c:
             journey_lat = []
             cpu = process_cpu_s(server.pid)
@@ -334,19 +340,23 @@ def measure(
                 assert r.status_code == 200, (contact, r.text[:200])
             res["journey_cpu"] = (process_cpu_s(server.pid) - cpu) * 1000 / requests
             res["journey_p50"], res["journey_p95"] = statistics.median(journey_lat), percentile(journey_lat, 0.95)
-            reads = max(5, requests // 20)
-            res["funnel_p50"], res["funnel_p95"], res["funnel_cpu"] = timed(
+            reads = reads or max(5, requests // 20)
+            res["reads"] = reads
+            res["funnel_p50"], res["funnel_p95"], res["funnel_cpu"], res["funnel_first"] = timed(
                 c, "/v1/funnel?steps=/,/pricing,/signup,Signed%20Up&window=604800", h, reads, server.pid
             )
             for model in models:
-                (res[f"attribution_{model}_p50"], res[f"attribution_{model}_p95"], res[f"attribution_{model}_cpu"]) = (
-                    timed(c, f"/v1/attribution?conversion=Order%20Completed&model={model}", h, reads, server.pid)
-                )
+                (
+                    res[f"attribution_{model}_p50"],
+                    res[f"attribution_{model}_p95"],
+                    res[f"attribution_{model}_cpu"],
+                    res[f"attribution_{model}_first"],
+                ) = timed(c, f"/v1/attribution?conversion=Order%20Completed&model={model}", h, reads, server.pid)
             res["attribution_p50"] = max(res[f"attribution_{m}_p50"] for m in models)
             res["attribution_p95"] = max(res[f"attribution_{m}_p95"] for m in models)
             if insights:  # issue 16's reads; the data spans START + ~2 months, hence the KPI window
                 for name, url in INSIGHTS.items():
-                    res[f"{name}_p50"], res[f"{name}_p95"], res[f"{name}_cpu"] = timed(c, url, h, reads, server.pid)
+                    res[f"{name}_p50"], res[f"{name}_p95"], res[f"{name}_cpu"], _ = timed(c, url, h, reads, server.pid)
 
             def sql(q: str) -> tuple[Any, float]:
                 t = time.perf_counter()
@@ -375,6 +385,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--insights", action="store_true", help="also time /v1/retention, /v1/kpis, /v1/moments")
     ap.add_argument("--all-models", action="store_true", help="time every attribution model (default: linear)")
+    ap.add_argument(
+        "--reads", type=int, help="funnel and attribution reads of each kind (default: requests / 20, at least 5)"
+    )
     ap.add_argument("--keep", type=Path, help="load into this folder and keep it (one size)")
     ap.add_argument("--data", type=Path, help="time the reads on a folder loaded with --keep (no load)")
     ap.add_argument("--code", type=Path, default=ROOT, help="checkout that serves the reads (default: this one)")
@@ -383,7 +396,7 @@ def main() -> None:
     from journey_builder.attribution import MODELS
 
     models = MODELS if args.all_models else ("linear",)
-    opts = {"models": models, "keep": args.keep, "reuse": args.data, "code": args.code.resolve()}
+    opts = {"models": models, "keep": args.keep, "reuse": args.data, "code": args.code.resolve(), "reads": args.reads}
     results = [measure(int(s), args.requests, args.insights, **opts) for s in args.sizes.split(",")]
     cpu = cpu_model()
     lines = [
@@ -393,6 +406,7 @@ def main() -> None:
         " JourneyBuilder.process (enrichment skipped), then read through a `trailmark up` server with"
         f" httpx from the same machine, {args.requests} journey requests (half by userId, half by"
         f" anonymousId), funnel = 4 steps / 7-day window, attribution = {', '.join(models)}"
+        + f", {results[0]['reads']} reads of each of these"
         + (" (the slowest model's figures in the table)" if len(models) > 1 else "")
         + f". Reads served by {'this checkout' if opts['code'] == ROOT else opts['code']}"
         + (f" on data loaded earlier ({args.data}; load time from then)" if args.data else "")
@@ -403,8 +417,13 @@ def main() -> None:
     ]
     for r in results:
         lines.append(
-            f"| {r['stored']:,} | {r['visitors']:,} | {r['load_s']:.0f} s ({r['events'] / r['load_s']:,.0f}"
-            f" ev/s) | {r['journey_p50']:.1f} / {r['journey_p95']:.1f} ms | {r['funnel_p50']:.0f} /"
+            f"| {r['stored']:,} | {r['visitors']:,} | "
+            + (
+                f"{r['copies']} copies by bench/replicate.py"
+                if r.get("copies")
+                else f"{r['load_s']:.0f} s ({r['events'] / r['load_s']:,.0f} ev/s)"
+            )
+            + f" | {r['journey_p50']:.1f} / {r['journey_p95']:.1f} ms | {r['funnel_p50']:.0f} /"
             f" {r['funnel_p95']:.0f} ms | {r['attribution_p50']:.0f} / {r['attribution_p95']:.0f} ms |"
         )
 
@@ -413,6 +432,11 @@ def main() -> None:
         lines.extend(["", title, "", "| events | " + " | ".join(heads) + " |", "| ---: |" + " ---: |" * len(heads)])
         lines.extend(f"| {r['stored']:,} | " + " | ".join(cells(r)) + " |" for r in results)
 
+    table(
+        "The first read of each kind (ms; the server's first of that kind since it started):",
+        ["funnel", *(f"attribution {m}" for m in models)],
+        lambda r: [f"{r['funnel_first']:.0f}", *(f"{r[f'attribution_{m}_first']:.0f}" for m in models)],
+    )
     table(
         "Server CPU per read (user + system, ms):",
         ["journey", "funnel", *(f"attribution {m}" for m in models)],
