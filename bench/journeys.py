@@ -266,8 +266,8 @@ def timed(
     client: httpx.Client, url: str, headers: dict[str, str], n: int, pid: int
 ) -> tuple[float, float, float, float]:
     """p50 and p95 latency of ``n`` reads of ``url``, the server's CPU ms per read, and the first
-    read's latency (the server's first of its kind: the slowest, often). Under 20 reads the p95 is
-    the slowest read."""
+    read's latency (the server's first read of that kind since it started). Under 20 reads the p95
+    is the slowest read."""
     lat = []
     cpu = process_cpu_s(pid)
     for _ in range(n):
