@@ -213,18 +213,6 @@ def _step_condition(i: int, step: str, p: dict[str, Any]) -> str:
     return f"(kind = '{'view' if step.startswith('/') else 'track'}' AND step = {{step{i}:String}})"
 
 
-def _shared_devices(db: str) -> str:
-    """Devices whose contact may have other devices: every device of a contact ever linked to two or
-    more (contact_devices keeps every link made, so this is a superset of the devices whose current
-    contact has several). Every other device is a contact of its own, whatever its id: reads can
-    group its rows by device, with no identity join."""
-    return (
-        f"SELECT anonymous_id FROM {db}.contact_devices WHERE site_id = {{s:String}} AND contact_id IN"
-        f" (SELECT contact_id FROM {db}.contact_devices WHERE site_id = {{s:String}}"
-        f" GROUP BY contact_id HAVING min(anonymous_id) != max(anonymous_id))"
-    )
-
-
 def _current(db: str, devices: str) -> str:
     """identity_map (each device's latest contact) for the devices ``devices`` (a condition on
     anonymous_id) only."""
@@ -251,14 +239,18 @@ _WHO = who("e.device")
 
 
 def _shared_hashes(db: str) -> str:
-    """``_shared_devices`` as hashes (cityHash64 of the anonymous id), found on hashes: 80 ms of CPU
-    instead of 180 ms at 10M events. A contact has two devices when its least and greatest device
-    differ: that and one groupArray per contact cost 0.45 s of CPU at 100M events, a groupUniqArray
-    per contact 0.81 s (a device linked twice, before its rows merge, is listed twice: the set is
-    the same). Where a query tests it as a set by itself in two places, the same text makes it one
-    set. Attribution's scan tests it in a union with the converting devices and its map by itself,
-    so it is built twice there; giving the map the scan's set instead (it then holds the converting
-    devices too) saved nothing measurable."""
+    """Devices whose contact may have other devices, as hashes (cityHash64 of the anonymous id):
+    every device of a contact ever linked to two or more (contact_devices keeps every link made, so
+    this is a superset of the devices whose current contact has several). Every other device is a
+    contact of its own, whatever its id: reads can group its rows by device, with no identity join.
+
+    Found on hashes: 80 ms of CPU instead of 180 ms on the ids at 10M events. A contact has two
+    devices when its least and greatest device differ: that and one groupArray per contact cost
+    0.45 s of CPU at 100M events, a groupUniqArray per contact 0.81 s (a device linked twice, before
+    its rows merge, is listed twice: the set is the same). Where a query tests it as a set by itself
+    in two places (insights), the same text makes it one set. Attribution's scan tests it in a union
+    with the converting devices and its map by itself, so it is built twice there; giving the map
+    the scan's set instead (it then holds the converting devices too) saved nothing measurable."""
     return (
         f"SELECT arrayJoin(groupArray(device)) FROM (SELECT cityHash64(contact_id) AS contact,"
         f" cityHash64(anonymous_id) AS device FROM {db}.contact_devices WHERE site_id = {{s:String}})"
@@ -267,7 +259,7 @@ def _shared_hashes(db: str) -> str:
 
 
 def _shared_map(db: str, also: str = "") -> str:
-    """(device, contact) hashes of the devices ``_shared_devices`` names and of those of ``also`` (a
+    """(device, contact) hashes of the devices ``_shared_hashes`` names and of those of ``also`` (a
     subquery of anonymous ids): each device's current contact (its id: ``name``)."""
     devices = f"cityHash64(anonymous_id) IN ({_shared_hashes(db)})" + (f" OR anonymous_id IN ({also})" if also else "")
     return (
