@@ -240,32 +240,30 @@ _WHO = who("e.device")
 
 def _shared_hashes(db: str) -> str:
     """Devices whose contact may have other devices, as hashes (cityHash64 of the anonymous id):
-    every device of a contact ever linked to two or more (contact_devices keeps every link made, so
-    this is a superset of the devices whose current contact has several). Every other device is a
-    contact of its own, whatever its id: reads can group its rows by device, with no identity join.
+    every device of a contact ever linked to two or more, which the journey builder keeps in
+    shared_devices (migration 031) as it links them. A superset of the devices whose current contact
+    has several; every other device is a contact of its own, whatever its id: reads can group its
+    rows by device, with no identity join.
 
-    Found on hashes: 80 ms of CPU instead of 180 ms on the ids at 10M events. A contact has two
-    devices when its least and greatest device differ: that and one groupArray per contact cost
-    0.45 s of CPU at 100M events, a groupUniqArray per contact 0.81 s (a device linked twice, before
-    its rows merge, is listed twice: the set is the same). Where a query tests it as a set by itself
-    in two places (insights), the same text makes it one set. Attribution's scan tests it in a union
-    with the converting devices and its map by itself, so it is built twice there; giving the map
-    the scan's set instead (it then holds the converting devices too) saved nothing measurable."""
-    return (
-        f"SELECT arrayJoin(groupArray(device)) FROM (SELECT cityHash64(contact_id) AS contact,"
-        f" cityHash64(anonymous_id) AS device FROM {db}.contact_devices WHERE site_id = {{s:String}})"
-        f" GROUP BY contact HAVING min(device) != max(device)"
-    )
+    Read from shared_devices (399,300 devices at 100M events), instead of being found in every read
+    from all of contact_devices (4.2M links, 0.45 s of CPU at 100M: bench/RESULTS.md 2026-12-06)."""
+    return f"SELECT device FROM {db}.shared_devices WHERE site_id = {{s:String}}"
 
 
 def _shared_map(db: str, also: str = "") -> str:
     """(device, contact) hashes of the devices ``_shared_hashes`` names and of those of ``also`` (a
-    subquery of anonymous ids): each device's current contact (its id: ``name``)."""
-    devices = f"cityHash64(anonymous_id) IN ({_shared_hashes(db)})" + (f" OR anonymous_id IN ({also})" if also else "")
+    subquery of anonymous ids): each device's current contact (its id: ``name``), the contact of its
+    latest link. shared_devices holds every link of its devices; the others' come from identities_data."""
+    links = f"SELECT anonymous_id, contact_id, last_seen FROM {db}.shared_devices WHERE site_id = {{s:String}}"
+    if also:
+        links += (
+            f" UNION ALL SELECT anonymous_id, contact_id, last_seen FROM {db}.identities_data"
+            f" WHERE site_id = {{s:String}} AND anonymous_id IN ({also})"
+        )
     return (
         f"SELECT cityHash64(anonymous_id) AS device, argMax(contact_id, last_seen) AS latest,"
         f" if(latest = '', concat('anon:', anonymous_id), latest) AS name, cityHash64(name) AS contact"
-        f" FROM {db}.identities_data WHERE site_id = {{s:String}} AND ({devices}) GROUP BY anonymous_id"
+        f" FROM ({links}) GROUP BY anonymous_id"
     )
 
 

@@ -326,7 +326,7 @@ class JourneyBuilder:
     def _write(self, out: Output, aggregates: list[dict[str, Any]]) -> None:
         tables = out.tables(time.time_ns())
         tables[AGGREGATE_TABLE] = aggregates
-        self.repo.write(tables, out.events)  # events last: their presence marks the batch as done
+        self.repo.write(tables, out.events, sorted(out.grown))  # events last: their presence marks the batch as done
 
     def _evict(self) -> None:
         self.core.evict(self.max_visitors)

@@ -446,6 +446,10 @@ class Output:
     # first and last time (identities_data keeps their min and max: a logged-in visitor's every event
     # identifies it, and 20,000 such events made 20,000 rows)
     links: dict[tuple[str, str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # (site, contact) of each link of the batch that gives a device to a contact for the first time, as
+    # far as this builder knows (its device's contact before was another, or none): only these can make
+    # a contact one of several devices (``BuilderRepository.share_devices``)
+    grown: set[tuple[str, str]] = field(default_factory=set)
     # the batch's contacts as held in memory (updated in place); their rows are built at write
     contacts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
@@ -708,7 +712,8 @@ class JourneyCore:
         if not (user_id or email):
             return visitor.contact_id
         by_email = self.email_contacts.get((site_id, email), "") if email else ""
-        contact_id, merged = resolve_contact(user_id, email, by_email, visitor.contact_id)
+        known = visitor.contact_id
+        contact_id, merged = resolve_contact(user_id, email, by_email, known)
         ts = ch_time(ev["timestamp"])
         links = [anon]
         if ev["type"] == "alias" and ev["previous_id"]:
@@ -718,6 +723,8 @@ class JourneyCore:
             for a in self.devices_of(site_id, old):  # its devices in memory now belong to the user
                 self.link((site_id, a), contact_id)
                 links.append(a)
+        if len(links) > 1 or known != contact_id:  # a device new to the contact (an alias, a merge, a link)
+            out.grown.add((site_id, contact_id))
         for a in dict.fromkeys(links):
             link = (site_id, a, contact_id, user_id, email)
             row = out.links.get(link)

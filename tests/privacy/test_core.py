@@ -89,6 +89,7 @@ def test_erasing_a_stitched_contact_leaves_nothing_of_its_identifiers(journey: J
         "contacts_data",
         "contact_handles",
         "contact_devices",
+        "shared_devices",
         "account_links_data",
         "touchpoints_data",
         "stage_transitions_data",

@@ -138,6 +138,7 @@ SHARD_KEYS: dict[str, str] = {
     "event_keys": _VISITOR,  # filled by event_keys_mv, beside the visitor's events
     "visitor_state": _VISITOR,  # the journey builder's per-visitor state, read by visitor
     "contact_devices": _VISITOR,
+    "shared_devices": _VISITOR,  # written by the journey builder after its identities, beside them
     "contact_handles": "cityHash64(site_id, handle)",
     "contacts_data": "cityHash64(site_id, contact_id)",
     "accounts_data": "cityHash64(site_id, group_id)",
