@@ -34,7 +34,7 @@ ORDER BY (site_id, anonymous_id, contact_id)
 SETTINGS index_granularity = 1024, merge_selector_base = 10
 ;
 -- existing installs: the devices of every contact with two or more, and all their links
-INSERT INTO {db}.shared_devices (site_id, anonymous_id, contact_id, last_seen)
+INSERT INTO {db}.shared_devices
 SELECT site_id, anonymous_id, contact_id, max(last_seen)
 FROM {db}.identities_data
 WHERE (site_id, anonymous_id) IN (
