@@ -93,6 +93,7 @@ class JourneyBuilder:
 
     def process(self, batch: Sequence[EnrichedEvent]) -> Output:
         """Derive and write everything for one batch; returns what was written (for metrics/tests)."""
+        careful = self.cautious > 0  # a batch after a start, a rebalance or a failure (see _write)
         fresh, stored, states = self._drop_seen(batch)
         out = Output(skipped_duplicates=len(batch) - len(fresh))
         if not fresh:
@@ -115,7 +116,7 @@ class JourneyBuilder:
             self._load_accounts(fresh)
             try:
                 core.apply(fresh, self, out)
-                self._write(out, split.aggregates)
+                self._write(out, split.aggregates, careful)
             except BaseException:
                 # the batch's visitors are half-updated in memory and the batch will come again (a
                 # retry after ClickHouse was unavailable, or one event at a time after an error):
@@ -323,10 +324,15 @@ class JourneyBuilder:
 
     # ---- writing --------------------------------------------------------------------------------
 
-    def _write(self, out: Output, aggregates: list[dict[str, Any]]) -> None:
+    def _write(self, out: Output, aggregates: list[dict[str, Any]], careful: bool = False) -> None:
         tables = out.tables(time.time_ns())
         tables[AGGREGATE_TABLE] = aggregates
-        self.repo.write(tables, out.events, sorted(out.grown))  # events last: their presence marks the batch as done
+        # shared_devices looks up the contacts the batch gave a new device to. A batch written before
+        # up to its identities (a builder killed, a write that failed) comes again first after a start,
+        # a rebalance or a failure, and its devices are then already their contacts' as stored: those
+        # batches have every contact they link looked up
+        grown = {(site, contact) for site, _, contact, _, _ in out.links} if careful else out.grown
+        self.repo.write(tables, out.events, sorted(grown))  # events last: their presence marks the batch as done
 
     def _evict(self) -> None:
         self.core.evict(self.max_visitors)

@@ -108,3 +108,29 @@ def test_the_backfill_of_an_upgraded_install_keeps_the_same_devices(journey: Jou
     for _ in range(2):  # a migration statement may run again
         journey.storage.execute(backfill.replace("{db}", journey.storage.database))
         assert _map(journey, KEPT) == kept
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["retried", "restarted"])
+def test_a_batch_cut_short_after_its_identities_is_shared_when_it_comes_again(journey: Journey, restart: bool) -> None:
+    e = journey.event
+    journey.send(e("identify", "laptop", 0, user_id="ann"))
+    batch = journey.enrich([e("identify", "phone", 5, user_id="ann")])  # Ann's second device
+    builder = journey.builder
+    real = builder.repo.share_devices
+
+    def killed(*args: Any) -> None:
+        raise _Killed  # the identities are stored, shared_devices is not written
+
+    builder.repo.share_devices = killed  # type: ignore[method-assign]
+    with pytest.raises(_Killed):
+        builder.process(batch)
+    assert _map(journey, KEPT) == {} and set(_map(journey, COMPUTED)) == {"laptop", "phone"}
+    builder.repo.share_devices = real  # type: ignore[method-assign]
+    if restart:  # a successor: it meets the phone's contact as stored, already Ann
+        builder = JourneyBuilder(journey.storage, JourneySettings())
+    builder.process(batch)
+    assert _map(journey, KEPT) == _map(journey, COMPUTED) == {"laptop": "user:ann", "phone": "user:ann"}
