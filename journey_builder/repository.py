@@ -178,7 +178,7 @@ class BuilderRepository:
         builders linking two devices of one contact at once, the later sees both. One query on the
         primary keys; a link to a contact that already had the device cannot make it shared, so
         ``grown`` leaves out a logged-in user's every event (at 100M events, looking up every
-        link's contact cost 50-80 ms of CPU for 800 links)."""
+        link's contact cost 50-130 ms of CPU for 800 links)."""
         devices = sorted({(r["site_id"], r["anonymous_id"]) for r in links})
         self.storage.execute(
             f"INSERT INTO {self.db}.shared_devices (site_id, anonymous_id, contact_id, last_seen)"

@@ -11,15 +11,16 @@
 -- Here are those devices and every link each of them has: each row is one (device, contact) link with
 -- its latest time, as identities_data holds it. A device's current contact is its link of the latest
 -- time, as identity_map's argMax. The journey builder writes it after each batch's identities
--- (journey_builder/repository.py, ``share_devices``): the devices of each contact the batch linked
--- that now has two or more devices in contact_devices, and the batch's devices already here, with
--- all their links read again from identities_data. A contact's devices, once two, stay here: like
+-- (journey_builder/repository.py, ``share_devices``): the devices of each contact the batch gave a
+-- new device to that now has two or more devices in contact_devices, and the batch's devices already
+-- here, with all their links read again from identities_data. A contact's devices, once two, stay here: like
 -- contact_devices, which keeps every link made, this is a superset of the devices whose current
 -- contact has several, and a device alone on its contact reads the same grouped either way.
 --
 -- Two builders linking two devices of one new contact at the same moment each write after their
--- own identities are stored, so the later of the two sees both devices. An erasure deletes a
--- subject's rows here as in every table with an anonymous_id or contact_id.
+-- own identities are stored, so the later of the two sees both devices (on a cluster, once the
+-- Distributed tables' inserts have reached the shards). An erasure deletes a subject's rows here as
+-- in every table with an anonymous_id or contact_id.
 
 CREATE TABLE IF NOT EXISTS {db}.shared_devices
 (
