@@ -246,7 +246,9 @@ def _shared_hashes(db: str) -> str:
     rows by device, with no identity join.
 
     Read from shared_devices (399,300 devices at 100M events), instead of being found in every read
-    from all of contact_devices (4.2M links, 0.45 s of CPU at 100M: bench/RESULTS.md 2026-12-06)."""
+    from all of contact_devices (4.2M links, 0.45 s of CPU at 100M: bench/RESULTS.md 2026-12-06).
+    Where a query tests it as a set by itself in two places (insights), the same text makes it one
+    set."""
     return f"SELECT device FROM {db}.shared_devices WHERE site_id = {{s:String}}"
 
 
