@@ -625,7 +625,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--path", required=True, help="chDB data path (one per process)")
     args = parser.parse_args()
-    uvicorn.run(create_app(args.path), host=args.host, port=args.port, log_level="warning", access_log=False)
+    # h11 holds a request line up to the server's http_max_uri_size (the handler answers a longer URL
+    # as a server does); httptools refuses one past 64 KiB with a parse error of its own
+    uvicorn.run(
+        create_app(args.path),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        http="h11",
+        h11_max_incomplete_event_size=HTTP_MAX_URI_SIZE + 64 * 1024,
+    )
 
 
 if __name__ == "__main__":

@@ -183,5 +183,8 @@ def test_the_servers_http_limits_are_enforced(clickhouse_endpoint: ClickHouseEnd
         answer.read()
         answer.close()
         assert answer.status == 400 and answer.getheader("x-clickhouse-exception-code") is None
+        conn.request("POST", "/?param_v=" + "y" * (900 * 1024), body=b"SELECT length({v:String})")
+        answer = conn.getresponse()  # a URL within the limit is served, however long
+        assert (answer.status, answer.read()) == (200, f"{900 * 1024}\n".encode())
     finally:
         conn.close()

@@ -21,7 +21,7 @@ from hypothesis import strategies as hs
 from tests.chserver import ClickHouseEndpoint
 from tests.conftest import free_port
 from trailmark.storage.base import QueryError, Storage, StorageUnavailable, apply_migrations
-from trailmark.storage.server_backend import EXCEPTION_MEANING, ServerStorage, bind_text, translate
+from trailmark.storage.server_backend import EXCEPTION_MEANING, ServerStorage, bind_large, bind_text, translate
 
 
 def test_migrations_are_idempotent(storage: Storage) -> None:
@@ -114,6 +114,37 @@ def test_parameters_past_a_servers_http_limits_give_the_same_answers(storage: St
         {"t": text},
     )
     assert storage.query(f"SELECT count() AS n FROM {storage.database}.big_params") == [{"n": 60_000}]
+
+
+def test_a_command_with_several_mid_size_parameters_runs(storage: Storage) -> None:
+    """A command's parameters, each under the size that goes as external data but together far
+    past what a URL may carry (the journey builder's shared-devices insert after a restart binds two
+    key sets of ~30 KB each), give the same rows on both backends."""
+    sets = {f"k{i}": "[" + ",".join(f'["default","user:{i}-{j}"]' for j in range(1_200)) + "]" for i in range(4)}
+    assert all(20_000 < len(v) < 32_000 for v in sets.values())
+    storage.execute(
+        f"CREATE TABLE {storage.database}.mid_params ENGINE = Memory AS SELECT k.2 AS contact FROM ("
+        + " UNION ALL ".join(
+            f"SELECT arrayJoin(JSONExtract({{{n}:String}}, 'Array(Tuple(String, String))')) AS k" for n in sets
+        )
+        + ")",
+        sets,
+    )
+    rows = storage.query(f"SELECT count() AS n, uniqExact(contact) AS u FROM {storage.database}.mid_params")
+    assert rows == [{"n": 4_800, "u": 4_800}]
+
+
+def test_a_commands_parameters_kept_in_its_url_stay_within_the_budget() -> None:
+    """Of a command's parameters, those left in the URL take at most the budget together; the
+    others are read from external data under their own placeholder."""
+    params = {"a": "x" * 3_000, "b": "y" * 3_000, "c": "z" * 10, "d": ["w" * 2_000, "v"]}
+    sql = "SELECT {a:String}, {b:String}, {c:String}, {d:Array(String)}"
+    bound, small, external = bind_large(sql, params, 4_096)
+    assert small is not None and external is not None
+    assert sum(len(bind_text(v)) for v in small.values()) < 4_096
+    assert set(small) == {"a", "c"}
+    assert "{b:String}" not in bound and "{d:Array(String)}" not in bound and "{a:String}" in bound
+    assert bind_large(sql, params) == (sql, params, None)  # a query's go in a form: each may be larger
 
 
 def test_rows_with_differing_keys_store_the_missing_values_as_defaults(storage: Storage) -> None:

@@ -11,6 +11,8 @@ A query parameter too large for ClickHouse's HTTP limits (each form field at mos
 travels as external data instead: a file part, which has no such cap, read as a one-row temporary
 table. clickhouse-connect would send it in the URL, or as a form field once parameters pass 4 KiB,
 and a server would refuse the query (the journey builder's key sets are about 1 MB for 20k events).
+A command's parameters all travel in the URL, so there they go as external data once together they
+pass 4 KiB.
 
 Errors are translated here, once: "cannot be served now" becomes :class:`StorageUnavailable` (the
 runners retry without committing), an error caused by the query or its rows becomes
@@ -121,6 +123,9 @@ INSERT_SETTINGS: dict[str, Any] = {
 # hold, so the query's other parameters and its text still fit beside it).
 LARGE_PARAM_BYTES = 32 * 1024
 EXTERNAL_PREFIX = "_trailmark_param_"
+# What a command's parameters may take of its URL together (clickhouse-connect sends a query's as a
+# form once they pass 4 KiB, a command's always in the URL): the rest go as external data
+COMMAND_URL_BYTES = 4 * 1024
 
 
 # clickhouse-connect's escaping of a string, as one str.translate: its own escape_str builds each
@@ -142,26 +147,38 @@ def bind_text(value: Any, top_level: bool = True) -> str:
     return str(format_bind_value(value, None, top_level))
 
 
-def bind_large(sql: str, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None, ExternalData | None]:
+def bind_large(
+    sql: str, params: Mapping[str, Any] | None, url_budget: int | None = None
+) -> tuple[str, dict[str, Any] | None, ExternalData | None]:
     """The query with each large ``{name:Type}`` parameter read from an external table instead.
 
     The table holds one row, the parameter's text exactly as it would travel in a ``param_`` field
     (ClickHouse parses both in its escaped text format), so the value is the same; the placeholder
     becomes a scalar subquery on that table. A large value whose name appears in the query under
-    two types, or not as a ``{name:Type}`` placeholder at all, is left to travel as a parameter."""
+    two types, or not as a ``{name:Type}`` placeholder at all, is left to travel as a parameter.
+
+    ``url_budget``: the parameters travel in the URL (clickhouse-connect's ``command`` puts them
+    there however long), so those kept together stay under this many bytes of text, the rest
+    going as external data: a URL is refused past ``http_max_uri_size`` by a server, and far
+    sooner by proxies (nginx's default is 8 KiB)."""
     if not params:
         return sql, None, None
     small: dict[str, Any] = {}
     external: ExternalData | None = None
+    spent = 0  # of url_budget
     for name, value in params.items():
-        if isinstance(value, str | bytes | int | float) and len(str(value)) < LARGE_PARAM_BYTES // 2:
+        plain = isinstance(value, str | bytes | int | float)
+        if url_budget is None and plain and len(str(value)) < LARGE_PARAM_BYTES // 2:
             small[name] = value  # even fully escaped, short of the limit
             continue
         text = bind_text(value)
+        size = len(text.encode())
         placeholder = re.compile(r"\{\s*" + re.escape(name) + r"\s*:\s*([^{}]+?)\s*\}")
         types = {m.group(1) for m in placeholder.finditer(sql)}
-        if len(text.encode()) < LARGE_PARAM_BYTES or len(types) != 1:
+        fits = size < LARGE_PARAM_BYTES if url_budget is None else spent + size < url_budget
+        if fits or len(types) != 1:
             small[name] = value
+            spent += size
             continue
         table = EXTERNAL_PREFIX + name
         sql = placeholder.sub(f"assumeNotNull((SELECT value FROM {table}))".replace("\\", "\\\\"), sql)
@@ -213,7 +230,7 @@ class ServerStorage:
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         try:
-            sql, small, external = bind_large(sql, params)
+            sql, small, external = bind_large(sql, params, COMMAND_URL_BYTES)
             self._client.command(sql, parameters=small, external_data=external)
         except Exception as exc:
             raise translate(exc) from exc
