@@ -288,6 +288,21 @@ def test_every_clickhouse_connect_exception_class_has_a_meaning() -> None:
         (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), None, StorageUnavailable),  # type: ignore[arg-type]
         (ConnectionResetError(104, "reset"), None, StorageUnavailable),
         (ch.DatabaseError("HTTP driver received HTTP status 502", code=None), None, StorageUnavailable),
+        (
+            ch.DatabaseError("HTTP driver received HTTP status 503, server response: busy", code=None),
+            None,
+            StorageUnavailable,
+        ),
+        (ch.DatabaseError("HTTP driver received HTTP status 403", code=None), None, StorageUnavailable),  # config
+        (ch.DatabaseError("HTTP driver received HTTP status 429", code=None), None, StorageUnavailable),
+        (
+            ch.DatabaseError("HTTP driver received HTTP status 413, server response: too large", code=None),
+            None,
+            QueryError,
+        ),
+        (ch.DatabaseError("HTTP driver received HTTP status 414", code=None), None, QueryError),
+        (ch.DatabaseError("HTTP driver received HTTP status 400, server response: x", code=None), None, QueryError),
+        (ch.DatabaseError("code 400 in the text, no status", code=None), None, StorageUnavailable),
         (ch.DatabaseError("too many", code=202), None, StorageUnavailable),
         (ch.DatabaseError("memory (total)", code=241), None, StorageUnavailable),
         (ch.DatabaseError("keeper", code=999), None, StorageUnavailable),
@@ -323,6 +338,19 @@ def test_server_errors_not_about_the_query_mean_unavailable(clickhouse_url: str)
             store.query(
                 "SELECT sleepEachRow(0.1) FROM numbers(30)", settings={"max_execution_time": 0.3, "max_block_size": 1}
             )
+    finally:
+        store.close()
+
+
+def test_a_request_the_server_refuses_for_its_size_is_a_query_error(clickhouse_url: str) -> None:
+    """A URL past the server's http_max_uri_size (here a setting's value) is answered 400 with no
+    ClickHouse code, before the server reads the query: the same request would be refused again,
+    so it is the query's error (the builder splits its batch), not a wait for the server."""
+    store = ServerStorage(clickhouse_url, "default")
+    try:
+        with pytest.raises(QueryError, match="HTTP status 400"):
+            store.query("SELECT 1 AS one", settings={"log_comment": "x" * (1024 * 1024 + 1)})
+        assert store.query("SELECT 1 AS one", settings={"log_comment": "x" * 1024}) == [{"one": 1}]
     finally:
         store.close()
 

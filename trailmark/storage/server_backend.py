@@ -19,7 +19,10 @@ runners retry without committing), an error caused by the query or its rows beco
 :class:`QueryError` (the record is dead-lettered, the read API answers 400):
 
 - no answer at all (connection refused or reset, timeouts, a broken stream): unavailable;
-- an HTTP error without a ClickHouse exception code (a proxy or load balancer answered): unavailable;
+- an HTTP error without a ClickHouse exception code (a proxy or load balancer answered): unavailable,
+  except a request refused for what it is (400, 413, 414, 431: too long a URL, too large a body or
+  headers), which the same request would meet again: a query error, so the journey builder splits
+  its batch into smaller requests instead of retrying one forever (:data:`REFUSED_REQUEST_STATUSES`);
 - a ClickHouse error: unavailable when its code is in :data:`UNAVAILABLE_CODES` (overload, memory,
   network, Keeper, replicas, read-only tables, authentication), except a per-query limit the caller
   set itself (``max_execution_time``, ``max_memory_usage``) or a cancellation it asked for;
@@ -79,6 +82,11 @@ UNAVAILABLE_CODES: dict[int, str] = {
     745: "SERVER_OVERLOADED",
     999: "KEEPER_EXCEPTION",
 }
+# HTTP statuses without a ClickHouse code that refuse the request itself (a server answers a URL past
+# http_max_uri_size with 400 before reading it; proxies use 413, 414 and 431 for sizes): sending it
+# again gets the same answer. Read from clickhouse-connect's message, which is where it puts the status.
+REFUSED_REQUEST_STATUSES = frozenset({400, 413, 414, 431})
+_HTTP_STATUS = re.compile(r"\bHTTP status (\d{3})\b")
 # A code that is the query's own doing when the caller set the limit (or asked for the cancel).
 _OWN_LIMIT = {159: "max_execution_time", 241: "max_memory_usage", 394: "query_id"}
 
@@ -196,7 +204,8 @@ def translate(exc: BaseException, settings: Mapping[str, Any] | None = None) -> 
     if meaning == "by_code":
         code = getattr(exc, "code", None)
         if code is None:
-            meaning = "unavailable"
+            status = _HTTP_STATUS.search(text)
+            meaning = "query" if status and int(status.group(1)) in REFUSED_REQUEST_STATUSES else "unavailable"
         elif code in UNAVAILABLE_CODES and _OWN_LIMIT.get(code) not in (settings or {}):
             meaning = "unavailable"
         else:
