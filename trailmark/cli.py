@@ -40,7 +40,7 @@ from trailmark.processes import (
     url_of,
     watch_parent,
 )
-from trailmark.runtime import tune_gc
+from trailmark.runtime import trim_memory_every, tune_gc
 from trailmark.settings import Settings
 
 app = typer.Typer(help="trailmark: website behaviour -> customer journeys in ClickHouse.", no_args_is_help=True)
@@ -100,6 +100,7 @@ def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
         return
     app_ = create_app(s, sites, roles)
     tune_gc(s.gc_threshold)  # after start-up: what it allocated is frozen out of collections
+    trim_memory_every(s.memory_trim_interval_s)
     config = uvicorn.Config(
         app_, host=s.host, port=s.port, log_level="warning", access_log=False, timeout_graceful_shutdown=15
     )
@@ -120,6 +121,7 @@ def _serve_split(s: Settings, sites: list[SiteRecord], processes: int, announce:
     supervisor = Supervisor(s, sites, processes, public, url_of(internal))
     app_ = create_app(s, sites, ROLES - {"collector"}, supervisor)
     tune_gc(s.gc_threshold)
+    trim_memory_every(s.memory_trim_interval_s)
     config = uvicorn.Config(app_, log_level="warning", access_log=False, timeout_graceful_shutdown=15)
     MainServer(config, supervisor).run(sockets=[internal])
 
@@ -139,6 +141,7 @@ def collector_process() -> None:
     private = loopback_socket()
     app_ = create_collector_app(spec, s, private.getsockname()[1])
     tune_gc(s.gc_threshold)
+    trim_memory_every(s.memory_trim_interval_s)
     config = uvicorn.Config(app_, log_level="warning", access_log=False, timeout_graceful_shutdown=15)
     uvicorn.Server(config).run(sockets=[public, private])
 

@@ -184,8 +184,9 @@ class JourneySettings(Section):
     include_bots: bool = False
     # visitors the builder keeps in memory between batches (about 1 KB each); past it the least
     # recently seen are dropped and reloaded from ClickHouse when they come back. Sized so that
-    # `make run` stays under 1 GiB with chDB's own ~0.5 GiB (bench/memory.py)
-    max_visitors: int = 100_000
+    # `make run` stays under 1 GiB with chDB's own ~0.5 GiB (bench/memory.py): ~0.8 KB a visitor,
+    # 38 MiB at this size
+    max_visitors: int = 50_000
     # Interests (issue 14; schemas/ddl/015_interests.sql): scores decay with this half-life, applied
     # when read, so changing it is right for every event already stored
     interest_half_life_days: float = 30.0
@@ -278,10 +279,14 @@ class Settings(BaseSettings):
     # the builder's visitor state: at 700, 25-35 % of the journey builder's time went to GC
     # (bench/RESULTS.md). The objects present at start are frozen out of collections too.
     gc_threshold: int = 50_000
+    # Free C-heap pages handed back to the system this often (glibc malloc_trim; 0: never). A batch's
+    # event dicts come from malloc, and their freed pages otherwise stay in the RSS (bench/memory.py)
+    memory_trim_interval_s: float = 5.0
     # `trailmark up` only: collector processes beside the main one, so HTTP ingestion never waits on
     # the pipeline's GIL (trailmark/processes.py). Unset: on the embedded log, one per two cores
-    # beyond two (at most 4), none below four cores or on Kafka; 0: everything in one process. Set on Kafka, each
-    # collector process has a spool of its own, which an erasure does not rewrite (README "Privacy").
+    # beyond two (at least one, at most 4), none on one core or on Kafka; 0: everything in one
+    # process. Set on Kafka, each collector process has a spool of its own, which an erasure does
+    # not rewrite (README "Privacy").
     collector_processes: int | None = None
 
     collector: CollectorSettings = CollectorSettings()
