@@ -111,10 +111,10 @@ def tune_gc(threshold: int) -> None:
     gc.set_threshold(threshold, 50, 100)
 
 
-def trim_memory_every(interval_s: float) -> threading.Thread | None:
+def trim_memory_every(interval_s: float) -> MemoryTrimmer | None:
     """Hand the C heap's free pages back to the system every ``interval_s`` seconds (glibc's
-    ``malloc_trim``), in a thread of its own; None where there is no such call (another C library)
-    or ``interval_s`` is 0.
+    ``malloc_trim``), in a thread of its own (started; ``stop`` ends it); None where there is no
+    such call (another C library) or ``interval_s`` is 0.
 
     A batch's events are thousands of dicts of ~70 fields, each too large for Python's small-object
     allocator, so they come from malloc; freed, their pages stay in the process (counted in its
@@ -129,15 +129,25 @@ def trim_memory_every(interval_s: float) -> threading.Thread | None:
     except (OSError, AttributeError):  # no C library by that name, or not glibc
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trimmer = MemoryTrimmer(trim, interval_s)
+    trimmer.start()
+    return trimmer
 
-    def loop() -> None:
-        while True:
-            time.sleep(interval_s)
-            trim(0)
 
-    thread = threading.Thread(target=loop, name="malloc-trim", daemon=True)
-    thread.start()
-    return thread
+class MemoryTrimmer(threading.Thread):
+    """The thread of ``trim_memory_every``: a daemon, so it never holds the process open."""
+
+    def __init__(self, trim: Callable[[int], int], interval_s: float) -> None:
+        super().__init__(name="malloc-trim", daemon=True)
+        self.trim, self.interval_s = trim, interval_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            self.trim(0)
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 class EnrichStage:

@@ -24,15 +24,20 @@ def test_pages_freed_among_live_ones_leave_the_rss_at_the_next_trim() -> None:
     del blocks
     time.sleep(0.3)
     before = _rss()
-    thread = trim_memory_every(0.05)
-    if thread is None:
+    trimmer = trim_memory_every(0.05)
+    if trimmer is None:
         pytest.skip("this C library has no malloc_trim")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and before - _rss() < 150 * 2**20:
-        time.sleep(0.05)
-    assert before - _rss() >= 150 * 2**20
-    assert thread.is_alive() and thread.daemon
-    assert len(kept) == 1_200
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and before - _rss() < 150 * 2**20:
+            time.sleep(0.05)
+        assert before - _rss() >= 150 * 2**20
+        assert trimmer.is_alive() and trimmer.daemon
+        assert len(kept) == 1_200
+    finally:
+        trimmer.stop()
+    trimmer.join(timeout=5)
+    assert not trimmer.is_alive()
 
 
 def test_no_trimming_when_switched_off() -> None:
