@@ -99,12 +99,18 @@ def _serve(s: Settings, roles: frozenset[str], announce: bool) -> None:
         _serve_split(s, sites, processes, announce)
         return
     app_ = create_app(s, sites, roles)
-    tune_gc(s.gc_threshold)  # after start-up: what it allocated is frozen out of collections
-    trim_memory_every(s.memory_trim_interval_s)
+    _tune_memory(s)
     config = uvicorn.Config(
         app_, host=s.host, port=s.port, log_level="warning", access_log=False, timeout_graceful_shutdown=15
     )
     uvicorn.Server(config).run()
+
+
+def _tune_memory(s: Settings) -> None:
+    """A serving process's memory settings, once start-up is done: what it allocated is frozen out
+    of GC collections, and freed C-heap pages go back to the system every few seconds."""
+    tune_gc(s.gc_threshold)
+    trim_memory_every(s.memory_trim_interval_s)
 
 
 def _serve_split(s: Settings, sites: list[SiteRecord], processes: int, announce: bool) -> None:
@@ -120,8 +126,7 @@ def _serve_split(s: Settings, sites: list[SiteRecord], processes: int, announce:
         console.print(f"  collector: {processes} process(es) on port {s.port}; the rest on {url_of(internal)}")
     supervisor = Supervisor(s, sites, processes, public, url_of(internal))
     app_ = create_app(s, sites, ROLES - {"collector"}, supervisor)
-    tune_gc(s.gc_threshold)
-    trim_memory_every(s.memory_trim_interval_s)
+    _tune_memory(s)
     config = uvicorn.Config(app_, log_level="warning", access_log=False, timeout_graceful_shutdown=15)
     MainServer(config, supervisor).run(sockets=[internal])
 
@@ -140,8 +145,7 @@ def collector_process() -> None:
     public = socket.socket(fileno=spec.public_fd)
     private = loopback_socket()
     app_ = create_collector_app(spec, s, private.getsockname()[1])
-    tune_gc(s.gc_threshold)
-    trim_memory_every(s.memory_trim_interval_s)
+    _tune_memory(s)
     config = uvicorn.Config(app_, log_level="warning", access_log=False, timeout_graceful_shutdown=15)
     uvicorn.Server(config).run(sockets=[public, private])
 
