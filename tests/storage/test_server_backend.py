@@ -147,6 +147,18 @@ def test_a_commands_parameters_kept_in_its_url_stay_within_the_budget() -> None:
     assert bind_large(sql, params) == (sql, params, None)  # a query's go in a form: each may be larger
 
 
+def test_the_url_budget_counts_a_parameters_text_as_encoded_in_the_url() -> None:
+    """Quotes, commas and brackets take three bytes each in a URL: a list of short strings whose
+    text is under the budget but whose encoded form is over it goes as external data."""
+    ids = ["a"] * 450  # 2,250 bytes of text ("['a', 'a', ...]"), ~4.5 KiB in the URL
+    params = {"ids": ids, "n": 1}
+    sql = "SELECT {ids:Array(String)}, {n:UInt8}"
+    assert len(bind_text(ids)) < 4_096
+    bound, small, external = bind_large(sql, params, 4_096)
+    assert small == {"n": 1} and external is not None and "{ids:Array(String)}" not in bound
+    assert bind_large(sql, {"ids": ids[:50], "n": 1}, 4_096)[2] is None  # a short one stays in the URL
+
+
 def test_rows_with_differing_keys_store_the_missing_values_as_defaults(storage: Storage) -> None:
     """Row inserts go as columns on both backends; a row lacking a value gets the column's default,
     and a key the first row lacks is not read."""

@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import quote_plus, urlparse
 
 import orjson
 import urllib3.exceptions
@@ -166,7 +166,7 @@ def bind_large(
     two types, or not as a ``{name:Type}`` placeholder at all, is left to travel as a parameter.
 
     ``url_budget``: the parameters travel in the URL (clickhouse-connect's ``command`` puts them
-    there however long), so those kept together stay under this many bytes of text, the rest
+    there however long), so those kept together stay under this many bytes as encoded there, the rest
     going as external data: a URL is refused past ``http_max_uri_size`` by a server, and far
     sooner by proxies (nginx's default is 8 KiB)."""
     if not params:
@@ -180,7 +180,9 @@ def bind_large(
             small[name] = value  # even fully escaped, short of the limit
             continue
         text = bind_text(value)
-        size = len(text.encode())
+        # in the URL a parameter takes its name and its text percent-encoded (a quote or a bracket
+        # takes three bytes there)
+        size = len(text.encode()) if url_budget is None else len(name) + 8 + len(quote_plus(text))
         placeholder = re.compile(r"\{\s*" + re.escape(name) + r"\s*:\s*([^{}]+?)\s*\}")
         types = {m.group(1) for m in placeholder.finditer(sql)}
         fits = size < LARGE_PARAM_BYTES if url_budget is None else spent + size < url_budget
