@@ -198,6 +198,18 @@ def test_merge_settings_change_the_local_tables_only() -> None:
     ), statements
 
 
+def test_the_merge_at_rest_changes_the_local_tables_only() -> None:
+    statements = dict(rendered_migrations(DB, "c1"))["032_compact_at_rest.sql"]
+    assert len(statements) == 10 and all(
+        re.match(
+            rf"ALTER TABLE {DB}\.\w+{LOCAL_SUFFIX} ON CLUSTER 'c1' MODIFY SETTING"
+            r" min_age_to_force_merge_seconds = 3600, min_age_to_force_merge_on_partition_only = 1$",
+            s,
+        )
+        for s in statements
+    ), statements
+
+
 def test_every_table_has_a_sharding_key_and_unknown_shapes_are_refused() -> None:
     created = {m[1] for _, sql in migrations() for m in re.finditer(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)", sql)}
     assert created <= set(SHARD_KEYS), created - set(SHARD_KEYS)

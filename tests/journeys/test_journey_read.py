@@ -3,12 +3,14 @@ name resolves to, which devices are the contact's, and how many queries one read
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 import pytest
 
-from journey_builder import queries
+from journey_builder import interests, queries
 from tests.journeys.conftest import IPHONE, Journey
+from trailmark.settings import JourneySettings
 from trailmark.storage.base import Storage
 
 
@@ -127,3 +129,41 @@ def test_a_journey_decompresses_small_blocks(site: Journey) -> None:
     assert {r["name"] for r in rows} == set(LOOKUP_TABLES)
     for r in rows:
         assert "min_compress_block_size = 4096" in r["ddl"] and "max_compress_block_size = 16384" in r["ddl"], r["name"]
+
+
+class RecordingStorage(CountingStorage):
+    """The real storage, keeping the text of each query sent through it."""
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage)
+        self.texts: list[str] = []
+
+    def query(self, sql: str, params: Any = None, **kwargs: Any) -> Any:
+        self.texts.append(sql)
+        return super().query(sql, params, **kwargs)
+
+
+def test_every_table_a_journey_reads_is_merged_whole_once_at_rest(site: Journey) -> None:
+    """Migration 032: each table a journey read looks up (the profile, its devices, its parts and its
+    interests, read here as the read API reads them) merges into one part after an hour at rest.
+    A journey query that starts reading a table without it fails here."""
+    db = site.storage.database
+    recording = RecordingStorage(site.storage)
+    store = cast(Storage, recording)
+    queries.journey(store, "s1", "u1", lambda devices: interests.of_devices(store, "s1", devices, JourneySettings()))
+    read = {m for sql in recording.texts for m in re.findall(rf"\b{db}\.(\w+)", sql)}
+    assert {"sessions_data", "touchpoints_data", "interest_hours", "contact_handles"} <= read
+    rows = site.storage.query(
+        "SELECT name, engine, create_table_query AS ddl FROM system.tables WHERE database = {d:String}"
+        " AND name IN {t:Array(String)}",
+        {"d": db, "t": sorted(read)},
+    )
+    assert {r["name"] for r in rows} == read
+    unset = [
+        r["name"]
+        for r in rows
+        if "MergeTree" not in r["engine"]
+        or "min_age_to_force_merge_seconds = 3600" not in r["ddl"]
+        or "min_age_to_force_merge_on_partition_only = 1" not in r["ddl"]
+    ]
+    assert unset == []
