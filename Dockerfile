@@ -20,7 +20,7 @@ COPY journey_builder journey_builder
 # dependencies are installed first. If anything here fails, the image still builds and runs core.py
 # as Python. (Not built here: no Docker daemon on the development machine.)
 RUN (apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null \
-     && pip install --no-cache-dir -q . "mypy==2.4.1" \
+     && pip install --no-cache-dir -q . "mypy==2.4.1" "setuptools>=77" \
      && mypyc journey_builder/core.py >/dev/null && rm -rf build \
      && sha256sum journey_builder/core.py | cut -d' ' -f1 >journey_builder/core_native.sha256) \
     || rm -f journey_builder/*.so journey_builder/core_native.sha256

@@ -11,7 +11,7 @@ export KAFKA_RUN_DIR
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77'  # mypyc builds with the venv's setuptools, which must read pyproject's SPDX license
 	$(BIN)/pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,15 @@ def test_a_stale_build_runs_core_py_and_says_so(tmp_path: Path) -> None:
         "print('ok')",
     )
     assert got.returncode == 0 and got.stdout.strip() == "ok", got.stdout + got.stderr
+
+
+def test_make_native_compiled_the_core_where_a_c_compiler_is() -> None:
+    """``make native`` falls back to Python only for want of a C compiler. Where one is, a failed
+    build is a fault to see, not a skip: a venv whose setuptools could not read pyproject.toml left
+    the core as Python (and its compiled-core checks skipped) unnoticed."""
+    record = PACKAGE / "core_native.sha256"
+    if not record.exists() or shutil.which("cc") is None:
+        pytest.skip("make native has not run here, or no C compiler")
+    log = ROOT / ".cache" / "native.log"
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no .cache/native.log)"
+    assert record.read_text().strip() != "none", f"make native failed with a C compiler present:\n{tail}"
