@@ -4,9 +4,9 @@
 --
 -- Why: a journey read (journey_builder/queries.py) is nine point queries on these tables, and each
 -- costs in proportion to the parts it opens, column by column. Right after a load of 10M events they
--- hold 4-16 parts each (merge_selector_base = 10, migration 030, merges big parts only as they age,
--- over days), and a journey took 55-66 ms of CPU in one process; with one part each, 38-52 ms
--- (bench/RESULTS.md, 2026-12-06 "journey reads on a store at rest").
+-- hold 4-16 parts each (ClickHouse merges big parts only as they age: here, four hours after a 10M
+-- load), and a journey took 65.8 ms of CPU in one process; with one part each, 37.8 ms
+-- (bench/RESULTS.md, 2026-12-06 "the journey read by parts").
 -- min_age_to_force_merge_seconds with min_age_to_force_merge_on_partition_only merges a whole
 -- partition (these tables have one) into one part only when every part of it is older than the
 -- age: a table still written (a batch adds a part every few seconds under load) is never merged
