@@ -1,11 +1,12 @@
 """SQL behind the read API. Every query filters on the primary key prefix (site, visitor).
 
 A journey is three rounds: one query finds the contact a name resolves to (a name that is no contact
-is read as a visitor's anonymous id, known by its sessions), one its devices (beside its profile),
-then its other parts (identities, sessions, touchpoints, stages, accounts) and the caller's read of
-the devices run side by side. The parts stay separate queries: at 10M events their cost is the
-columns they read from each part of each table (about 0.5 ms of CPU per column for a two-device
-contact), and one query of six scalar subqueries measured no cheaper.
+is read as a visitor's anonymous id, known by its sessions), one its devices with their identities
+(beside its profile), then its other parts (sessions, touchpoints, stages, accounts; a visitor's
+identities too) and the caller's read of the devices run side by side. The parts stay separate
+queries: at 10M events their cost is the columns they read from each part of each table (about
+0.5 ms of CPU per column for a two-device contact), and one query of six scalar subqueries measured
+no cheaper.
 """
 
 from __future__ import annotations
@@ -33,14 +34,30 @@ def _contact_sql(db: str) -> str:
     )
 
 
-def _devices_sql(db: str) -> str:
-    """The devices of contact ``cid`` whose latest link (identity_map's ``argMax``, written out over
-    the contact's devices only, in one thread: cheaper than through the view) is still that contact."""
+def _links_sql(db: str) -> str:
+    """Every link of every device ever linked to contact ``cid`` (contact_devices keeps them all), as
+    the journey lists identities: one row per (device, contact, user id, email) with its first and
+    last time. In one thread: it reads a few granules."""
     return (
-        f"SELECT anonymous_id FROM {db}.identities_data WHERE site_id = {{s:String}} AND anonymous_id IN"
+        f"SELECT anonymous_id, contact_id, user_id, email, min(first_seen) AS first_seen,"
+        f" max(last_seen) AS last_seen FROM {db}.identities_data WHERE site_id = {{s:String}} AND anonymous_id IN"
         f" (SELECT anonymous_id FROM {db}.contact_devices WHERE site_id = {{s:String}} AND contact_id = {{cid:String}})"
-        " GROUP BY anonymous_id HAVING argMax(contact_id, last_seen) = {cid:String} SETTINGS max_threads = 1"
+        " GROUP BY anonymous_id, contact_id, user_id, email SETTINGS max_threads = 1"
     )
+
+
+def _current(links: list[dict[str, Any]], contact_id: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The contact's devices (those whose latest link, identity_map's ``argMax(contact_id,
+    last_seen)``, is still ``contact_id``) and their links by first time: the identities a journey
+    shows, so they take no query of their own."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in links:  # DateTime64 text of one format: its order is the times'
+        kept = latest.get(row["anonymous_id"])
+        if kept is None or row["last_seen"] > kept["last_seen"]:
+            latest[row["anonymous_id"]] = row
+    devices = sorted(a for a, row in latest.items() if row["contact_id"] == contact_id)
+    mine = set(devices)
+    return devices, sorted((r for r in links if r["anonymous_id"] in mine), key=lambda r: r["first_seen"])
 
 
 def _contact_of(storage: Storage, site_id: str, contact: str) -> str | None:
@@ -54,9 +71,12 @@ def _contact_of(storage: Storage, site_id: str, contact: str) -> str | None:
     return rows[0]["contact_id"] if rows else None
 
 
+def _links(storage: Storage, site_id: str, contact_id: str) -> list[dict[str, Any]]:
+    return storage.query(_links_sql(storage.database), {"s": site_id, "cid": contact_id}, readonly=True)
+
+
 def _devices(storage: Storage, site_id: str, contact_id: str) -> list[str]:
-    rows = storage.query(_devices_sql(storage.database), {"s": site_id, "cid": contact_id}, readonly=True)
-    return sorted(r["anonymous_id"] for r in rows)
+    return _current(_links(storage, site_id, contact_id), contact_id)[0]
 
 
 def _find(storage: Storage, site_id: str, contact: str) -> tuple[str, list[str]] | None:
@@ -146,17 +166,19 @@ def journey(
     if contact_id is None:
         anonymous_id = contact.removeprefix("anon:")
         contact_id, anonymous_ids = f"anon:{anonymous_id}", [anonymous_id]
-    else:  # the profile needs only the contact id: read beside its devices
+    else:  # the profile needs only the contact id: read beside its devices and their identities
         futures["contact"] = _POOL.submit(
             storage.query, sqls["contact"], {"s": site_id, "c": contact_id}, readonly=True
         )
-        anonymous_ids = _devices(storage, site_id, contact_id)
+        anonymous_ids, identities = _current(_links(storage, site_id, contact_id), contact_id)
     p = {"s": site_id, "a": anonymous_ids, "c": contact_id}
     for k, q in sqls.items():
-        if k != "contact":
+        if k != "contact" and (visitor or k != "identities"):
             futures[k] = _POOL.submit(storage.query, q, p, readonly=True)
     extra = _POOL.submit(devices, anonymous_ids) if devices is not None else None
     got: dict[str, list[dict[str, Any]]] = {"contact": [], **{k: f.result() for k, f in futures.items()}}
+    if not visitor:
+        got["identities"] = identities
     got["sessions"] = _latest(got["sessions"])
     if visitor and not got["sessions"]:
         return None
