@@ -163,6 +163,7 @@ def journey(
     # core.resolve_contact): its profile is not looked up, one query of seven less for it
     visitor = contact_id is None
     futures: dict[str, Future[list[dict[str, Any]]]] = {}
+    identities: list[dict[str, Any]] = []  # a contact's, read with its devices; a visitor's, beside
     if contact_id is None:
         anonymous_id = contact.removeprefix("anon:")
         contact_id, anonymous_ids = f"anon:{anonymous_id}", [anonymous_id]
@@ -176,9 +177,7 @@ def journey(
         if k != "contact" and (visitor or k != "identities"):
             futures[k] = _POOL.submit(storage.query, q, p, readonly=True)
     extra = _POOL.submit(devices, anonymous_ids) if devices is not None else None
-    got: dict[str, list[dict[str, Any]]] = {"contact": [], **{k: f.result() for k, f in futures.items()}}
-    if not visitor:
-        got["identities"] = identities
+    got = {"contact": [], "identities": identities, **{k: f.result() for k, f in futures.items()}}
     got["sessions"] = _latest(got["sessions"])
     if visitor and not got["sessions"]:
         return None
