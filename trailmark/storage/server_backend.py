@@ -180,8 +180,8 @@ def bind_large(
             small[name] = value  # even fully escaped, short of the limit
             continue
         text = bind_text(value)
-        # in the URL a parameter takes its name and its text percent-encoded (a quote or a bracket
-        # takes three bytes there)
+        # in the URL a parameter takes "&param_<name>=" (8 bytes and its name) and its text
+        # percent-encoded (a quote or a bracket takes three bytes there)
         size = len(text.encode()) if url_budget is None else len(name) + 8 + len(quote_plus(text))
         placeholder = re.compile(r"\{\s*" + re.escape(name) + r"\s*:\s*([^{}]+?)\s*\}")
         types = {m.group(1) for m in placeholder.finditer(sql)}
