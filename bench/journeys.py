@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 import orjson
-from machine import cpu_model, free_port  # bench/ is on sys.path when a script runs
+from machine import cpu_model, up  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -308,22 +308,8 @@ def measure(
             (data / "load.json").write_bytes(orjson.dumps(info))
     else:
         info = orjson.loads((data / "load.json").read_bytes())
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "trailmark.cli", "up", "--port", str(port), "--data-dir", str(data)],
-        cwd=code,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = up(code, data)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
         key = orjson.loads((data / "keys.json").read_bytes())["sites"][0]["read_key"]
         h = {"authorization": f"Bearer {key}"}
         rng = random.Random(3)

@@ -6,7 +6,11 @@ from __future__ import annotations
 import platform
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
+
+import httpx
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -15,6 +19,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def up(code: Path, data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``trailmark up`` of checkout ``code`` on folder ``data``, on a free port: the process and its
+    base URL, once /readyz says ready (up to two minutes: a large folder's first start takes a while)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "trailmark.cli", "up", "--port", str(port), "--data-dir", str(data)],
+        cwd=code,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.terminate()
+    server.wait(60)
+    raise RuntimeError(f"trailmark up of {code} on {data} was not ready in two minutes")
 
 
 def cpu_model() -> str:

@@ -140,7 +140,6 @@ def collector_process() -> None:
     logging.basicConfig(
         level=s.log_level.upper(), format=f"%(asctime)s %(levelname)s collector-{spec.slot}: %(message)s"
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per proxied request
     secure_data_dir(s.data_dir)  # this process's umask: files it creates (a spool) are private too
     public = socket.socket(fileno=spec.public_fd)
     private = loopback_socket()

@@ -37,9 +37,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -49,13 +50,14 @@ from prometheus_client import REGISTRY, Counter, Gauge, Metric, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas import Site
 from trailmark.bus.base import Producer
 from trailmark.settings import Settings
 from trailmark.shared_buckets import SharedTable
+from trailmark.upstream import Answer, Upstream, UpstreamError
 from trailmark.web import add_metrics
 
 log = logging.getLogger("trailmark.processes")
@@ -82,6 +84,8 @@ _HOP = frozenset(
     }
 )
 _UPSTREAM_DROP = _HOP | {b"date", b"server", b"x-content-type-options"}
+# the hop sets the body's length itself, and sends the body it has read whole: no 100-continue
+_NOT_FORWARDED = _HOP | {b"content-length", b"expect"}
 
 RESTARTS = Counter("trailmark_collector_process_restarts_total", "Collector processes restarted after they exited")
 UP = Gauge("trailmark_collector_processes_up", "Collector processes serving the public port")
@@ -221,7 +225,8 @@ class Proxy:
     the pool timeout, then 503) and bodies up to ``max_body_bytes`` (413); a main process that does
     not answer is a 503 with Retry-After, as any unavailable dependency. A client that leaves
     before the answer closes the upstream connection too, as it would have closed its own to the
-    main process."""
+    main process. The hop itself is trailmark/upstream.py: kept connections, the answer parsed by
+    httptools, a small answer relayed whole."""
 
     def __init__(
         self,
@@ -230,22 +235,25 @@ class Proxy:
         max_connections: int = 64,
         read_timeout_s: float = 300.0,
         max_body_bytes: int = 16 * 1024**2,
+        pool_timeout_s: float = 10.0,
     ) -> None:
         self.token = token.encode()
         self.max_body_bytes = max_body_bytes
-        self.client = httpx.AsyncClient(
-            base_url=main_url,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 4),
-            timeout=httpx.Timeout(connect=5.0, read=read_timeout_s, write=60.0, pool=10.0),
-            follow_redirects=False,
-            trust_env=False,  # never an HTTP(S)_PROXY from the environment between two local processes
+        main = urlsplit(main_url)
+        self.upstream = Upstream(
+            main.hostname or "127.0.0.1",
+            main.port or 80,
+            limit=max_connections,
+            keep=max(1, max_connections // 4),
+            read_timeout_s=read_timeout_s,
+            pool_timeout_s=pool_timeout_s,
         )
 
     async def handle(self, request: Request) -> Response:
-        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _HOP]
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _NOT_FORWARDED]
         peer = request.client.host if request.client else ""
         headers += [(TOKEN_HEADER.encode(), self.token), (CLIENT_HEADER.encode(), peer.encode())]
-        body: bytes | None = None
+        body = b""
         if "content-length" in request.headers or "transfer-encoding" in request.headers:
             # read first (bounded): then a client that leaves can be noticed while the main process works
             chunks, size = [], 0
@@ -259,37 +267,28 @@ class Proxy:
         target = request.scope.get("raw_path") or request.scope["path"].encode()
         if query := request.scope.get("query_string"):
             target += b"?" + query
-        upstream = self.client.build_request(request.method, httpx.URL(raw_path=target), headers=headers, content=body)
-        sending = asyncio.ensure_future(self.client.send(upstream, stream=True))
+        sending = asyncio.ensure_future(self.upstream.request(request.method, target, headers, body))
         left = asyncio.ensure_future(_disconnected(request))
         await asyncio.wait((sending, left), return_when=asyncio.FIRST_COMPLETED)
         left.cancel()
         if not sending.done():  # the client left: closing the upstream connection tells the main
             sending.cancel()  # process, which stops the work (a /v1/sql query is cancelled)
-            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+            with contextlib.suppress(asyncio.CancelledError, UpstreamError):
                 await sending
             return _answer(503, "unavailable", "the client went away")
         try:
             answer = sending.result()
-        except httpx.HTTPError as exc:
-            return _answer(
-                503, "unavailable", f"the main trailmark process did not answer ({type(exc).__name__}); retry"
-            )
-        back = [(k, v) for k, v in answer.headers.raw if k.lower() not in _UPSTREAM_DROP]
-
-        async def relay() -> AsyncIterator[bytes]:
-            try:  # also when the client goes away mid-answer: the pool gets its connection back
-                async for chunk in answer.aiter_raw():
-                    yield chunk
-            finally:
-                await answer.aclose()
-
-        response = StreamingResponse(relay(), status_code=answer.status_code)
+        except UpstreamError as exc:
+            return _answer(503, "unavailable", f"the main trailmark process did not answer ({exc}); retry")
+        back = [(k, v) for k, v in answer.headers if k not in _UPSTREAM_DROP]
+        if not answer.complete:
+            return _Relayed(answer, back)
+        response = Response(answer.body, status_code=answer.status)  # most: they came whole with their head
         response.raw_headers = back
         return response
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.upstream.close()
 
 
 def _answer(status: int, code: str, detail: str) -> Response:
@@ -300,8 +299,46 @@ def _answer(status: int, code: str, detail: str) -> Response:
 
 async def _disconnected(request: Request) -> None:
     """Returns when the client has gone away (its body has been read: nothing else comes)."""
-    while (await request.receive())["type"] != "http.disconnect":
+    await _left(request.receive)
+
+
+async def _left(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class _Relayed(Response):
+    """An answer of the main process whose body is still coming, passed on piece by piece. Its
+    connection is dropped, whatever happens, when this is over: at once if the client leaves (the
+    main process then stops the work, as for a client that leaves before the answer), and if the
+    main process breaks the answer off the error ends this response unfinished, so the client sees
+    it cut short, never complete."""
+
+    def __init__(self, answer: Answer, headers: list[tuple[bytes, bytes]]) -> None:
+        self.answer = answer
+        self.status_code = answer.status
+        self.raw_headers = headers
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def relay() -> None:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.answer.stream():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        relaying, left = asyncio.ensure_future(relay()), asyncio.ensure_future(_left(receive))
+        try:
+            await asyncio.wait((relaying, left), return_when=asyncio.FIRST_COMPLETED)
+            if not relaying.done():
+                relaying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relaying
+            else:
+                relaying.result()  # the main process broke the answer off: raised to the server
+        finally:
+            left.cancel()
+            self.answer.close()
 
 
 def internal_allowed(request: Request, token: str) -> bool:

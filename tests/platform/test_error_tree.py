@@ -15,6 +15,7 @@ from trailmark.bus.base import BusUnavailable
 from trailmark.errors import BadRequest, ConfigError, Rejected, TrailmarkError, Unavailable
 from trailmark.keys import KeysError
 from trailmark.storage.base import QueryError, StorageUnavailable
+from trailmark.upstream import UpstreamError
 
 PACKAGES = ["schemas", "ingest", "enrich", "journey_builder", "trailmark"]
 
@@ -28,6 +29,7 @@ PACKAGES = ["schemas", "ingest", "enrich", "journey_builder", "trailmark"]
         (PoisonEvent, Rejected),
         (SqlRefused, BadRequest),
         (KeysError, ConfigError),
+        (UpstreamError, Unavailable),
     ],
 )
 def test_each_adapter_error_is_on_its_branch(error: type[Exception], branch: type[Exception]) -> None:
