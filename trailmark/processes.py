@@ -336,7 +336,8 @@ class _Relayed(Response):
                     await relaying
             else:
                 relaying.result()  # the main process broke the answer off: raised to the server
-        finally:
+        finally:  # also when this task is cancelled (the server stopping): nothing left running
+            relaying.cancel()
             left.cancel()
             self.answer.close()
 

@@ -173,7 +173,7 @@ class Upstream:
         )
         self._slots = asyncio.Semaphore(limit)
         self._idle: deque[_Connection] = deque()
-        self.opened = 0  # connections made, for tests and metrics
+        self.opened = 0  # connections made (tests count them)
 
     async def request(self, method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Answer:
         """Sends one request (its headers without Content-Length or Transfer-Encoding: this sets the
