@@ -238,7 +238,7 @@ def run(
     endpoint = None
     try:
         if server:  # tests/chserver's endpoint, as the storage tests start it
-            from journeys import process_cpu_s
+            from machine import process_cpu_s
 
             sys.path.insert(0, str(HERE.parent))
             from tests.chserver import ClickHouseEndpoint

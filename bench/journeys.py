@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 import orjson
-from machine import cpu_model, up  # bench/ is on sys.path when a script runs
+from machine import cpu_model, percentile, process_cpu_s, up  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -249,17 +249,6 @@ def load(data_dir: Path, target: int, seed: int = 7) -> dict[str, Any]:
         builder.process(batch)  # type: ignore[arg-type]
     seconds = time.perf_counter() - started
     return {"events": total, "visitors": n, "users": users[:: max(1, len(users) // 500)][:500], "load_s": seconds}
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (and its threads: chDB's), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(

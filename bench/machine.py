@@ -3,6 +3,7 @@ figures printed and appended to bench/RESULTS.md."""
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -19,6 +20,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (and its threads: chDB's), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def up(code: Path, data: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -32,19 +32,9 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import commit_of, cpu_model, report, up  # noqa: E402
+from machine import commit_of, cpu_model, percentile, process_cpu_s, report, up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def timed(client: httpx.Client, paths: Callable[[int], str], n: int, headers: dict[str, str]) -> list[float]:
