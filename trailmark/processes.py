@@ -268,7 +268,7 @@ class Proxy:
         if query := request.scope.get("query_string"):
             target += b"?" + query
         sending = asyncio.ensure_future(self.upstream.request(request.method, target, headers, body))
-        left = asyncio.ensure_future(_disconnected(request))
+        left = asyncio.ensure_future(_left(request.receive))
         await asyncio.wait((sending, left), return_when=asyncio.FIRST_COMPLETED)
         left.cancel()
         if not sending.done():  # the client left: closing the upstream connection tells the main
@@ -297,12 +297,8 @@ def _answer(status: int, code: str, detail: str) -> Response:
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-async def _disconnected(request: Request) -> None:
-    """Returns when the client has gone away (its body has been read: nothing else comes)."""
-    await _left(request.receive)
-
-
 async def _left(receive: Receive) -> None:
+    """Returns when the client has gone away (its body has been read: nothing else comes)."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
