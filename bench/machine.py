@@ -1,5 +1,6 @@
-"""What every benchmark needs: a free loopback port, the CPU's name, a checkout's commit, and the
-figures printed and appended to bench/RESULTS.md."""
+"""What every benchmark needs: a free loopback port, a ``trailmark up`` of a checkout started and
+ready, a process's CPU time, a percentile, the CPU's name, a checkout's commit, and the figures
+printed and appended to bench/RESULTS.md."""
 
 from __future__ import annotations
 
