@@ -43,6 +43,7 @@ from journey_builder.core import (
     Output,
     SessionState,
     VisitorState,
+    batch_order,
     blank_account,
     blank_contact,
     email_of,
@@ -104,7 +105,7 @@ class JourneyBuilder:
         out.aggregated = split.aggregated
         fresh = split.kept
         if fresh:
-            fresh.sort(key=lambda e: (e["site_id"], visitor_id(e), e["timestamp"]))
+            order = batch_order(fresh)  # the events stay as they came: see batch_order
             core = self.core
             # Contacts, emails and accounts span visitors, so other builders of the group (other
             # partitions) change them too: read fresh for every batch. Visitors are this builder's own.
@@ -115,7 +116,7 @@ class JourneyBuilder:
             self._load_contacts(fresh)
             self._load_accounts(fresh)
             try:
-                core.apply(fresh, self, out)
+                core.apply(fresh, self, out, order)
                 self._write(out, split.aggregates, careful)
             except BaseException:
                 # the batch's visitors are half-updated in memory and the batch will come again (a

@@ -56,11 +56,24 @@ _NOT_EXTERNAL = frozenset({"", "direct", "internal"})
 _NOT_EVENT_COLUMNS = frozenset({"v", "previous_id", "group_id", "extra"})
 _JSON_COLUMNS = ("properties", "traits", "context")
 _CONSENT_COLUMNS = tuple(NO_CONSENT)
+_NOT_BUILT: tuple[str, str, dict[str, Any]] = ("", "", {})  # replaced for every event by ``apply``
 
 
 def visitor_id(ev: Mapping[str, Any]) -> str:
     """The device-level id: anonymousId, or ``user:<userId>`` for server-side calls without one."""
     return ev["anonymous_id"] or f"user:{ev['user_id']}"
+
+
+def batch_order(events: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The order ``JourneyCore.apply`` takes a batch's events in: indexes into ``events``, by site,
+    visitor and time (events of one time in the order they came).
+
+    The events themselves are not sorted: the ``events`` columns are read from their dicts in the
+    order they came, which is the order they were made in. Read in visitor order instead, a batch's
+    20k dicts of ~75 values (~100 MB) are visited all over memory (measured alone on 20k
+    time-ordered events read from records: 3.2-4.4 against 4.9-6.3 us per event)."""
+    keys = [(e["site_id"], visitor_id(e), e["timestamp"]) for e in events]
+    return sorted(range(len(keys)), key=keys.__getitem__)
 
 
 def email_of(ev: Mapping[str, Any]) -> str:
@@ -585,19 +598,24 @@ class JourneyCore:
             key = next(iter(self.visitors))
             self.drop(key)
 
-    def apply(self, events: Sequence[EnrichedEvent], lookups: Lookups, out: Output) -> None:
-        """Derive every row of a batch into ``out``. ``events`` are new (not stored yet) and sorted
-        by site, visitor and time; the state of their visitors, contacts and accounts is loaded."""
+    def apply(
+        self, events: Sequence[EnrichedEvent], lookups: Lookups, out: Output, order: Sequence[int] | None = None
+    ) -> None:
+        """Derive every row of a batch into ``out``. ``events`` are new (not stored yet); the state
+        of their visitors, contacts and accounts is loaded. They are taken in ``order`` (indexes
+        into ``events``: ``batch_order``), or as they come when it is None (then sorted by site,
+        visitor and time already); the ``events`` columns keep the events' own order."""
         if not events:
             return
-        built: list[tuple[str, str, dict[str, Any]]] = []
-        for ev in events:
+        built: list[tuple[str, str, dict[str, Any]]] = [_NOT_BUILT] * len(events)
+        for i in range(len(events)) if order is None else order:
+            ev = events[i]
             consent = consent_of(ev["context"])
             if ev["is_bot"] and not self.include_bots:
-                built.append(("", "", consent))  # kept in events, out of journeys
+                built[i] = ("", "", consent)  # kept in events, out of journeys
                 continue
             session_id, contact_id = self._apply(ev, consent, lookups, out)
-            built.append((session_id, contact_id, consent))
+            built[i] = (session_id, contact_id, consent)
         out.events = event_columns(events, built)
 
     def _apply(self, ev: EnrichedEvent, consent: dict[str, Any], lookups: Lookups, out: Output) -> tuple[str, str]:

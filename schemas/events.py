@@ -13,6 +13,7 @@ Stage contract:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, NotRequired, get_type_hints
 
 import orjson
@@ -148,7 +149,7 @@ class EnrichedEvent(RawEvent):
     phone_timezone: str
     first_name: str
     last_name: str
-    enrich_errors: list[str]
+    enrich_errors: Sequence[str]  # a list; read from the enriched topic, an empty one is () (see parse_enriched)
 
 
 class DeadLetter(TypedDict):

@@ -279,7 +279,7 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
                 if not _names(fields) or type(rows) is not list:
                     failed.append(Failed(m.key, "invalid", "not a run of events: fields or rows malformed", m.value))
                     continue
-                run = (tuple(fields), rows)
+                run = (tuple(fields), rows, _errors_at(fields))
             elif type(value) is list:
                 for event in value:
                     if type(event) is dict:
@@ -293,14 +293,29 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
             else:  # another producer's record: the builder reads objects only
                 failed.append(Failed(m.key, "invalid", f"not an event: a JSON {type(value).__name__}", m.value))
                 continue
-        names, rows = run
+        names, rows, errors = run
         width = len(names)
         for row in rows:
             if type(row) is list and len(row) == width:
+                if errors >= 0 and row[errors] == []:
+                    row[errors] = ()  # see _errors_at
                 ok.append(Ok(m.key, dict(zip(names, row, strict=True))))  # type: ignore[arg-type]  # checked by the builder
             else:  # an item that is not a row of this run is dead-lettered alone
                 failed.append(Failed(m.key, "invalid", f"not a row of {width} fields", row))
     return out
+
+
+def _errors_at(names: Sequence[str]) -> int:
+    """Where ``enrich_errors`` is in a run's names; -1 when it is not there.
+
+    ``parse_enriched`` reads an empty ``enrich_errors`` (nearly every event's) as an empty tuple, so
+    an event's dict holds only strings, numbers and booleans (its JSON-object fields come as their
+    text, schemas.JSON_TEXT_FIELDS). CPython's cyclic GC tracks a dict only once it holds a
+    container, so its collections no longer walk a batch's ~20k dicts of ~75 values. In the Kafka
+    journey builder (bench/builder.py --records --server) those collections found no garbage and
+    took 9-10 % of its CPU: 1.0-1.2 s for 200k events, 0.57-0.62 s with the dicts untracked
+    (gc.callbacks; bench/RESULTS.md, 2026-12-06)."""
+    return names.index("enrich_errors") if "enrich_errors" in names else -1
 
 
 # A run record's field names, read once per distinct list. A record of time-ordered traffic holds one
@@ -311,13 +326,13 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
 # starts over when full.
 _RUN_HEAD = b'{"fields":'
 _RUN_ROWS = b',"rows":'
-_RUN_NAMES: dict[bytes, tuple[str, ...]] = {}
+_RUN_NAMES: dict[bytes, tuple[tuple[str, ...], int]] = {}  # the names, and _errors_at of them
 _RUN_NAMES_MAX = 64
 _RUN_HEAD_MAX_BYTES = 8192
 
 
-def _run_of(value: bytes) -> tuple[tuple[str, ...], list[Any]] | None:
-    """The names and rows of a record written as ``_run_record`` writes it (``{"fields":`` a list,
+def _run_of(value: bytes) -> tuple[tuple[str, ...], list[Any], int] | None:
+    """The names, rows and ``_errors_at`` of a record written as ``_run_record`` writes it (``{"fields":`` a list,
     ``,"rows":`` a list, ``}``, nothing else), else None: the record is read whole. A JSON string
     escapes its quotes, so the first ``,"rows":`` of the text is where the names end; any other
     record (a key after the rows, a second one, names that are no list) leaves one of the two
@@ -329,20 +344,21 @@ def _run_of(value: bytes) -> tuple[tuple[str, ...], list[Any]] | None:
         return None
     head = value[len(_RUN_HEAD) : end]
     try:
-        fields = _RUN_NAMES.get(head)
-        if fields is None:
+        known = _RUN_NAMES.get(head)
+        if known is None:
             names = orjson.loads(head)
             if not _names(names):
                 return None
             fields = tuple(map(sys.intern, names))
+            known = (fields, _errors_at(fields))
             if len(head) <= _RUN_HEAD_MAX_BYTES:
                 if len(_RUN_NAMES) >= _RUN_NAMES_MAX:
                     _RUN_NAMES.clear()
-                _RUN_NAMES[head] = fields
+                _RUN_NAMES[head] = known
         rows = orjson.loads(memoryview(value)[end + len(_RUN_ROWS) : -1])
     except orjson.JSONDecodeError:
         return None
-    return (fields, rows) if type(rows) is list else None
+    return (known[0], rows, known[1]) if type(rows) is list else None
 
 
 def _names(fields: object) -> TypeGuard[list[str]]:

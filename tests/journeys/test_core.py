@@ -20,6 +20,7 @@ from journey_builder.core import (
     VisitorState,
     account_domain,
     apply_group,
+    batch_order,
     contact_row,
     current_stage,
     event_columns,
@@ -468,6 +469,38 @@ def test_apply_builds_the_sessions_of_a_stream() -> None:
     state = core.visitors[(SITE, "v")]
     assert (state.sessions, state.contact_id) == (2, "user:u1")
     assert state.session is not None and state.session.session_id == b
+
+
+def test_apply_takes_a_batch_in_batch_order_and_writes_its_events_in_their_own_order() -> None:
+    """The builder hands ``apply`` the batch as it came with ``batch_order`` (site, visitor, time):
+    each event is derived in that order, and its ``events`` row (session, contact) keeps its place."""
+    v = journey_stream()
+    w = [dict(e, anonymous_id="w", message_id=f"w-{e['message_id']}", user_id="") for e in v[:3]]
+    came = [v[3], w[2], v[0], v[9], w[0], v[5], v[1], v[8], w[1], v[2], v[7], v[4], v[6]]  # as a bus may mix them
+    order = batch_order(came)
+    assert [came[i]["message_id"] for i in order] == [e["message_id"] for e in v + w]  # "v" < "w"
+    out = Output()
+    new_core().apply(copy.deepcopy(came), DictLookups(), out, order)  # type: ignore[arg-type]  # TypedDicts are dicts
+    in_time = run(new_core(), DictLookups(), *copy.deepcopy(v + w))
+    assert out.tables(7) == in_time.tables(7)
+    assert out.events["message_id"] == [e["message_id"] for e in came]
+    a, b, c = sid("v", "m01"), sid("v", "m09"), sid("w", "w-m01")
+    sessions = {"m01": a, "m02": a, "m03": a, "m04": a, "m05": a, "m06": a, "m07": a, "m08": a, "m09": b, "m10": b}
+    assert out.events["session_id"] == [sessions.get(e["message_id"], c) for e in came]
+    known = {"m05", "m06", "m07", "m08", "m09", "m10"}  # from the identify on (as in the test above)
+    assert out.events["contact_id"] == ["user:u1" if e["message_id"] in known else "" for e in came]
+
+
+def test_batch_order_is_by_site_visitor_and_time_and_keeps_the_order_of_events_of_one_time() -> None:
+    came = [
+        event("page", "b", "09:00:00.000", "1"),
+        event("page", "a", "09:05:00.000", "2"),
+        dict(event("page", "a", "09:00:00.000", "3"), site_id="s0"),
+        event("page", "a", "09:01:00.000", "4"),
+        event("page", "a", "09:01:00.000", "5"),
+        dict(event("page", "", "08:00:00.000", "6"), user_id="u"),  # a server-side call: visitor "user:u"
+    ]
+    assert [came[i]["message_id"] for i in batch_order(came)] == ["3", "4", "5", "2", "1", "6"]
 
 
 def test_apply_records_session_starts_and_interactions_as_touchpoints_with_their_stage() -> None:

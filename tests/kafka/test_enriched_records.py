@@ -6,6 +6,7 @@ check the records themselves (tests/kafka/test_stages.py reads them off the real
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import orjson
@@ -61,7 +62,26 @@ def test_a_visitors_run_of_events_is_one_record_and_reads_back_the_same() -> Non
         assert all(type(got.value[n]) is str for n in texts)  # type: ignore[literal-required]
         assert {k: orjson.loads(v) if k in texts else v for k, v in got.value.items()} == orjson.loads(
             orjson.dumps(want.value)
-        )
+        ) | {"enrich_errors": ()}
+        # holding no container, the dict is never walked by the cyclic GC (trailmark/runtime.py, _errors_at)
+        assert not gc.is_tracked(got.value)
+
+
+def test_an_events_enrichment_errors_read_back_as_they_were_written() -> None:
+    """An empty ``enrich_errors`` reads back as an empty tuple (no container: the event's dict stays
+    out of the cyclic GC); errors read back as a list of the same strings, in the same order."""
+    stage = EnrichStage(Settings(), {})
+    (record,) = stage.serialized([raw_record("a", 3)]).ok
+    run = orjson.loads(record.value)
+    at = run["fields"].index("enrich_errors")
+    run["rows"][1][at] = ["geo: lookup failed", "email: bad"]
+    run["rows"][2][at] = "not a list"  # another producer's: left for the builder's checks, as it came
+    back = parse_enriched([Message("t", 0, 0, record.key, orjson.dumps(run))])
+    assert [o.value["enrich_errors"] for o in back.ok] == [(), ["geo: lookup failed", "email: bad"], "not a list"]
+    assert [gc.is_tracked(o.value) for o in back.ok] == [False, True, False]
+    # the same record as another producer may write it (a space before it: read whole, not by _run_of)
+    whole = parse_enriched([Message("t", 0, 0, record.key, b" " + orjson.dumps(run))])
+    assert [o.value for o in whole.ok] == [o.value for o in back.ok]
 
 
 def test_json_object_fields_travel_as_text_and_read_back_as_objects() -> None:
