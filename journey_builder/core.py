@@ -1,7 +1,8 @@
 """The journey builder's logic, with no I/O: sessions, stages, identities, contacts and accounts.
 
-``JourneyCore.apply`` turns a batch of enriched events (deduplicated, sorted by site, visitor and
-time, their visitors' state already loaded) into the rows of every derived table. State it does
+``JourneyCore.apply`` turns a batch of enriched events (deduplicated, taken by site, visitor and
+time through ``batch_order``, their visitors' state already loaded) into the rows of every derived
+table. State it does
 not hold in memory comes through the two methods of ``Lookups`` (a contact the batch did not
 foresee, the devices of a contact being merged), which the builder answers from ClickHouse and
 tests answer from dicts. Everything here is unit-tested with hand-computed expectations
