@@ -31,9 +31,12 @@ counts them again: they keep no messageId to check).
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -69,6 +72,41 @@ KEEP_ALL = ConsentPolicies()  # every site keeps events without analytics consen
 CAUTIOUS_BATCHES = 5
 
 
+_pause_lock = threading.Lock()
+_pausing = 0  # gc_paused blocks running, in every thread of the process
+_enable_after = False  # whether the GC was on when the first of them began
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The process's cyclic GC off while the block runs (a batch's build), on again once the last
+    such block of any thread ends, if it was on when the first began.
+
+    A batch makes tens of thousands of containers that live until its inserts are done (each
+    event's build, the columns of ``events``, the other tables' rows): young collections started
+    in the middle of it walk them all and free nothing. Measured in the Kafka builder
+    (bench/builder.py --records --server --time-ordered, 200k events): 31 collections and
+    0.41-0.60 s of its ~9 s of CPU; paused, with the ``events`` columns let go of once stored, 10
+    collections (one after each batch) and 0.19-0.20 s (bench/RESULTS.md, 2026-12-06 "the builder's
+    GC paused"). What the batch keeps (its visitors' state) is walked by the first collection after
+    it. Reference counting frees everything that is not a cycle meanwhile, in every thread: a build of
+    20k events holds the GC back about a second, and the stage runner allocates between batches, so
+    a collection that is due runs there."""
+    global _pausing, _enable_after
+    with _pause_lock:
+        if _pausing == 0:
+            _enable_after = gc.isenabled()
+            gc.disable()
+        _pausing += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pausing -= 1
+            if _pausing == 0 and _enable_after:
+                gc.enable()
+
+
 class JourneyBuilder:
     def __init__(self, storage: Storage, settings: JourneySettings, consent: ConsentPolicies = KEEP_ALL) -> None:
         self.repo = BuilderRepository(storage)
@@ -93,7 +131,13 @@ class JourneyBuilder:
     # ---- public -------------------------------------------------------------------------------
 
     def process(self, batch: Sequence[EnrichedEvent]) -> Output:
-        """Derive and write everything for one batch; returns what was written (for metrics/tests)."""
+        """Derive and write everything for one batch; returns what was written (for metrics/tests),
+        but for the ``events`` columns, let go of once stored. The process's cyclic GC waits until
+        the batch is done (``gc_paused``)."""
+        with gc_paused():
+            return self._process(batch)
+
+    def _process(self, batch: Sequence[EnrichedEvent]) -> Output:
         careful = self.cautious > 0  # a batch after a start, a rebalance or a failure (see _write)
         fresh, stored, states = self._drop_seen(batch)
         out = Output(skipped_duplicates=len(batch) - len(fresh))
@@ -334,6 +378,7 @@ class JourneyBuilder:
         # batches have every contact they link looked up
         grown = {(site, contact) for site, _, contact, _, _ in out.links} if careful else out.grown
         self.repo.write(tables, out.events, sorted(grown))  # events last: their presence marks the batch as done
+        out.events = {}  # the batch's largest objects (see gc_paused): freed as soon as they are stored
 
     def _evict(self) -> None:
         self.core.evict(self.max_visitors)
