@@ -86,12 +86,12 @@ def gc_paused() -> Iterator[None]:
     event's build, the columns of ``events``, the other tables' rows): young collections started
     in the middle of it walk them all and free nothing. Measured in the Kafka builder
     (bench/builder.py --records --server --time-ordered, 200k events): 31 collections and
-    0.41-0.60 s of its ~9 s of CPU; paused, with the ``events`` columns let go of once stored, 10
-    collections (one after each batch) and 0.19-0.20 s (bench/RESULTS.md, 2026-12-06 "the builder's
-    GC paused"). What the batch keeps (its visitors' state) is walked by the first collection after
-    it. Reference counting frees everything that is not a cycle meanwhile, in every thread: a build of
-    20k events holds the GC back about a second, and the stage runner allocates between batches, so
-    a collection that is due runs there."""
+    0.60-0.74 s of its ~10 s of CPU; paused, with the ``events`` columns let go of once stored, 10
+    collections (one after each batch) and 0.24-0.26 s (bench/RESULTS.md, 2026-12-06 "the cyclic
+    GC held back while a batch is built"). What the batch keeps (its visitors' state) is walked by
+    the first collection after it. Reference counting frees everything that is not a cycle
+    meanwhile, in every thread: a build of 20k events holds the GC back about a second, and the
+    stage runner allocates between batches, so a collection that is due runs there."""
     global _pausing, _enable_after
     with _pause_lock:
         if _pausing == 0:
