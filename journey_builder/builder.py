@@ -132,8 +132,8 @@ class JourneyBuilder:
 
     def process(self, batch: Sequence[EnrichedEvent]) -> Output:
         """Derive and write everything for one batch; returns what was written (for metrics/tests),
-        but for the ``events`` columns, let go of once stored. The process's cyclic GC waits until
-        the batch is done (``gc_paused``)."""
+        of the ``events`` columns only ``message_id`` (the others are let go of once stored). The
+        process's cyclic GC waits until the batch is done (``gc_paused``)."""
         with gc_paused():
             return self._process(batch)
 
@@ -378,7 +378,9 @@ class JourneyBuilder:
         # batches have every contact they link looked up
         grown = {(site, contact) for site, _, contact, _, _ in out.links} if careful else out.grown
         self.repo.write(tables, out.events, sorted(grown))  # events last: their presence marks the batch as done
-        out.events = {}  # the batch's largest objects (see gc_paused): freed as soon as they are stored
+        # the batch's largest objects (see gc_paused), freed as soon as they are stored; the messageIds
+        # stay, for what the batch wrote (Output.event_count)
+        out.events = {"message_id": out.events["message_id"]} if out.events else {}
 
     def _evict(self) -> None:
         self.core.evict(self.max_visitors)

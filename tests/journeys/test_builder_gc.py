@@ -81,11 +81,13 @@ def test_a_batch_is_built_and_stored_with_the_gc_held_back(journey: Journey, mon
 
     monkeypatch.setattr(storage, "insert", rows)
     monkeypatch.setattr(storage, "insert_columns", columns)
-    out = j.builder.process(j.enrich([j.event("page", "a", 0, path="/"), j.event("page", "a", 1, path="/pricing")]))
+    sent = j.enrich([j.event("page", "a", 0, path="/"), j.event("page", "a", 1, path="/pricing")])
+    out = j.builder.process(sent)
     assert ("events", False) in during and ("sessions_data", False) in during
     assert not any(on for _, on in during)
     assert gc.isenabled()
-    assert out.events == {}  # let go of once stored
+    assert list(out.events) == ["message_id"] and out.event_count == 2  # the others let go of
+    assert out.events["message_id"] == [e["message_id"] for e in sent]
     assert j.sql("SELECT count() AS n FROM {db}.events") == [{"n": 2}]
 
     def broken(table: str, data: Mapping[str, Sequence[Any]]) -> None:
