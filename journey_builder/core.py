@@ -62,7 +62,12 @@ _NOT_BUILT: tuple[str, str, dict[str, Any]] = ("", "", {})  # replaced for every
 
 def visitor_id(ev: Mapping[str, Any]) -> str:
     """The device-level id: anonymousId, or ``user:<userId>`` for server-side calls without one."""
-    return ev["anonymous_id"] or f"user:{ev['user_id']}"
+    return visitor_of(ev["anonymous_id"], ev["user_id"])
+
+
+def visitor_of(anonymous_id: str, user_id: str) -> str:
+    """``visitor_id`` of an event with these ids."""
+    return anonymous_id or f"user:{user_id}"
 
 
 def batch_order(events: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -72,8 +77,13 @@ def batch_order(events: Sequence[Mapping[str, Any]]) -> list[int]:
     The events themselves are not sorted: the ``events`` columns are read from their dicts in the
     order they came, which is the order they were made in. Read in visitor order instead, a batch's
     20k dicts of ~75 values (~100 MB) are visited all over memory (measured alone on 20k
-    time-ordered events read from records: 3.2-4.4 against 4.9-6.3 us per event)."""
-    keys = [(e["site_id"], visitor_id(e), e["timestamp"]) for e in events]
+    time-ordered events read from records: 3.2-4.4 against 4.9-6.3 us per event).
+
+    Each key is one string, site, visitor and time joined by NULs: sorting 20k strings costs half
+    what sorting their (site, visitor, time) tuples does (1.0 against 2.1 us per event, measured
+    alone). The order is the tuples' but where an id holds a NUL, and even then one visitor's events
+    stay in time order (their keys differ only in the time)."""
+    keys = [f"{e['site_id']}\x00{visitor_id(e)}\x00{e['timestamp']}" for e in events]
     return sorted(range(len(keys)), key=keys.__getitem__)
 
 
@@ -513,7 +523,9 @@ def event_columns(
     event's visitor, session, contact and consent (``built``, one per event, in order)."""
     names = [k for k in events[0] if k not in _NOT_EVENT_COLUMNS]
     cols = as_columns(names, events)
-    cols["anonymous_id"] = [visitor_id(e) for e in events]
+    # what is derived from the fields is derived from their columns: a pass over 20k dicts of ~75
+    # values reads them from all over memory (the visitors: 0.03 against 0.16-0.49 us per event)
+    cols["anonymous_id"] = list(map(visitor_of, cols["anonymous_id"], cols["user_id"]))
     session_ids, contact_ids, consents = zip(*built, strict=True)
     cols["session_id"], cols["contact_id"] = list(session_ids), list(contact_ids)
     for name in _JSON_COLUMNS:  # objects, or their JSON text from the enriched topic
@@ -522,7 +534,7 @@ def event_columns(
     for name in ("original_timestamp", "sent_at"):  # storage parses RFC 3339; "" is not a time
         cols[name] = [v or CH_EPOCH for v in cols[name]]
     cols.update(as_columns(_CONSENT_COLUMNS, consents))
-    groups = [i for i, e in enumerate(events) if e["type"] == "group"]
+    groups = [i for i, kind in enumerate(cols["type"]) if kind == "group"]
     for f in (*CONTACT_FIELDS, "phone_timezone") if groups else ():
         # the person fields enrichment found in a group call's traits are the account's
         blank: Any = False if f in _FLAGS else ""

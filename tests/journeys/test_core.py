@@ -30,6 +30,7 @@ from journey_builder.core import (
     session_for,
     session_id_for,
     update_contact,
+    visitor_id,
 )
 from journey_builder.stages import StageRules
 from schemas import ENRICHED_DEFAULTS
@@ -501,6 +502,35 @@ def test_batch_order_is_by_site_visitor_and_time_and_keeps_the_order_of_events_o
         dict(event("page", "", "08:00:00.000", "6"), user_id="u"),  # a server-side call: visitor "user:u"
     ]
     assert [came[i]["message_id"] for i in batch_order(came)] == ["3", "4", "5", "2", "1", "6"]
+
+
+def test_batch_order_sorts_as_the_site_visitor_time_tuples_do_ids_prefixing_others_included() -> None:
+    """One string key per event, not a tuple: the order is the tuples' (ties as they came), also
+    for sites and visitors of which one begins with another ("a" and "ab" sort as "a" < "ab")."""
+    import random
+
+    rng = random.Random(3)
+    came = []
+    for n in range(400):
+        site, anon = rng.choice(["s", "s0", "t"]), rng.choice(["a", "ab", "a b", "b", "", "A"])
+        e = dict(event("page", anon, f"09:{rng.randrange(3):02d}:00.000", str(n)), site_id=site)
+        came.append(dict(e, user_id=rng.choice(["", "u", "u2"])))
+    tuples = [(e["site_id"], visitor_id(e), e["timestamp"]) for e in came]
+    assert batch_order(came) == sorted(range(len(came)), key=tuples.__getitem__)
+
+
+def test_batch_order_keeps_each_visitors_events_in_time_order_when_an_id_holds_a_nul() -> None:
+    """A visitor "a<NUL><a time>" has keys that sort among visitor "a"'s: the two visitors' events
+    may then interleave, but each one's stay in time order."""
+    odd = "a\x00" + at("09:01:30.000")
+    came = [
+        event("page", "a", "09:02:00.000", "1"),
+        event("page", odd, "09:05:00.000", "2"),
+        event("page", "a", "09:01:00.000", "3"),
+        event("page", odd, "08:00:00.000", "4"),
+    ]
+    order = [came[i]["message_id"] for i in batch_order(came)]
+    assert order.index("3") < order.index("1") and order.index("4") < order.index("2")
 
 
 def test_apply_records_session_starts_and_interactions_as_touchpoints_with_their_stage() -> None:
