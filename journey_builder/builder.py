@@ -58,6 +58,7 @@ from journey_builder.privacy import AGGREGATE_TABLE, ConsentPolicies, Suppressio
 from journey_builder.repository import LAST_SESSION_FIELDS, BuilderRepository
 from journey_builder.stages import PURCHASE, StageRules
 from schemas import EnrichedEvent
+from schemas.columns import rows_as_columns
 from schemas.times import epoch_ms, from_ch
 from trailmark.settings import JourneySettings
 from trailmark.storage.base import Row, Storage
@@ -371,7 +372,7 @@ class JourneyBuilder:
 
     def _write(self, out: Output, aggregates: list[dict[str, Any]], careful: bool = False) -> None:
         tables = out.tables(time.time_ns())
-        tables[AGGREGATE_TABLE] = aggregates
+        tables[AGGREGATE_TABLE] = rows_as_columns(aggregates) if aggregates else {}
         # shared_devices looks up the contacts the batch gave a new device to. A batch written before
         # up to its identities (a builder killed, a write that failed) comes again first after a start,
         # a rebalance or a failure, and its devices are then already their contacts' as stored: those

@@ -27,7 +27,7 @@ import orjson
 from journey_builder.privacy import NO_CONSENT, consent_of
 from journey_builder.stages import PURCHASE, STAGES, StageRules
 from schemas import EnrichedEvent, json_object, json_text
-from schemas.columns import as_columns
+from schemas.columns import as_columns, rows_as_columns
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
 
 # uuid5 namespace of session ids; ids must stay stable across versions (a redelivered batch must
@@ -223,34 +223,6 @@ class SessionState:
     os: str = ""
     country: str = ""
 
-    def row(self, site_id: str, version: int) -> dict[str, Any]:
-        return {
-            "site_id": site_id,
-            "session_id": self.session_id,
-            "anonymous_id": self.anonymous_id,
-            "user_id": self.user_id,
-            "start": ch_time(self.start),
-            "end": ch_time(self.end),
-            "pageviews": self.pageviews,
-            "events": self.events,
-            "entry_page": self.entry_page,
-            "exit_page": self.exit_page,
-            "referrer_host": self.referrer_host,
-            "channel": self.channel,
-            "source": self.source,
-            "medium": self.medium,
-            "campaign": self.campaign,
-            "click_id_type": self.click_id_type,
-            "campaign_key": self.campaign_key,
-            "device": self.device,
-            "browser": self.browser,
-            "os": self.os,
-            "country": self.country,
-            "converted": self.conversions > 0,
-            "conversions": self.conversions,
-            "version": version,
-        }
-
 
 @dataclass(slots=True)
 class VisitorState:
@@ -260,39 +232,64 @@ class VisitorState:
     stages: set[str] = field(default_factory=set)
 
 
-def state_row(site_id: str, anon: str, visitor: VisitorState, markers: Sequence[str], version: int) -> dict[str, Any]:
-    """A ``visitor_state`` row (migration 024): the visitor's state after a batch whose events of
-    the visitor begin and end with ``markers``. Only for a visitor with a session."""
-    s = visitor.session
-    assert s is not None
+def session_columns(sessions: Sequence[SessionState]) -> dict[str, list[Any]]:
+    """The columns ``sessions_data`` and ``visitor_state`` both keep of each of ``sessions``, built
+    column by column rather than as a dict per row transposed for the insert (20k time-ordered
+    events, 7k sessions and 5k visitors: every derived table's columns 2.2 against 3.2 us per event,
+    measured alone)."""
     return {
-        "site_id": site_id,
-        "anonymous_id": anon,
-        "version": version,
-        "markers": list(markers),
-        "sessions": visitor.sessions,
-        "stages": sorted(visitor.stages),
-        "session_id": s.session_id,
-        "start": ch_time(s.start),
-        "end": ch_time(s.end),
-        "campaign_key": s.campaign_key,
-        "referrer_host": s.referrer_host,
-        "channel": s.channel,
-        "source": s.source,
-        "medium": s.medium,
-        "campaign": s.campaign,
-        "click_id_type": s.click_id_type,
-        "entry_page": s.entry_page,
-        "exit_page": s.exit_page,
-        "user_id": s.user_id,
-        "pageviews": s.pageviews,
-        "events": s.events,
-        "conversions": s.conversions,
-        "device": s.device,
-        "browser": s.browser,
-        "os": s.os,
-        "country": s.country,
+        "session_id": [s.session_id for s in sessions],
+        "anonymous_id": [s.anonymous_id for s in sessions],
+        "user_id": [s.user_id for s in sessions],
+        "start": [ch_time(s.start) for s in sessions],
+        "end": [ch_time(s.end) for s in sessions],
+        "pageviews": [s.pageviews for s in sessions],
+        "events": [s.events for s in sessions],
+        "conversions": [s.conversions for s in sessions],
+        "entry_page": [s.entry_page for s in sessions],
+        "exit_page": [s.exit_page for s in sessions],
+        "referrer_host": [s.referrer_host for s in sessions],
+        "channel": [s.channel for s in sessions],
+        "source": [s.source for s in sessions],
+        "medium": [s.medium for s in sessions],
+        "campaign": [s.campaign for s in sessions],
+        "click_id_type": [s.click_id_type for s in sessions],
+        "campaign_key": [s.campaign_key for s in sessions],
+        "device": [s.device for s in sessions],
+        "browser": [s.browser for s in sessions],
+        "os": [s.os for s in sessions],
+        "country": [s.country for s in sessions],
     }
+
+
+def sessions_table(sessions: Sequence[tuple[str, SessionState]], version: int) -> dict[str, list[Any]]:
+    """The ``sessions_data`` columns of ``sessions`` (site, session)."""
+    states = [s for _, s in sessions]
+    cols = session_columns(states)
+    cols["site_id"] = [site for site, _ in sessions]
+    cols["converted"] = [s.conversions > 0 for s in states]
+    cols["version"] = [version] * len(states)
+    return cols
+
+
+def state_table(
+    visitors: Sequence[tuple[tuple[str, str], VisitorState, Sequence[str]]], version: int
+) -> dict[str, list[Any]]:
+    """The ``visitor_state`` columns (migration 024) of ``visitors`` ((site, visitor), state,
+    markers): each visitor's state after a batch whose events of the visitor begin and end with its
+    markers. Only for visitors with a session."""
+    sessions = []
+    for _, v, _ in visitors:
+        assert v.session is not None
+        sessions.append(v.session)
+    cols = session_columns(sessions)
+    cols["site_id"] = [key[0] for key, _, _ in visitors]
+    cols["anonymous_id"] = [key[1] for key, _, _ in visitors]
+    cols["version"] = [version] * len(sessions)
+    cols["markers"] = [list(markers) for _, _, markers in visitors]
+    cols["sessions"] = [v.sessions for _, v, _ in visitors]
+    cols["stages"] = [sorted(v.stages) for _, v, _ in visitors]
+    return cols
 
 
 def visitor_from_state(row: Mapping[str, Any]) -> VisitorState:
@@ -498,21 +495,27 @@ class Output:
         ids = self.events.get("message_id")
         return len(ids) if ids is not None else 0
 
-    def tables(self, version: int) -> dict[str, list[dict[str, Any]]]:
-        """The derived tables' rows, in write order (``events`` goes last, written as columns)."""
-        return {
-            "sessions_data": [session.row(site, version) for site, session in self.sessions.values()],
+    def tables(self, version: int) -> dict[str, dict[str, list[Any]]]:
+        """The derived tables as columns, in write order (``events`` goes last); a table without
+        rows has no columns."""
+        rows = {
             "touchpoints_data": self.touchpoints,
             "identities_data": self.identities,
             "contacts_data": [contact_row(c, version) for c in self.contacts.values()],
             "stage_transitions_data": self.stages,
             "accounts_data": list(self.accounts.values()),
             "account_links_data": self.account_links,
-            "visitor_state": [
-                state_row(site, anon, v, (first,) if first == last else (first, last), version)
-                for (site, anon), (v, first, last) in self.visitors.items()
-                if v.session is not None
-            ],
+        }
+        sessions = list(self.sessions.values())
+        states = [
+            (key, v, (first,) if first == last else (first, last))
+            for key, (v, first, last) in self.visitors.items()
+            if v.session is not None
+        ]
+        return {
+            "sessions_data": sessions_table(sessions, version) if sessions else {},
+            **{table: rows_as_columns(r) if r else {} for table, r in rows.items()},
+            "visitor_state": state_table(states, version) if states else {},
         }
 
 

@@ -157,21 +157,21 @@ class BuilderRepository:
 
     def write(
         self,
-        tables: Mapping[str, Sequence[Mapping[str, Any]]],
+        tables: Mapping[str, Mapping[str, Sequence[Any]]],
         events: Mapping[str, Sequence[Any]],
         grown: Keys = (),
     ) -> None:
-        """One insert per table, in the order given, then ``events`` (given as columns) last; after
-        the identities, shared_devices is kept (``share_devices``; ``grown``: the contacts that may
-        have a new device)."""
-        for table, rows in tables.items():
-            self.storage.insert(table, rows)
-            if table == "identities_data" and rows:
-                self.share_devices(rows, grown)
+        """One insert per table (each given as columns), in the order given, then ``events`` last;
+        after the identities, shared_devices is kept (``share_devices``; ``grown``: the contacts that
+        may have a new device)."""
+        for table, columns in tables.items():
+            self.storage.insert_columns(table, columns)
+            if table == "identities_data" and columns:
+                self.share_devices(columns, grown)
         self.storage.insert_columns("events", events)
 
-    def share_devices(self, links: Sequence[Mapping[str, Any]], grown: Keys) -> None:
-        """Keep shared_devices (migration 031) once the identities rows ``links`` are stored: for
+    def share_devices(self, links: Mapping[str, Sequence[Any]], grown: Keys) -> None:
+        """Keep shared_devices (migration 031) once the identities ``links`` (columns) are stored: for
         the contacts of ``grown`` that have two or more devices now, every link of each of their
         devices; for the devices of ``links`` already there, every link of each again (its new one may
         make it another contact's now). Links read from identities_data, after its insert: of two
@@ -179,7 +179,7 @@ class BuilderRepository:
         primary keys; a link to a contact that already had the device cannot make it shared, so
         ``grown`` leaves out a logged-in user's every event (at 100M events, looking up every
         link's contact cost 50-130 ms of CPU for 800 links)."""
-        devices = sorted({(r["site_id"], r["anonymous_id"]) for r in links})
+        devices = sorted(set(zip(links["site_id"], links["anonymous_id"], strict=True)))
         self.storage.execute(
             f"INSERT INTO {self.db}.shared_devices (site_id, anonymous_id, contact_id, last_seen)"
             f" SELECT site_id, anonymous_id, contact_id, max(last_seen) FROM {self.db}.identities_data"

@@ -71,6 +71,12 @@ def ch(clock: str) -> str:
     return f"{DAY} {clock}"
 
 
+def table_rows(out: Output, table: str, version: int) -> list[dict[str, Any]]:
+    """A derived table of ``out`` as rows (``Output.tables`` gives columns)."""
+    columns = out.tables(version)[table]
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
 def event(kind: str, anon: str, clock: str, msg: str, **fields: Any) -> dict[str, Any]:
     """An enriched event as enrichment leaves it: the raw fields, the enrichment defaults, ``fields``."""
     ev: dict[str, Any] = {
@@ -351,7 +357,7 @@ def test_a_late_event_in_a_later_batch_does_not_move_the_session_end() -> None:
     run(core, lookups, event("page", "a", "09:00:00.000", "m1", page_path="/"))
     run(core, lookups, event("page", "a", "09:10:00.000", "m2", page_path="/b"))
     out = run(core, lookups, event("track", "a", "09:05:00.000", "m3", event="Viewed", utm_source="late"))
-    [row] = out.tables(1)["sessions_data"]
+    [row] = table_rows(out, "sessions_data", 1)
     assert (row["session_id"], row["start"], row["end"]) == (sid("a", "m1"), ch("09:00:00.000"), ch("09:10:00.000"))
     assert (row["events"], row["pageviews"], row["exit_page"], row["campaign_key"]) == (3, 2, "/b", "")
     assert out.events["session_id"] == [sid("a", "m1")]
@@ -367,7 +373,7 @@ def test_a_late_page_view_does_not_become_the_exit_page() -> None:
         event("page", "a", "09:10:00.000", "m2", page_path="/b"),
     )
     out = run(core, lookups, event("page", "a", "09:05:00.000", "m3", page_path="/late"))
-    [row] = out.tables(1)["sessions_data"]
+    [row] = table_rows(out, "sessions_data", 1)
     assert (row["pageviews"], row["end"]) == (3, ch("09:10:00.000"))
     assert row["exit_page"] == "/b"
 
@@ -419,7 +425,7 @@ def test_apply_builds_the_sessions_of_a_stream() -> None:
     out = run(core, DictLookups(), *journey_stream())
     a, b = sid("v", "m01"), sid("v", "m09")
     common = {"site_id": SITE, "anonymous_id": "v", "device": "desktop", "browser": "Chrome", "os": "Windows"}
-    assert out.tables(7)["sessions_data"] == [
+    assert table_rows(out, "sessions_data", 7) == [
         {
             **common,
             "session_id": a,
@@ -621,7 +627,7 @@ def test_a_form_submit_is_a_conversion_when_forms_count() -> None:
         ("session_start", ""),
         ("conversion", "Form Submitted"),
     ]
-    [row] = out.tables(1)["sessions_data"]
+    [row] = table_rows(out, "sessions_data", 1)
     assert (row["conversions"], row["converted"]) == (1, True)
     assert "Purchase" in core.visitors[(SITE, "f")].stages
 
@@ -668,7 +674,7 @@ def test_a_logged_in_visitors_events_make_one_row_per_link_and_one_contact_row()
         {**link, "email": "", "first_seen": ch("09:00:00.000"), "last_seen": ch("09:12:00.000")},
         {**link, "email": "ann@acme.io", "first_seen": ch("09:10:00.000"), "last_seen": ch("09:10:00.000")},
     ]
-    (row,) = out.tables(42)["contacts_data"]
+    (row,) = table_rows(out, "contacts_data", 42)
     assert row["version"] == 42
     assert (row["email"], row["first_seen"], row["last_seen"]) == (
         "ann@acme.io",
@@ -1159,7 +1165,7 @@ def test_bots_get_no_session_or_contact_unless_included() -> None:
     assert out.events["message_id"] == ["m1", "m2", "m3"]  # kept in events
     assert out.events["session_id"] == ["", "", sid("h", "m3")]
     assert out.events["contact_id"] == ["", "", ""]
-    assert [r["anonymous_id"] for r in out.tables(1)["sessions_data"]] == ["h"]
+    assert [r["anonymous_id"] for r in table_rows(out, "sessions_data", 1)] == ["h"]
     assert {t["anonymous_id"] for t in out.touchpoints} == {"h"}
     assert [r["anonymous_id"] for r in out.stages] == ["h"]
     assert (out.identities, out.contacts) == ([], {})
