@@ -8,8 +8,9 @@ foresee, the devices of a contact being merged), which the builder answers from 
 tests answer from dicts. Everything here is unit-tested with hand-computed expectations
 (tests/journeys/test_core.py); ``journey_builder/builder.py`` adds the reads and writes.
 
-The rows are built for one insert per table: events as columns (a batch is tens of thousands of
-rows of ~80 columns: no per-row dict), the derived tables as row dicts (a few per visitor).
+The rows are built for one insert per table, each as columns: events straight from the events (a
+batch is tens of thousands of rows of ~80 columns: no per-row dict), sessions and visitor state from
+the sessions' slots, the other derived tables (a few rows per visitor) as row dicts transposed.
 """
 
 from __future__ import annotations
