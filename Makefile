@@ -24,7 +24,9 @@ install: $(STAMP)
 # the record then says `none`) and core.py runs as is.
 NATIVE := journey_builder/core
 NATIVE_SO := $(NATIVE).*.so $(NATIVE)__mypyc.*.so
-native: $(NATIVE)_native.sha256
+RUST := trailmark/native
+RUST_SRC := $(RUST)/Cargo.toml $(RUST)/Cargo.lock $(RUST)/src/lib.rs
+native: $(NATIVE)_native.sha256 trailmark/_native.sha256
 
 $(NATIVE)_native.sha256: $(NATIVE).py $(STAMP)
 	@rm -f $(NATIVE_SO) $@
@@ -34,6 +36,21 @@ $(NATIVE)_native.sha256: $(NATIVE).py $(STAMP)
 	else \
 		rm -f $(NATIVE_SO); echo none >$@; \
 		echo "$(NATIVE).py not compiled (no C compiler? see .cache/native.log): it runs as Python"; \
+	fi
+
+# trailmark/native (Rust: pyo3, serde_json) built by cargo into trailmark/_native.abi3.so: the Kafka journey
+# builder's reader of enriched records (trailmark/runs.py), and the SHA-256 of its sources beside it
+# (_native.sha256); runs.py uses the module only while they match. No cargo, or a failed build: said once per
+# change of the sources (the record then says `none`), and the records are read by orjson.
+trailmark/_native.sha256: $(RUST_SRC)
+	@rm -f trailmark/_native.*.so $@
+	@mkdir -p .cache
+	@if command -v cargo >/dev/null 2>&1 && cargo build --release --locked --manifest-path $(RUST)/Cargo.toml \
+			--target-dir .cache/cargo >.cache/native-rust.log 2>&1; then \
+		cp .cache/cargo/release/lib_native.so trailmark/_native.abi3.so; \
+		cat $(RUST_SRC) | sha256sum | cut -d' ' -f1 >$@; echo "$(RUST) compiled (cargo)"; \
+	else \
+		echo none >$@; echo "$(RUST) not compiled (no cargo? see .cache/native-rust.log): records are read by orjson"; \
 	fi
 
 run: install native
@@ -95,4 +112,4 @@ bench-journeys: install
 	$(BIN)/python bench/journeys.py
 
 clean:
-	rm -rf data .cache bench/out build $(NATIVE)_native.sha256 $(NATIVE_SO)
+	rm -rf data .cache bench/out build $(NATIVE)_native.sha256 $(NATIVE_SO) trailmark/_native.sha256 trailmark/_native.*.so

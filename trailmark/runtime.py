@@ -55,6 +55,7 @@ from trailmark.results import (
     describe,
     minimal_row,
 )
+from trailmark.runs import read_runs
 from trailmark.settings import Settings
 from trailmark.storage.base import Storage, StorageUnavailable
 from trailmark.suppression import Suppression
@@ -263,10 +264,20 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
     visitor's events (``{"fields": [...], "rows": [[...], ...]}``, what ``EnrichStage.serialized``
     writes), one event (a JSON object: what a dead-letter replay sends), or a JSON array of events
     (what trailmark wrote before the runs named their fields). JSON-object fields stay as they
-    come, objects or their JSON text (``schemas.JSON_TEXT_FIELDS``): the builder takes both."""
+    come, objects or their JSON text (``schemas.JSON_TEXT_FIELDS``): the builder takes both. Runs
+    are read by the compiled reader where it is built (``trailmark.runs``): the same dicts, the
+    strings a batch repeats shared."""
     out: Batch[EnrichedEvent] = Batch()
     ok, failed = out.ok, out.failed
-    for m in messages:
+    # the compiled reader's events (trailmark/runs.py), and how many are each record's (-1: read here)
+    events, counts = read_runs([m.value for m in messages], orjson.loads) if read_runs is not None else ([], [])
+    at = 0
+    for i, m in enumerate(messages):
+        if counts and (n := counts[i]) >= 0:
+            key = m.key
+            ok.extend([Ok(key, event) for event in events[at : at + n]])  # type: ignore[arg-type]  # checked by the builder
+            at += n
+            continue
         run = _run_of(m.value)  # the common record, as EnrichStage.serialized writes it
         if run is None:
             try:
