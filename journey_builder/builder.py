@@ -60,6 +60,7 @@ from journey_builder.stages import PURCHASE, StageRules
 from schemas import EnrichedEvent
 from schemas.columns import rows_as_columns
 from schemas.times import epoch_ms, from_ch
+from trailmark import compiled
 from trailmark.settings import JourneySettings
 from trailmark.storage.base import Row, Storage
 
@@ -119,6 +120,7 @@ class JourneyBuilder:
             settings.session_timeout_s,
             settings.include_bots,
             (settings.analysis.nps_event, settings.analysis.csat_event),  # answers are touchpoints
+            compiled.as_columns,  # trailmark/native's where make native built it
         )
         self.max_visitors = settings.max_visitors
         self.suppression = Suppression(storage)

@@ -43,6 +43,7 @@ from journey_builder.builder import JourneyBuilder
 from journey_builder.privacy import ConsentPolicies
 from schemas import JSON_TEXT_FIELDS, EnrichedEvent, RawBatch, Site, json_text, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
+from trailmark.compiled import read_runs
 from trailmark.errors import Unavailable
 from trailmark.health import StageHealth
 from trailmark.results import (
@@ -55,7 +56,6 @@ from trailmark.results import (
     describe,
     minimal_row,
 )
-from trailmark.runs import read_runs
 from trailmark.settings import Settings
 from trailmark.storage.base import Storage, StorageUnavailable
 from trailmark.suppression import Suppression
@@ -265,11 +265,11 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
     writes), one event (a JSON object: what a dead-letter replay sends), or a JSON array of events
     (what trailmark wrote before the runs named their fields). JSON-object fields stay as they
     come, objects or their JSON text (``schemas.JSON_TEXT_FIELDS``): the builder takes both. Runs
-    are read by the compiled reader where it is built (``trailmark.runs``): the same dicts, the
+    are read by the compiled reader where it is built (``trailmark.compiled``): the same dicts, the
     strings a batch repeats shared."""
     out: Batch[EnrichedEvent] = Batch()
     ok, failed = out.ok, out.failed
-    # the compiled reader's events (trailmark/runs.py), and how many are each record's (-1: read here)
+    # the compiled reader's events (trailmark/compiled.py), and how many are each record's (-1: read here)
     events, counts = read_runs([m.value for m in messages], orjson.loads) if read_runs is not None else ([], [])
     at = 0
     for i, m in enumerate(messages):

@@ -1,8 +1,10 @@
-"""The compiled reader of enriched run records (trailmark/native, trailmark/runs.py): where it is
-built, ``parse_enriched`` gives exactly what it gives reading every record with orjson (the same
-events, keys, values and value types, the same failures), with the strings a batch repeats in a
-field shared; records it does not read as orjson does are read by orjson. Checked on the real
-enrichment stage's records and on hand-made and generated ones."""
+"""What trailmark/native compiles (trailmark/compiled.py), where ``make native`` built it.
+
+The reader of enriched run records: ``parse_enriched`` gives exactly what it gives reading every
+record with orjson (the same events, keys, values and value types, the same failures), with the
+strings a batch repeats in a field shared; records it does not read as orjson does are read by
+orjson. Checked on the real enrichment stage's records and on hand-made and generated ones. And
+``as_columns``: what ``schemas.columns.as_columns`` gives, on events of one layout or several."""
 
 from __future__ import annotations
 
@@ -16,15 +18,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.columns import as_columns
 from tests.kafka.test_enriched_records import raw_record
-from trailmark import runs, runtime
+from trailmark import compiled as native
+from trailmark import runtime
 from trailmark.bus.base import Message
 from trailmark.results import Failed, Ok
 from trailmark.runtime import EnrichStage, parse_enriched
 from trailmark.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILT = runs.read_runs is not None
+BUILT = native.read_runs is not None
 needs_reader = pytest.mark.skipif(not BUILT, reason="trailmark/native is not built here (make native)")
 
 
@@ -75,8 +79,8 @@ def test_the_enrichers_records_read_the_same_and_the_reader_reads_them(monkeypat
     out = stage.serialized(raw)
     assert out.failed == []
     records = [Message("trailmark.enriched", 0, i, o.key, o.value) for i, o in enumerate(out.ok)]
-    assert runs.read_runs is not None
-    _, counts = runs.read_runs([m.value for m in records], orjson.loads)
+    assert native.read_runs is not None
+    _, counts = native.read_runs([m.value for m in records], orjson.loads)
     assert all(n > 0 for n in counts), counts  # the compiled reader read every record itself
     compiled, python = both(records, monkeypatch)
     assert len(compiled.ok) == 10
@@ -112,8 +116,8 @@ def test_edge_values_read_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     escaped = b'{"fields":["s"],"rows":[["\\ud83d\\ude00 \\u00e9 \\n \\" \\/"],["\\u0041"]]}'
     records = [run_record(fields, values), Message("t", 0, 0, b"s1:a", escaped)]
-    assert runs.read_runs is not None
-    assert runs.read_runs([m.value for m in records], orjson.loads)[1] == [6, 2]  # read by the reader
+    assert native.read_runs is not None
+    assert native.read_runs([m.value for m in records], orjson.loads)[1] == [6, 2]  # read by the reader
     compiled, python = both(records, monkeypatch)
     assert_same(compiled, python)
     assert compiled.ok[-2].value["s"] == '\U0001f600 \u00e9 \n " /'
@@ -140,8 +144,8 @@ def test_records_the_reader_declines_are_read_by_orjson(monkeypatch: pytest.Monk
         Message("t", 0, 0, b"s1:a", b'{"fields":["a","b"],"rows":[["x",1]'),
         run_record(fields, [["ok", 2]]),
     ]
-    assert runs.read_runs is not None
-    _, counts = runs.read_runs([m.value for m in records], orjson.loads)
+    assert native.read_runs is not None
+    _, counts = native.read_runs([m.value for m in records], orjson.loads)
     assert counts == [-1] * 10 + [1]
     compiled, python = both(records, monkeypatch)
     assert_same(compiled, python)
@@ -182,11 +186,29 @@ def test_generated_runs_read_the_same(width: int, data: st.DataObject) -> None:
     assert_same(compiled, python)
 
 
+@needs_reader
+def test_the_compiled_columns_are_schemas_columns() -> None:
+    stage = EnrichStage(Settings(), {})
+    out = stage.serialized([raw_record("a", 3), raw_record("b", 4, userId="u")])
+    events = [o.value for o in parse_enriched([Message("t", 0, 0, o.key, o.value) for o in out.ok]).ok]
+    names = [k for k in events[0] if k not in ("v", "extra")]
+    assert native.as_columns is native.compiled_columns
+    assert native.as_columns(names, events) == as_columns(names, events)
+    # names equal to the keys but other objects, and rows of other layouts: read by name
+    others = ["".join(n) for n in names]
+    mixed = [dict(reversed(list(e.items()))) if i % 2 else e for i, e in enumerate(events)]
+    mixed.append({**{"added": 1}, **events[0]})
+    assert native.as_columns(others, mixed) == as_columns(others, mixed)
+    assert native.as_columns(names[:1], events) == as_columns(names[:1], events)
+    with pytest.raises(KeyError, match="site_id"):
+        native.as_columns(names, [*events, {k: v for k, v in events[0].items() if k != "site_id"}])
+
+
 def test_the_compiled_reader_counts_only_while_it_matches_its_sources(tmp_path: Path) -> None:
     def package(name: str, *, compiled: bool, built_from: bytes | None, source: bytes = b"fn main() {}") -> Path:
         d = tmp_path / name
         (d / "native" / "src").mkdir(parents=True)
-        for f in runs.SOURCES:
+        for f in native.SOURCES:
             (d / f).write_bytes(source if f.endswith(".rs") else b"x")
         if compiled:
             (d / "_native.abi3.so").write_bytes(b"\x7fELF")  # its presence is what counts here
@@ -196,11 +218,11 @@ def test_the_compiled_reader_counts_only_while_it_matches_its_sources(tmp_path: 
         return d
 
     src = b"fn main() {}"
-    assert runs.native_state(package("a", compiled=False, built_from=None)) == "absent"
-    assert runs.native_state(package("b", compiled=True, built_from=src)) == "compiled"
-    assert runs.native_state(package("c", compiled=True, built_from=src, source=b"// edited")) == "stale"
-    assert runs.native_state(package("d", compiled=True, built_from=None)) == "stale"
-    assert runs.native_state(package("e", compiled=False, built_from=src)) == "absent"
+    assert native.native_state(package("a", compiled=False, built_from=None)) == "absent"
+    assert native.native_state(package("b", compiled=True, built_from=src)) == "compiled"
+    assert native.native_state(package("c", compiled=True, built_from=src, source=b"// edited")) == "stale"
+    assert native.native_state(package("d", compiled=True, built_from=None)) == "stale"
+    assert native.native_state(package("e", compiled=False, built_from=src)) == "absent"
 
 
 def test_make_native_compiled_the_reader_where_cargo_is() -> None:
@@ -212,4 +234,4 @@ def test_make_native_compiled_the_reader_where_cargo_is() -> None:
     log = ROOT / ".cache" / "native-rust.log"
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no .cache/native-rust.log)"
     assert record.read_text().strip() != "none", f"make native failed with cargo present:\n{tail}"
-    assert runs.native_state() == "compiled" and BUILT
+    assert native.native_state() == "compiled" and BUILT
