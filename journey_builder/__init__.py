@@ -11,31 +11,28 @@ runs as it is.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
-import os
 import sys
 import warnings
 from pathlib import Path
 
+from trailmark.builds import PURE_PYTHON, build_state
+
 NATIVE_MODULES = ("core",)
 """The modules of this package that ``make native`` compiles."""
-PURE_PYTHON = os.environ.get("TRAILMARK_PURE_PYTHON", "") not in ("", "0")
-"""``TRAILMARK_PURE_PYTHON`` as this process started: run the compiled modules as Python."""
+__all__ = ["NATIVE_MODULES", "PURE_PYTHON", "core_form", "native_state"]
 
 
 def native_state(directory: Path, module: str) -> str:
     """``compiled`` (a compiled ``module`` built from its source as it is now), ``stale`` (one built
-    from another source, or with no record of its source) or ``absent`` (none)."""
-    if not any((directory / f"{module}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES):
-        return "absent"
-    try:
-        built_from = (directory / f"{module}_native.sha256").read_text().strip()
-        source = hashlib.sha256((directory / f"{module}.py").read_bytes()).hexdigest()
-    except OSError:
-        return "stale"
-    return "compiled" if built_from == source else "stale"
+    from another source, or with no record of its source) or ``absent`` (none): see
+    ``trailmark.builds.build_state``."""
+    return build_state(
+        (directory / f"{module}{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES),
+        directory / f"{module}_native.sha256",
+        [directory / f"{module}.py"],
+    )
 
 
 def _load_source(package: str, directory: Path, module: str) -> None:

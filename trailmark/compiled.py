@@ -19,14 +19,13 @@ and writes the SHA-256 of its sources beside it (``_native.sha256``); when they 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from schemas.columns import as_columns as python_columns
+from trailmark.builds import PURE_PYTHON, build_state
 
 ReadRuns = Callable[[Sequence[bytes], Callable[[bytes], Any]], tuple[list[dict[str, Any]], list[int]]]
 """``read_runs(records, loads)``: the records' events as dicts, in one list, and for each record how
@@ -35,31 +34,16 @@ many of them are its (-1: Python reads it)."""
 HERE = Path(__file__).parent
 SOURCES = ("native/Cargo.toml", "native/Cargo.lock", "native/src/lib.rs")
 """What ``make native`` builds the module from, in the order their SHA-256 is taken."""
-PURE_PYTHON = os.environ.get("TRAILMARK_PURE_PYTHON", "") not in ("", "0")
-
-
-def sources_digest(directory: Path = HERE) -> str | None:
-    """The SHA-256 of the module's sources as they are now (None: not shipped, as in a wheel)."""
-    digest = hashlib.sha256()
-    try:
-        for name in SOURCES:
-            digest.update((directory / name).read_bytes())
-    except OSError:
-        return None
-    return digest.hexdigest()
+__all__ = ["PURE_PYTHON", "as_columns", "native_state", "read_runs"]
 
 
 def native_state(directory: Path = HERE) -> str:
     """``compiled`` (built from the sources as they are now, or shipped without them), ``stale``
-    (built from others, or with no record of them) or ``absent`` (not built)."""
-    if not list(directory.glob("_native.*.so")):
-        return "absent"
-    try:
-        built_from = (directory / "_native.sha256").read_text().strip()
-    except OSError:
-        return "stale"
-    now = sources_digest(directory)
-    return "compiled" if now is None or built_from == now else "stale"
+    (built from others, or with no record of them) or ``absent`` (not built): see
+    ``trailmark.builds.build_state``."""
+    return build_state(
+        directory.glob("_native.*.so"), directory / "_native.sha256", [directory / name for name in SOURCES]
+    )
 
 
 def load() -> Any:

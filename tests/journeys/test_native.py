@@ -44,6 +44,10 @@ def test_a_compiled_module_counts_only_while_it_matches_its_source(tmp_path: Pat
     assert native_state(_package(tmp_path / "d", src, compiled=True, built_from=None), "core") == "stale"
     # a record but no compiled module: nothing to use
     assert native_state(_package(tmp_path / "e", src, compiled=False, built_from=src), "core") == "absent"
+    # shipped without its source (a wheel of the compiled form): nothing to compare, the build is used
+    shipped = _package(tmp_path / "f", src, compiled=True, built_from=src)
+    (shipped / "core.py").unlink()
+    assert native_state(shipped, "core") == "compiled"
 
 
 def test_this_checkout_imports_the_form_its_build_state_says() -> None:
