@@ -42,11 +42,14 @@ from typing import Any
 import orjson
 
 from journey_builder.core import (
+    GROUP,
+    IDENTIFYING,
+    BatchKeys,
     JourneyCore,
     Output,
     SessionState,
     VisitorState,
-    batch_order,
+    batch_keys,
     blank_account,
     blank_contact,
     email_of,
@@ -142,26 +145,32 @@ class JourneyBuilder:
 
     def _process(self, batch: Sequence[EnrichedEvent]) -> Output:
         careful = self.cautious > 0  # a batch after a start, a rebalance or a failure (see _write)
-        fresh, stored, states = self._drop_seen(batch)
-        out = Output(skipped_duplicates=len(batch) - len(fresh))
-        if not fresh:
+        keys = batch_keys(batch)  # what the passes below read of each event, read once (see BatchKeys)
+        new, stored, states = self._drop_seen(keys)
+        out = Output(skipped_duplicates=len(batch) - len(new))
+        if not new:
             return out
+        fresh = list(batch) if len(new) == len(batch) else [batch[i] for i in new]
+        if len(new) < len(batch):
+            keys = keys.take(new)
         fresh = self._drop_erased(fresh, out)
         split = split_by_consent(fresh, self.consent)
         out.skipped_no_consent = split.dropped
         out.aggregated = split.aggregated
+        if len(split.kept) < len(keys):  # erased, or kept only as counts: their keys are read again
+            keys = batch_keys(split.kept)
         fresh = split.kept
         if fresh:
-            order = batch_order(fresh)  # the events stay as they came: see batch_order
+            order = keys.order()  # the events stay as they came: see batch_order
             core = self.core
             # Contacts, emails and accounts span visitors, so other builders of the group (other
             # partitions) change them too: read fresh for every batch. Visitors are this builder's own.
             core.contacts.clear()
             core.email_contacts.clear()
             core.accounts.clear()
-            self._load_visitors(fresh, stored, states)
-            self._load_contacts(fresh)
-            self._load_accounts(fresh)
+            self._load_visitors(keys, stored, states)
+            self._load_contacts([fresh[i] for i in keys.of_kind(IDENTIFYING)])
+            self._load_accounts([fresh[i] for i in keys.of_kind(GROUP)])
             try:
                 core.apply(fresh, self, out, order)
                 self._write(out, split.aggregates, careful)
@@ -201,31 +210,29 @@ class JourneyBuilder:
 
     # ---- dedup and state loading -------------------------------------------------------------
 
-    def _drop_seen(
-        self, batch: Sequence[EnrichedEvent]
-    ) -> tuple[list[EnrichedEvent], set[tuple[str, str]], dict[tuple[str, str], Row]]:
-        """The batch without repeated or already stored messageIds; which of its visitors have
-        stored events at all (only those have state to reload); and the stored ``visitor_state`` of
-        those not in memory whose markers are stored (the row's batch was written whole). Queries
-        by primary key: the batch's keys, then, only for visitors with stored events that are not
-        in memory (returning after eviction or a restart), their state rows and those rows'
-        markers. A batch of new visitors and visitors in memory takes one query."""
-        unique: dict[tuple[str, str], EnrichedEvent] = {}
-        for ev in batch:
-            unique.setdefault((ev["site_id"], ev["message_id"]), ev)
-        if not unique:
+    def _drop_seen(self, keys: BatchKeys) -> tuple[list[int], set[tuple[str, str]], dict[tuple[str, str], Row]]:
+        """Indexes of the batch's events (``keys``) without repeated or already stored messageIds;
+        which of its visitors have stored events at all (only those have state to reload); and the
+        stored ``visitor_state`` of those not in memory whose markers are stored (the row's batch was
+        written whole). Queries by primary key: the batch's keys, then, only for visitors with stored
+        events that are not in memory (returning after eviction or a restart), their state rows and
+        those rows' markers. A batch of new visitors and visitors in memory takes one query."""
+        firsts = keys.first_of_each()
+        if not firsts:
             return [], set(), {}
         cautious = self.cautious > 0
         if cautious:
             self.cautious -= 1
-        visitors = sorted({(e["site_id"], visitor_id(e)) for e in unique.values()})
-        stored, known = self._stored(visitors, [m for _, m in unique], cautious)
+        ids = keys.ids
+        every = len(firsts) == len(ids)
+        visitors = sorted(set(keys.visitors) if every else {keys.visitors[i] for i in firsts})
+        stored, known = self._stored(visitors, [ids[i][1] for i in firsts], cautious)
         missing = [k for k in visitors if k in stored and k not in self.core.visitors]
         states = {(r["site_id"], r["anonymous_id"]): r for r in self.repo.visitor_states(missing)} if missing else {}
         if markers := sorted({m for k, r in states.items() for m in r["markers"] if (k[0], m) not in known}):
             known |= self._stored(sorted(states), markers, cautious)[1]
         held = {k: r for k, r in states.items() if all((k[0], m) in known for m in r["markers"])}
-        return [ev for k, ev in unique.items() if k not in known], stored, held
+        return ([i for i in firsts if ids[i] not in known] if known else firsts), stored, held
 
     def _stored(
         self, visitors: list[tuple[str, str]], ids: list[str], cautious: bool
@@ -252,7 +259,7 @@ class JourneyBuilder:
         return kept
 
     def _load_visitors(
-        self, events: Sequence[EnrichedEvent], stored: set[tuple[str, str]], states: Mapping[tuple[str, str], Row]
+        self, keys: BatchKeys, stored: set[tuple[str, str]], states: Mapping[tuple[str, str], Row]
     ) -> None:
         """State of the visitors not in memory, as of the last batch whose events are stored: from
         their ``visitor_state`` rows (``states``, checked by ``_drop_seen``), else rebuilt from the
@@ -269,7 +276,7 @@ class JourneyBuilder:
         visitors = self.core.visitors
         # a lookup per visitor of the batch, not ``set - visitors.keys()``, which walks the whole cache
         # (7.5 ms a batch at 100k visitors, against 0.07 ms)
-        missing = sorted({k for e in events if (k := (e["site_id"], visitor_id(e))) not in visitors})
+        missing = sorted({k for k in keys.visitors if k not in visitors})
         if not missing:
             return
         for key in missing:  # a held state row implies stored events (its markers are stored)
@@ -326,10 +333,10 @@ class JourneyBuilder:
             s.exit_page = stored["page"][1] or s.exit_page
             s.user_id = stored["user"][1] or s.user_id
 
-    def _load_contacts(self, events: Sequence[EnrichedEvent]) -> None:
-        """Contacts this batch may touch, in two queries (not one per contact)."""
+    def _load_contacts(self, identifying: Sequence[EnrichedEvent]) -> None:
+        """Contacts this batch's ``identifying`` events (a userId or a person's email) may touch, in
+        two queries (not one per contact)."""
         core = self.core
-        identifying = [e for e in events if e["user_id"] or email_of(e)]
         if not identifying:
             return
         emails = sorted({(e["site_id"], email) for e in identifying if (email := email_of(e))})
@@ -352,9 +359,9 @@ class JourneyBuilder:
         for site, cid in missing:
             core.contacts.setdefault((site, cid), blank_contact(site, cid))
 
-    def _load_accounts(self, events: Sequence[EnrichedEvent]) -> None:
-        """The accounts this batch's group calls touch, in one query."""
-        wanted = sorted({(e["site_id"], e["group_id"]) for e in events if e["type"] == "group" and e["group_id"]})
+    def _load_accounts(self, groups: Sequence[EnrichedEvent]) -> None:
+        """The accounts this batch's ``groups`` (group calls naming a group) touch, in one query."""
+        wanted = sorted({(e["site_id"], e["group_id"]) for e in groups})
         if not wanted:
             return
         accounts = self.core.accounts

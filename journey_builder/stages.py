@@ -1,4 +1,5 @@
-"""Journey stages from readable rules (stages.toml), evaluated per event as the builder sees it."""
+"""Journey stages from readable rules (stages.toml); ``journey_builder.core`` evaluates them per event
+(``entered_rules``), as the builder sees it."""
 
 from __future__ import annotations
 
@@ -21,23 +22,6 @@ class Rule:
     min_sessions: int = 0
     after_stage: str = ""
     new_session: bool = False
-
-    def matches(self, *, event: str, path: str, sessions: int, entered: set[str], new_session: bool) -> bool:
-        if self.events and event not in self.events:
-            return False
-        if self.path_contains:
-            if not path:
-                return False
-            for p in self.path_contains:
-                if p in path:
-                    break
-            else:
-                return False
-        if sessions < self.min_sessions:
-            return False
-        if self.after_stage and self.after_stage not in entered:
-            return False
-        return not (self.new_session and not new_session)
 
 
 @dataclass
@@ -63,21 +47,3 @@ class StageRules:
                     )
                 )
         return cls(rules)
-
-    def entered(self, *, event: str, path: str, sessions: int, entered: set[str], new_session: bool) -> list[Rule]:
-        """Rules that put the visitor into a stage it has not entered yet (first rule per stage).
-
-        Called for every event: a visitor who entered every stage a rule leads to costs one set
-        test per rule, and ``matches`` runs only for the rules still open."""
-        out: list[Rule] = []
-        seen: set[str] | None = None
-        for rule in self.rules:
-            if rule.stage in entered or (seen is not None and rule.stage in seen):
-                continue
-            if rule.events and event not in rule.events:
-                continue
-            if rule.matches(event=event, path=path, sessions=sessions, entered=entered, new_session=new_session):
-                out.append(rule)
-                seen = seen or set()
-                seen.add(rule.stage)
-        return out

@@ -17,12 +17,14 @@ from journey_builder.core import (
     JourneyCore,
     Output,
     SessionState,
+    StageRule,
     VisitorState,
     account_domain,
     apply_group,
     batch_order,
     contact_row,
     current_stage,
+    entered_rules,
     event_columns,
     interaction_of,
     is_conversion,
@@ -32,7 +34,7 @@ from journey_builder.core import (
     update_contact,
     visitor_id,
 )
-from journey_builder.stages import StageRules
+from journey_builder.stages import Rule, StageRules
 from schemas import ENRICHED_DEFAULTS
 from schemas.times import epoch_ms
 
@@ -592,6 +594,28 @@ def test_apply_enters_stages_by_the_default_rules_and_a_purchase_feeds_retention
         "Retention",
         "Advocacy",
     }
+
+
+def test_entered_rules_takes_the_first_matching_rule_of_each_stage_not_entered_yet() -> None:
+    rules = [
+        StageRule(Rule("A", "a by event", events=frozenset({"Go"}))),
+        StageRule(Rule("A", "a by path", path_contains=("/go", "/run"))),
+        StageRule(Rule("B", "b by sessions", min_sessions=3)),
+        StageRule(Rule("C", "c after A on a new session", after_stage="A", new_session=True)),
+    ]
+
+    def names(event: str = "", path: str = "", sessions: int = 1, entered: tuple[str, ...] = (), new: bool = False):
+        return [r.name for r in entered_rules(rules, event, path, sessions, set(entered), new)]
+
+    assert names() == []
+    assert names(event="Go", path="/run/x") == ["a by event"]  # one rule per stage: the first that matches
+    assert names(path="/x/run") == ["a by path"]  # a substring anywhere in the path
+    assert names(path="/walk") == []
+    assert names(event="Go", entered=("A",)) == []  # a stage is entered once
+    assert names(sessions=3) == ["b by sessions"] and names(sessions=2) == []
+    assert names(entered=("A",), new=True) == ["c after A on a new session"]
+    assert names(entered=("A",)) == [] and names(new=True) == []
+    assert names(event="Go", sessions=5, new=True) == ["a by event", "b by sessions"]  # A is not entered before
 
 
 def test_retention_needs_a_purchase_then_a_new_session() -> None:
