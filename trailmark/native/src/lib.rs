@@ -28,8 +28,9 @@ use serde_json::value::RawValue;
 struct Run<'a> {
     #[serde(borrow)]
     fields: &'a RawValue,
+    /// each row's values as their JSON text, read in the record's one scan
     #[serde(borrow)]
-    rows: Vec<&'a RawValue>,
+    rows: Vec<Vec<&'a RawValue>>,
 }
 
 /// A field list read once: its names as interned Python strings, where `enrich_errors` is, and the
@@ -154,8 +155,7 @@ fn read_run<'py, 'a>(
         };
     }
     let layout = &mut layouts[*last].1;
-    for row in run.rows {
-        let values: Vec<&'a RawValue> = serde_json::from_str(row.get()).ok()?;
+    for values in run.rows {
         if values.len() != layout.names.len() {
             return None;
         }
