@@ -380,7 +380,7 @@ class JourneyBuilder:
     # ---- writing --------------------------------------------------------------------------------
 
     def _write(self, out: Output, aggregates: list[dict[str, Any]], careful: bool = False) -> None:
-        tables = out.tables(time.time_ns())
+        tables = out.tables(time.time_ns(), self.core.transpose)
         tables[AGGREGATE_TABLE] = rows_as_columns(aggregates) if aggregates else {}
         # shared_devices looks up the contacts the batch gave a new device to. A batch written before
         # up to its identities (a builder killed, a write that failed) comes again first after a start,

@@ -28,8 +28,12 @@ T = TypeVar("T")
 DeadLetterKind = Literal["unreadable", "invalid", "enrich_failed", "unserializable", "build_failed", "unknown"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ok(Generic[T]):
+    """A record's (or one of its events') value a stage made, under the record's bus key. Not
+    frozen, unlike the others: one is made per event a Kafka journey builder reads (20k a batch),
+    and a frozen dataclass's ``__init__`` costs 0.30 against 0.12 us. Nothing changes one."""
+
     key: bytes
     value: T
 
