@@ -204,6 +204,30 @@ def test_the_compiled_columns_are_schemas_columns() -> None:
         native.as_columns(names, [*events, {k: v for k, v in events[0].items() if k != "site_id"}])
 
 
+@needs_reader
+def test_the_compiled_columns_hold_each_value_once_and_give_it_back_on_an_error() -> None:
+    """The transposer gathers borrowed references and hands them to the lists: every path (rows of
+    the first row's layout, of another, a missing name) leaves each value's reference count as it
+    was once the columns are gone."""
+    import sys
+
+    value = "".join(["a value", " of its own"])
+    rows = [{"a": value, "b": i} for i in range(50)]
+    shuffled = [*rows[:20], {"b": 0, "a": value}, *rows[20:]]
+    lacking = [*rows, {"a": value}]
+    held = sys.getrefcount(value)
+    for names, of in ((["a", "b"], rows), (["a"], rows), (["a", "b"], shuffled)):
+        cols = native.as_columns(names, of)
+        assert sys.getrefcount(value) == held + len(of)  # one reference per row, in the list
+        assert cols == as_columns(names, of)
+        del cols
+        assert sys.getrefcount(value) == held
+    for names, of in ((["a", "b", "c"], rows), (["a", "b"], lacking)):
+        with pytest.raises(KeyError):
+            native.as_columns(names, of)
+        assert sys.getrefcount(value) == held
+
+
 def test_the_compiled_reader_counts_only_while_it_matches_its_sources(tmp_path: Path) -> None:
     def package(name: str, *, compiled: bool, built_from: bytes | None, source: bytes = b"fn main() {}") -> Path:
         d = tmp_path / name

@@ -18,6 +18,7 @@
 
 use rustc_hash::FxHashMap;
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use serde::Deserialize;
@@ -217,17 +218,21 @@ fn read_runs<'py>(
 /// template, or the enricher's literals), so each row is walked in its own order with no lookup,
 /// its keys checked against the first row's; a row of another layout is looked up name by name.
 /// as_columns makes a tuple of each row's values and transposes the tuples: every value is taken
-/// three times and the tuples are made and freed.
+/// three times and the tuples are made and freed. The walk reads each dict's entries as borrowed
+/// references (`PyDict_Next`) and the lists take the references gathered (`PyList_SetItem`): a value
+/// costs one reference count, not the three a walk through owned references costs (0.23 against
+/// ~0.1 us per row of 13 values, measured alone).
 #[pyfunction]
 fn columns<'py>(
     py: Python<'py>,
     names: Vec<Bound<'py, PyString>>,
     rows: Vec<Bound<'py, PyDict>>,
 ) -> PyResult<Vec<Bound<'py, PyList>>> {
-    let mut cols: Vec<Vec<Bound<'py, PyAny>>> = names.iter().map(|_| Vec::with_capacity(rows.len())).collect();
+    let mut cols = Gathered(names.iter().map(|_| Vec::with_capacity(rows.len())).collect());
     // the first row's keys, and for each the column it fills (None: not wanted)
-    let mut order: Vec<Bound<'py, PyAny>> = Vec::new();
+    let mut order: Vec<*mut ffi::PyObject> = Vec::new();
     let mut slots: Vec<Option<usize>> = Vec::new();
+    let mut keep: Vec<Bound<'py, PyAny>> = Vec::new(); // holds the first row's keys while they are compared
     if let Some(first) = rows.first() {
         for key in first.keys() {
             let mut slot = None;
@@ -238,36 +243,80 @@ fn columns<'py>(
                 }
             }
             slots.push(slot);
-            order.push(key);
+            order.push(key.as_ptr());
+            keep.push(key);
         }
     }
     let wanted = slots.iter().filter(|s| s.is_some()).count();
     for (r, row) in rows.iter().enumerate() {
         let mut same = row.len() == order.len() && wanted == names.len();
         if same {
-            for (j, (key, value)) in row.iter().enumerate() {
-                if !key.is(&order[j]) {
+            let (mut pos, mut key, mut value): (ffi::Py_ssize_t, *mut ffi::PyObject, *mut ffi::PyObject) =
+                (0, std::ptr::null_mut(), std::ptr::null_mut());
+            let mut j = 0;
+            // SAFETY: the dict is not changed while it is walked (no Python code runs meanwhile);
+            // each value kept is given its own reference before it is pushed
+            while unsafe { ffi::PyDict_Next(row.as_ptr(), &mut pos, &mut key, &mut value) } != 0 {
+                if j >= order.len() || key != order[j] {
                     same = false;
                     break;
                 }
                 if let Some(c) = slots[j] {
-                    cols[c].push(value);
+                    unsafe { ffi::Py_INCREF(value) };
+                    cols.0[c].push(value);
                 }
+                j += 1;
             }
         }
         if !same {
-            for col in cols.iter_mut() {
-                col.truncate(r);
-            }
+            cols.truncate(r);
             for (c, name) in names.iter().enumerate() {
                 match row.get_item(name)? {
-                    Some(value) => cols[c].push(value),
+                    Some(value) => cols.0[c].push(value.into_ptr()),
                     None => return Err(pyo3::exceptions::PyKeyError::new_err(name.clone().unbind())),
                 }
             }
         }
     }
-    cols.into_iter().map(|c| PyList::new(py, c)).collect()
+    drop(keep);
+    let mut lists = Vec::with_capacity(names.len());
+    for col in cols.0.iter_mut() {
+        let values = std::mem::take(col);
+        // SAFETY: a new list of the column's length, each slot given one of the references gathered
+        // (PyList_SetItem takes it over), in order; an error leaves the rest to Gathered's drop
+        let list = unsafe { ffi::PyList_New(values.len() as ffi::Py_ssize_t) };
+        if list.is_null() {
+            *col = values;
+            return Err(PyErr::fetch(py));
+        }
+        let list = unsafe { Bound::from_owned_ptr(py, list) };
+        for (i, value) in values.into_iter().enumerate() {
+            unsafe { ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, value) };
+        }
+        lists.push(unsafe { list.downcast_into_unchecked::<PyList>() });
+    }
+    Ok(lists)
+}
+
+/// References gathered for the columns, given back if the columns are not made.
+struct Gathered(Vec<Vec<*mut ffi::PyObject>>);
+
+impl Gathered {
+    /// Keep the first `rows` values of each column.
+    fn truncate(&mut self, rows: usize) {
+        for col in self.0.iter_mut() {
+            for value in col.drain(rows.min(col.len())..) {
+                // SAFETY: each gathered pointer holds one reference, given back once
+                unsafe { ffi::Py_DECREF(value) };
+            }
+        }
+    }
+}
+
+impl Drop for Gathered {
+    fn drop(&mut self) {
+        self.truncate(0);
+    }
 }
 
 #[pymodule]
