@@ -45,7 +45,7 @@ import functools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -141,7 +141,7 @@ def resolve_subject(storage: Storage, site_id: str, contact: str) -> Subject | N
 
 # --- consent (stored with every event and with the contact) ---------------------------------------------
 
-NO_CONSENT: dict[str, Any] = {
+NO_CONSENT: Mapping[str, Any] = {  # read, never changed: consent_of hands it out as it is
     "consent": "",
     "consent_dnt": False,
     "consent_cookieless": False,
@@ -149,13 +149,15 @@ NO_CONSENT: dict[str, Any] = {
 }
 
 
-def consent_of(context: object) -> dict[str, Any]:
+def consent_of(context: object) -> Mapping[str, Any]:
     """The consent columns of an event, from ``context.consent``: trailmark.js sends
     ``[choice, DNT or GPC, ids stored]`` (choice 1: opted in, null: no choice; an opted-out visitor
-    sends nothing); Segment's consent object is read from its ``categoryPreferences``."""
+    sends nothing); Segment's consent object is read from its ``categoryPreferences``. For an event
+    that says nothing of consent (most of them), ``NO_CONSENT`` itself, not a copy: it is called for
+    every event a journey builder builds, and what it gives is read, never changed."""
     if isinstance(context, str):  # the JSON text the enriched topic carries (schemas.JSON_TEXT_FIELDS)
         if '"consent"' not in context:  # most events say nothing of consent: no parse for them
-            return dict(NO_CONSENT)
+            return NO_CONSENT
         context = json_object(context)
     sent = context.get("consent") if isinstance(context, dict) else None
     if isinstance(sent, list):
@@ -176,7 +178,7 @@ def consent_of(context: object) -> dict[str, Any]:
             "consent_cookieless": False,
             "consent_categories": granted,
         }
-    return dict(NO_CONSENT)
+    return NO_CONSENT
 
 
 # --- events without analytics consent: kept in full, as aggregates only, or not at all ------------------
