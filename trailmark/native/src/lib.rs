@@ -220,8 +220,9 @@ fn read_runs<'py>(
 /// as_columns makes a tuple of each row's values and transposes the tuples: every value is taken
 /// three times and the tuples are made and freed. The walk reads each dict's entries as borrowed
 /// references (`PyDict_Next`) and the lists take the references gathered (`PyList_SetItem`): a value
-/// costs one reference count, not the three a walk through owned references costs (0.23 against
-/// ~0.1 us per row of 13 values, measured alone).
+/// costs one reference count, not the three a walk through owned references costs (measured alone:
+/// 0.17 against 0.23 us per row of 13 values; a batch's events columns 0.90-0.99 against 1.28-1.40
+/// us per event).
 #[pyfunction]
 fn columns<'py>(
     py: Python<'py>,
