@@ -140,13 +140,21 @@ def child(
     if records:
         from trailmark.runtime import parse_enriched
 
+        try:  # the values as they came, which the builder writes the events rows from (BuildStage.write)
+            from trailmark.runtime import raw_source
+        except ImportError:  # an older checkout: none
+            raw_source = None
+
         encoded = [as_records(b) for b in batches]
         del batches
         _tune_gc()
         collections = _gc_clock()
         cpu, wall = time.process_time(), time.perf_counter()
         for recs in encoded:
-            builder.process([o.value for o in parse_enriched(recs).ok])
+            ok = parse_enriched(recs).ok
+            raw = raw_source(ok) if raw_source is not None else None
+            builder.process([o.value for o in ok], *(() if raw is None else (raw,)))
+            del ok, raw  # the batch freed before the next is read, as when nothing holds it
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         return {"events": total, "cpu_s": cpu, "wall_s": wall, **collections}
     _tune_gc()

@@ -53,6 +53,8 @@ from journey_builder.core import (
     blank_account,
     blank_contact,
     email_of,
+    event_columns,
+    event_document,
     is_conversion,
     visitor_from_state,
     visitor_id,
@@ -64,8 +66,9 @@ from schemas import EnrichedEvent
 from schemas.columns import rows_as_columns
 from schemas.times import epoch_ms, from_ch
 from trailmark import compiled
+from trailmark.compiled import RawRows
 from trailmark.settings import JourneySettings
-from trailmark.storage.base import Row, Storage
+from trailmark.storage.base import JsonColumns, Row, Storage
 
 __all__ = ["JourneyBuilder", "Output", "visitor_id"]
 
@@ -136,14 +139,16 @@ class JourneyBuilder:
 
     # ---- public -------------------------------------------------------------------------------
 
-    def process(self, batch: Sequence[EnrichedEvent]) -> Output:
+    def process(self, batch: Sequence[EnrichedEvent], raw: RawRows | None = None) -> Output:
         """Derive and write everything for one batch; returns what was written (for metrics/tests),
         of the ``events`` columns only ``message_id`` (the others are let go of once stored). The
-        process's cyclic GC waits until the batch is done (``gc_paused``)."""
+        process's cyclic GC waits until the batch is done (``gc_paused``). ``raw``: the values of
+        the batch's events as they came off the bus (``parse_enriched``), which the ``events`` rows
+        are written from where the storage takes them so (``Storage.json_columns``)."""
         with gc_paused():
-            return self._process(batch)
+            return self._process(batch, raw if self.repo.storage.json_columns else None)
 
-    def _process(self, batch: Sequence[EnrichedEvent]) -> Output:
+    def _process(self, batch: Sequence[EnrichedEvent], raw: RawRows | None) -> Output:
         careful = self.cautious > 0  # a batch after a start, a rebalance or a failure (see _write)
         keys = batch_keys(batch)  # what the passes below read of each event, read once (see BatchKeys)
         new, stored, states = self._drop_seen(keys)
@@ -172,8 +177,11 @@ class JourneyBuilder:
             self._load_contacts([fresh[i] for i in keys.of_kind(IDENTIFYING)])
             self._load_accounts([fresh[i] for i in keys.of_kind(GROUP)])
             try:
-                core.apply(fresh, self, out, order)
-                self._write(out, split.aggregates, careful)
+                core.apply(fresh, self, out, order, columns=raw is None)
+                events: Mapping[str, Sequence[Any]] | JsonColumns = out.events
+                if raw is not None:
+                    events = self._event_document(raw, fresh, keys, out)
+                self._write(out, events, split.aggregates, careful)
             except BaseException:
                 # the batch's visitors are half-updated in memory and the batch will come again (a
                 # retry after ClickHouse was unavailable, or one event at a time after an error):
@@ -183,9 +191,23 @@ class JourneyBuilder:
                 self.cautious = CAUTIOUS_BATCHES
                 raise
         else:
-            self._write(out, split.aggregates)
+            self._write(out, out.events, split.aggregates)
         self._evict()
         return out
+
+    def _event_document(
+        self, raw: RawRows, events: Sequence[EnrichedEvent], keys: BatchKeys, out: Output
+    ) -> Mapping[str, Sequence[Any]] | JsonColumns:
+        """The batch's ``events`` rows written from the values as they came (``event_document``), or
+        as columns where they cannot be. ``out.events`` keeps the messageIds (``Output.event_count``)."""
+        built, out.built = out.built, []
+        transpose = self.core.transpose
+        document = event_document(raw, events, [v for _, v in keys.visitors], built, transpose)
+        if document is None:
+            out.events = event_columns(events, built, transpose)
+            return out.events
+        out.events = {"message_id": [m for _, m in keys.ids]}
+        return JsonColumns(*document)
 
     def reset(self) -> None:
         """Forget every visitor (another builder may have written them: a rebalance); the next
@@ -379,7 +401,13 @@ class JourneyBuilder:
 
     # ---- writing --------------------------------------------------------------------------------
 
-    def _write(self, out: Output, aggregates: list[dict[str, Any]], careful: bool = False) -> None:
+    def _write(
+        self,
+        out: Output,
+        events: Mapping[str, Sequence[Any]] | JsonColumns,
+        aggregates: list[dict[str, Any]],
+        careful: bool = False,
+    ) -> None:
         tables = out.tables(time.time_ns(), self.core.transpose)
         tables[AGGREGATE_TABLE] = rows_as_columns(aggregates) if aggregates else {}
         # shared_devices looks up the contacts the batch gave a new device to. A batch written before
@@ -387,7 +415,7 @@ class JourneyBuilder:
         # a rebalance or a failure, and its devices are then already their contacts' as stored: those
         # batches have every contact they link looked up
         grown = {(site, contact) for site, _, contact, _, _ in out.links} if careful else out.grown
-        self.repo.write(tables, out.events, sorted(grown))  # events last: their presence marks the batch as done
+        self.repo.write(tables, events, sorted(grown))  # events last: their presence marks the batch as done
         # the batch's largest objects (see gc_paused), freed as soon as they are stored; the messageIds
         # stay, for what the batch wrote (Output.event_count)
         out.events = {"message_id": out.events["message_id"]} if out.events else {}

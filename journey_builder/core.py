@@ -30,6 +30,7 @@ from journey_builder.stages import PURCHASE, STAGES, Rule, StageRules
 from schemas import EnrichedEvent, json_object, json_text
 from schemas.columns import as_columns, rows_as_columns
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
+from trailmark.compiled import RawRows
 
 # uuid5 namespace of session ids; ids must stay stable across versions (a redelivered batch must
 # rebuild the session it built before), so the hashing below is uuid5's, done without UUID objects.
@@ -57,7 +58,13 @@ _NOT_EXTERNAL = frozenset({"", "direct", "internal"})
 # enriched fields that are not columns of ``events`` (the bus carries them for the builder)
 _NOT_EVENT_COLUMNS = frozenset({"v", "previous_id", "group_id", "extra"})
 _JSON_COLUMNS = ("properties", "traits", "context")
+_TIME_COLUMNS = ("original_timestamp", "sent_at")  # storage parses RFC 3339; "" is not a time
 _CONSENT_COLUMNS = tuple(NO_CONSENT)
+# the ``events`` columns ``apply`` derives (``built_columns``), whatever fields an event has of these names
+_DERIVED_COLUMNS = frozenset({"anonymous_id", "session_id", "contact_id", *_CONSENT_COLUMNS})
+# the person fields enrichment found in a group call's traits are the account's: blank in its events row
+_GROUP_BLANKS: dict[str, Any] = {f: False if f in _FLAGS else "" for f in (*CONTACT_FIELDS, "phone_timezone")}
+_GROUP_BLANK_TEXTS = {f: orjson.dumps(v).decode() for f, v in _GROUP_BLANKS.items()}  # as event_document writes them
 Transpose = Callable[[Sequence[str], Sequence[Mapping[str, Any]]], dict[str, list[Any]]]
 """``as_columns``'s signature: names' values of rows as columns."""
 _NOT_BUILT: tuple[str, str, Mapping[str, Any]] = ("", "", {})  # replaced for every event by ``apply``
@@ -581,6 +588,8 @@ class Output:
     """Everything one batch derives: the rows of each table (events as columns) and counters."""
 
     events: dict[str, list[Any]] = field(default_factory=dict)
+    # each event's session, contact and consent, for its events row (``JourneyCore.apply`` without columns)
+    built: list[tuple[str, str, Mapping[str, Any]]] = field(default_factory=list)
     sessions: dict[str, tuple[str, SessionState]] = field(default_factory=dict)  # rows built once, at write
     touchpoints: list[dict[str, Any]] = field(default_factory=list)
     # (site, device, contact, userId, email) -> its identities row, one per link of the batch with its
@@ -662,23 +671,51 @@ def event_columns(
     cols = transpose(names, events)
     # what is derived from the fields is derived from their columns: a pass over 20k dicts of ~75
     # values reads them from all over memory (the visitors: 0.03 against 0.16-0.49 us per event)
-    cols["anonymous_id"] = list(map(visitor_of, cols["anonymous_id"], cols["user_id"]))
-    session_ids, contact_ids, consents = zip(*built, strict=True)
-    cols["session_id"], cols["contact_id"] = list(session_ids), list(contact_ids)
+    cols.update(built_columns(list(map(visitor_of, cols["anonymous_id"], cols["user_id"])), built, transpose))
     for name in _JSON_COLUMNS:  # objects, or their JSON text from the enriched topic
         cols[name] = list(map(json_text, cols[name]))
     cols["extra"] = [json_text(e.get("extra")) for e in events]
-    for name in ("original_timestamp", "sent_at"):  # storage parses RFC 3339; "" is not a time
+    for name in _TIME_COLUMNS:
         cols[name] = [v or CH_EPOCH for v in cols[name]]
-    cols.update(transpose(_CONSENT_COLUMNS, consents))
     groups = [i for i, kind in enumerate(cols["type"]) if kind == "group"]
-    for f in (*CONTACT_FIELDS, "phone_timezone") if groups else ():
-        # the person fields enrichment found in a group call's traits are the account's
-        blank: Any = False if f in _FLAGS else ""
+    for f, blank in _GROUP_BLANKS.items() if groups else ():
         column = cols[f]
         for i in groups:
             column[i] = blank
     return cols
+
+
+def built_columns(
+    visitors: list[str], built: Sequence[tuple[str, str, Mapping[str, Any]]], transpose: Transpose = as_columns
+) -> dict[str, list[Any]]:
+    """The ``events`` columns ``apply`` derives for each event: its visitor (``visitor_id``, given),
+    session, contact and consent (``built``, one per event, in order)."""
+    session_ids, contact_ids, consents = zip(*built, strict=True)
+    cols = {"anonymous_id": visitors, "session_id": list(session_ids), "contact_id": list(contact_ids)}
+    cols.update(transpose(_CONSENT_COLUMNS, consents))
+    return cols
+
+
+def event_document(
+    raw: RawRows,
+    events: Sequence[Mapping[str, Any]],
+    visitors: list[str],
+    built: Sequence[tuple[str, str, Mapping[str, Any]]],
+    transpose: Transpose = as_columns,
+) -> tuple[list[str], bytes] | None:
+    """The ``events`` rows of a batch (``events``, which ``raw`` read) as one ``JSONColumns`` document
+    and its column names: what ``event_columns`` makes, but each enriched value written as its JSON
+    text came off the bus (``RawRows.body``), with no column lists or JSON made of the dicts; the
+    derived columns (``built_columns``, ``visitors`` the events' ``visitor_id``) written by orjson.
+    None when ``raw`` cannot (an event it did not read, a field of another form): ``event_columns``."""
+    names = raw.names
+    columns = [n for n in names if (n not in _NOT_EVENT_COLUMNS or n == "extra") and n not in _DERIVED_COLUMNS]
+    derived = built_columns(visitors, built, transpose)
+    if "extra" not in names:
+        derived["extra"] = ["{}"] * len(events)
+    json = [*_JSON_COLUMNS, "extra"]
+    body = raw.body(events, columns, json, list(_TIME_COLUMNS), CH_EPOCH, _GROUP_BLANK_TEXTS, orjson.dumps(derived))
+    return None if body is None else ([*columns, *derived], body)
 
 
 class JourneyCore:
@@ -751,12 +788,19 @@ class JourneyCore:
             self.drop(key)
 
     def apply(
-        self, events: Sequence[EnrichedEvent], lookups: Lookups, out: Output, order: Sequence[int] | None = None
+        self,
+        events: Sequence[EnrichedEvent],
+        lookups: Lookups,
+        out: Output,
+        order: Sequence[int] | None = None,
+        columns: bool = True,
     ) -> None:
         """Derive every row of a batch into ``out``. ``events`` are new (not stored yet); the state
         of their visitors, contacts and accounts is loaded. They are taken in ``order`` (indexes
         into ``events``: ``batch_order``), or as they come when it is None (then sorted by site,
-        visitor and time already); the ``events`` columns keep the events' own order."""
+        visitor and time already); the ``events`` columns keep the events' own order. Without
+        ``columns``, ``out.built`` keeps what each event derived for its row (``event_document``)
+        and ``out.events`` is left empty."""
         if not events:
             return
         built: list[tuple[str, str, Mapping[str, Any]]] = [_NOT_BUILT] * len(events)
@@ -768,7 +812,10 @@ class JourneyCore:
                 continue
             session_id, contact_id = self._apply(ev, consent, lookups, out)
             built[i] = (session_id, contact_id, consent)
-        out.events = event_columns(events, built, self.transpose)
+        if columns:
+            out.events = event_columns(events, built, self.transpose)
+        else:
+            out.built = built
 
     def _apply(self, ev: EnrichedEvent, consent: Mapping[str, Any], lookups: Lookups, out: Output) -> tuple[str, str]:
         site_id = ev["site_id"]

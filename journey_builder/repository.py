@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from trailmark.storage.base import Row, Storage
+from trailmark.storage.base import JsonColumns, Row, Storage
 
 Keys = Sequence[tuple[str, str]]
 # the fields of sessions_data that make a visitor's open session again (as in visitor_state)
@@ -158,17 +158,20 @@ class BuilderRepository:
     def write(
         self,
         tables: Mapping[str, Mapping[str, Sequence[Any]]],
-        events: Mapping[str, Sequence[Any]],
+        events: Mapping[str, Sequence[Any]] | JsonColumns,
         grown: Keys = (),
     ) -> None:
-        """One insert per table (each given as columns), in the order given, then ``events`` last;
-        after the identities, shared_devices is kept (``share_devices``; ``grown``: the contacts that
-        may have a new device)."""
+        """One insert per table (each given as columns), in the order given, then ``events`` last
+        (columns, or one ``JSONColumns`` document); after the identities, shared_devices is kept
+        (``share_devices``; ``grown``: the contacts that may have a new device)."""
         for table, columns in tables.items():
             self.storage.insert_columns(table, columns)
             if table == "identities_data" and columns:
                 self.share_devices(columns, grown)
-        self.storage.insert_columns("events", events)
+        if isinstance(events, JsonColumns):
+            self.storage.insert_json_columns("events", events)
+        else:
+            self.storage.insert_columns("events", events)
 
     def share_devices(self, links: Mapping[str, Sequence[Any]], grown: Keys) -> None:
         """Keep shared_devices (migration 031) once the identities ``links`` (columns) are stored: for

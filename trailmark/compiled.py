@@ -6,7 +6,9 @@
   and shared: a batch of 20k events holds ~107k distinct values instead of ~474k, and the builder's
   later passes over them (the ``events`` columns, their JSON, freeing them) touch far less memory.
   What it does not read exactly as orjson does, it leaves to Python (-1 for the record); see
-  trailmark/native/src/lib.rs.
+  trailmark/native/src/lib.rs. It also keeps each value's JSON text, by column (``RawRows``), and
+  writes a batch's ``events`` rows from them as one ``JSONColumns`` document (``RawRows.body``,
+  ``journey_builder.core.event_document``), for a builder on a ClickHouse server.
 - ``as_columns``: ``schemas.columns.as_columns`` in one pass over the rows, for the journey
   builder's ``events`` columns (each row walked in its own key order when it has the first row's
   layout, as a batch's events do); ``schemas.columns.as_columns`` itself where it is not built.
@@ -22,19 +24,46 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.columns import as_columns as python_columns
 from trailmark.builds import PURE_PYTHON, build_state
 
-ReadRuns = Callable[[Sequence[bytes], Callable[[bytes], Any]], tuple[list[dict[str, Any]], list[int]]]
-"""``read_runs(records, loads)``: the records' events as dicts, in one list, and for each record how
-many of them are its (-1: Python reads it)."""
+
+class RawRows(Protocol):
+    """The values of the events ``read_runs`` made, as their JSON text came in the records (see
+    trailmark/native/src/lib.rs): a batch's ``events`` rows are written from it as they came."""
+
+    @property
+    def names(self) -> list[str]:
+        """The fields of every row, in order."""
+
+    def body(
+        self,
+        events: Sequence[Any],
+        columns: list[str],
+        json: list[str],
+        times: list[str],
+        epoch: str,
+        blanks: Mapping[str, str],
+        tail: bytes,
+    ) -> bytes | None:
+        """The ``JSONColumns`` document of ``events`` (dicts it made, in the order it made them) for
+        ``columns``, each value as its JSON text came, then ``tail``'s members (a JSON object's
+        text); a ``json`` column's null is ``"{}"``, a ``times`` column's ``""`` or null is
+        ``epoch``, and a group call's ``blanks`` columns are their JSON text. None when it cannot
+        (an event it did not make, a column it has not, a value of another form)."""
+
+
+ReadRuns = Callable[[Sequence[bytes], Callable[[bytes], Any]], tuple[list[dict[str, Any]], list[int], RawRows | None]]
+"""``read_runs(records, loads)``: the records' events as dicts, in one list, for each record how
+many of them are its (-1: Python reads it), and the events' values as they came (``RawRows``;
+None unless every record read has one list of fields)."""
 
 HERE = Path(__file__).parent
 SOURCES = ("native/Cargo.toml", "native/Cargo.lock", "native/src/lib.rs")
 """What ``make native`` builds the module from, in the order their SHA-256 is taken."""
-__all__ = ["PURE_PYTHON", "as_columns", "native_state", "read_runs"]
+__all__ = ["PURE_PYTHON", "RawRows", "as_columns", "native_state", "read_runs"]
 
 
 def native_state(directory: Path = HERE) -> str:

@@ -36,6 +36,9 @@ class Ok(Generic[T]):
 
     key: bytes
     value: T
+    # what the value was read from, for a writer that can store it as it came (the Kafka journey
+    # builder's events: trailmark.compiled.RawRows, one for the events of one read); None: nothing
+    source: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from journey_builder.builder import JourneyBuilder
 from journey_builder.privacy import ConsentPolicies
 from schemas import JSON_TEXT_FIELDS, EnrichedEvent, RawBatch, Site, json_text, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
-from trailmark.compiled import read_runs
+from trailmark.compiled import RawRows, read_runs
 from trailmark.errors import Unavailable
 from trailmark.health import StageHealth
 from trailmark.results import (
@@ -269,13 +269,18 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
     strings a batch repeats shared."""
     out: Batch[EnrichedEvent] = Batch()
     ok, failed = out.ok, out.failed
-    # the compiled reader's events (trailmark/compiled.py), and how many are each record's (-1: read here)
-    events, counts = read_runs([m.value for m in messages], orjson.loads) if read_runs is not None else ([], [])
+    # the compiled reader's events (trailmark/compiled.py), how many are each record's (-1: read here),
+    # and their values as they came (the builder writes the events rows from them: see BuildStage.write)
+    events: list[dict[str, Any]] = []
+    counts: list[int] = []
+    raw: RawRows | None = None
+    if read_runs is not None:
+        events, counts, raw = read_runs([m.value for m in messages], orjson.loads)
     at = 0
     for i, m in enumerate(messages):
         if counts and (n := counts[i]) >= 0:
             key = m.key
-            ok.extend([Ok(key, event) for event in events[at : at + n]])  # type: ignore[arg-type]  # checked by the builder
+            ok.extend([Ok(key, event, raw) for event in events[at : at + n]])  # type: ignore[arg-type]  # checked by the builder
             at += n
             continue
         run = _run_of(m.value)  # the common record, as EnrichStage.serialized writes it
@@ -314,6 +319,15 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
             else:  # an item that is not a row of this run is dead-lettered alone
                 failed.append(Failed(m.key, "invalid", f"not a row of {width} fields", row))
     return out
+
+
+def raw_source(ok: Sequence[Ok[EnrichedEvent]]) -> RawRows | None:
+    """The values of ``ok``'s events as they came off the bus, when one ``parse_enriched`` read them
+    all (its compiled reader's ``RawRows``); else None."""
+    raw = ok[0].source if ok else None
+    if raw is None or any(o.source is not raw for o in ok):
+        return None
+    return raw  # type: ignore[return-value]  # parse_enriched gives a RawRows or None
 
 
 def _errors_at(names: Sequence[str]) -> int:
@@ -398,13 +412,13 @@ class BuildStage:
         if self.revoked:
             self.revoked = False
             self.builder.reset()
-        return await self._build([o.value for o in ok])
+        return await self._build([o.value for o in ok], raw_source(ok))
 
-    async def _build(self, events: list[EnrichedEvent]) -> list[Failed]:
+    async def _build(self, events: list[EnrichedEvent], raw: RawRows | None = None) -> list[Failed]:
         if not events:
             return []
         try:
-            out = await asyncio.to_thread(self.builder.process, events)
+            out = await asyncio.to_thread(self.builder.process, events, raw)
         except Unavailable:
             raise
         except Exception as exc:

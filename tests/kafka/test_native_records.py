@@ -8,6 +8,7 @@ orjson. Checked on the real enrichment stage's records and on hand-made and gene
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from journey_builder import core
+from journey_builder.privacy import consent_of
 from schemas.columns import as_columns
 from tests.kafka.test_enriched_records import raw_record
 from trailmark import compiled as native
@@ -80,7 +83,7 @@ def test_the_enrichers_records_read_the_same_and_the_reader_reads_them(monkeypat
     assert out.failed == []
     records = [Message("trailmark.enriched", 0, i, o.key, o.value) for i, o in enumerate(out.ok)]
     assert native.read_runs is not None
-    _, counts = native.read_runs([m.value for m in records], orjson.loads)
+    _, counts, _ = native.read_runs([m.value for m in records], orjson.loads)
     assert all(n > 0 for n in counts), counts  # the compiled reader read every record itself
     compiled, python = both(records, monkeypatch)
     assert len(compiled.ok) == 10
@@ -145,7 +148,7 @@ def test_records_the_reader_declines_are_read_by_orjson(monkeypatch: pytest.Monk
         run_record(fields, [["ok", 2]]),
     ]
     assert native.read_runs is not None
-    _, counts = native.read_runs([m.value for m in records], orjson.loads)
+    _, counts, _ = native.read_runs([m.value for m in records], orjson.loads)
     assert counts == [-1] * 10 + [1]
     compiled, python = both(records, monkeypatch)
     assert_same(compiled, python)
@@ -259,3 +262,177 @@ def test_make_native_compiled_the_reader_where_cargo_is() -> None:
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no .cache/native-rust.log)"
     assert record.read_text().strip() != "none", f"make native failed with cargo present:\n{tail}"
     assert native.native_state() == "compiled" and BUILT
+
+
+# ---- the events rows as they came (RawRows, journey_builder.core.event_document) -------------------------
+
+
+def enriched(raw: list[Message]) -> list[Message]:
+    """The enrichment stage's records of ``raw`` requests, as the journey builder polls them."""
+    out = EnrichStage(Settings(), {}).serialized(raw)
+    assert out.failed == []
+    return [Message("trailmark.enriched", 0, i, o.key, o.value) for i, o in enumerate(out.ok)]
+
+
+def built_of(events: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+    """What ``JourneyCore.apply`` derives for each event's row (its session, contact and consent)."""
+    return [(f"session-{i}", f"contact-{i % 3}", consent_of(e["context"])) for i, e in enumerate(events)]
+
+
+def document(raw: Any, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The events' ``JSONColumns`` document as the builder writes it, read back; None if declined."""
+    made = core.event_document(raw, events, [core.visitor_id(e) for e in events], built_of(events), native.as_columns)
+    if made is None:
+        return None
+    names, body = made
+    columns = orjson.loads(body)
+    assert list(columns) == names  # the insert names its columns in the document's order
+    return dict(columns)
+
+
+def columns_of(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same rows as ``event_columns`` makes them (what the insert sent before), as JSON reads them."""
+    return dict(orjson.loads(orjson.dumps(core.event_columns(events, built_of(events), as_columns))))
+
+
+@functools.cache
+def _page() -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    (event,) = read(enriched([raw_record("a", 1)]))[0]
+    return tuple(event), tuple(event.values())
+
+
+def enriched_event() -> dict[str, Any]:
+    """An enriched event (its fields in order), as the enricher writes it: a new dict each time."""
+    return dict(zip(*_page(), strict=True))
+
+
+def read(records: list[Message]) -> tuple[list[dict[str, Any]], Any]:
+    assert native.read_runs is not None
+    events, _, raw = native.read_runs([m.value for m in records], orjson.loads)
+    return events, raw
+
+
+@needs_reader
+def test_the_events_document_holds_the_rows_the_columns_hold() -> None:
+    """Written from the values as they came, the events rows are those ``event_columns`` makes: the
+    enricher's fields, the derived visitor, session, contact and consent, JSON fields as text, an
+    absent time as the epoch, a group call's person fields blank; for every event and for some."""
+    records = enriched(
+        [
+            raw_record("a", 3, properties={"quote": 'say "hi"\n', "é": "日本語 😀", "n": 2**63 + 5}),
+            raw_record("b", 2, userId="u-1", timestamp="2026-12-01T09:59:00Z", context={"consent": [1, 0, 1]}),
+            raw_record("c", 1, type="group", groupId="g-1", traits={"email": "ceo@acme.io", "phone": "+14155552671"}),
+            raw_record("d", 1, type="identify", traits={"email": "x@acme.io", "first_name": "X"}),
+        ]
+    )
+    events, raw = read(records)
+    assert raw is not None and len(raw) == len(events) == 7
+    assert sorted(e["type"] for e in events) == ["group", "identify", "track", "track", "track", "track", "track"]
+    for some in (events, events[1::2], events[-1:]):
+        assert document(raw, some) == columns_of(some)
+    doc = document(raw, events)
+    assert doc is not None and "x@acme.io" in doc["email"]
+    assert set(doc["original_timestamp"]) > {"1970-01-01 00:00:00.000"}
+
+
+@needs_reader
+def test_the_events_document_writes_odd_values_as_the_columns_do() -> None:
+    """Values of an enriched event another producer may send: JSON fields null, times empty or null,
+    a group call's type escaped, strings with escapes and any characters, numbers of every kind."""
+    template = enriched_event()
+    odd = [
+        {"properties": None, "traits": None, "context": None, "original_timestamp": "", "sent_at": None},
+        {"type": "group", "email": "a@b.io", "phone_e164": "+1", "email_free": True, "page_path": '\u0000\t"\\/'},
+        {"page_title": "EMOJI \u00e9", "geo_lat": 1e300, "geo_lon": -0.0, "screen_width": 2**64 - 1},
+    ]
+    names = list(template)
+    rows = [[{**template, **o, "message_id": f"m{i}"}[n] for n in names] for i, o in enumerate(odd)]
+    text = orjson.dumps({"fields": names, "rows": rows}).replace(b'"group"', b'"gr\\u006fup"')
+    text = text.replace(b"EMOJI", b"\\ud83d\\ude00")  # escaped as a surrogate pair
+    events, raw = read([Message("t", 0, 0, b"s1:a", text)])
+    assert raw is not None and events[1]["type"] == "group"
+    assert document(raw, events) == columns_of(events)
+
+
+@needs_reader
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.fixed_dictionaries(
+            {
+                "type": st.sampled_from(["page", "track", "group", "identify"]),
+                "page_path": st.text(max_size=12),
+                "email": st.text(max_size=8),
+                "properties": st.none() | st.sampled_from(["{}", '{"a":[1,"\\u00e9"]}']),
+                "original_timestamp": st.none() | st.sampled_from(["", "2026-12-01T10:00:00.000Z"]),
+                "geo_lat": st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**64 - 1),
+            }
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    keep=st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_generated_events_documents_hold_the_rows_the_columns_hold(
+    values: list[dict[str, Any]], keep: list[bool]
+) -> None:
+    base = enriched_event()
+    names = list(base)
+    rows = [[{**base, **v, "message_id": f"m{i}"}[n] for n in names] for i, v in enumerate(values)]
+    events, raw = read(
+        [run_record(names, rows[:3]), run_record(names, rows[3:])] if len(rows) > 3 else [run_record(names, rows)]
+    )
+    kept = [e for e, k in zip(events, keep, strict=False) if k] or events
+    assert document(raw, kept) == columns_of(kept)
+
+
+@needs_reader
+def test_the_events_document_is_declined_where_it_cannot_be_written_as_it_came() -> None:
+    """Then the builder writes ``event_columns`` instead: events the reader did not make (a copy, a
+    record it left to orjson) or not in its order, a JSON field or a time of another JSON type.
+    Records of two field lists come with no RawRows at all."""
+    records = enriched([raw_record("a", 2), raw_record("b", 2)])
+    events, raw = read(records)
+    assert document(raw, events) is not None
+    assert document(raw, [events[0], dict(events[1])]) is None
+    assert document(raw, [events[1], events[0]]) is None
+    template = enriched_event()
+    names = list(template)
+    for field, value in (("properties", {"a": 1}), ("context", 5), ("original_timestamp", 0), ("sent_at", [])):
+        row = [{**template, field: value}[n] for n in names]
+        evs, raw = read([run_record(names, [row])])
+        assert raw is not None and document(raw, evs) is None, field
+    # a record the reader leaves to orjson (a row of another width beside a whole one) is not among
+    # the RawRows' events
+    whole = [{**template, "message_id": "whole"}[n] for n in names]
+    mixed = [records[0], run_record(names, [whole, whole[:3]]), records[1]]
+    parsed = parse_enriched(mixed)
+    assert [o.value["message_id"] for o in parsed.ok][2] == "whole" and len(parsed.failed) == 1
+    evs = [o.value for o in parsed.ok]
+    raw = runtime.raw_source(parsed.ok)
+    assert raw is None  # the builder is given none: not every event was read by the reader
+    assert native.read_runs is not None
+    made, counts, raw = native.read_runs([m.value for m in mixed], orjson.loads)
+    assert counts == [2, -1, 2] and raw is not None and len(raw) == len(made) == 4
+    assert document(raw, made) == columns_of(made)
+    assert document(raw, evs) is None
+    # two field lists in one read: no RawRows
+    other = run_record([*names, "added"], [[*[template[n] for n in names], 1]])
+    assert native.read_runs([m.value for m in [records[0], other]], orjson.loads)[2] is None
+
+
+@needs_reader
+def test_the_events_documents_texts_outlive_their_read_and_are_given_back() -> None:
+    """The document is made from the texts its RawRows kept, whatever became of the records; reads
+    after a RawRows is gone (its buffers reused) make their own documents right."""
+    first = enriched([raw_record("a", 3, properties={"p": "first"})])
+    events, raw = read([Message(m.topic, m.partition, m.offset, m.key, bytes(m.value)) for m in first])
+    expected = columns_of(events)
+    import gc
+
+    gc.collect()
+    assert document(raw, events) == expected
+    del raw
+    for n in range(3):
+        evs, again = read(enriched([raw_record("z", 2 + n, properties={"p": f"read {n}"})]))
+        assert document(again, evs) == columns_of(evs)

@@ -20,7 +20,7 @@ from hypothesis import strategies as hs
 
 from tests.chserver import ClickHouseEndpoint
 from tests.conftest import free_port
-from trailmark.storage.base import QueryError, Storage, StorageUnavailable, apply_migrations
+from trailmark.storage.base import JsonColumns, QueryError, Storage, StorageUnavailable, apply_migrations
 from trailmark.storage.server_backend import EXCEPTION_MEANING, ServerStorage, bind_large, bind_text, translate
 
 
@@ -392,3 +392,85 @@ def test_an_endpoint_outage_is_unavailable_for_every_call_then_recovers(tmp_path
     finally:
         store.close()
         endpoint.stop()
+
+
+def test_a_json_columns_document_stores_what_its_columns_store(storage: Storage) -> None:
+    """``insert_json_columns``: a ``JSONColumns`` document sent as it is (server) or read back into
+    columns (chDB) stores the same rows; one that is not such a document is a query error."""
+    db = storage.database
+    storage.execute(f"CREATE TABLE {db}.doc (k UInt32, s String, l Array(String)) ENGINE = MergeTree ORDER BY k")
+    body = b'{"k":[2,1],"s":["say \\"hi\\" \\u00e9",null],"l":[["x"],[]]}'
+    storage.insert_json_columns("doc", JsonColumns(["k", "s", "l"], body))
+    assert storage.query(f"SELECT k, s, l FROM {db}.doc ORDER BY k") == [
+        {"k": 1, "s": "", "l": []},
+        {"k": 2, "s": 'say "hi" \u00e9', "l": ["x"]},
+    ]
+    for bad in (b'{"k":[3],"s":["x"],"l":[[]]', b'{"k":["three"],"s":["x"],"l":[[]]}'):
+        with pytest.raises(QueryError):
+            storage.insert_json_columns("doc", JsonColumns(["k", "s", "l"], bad))
+    assert storage.query(f"SELECT count() AS n FROM {db}.doc") == [{"n": 2}]
+
+
+def test_the_kafka_builder_writes_events_rows_as_they_came(
+    clickhouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a server the Kafka journey builder writes a batch's ``events`` rows from the values as they
+    came off the bus (one ``JSONColumns`` document: ``RawRows``) and stores exactly the rows it stores
+    from their columns, every other table alike."""
+    from journey_builder.builder import JourneyBuilder
+    from tests.kafka.test_enriched_records import raw_record
+    from trailmark import compiled
+    from trailmark.bus.base import Message
+    from trailmark.runtime import EnrichStage, parse_enriched, raw_source
+    from trailmark.settings import JourneySettings, Settings
+
+    if compiled.read_runs is None:
+        pytest.skip("trailmark/native is not built here (make native)")
+    out = EnrichStage(Settings(), {}).serialized(
+        [
+            raw_record("a", 3, context={"page": {"url": "https://x.test/p?utm_source=news&utm_medium=email"}}),
+            raw_record("a", 2, first=3, type="page", properties={"path": "/pricing", "q": 'a "b"\n'}),
+            raw_record("b", 2, userId="u-1", event="Order Completed", context={"consent": [1, 0, 1]}),
+            raw_record("c", 1, type="group", groupId="g-1", traits={"name": "Acme", "email": "ceo@acme.io"}),
+            raw_record("d", 1, type="identify", traits={"email": "d@acme.io"}, timestamp="2026-12-01T09:00:00Z"),
+        ]
+    )
+    records = [Message("trailmark.enriched", 0, i, o.key, o.value) for i, o in enumerate(out.ok)]
+    stores = {}
+    for how in ("raw", "columns"):
+        store = stores[how] = ServerStorage(clickhouse_url, f"t_{uuid.uuid4().hex[:12]}")
+        apply_migrations(store)
+        sent: list[str] = []
+        for name in ("insert_columns", "insert_json_columns"):
+            real = getattr(store, name)
+            monkeypatch.setattr(
+                store, name, lambda t, c, real=real, name=name, sent=sent: (sent.append(f"{name}:{t}"), real(t, c))
+            )
+        ok = parse_enriched(records).ok
+        raw = raw_source(ok)
+        assert raw is not None and len(raw) == len(ok) == 9
+        JourneyBuilder(store, JourneySettings()).process([o.value for o in ok], *([raw] if how == "raw" else []))
+        # (insert_columns sends its columns as a document too)
+        assert "insert_json_columns:events" in sent
+        assert ("insert_columns:events" in sent) == (how == "columns")
+    try:
+        for table, order in (
+            ("events", "message_id"),
+            ("sessions_data", "session_id"),
+            ("contacts_data", "contact_id"),
+        ):
+            rows = {
+                how: [
+                    {k: v for k, v in r.items() if k != "version"}
+                    for r in s.query(f"SELECT * FROM {s.database}.{table} ORDER BY {order}")
+                ]
+                for how, s in stores.items()
+            }
+            assert rows["raw"] == rows["columns"] and rows["raw"], table
+        events = stores["raw"].query(f"SELECT type, email, original_timestamp FROM {stores['raw'].database}.events")
+        assert {r["type"] for r in events} == {"track", "page", "group", "identify"}
+        assert [r["email"] for r in events if r["type"] == "group"] == [""]  # the account's, not a person's
+    finally:
+        for s in stores.values():
+            s.execute(f"DROP DATABASE IF EXISTS {s.database} SYNC")
+            s.close()

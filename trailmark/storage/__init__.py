@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from trailmark.settings import Settings
 from trailmark.storage.base import (
+    JsonColumns,
     QueryError,
     Row,
     Storage,
@@ -26,6 +27,7 @@ def open_storage(settings: Settings) -> Storage:
 
 
 __all__ = [
+    "JsonColumns",
     "QueryError",
     "Row",
     "Storage",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
@@ -33,8 +34,22 @@ class IsolatedQuery(Protocol):
         """Rows as dicts; ``query_id`` lets ``Storage.cancel`` stop it."""
 
 
+@dataclass(frozen=True, slots=True)
+class JsonColumns:
+    """A batch of rows as one ClickHouse ``JSONColumns`` document: ``body`` is the JSON object
+    ``{"name": [values], ...}`` of the columns ``names``, in that order. The Kafka journey builder
+    writes a batch's ``events`` so, each value copied as it came off the bus (trailmark/native's
+    ``RawRows``), to a storage that takes the document as it is (``Storage.json_columns``)."""
+
+    names: list[str]
+    body: bytes
+
+
 class Storage(Protocol):
     database: str
+    json_columns: bool
+    """Whether ``insert_json_columns`` sends the document as it is (a server); else it is read back
+    into columns first, and a writer has no reason to make one."""
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement that returns nothing (DDL, OPTIMIZE...)."""
@@ -69,6 +84,9 @@ class Storage(Protocol):
     def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """Insert a batch given as columns of equal length (one INSERT): for wide tables written
         in large batches (``events``), where building a dict per row costs more than the insert."""
+
+    def insert_json_columns(self, table: str, document: JsonColumns) -> None:
+        """Insert a batch given as one ``JSONColumns`` document (one INSERT)."""
 
     def close(self) -> None: ...
 

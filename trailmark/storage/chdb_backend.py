@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from schemas.columns import rows_as_columns
-from trailmark.storage.base import IsolatedQuery, QueryError, Row, StorageUnavailable, setting_literal
+from trailmark.storage.base import IsolatedQuery, JsonColumns, QueryError, Row, StorageUnavailable, setting_literal
 
 _OPEN_PATH: list[str] = []
 _QUERY_TAG = "trailmark-query:"
@@ -58,6 +58,8 @@ def _rows(data: bytes) -> list[Row]:
 
 
 class ChdbStorage:
+    json_columns = False  # inserts read Python columns (insert_columns)
+
     def __init__(self, path: Path, database: str = "trailmark", read_sessions: int = 6) -> None:
         from chdb import session
 
@@ -171,6 +173,16 @@ class ChdbStorage:
         """Rows, turned into columns (``rows_as_columns``, see insert_columns)."""
         if rows:
             self.insert_columns(table, rows_as_columns(rows))
+
+    def insert_json_columns(self, table: str, document: JsonColumns) -> None:
+        """The document read back into columns (``insert_columns``): chDB reads Python columns."""
+        try:
+            columns = orjson.loads(document.body)
+        except orjson.JSONDecodeError as exc:
+            raise QueryError(f"not a JSONColumns document: {exc}") from exc
+        if type(columns) is not dict or list(columns) != document.names:
+            raise QueryError("not a JSONColumns document of the columns named")
+        self.insert_columns(table, columns)
 
     def insert_columns(self, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """Columnar insert through chDB's Python() table function: several times faster than

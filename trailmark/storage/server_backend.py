@@ -46,7 +46,15 @@ from clickhouse_connect.driver.binding import format_bind_value
 from clickhouse_connect.driver.external import ExternalData
 
 from schemas.columns import rows_as_columns
-from trailmark.storage.base import IsolatedQuery, QueryError, Row, StorageError, StorageUnavailable, setting_literal
+from trailmark.storage.base import (
+    IsolatedQuery,
+    JsonColumns,
+    QueryError,
+    Row,
+    StorageError,
+    StorageUnavailable,
+    setting_literal,
+)
 
 # ClickHouse error codes that say the server or cluster cannot serve now, not that the query is wrong.
 UNAVAILABLE_CODES: dict[int, str] = {
@@ -218,6 +226,8 @@ def translate(exc: BaseException, settings: Mapping[str, Any] | None = None) -> 
 class ServerStorage:
     """Storage on a ClickHouse server: ``http(s)://user:password@host:port``."""
 
+    json_columns = True  # a JSONColumns document is what insert_columns sends
+
     def __init__(
         self, url: str, database: str = "trailmark", connect_timeout_s: float = 10.0, query_timeout_s: float = 120.0
     ) -> None:
@@ -308,11 +318,15 @@ class ServerStorage:
             return
         # lists and tuples as they are (copying a batch's columns cost a third of the dumps)
         body = orjson.dumps({c: v if type(v) in (list, tuple) else list(v) for c, v in columns.items()})
+        self.insert_json_columns(table, JsonColumns(list(columns), body))
+
+    def insert_json_columns(self, table: str, document: JsonColumns) -> None:
+        """The document as it is, in one INSERT."""
         try:
             self._client.raw_insert(
                 f"{self.database}.{table}",
-                column_names=list(columns),
-                insert_block=body,
+                column_names=document.names,
+                insert_block=document.body,
                 fmt="JSONColumns",
                 settings=INSERT_SETTINGS,
             )

@@ -10,6 +10,10 @@
 //! strings instead of a million, and building the events' columns, writing them as JSON and
 //! freeing them touch far less memory.
 //!
+//! As it reads, it also keeps each value's JSON text, column by column (`RawRows`): a journey builder
+//! writing to a ClickHouse server sends a batch's `events` rows as one `JSONColumns` document copied
+//! from them (`RawRows::body`), not as columns of the dicts written as JSON again.
+//!
 //! What it does not read exactly as orjson and `parse_enriched` do, it leaves to them: a record that
 //! is not exactly a run, names that are not distinct strings, a row that is not a list of as many
 //! values, a string it cannot decode, a number that is no 64-bit integer or plain float, come back
@@ -139,6 +143,7 @@ fn read_run<'py, 'a>(
     last: &mut usize,
     loads: &Bound<'py, PyAny>,
     events: &mut Vec<Bound<'py, PyDict>>,
+    texts: &mut Texts<'a>,
 ) -> Option<()> {
     let text = std::str::from_utf8(record).ok()?;
     let run: Run<'a> = serde_json::from_str(text).ok()?;
@@ -156,13 +161,15 @@ fn read_run<'py, 'a>(
         };
     }
     let layout = &mut layouts[*last].1;
+    texts.layout(fields, layout.names.len());
     for values in run.rows {
         if values.len() != layout.names.len() {
             return None;
         }
         let event = layout.template.bind(py).copy().ok()?;
-        for (i, raw) in values.into_iter().enumerate() {
-            let raw = raw.get();
+        for (i, value_text) in values.into_iter().enumerate() {
+            let raw = value_text.get();
+            texts.push(i, raw);
             // an empty enrich_errors is an empty tuple, as parse_enriched reads it (see _errors_at)
             let errors = layout.errors == Some(i);
             let v = if errors && raw == "[]" {
@@ -177,6 +184,7 @@ fn read_run<'py, 'a>(
             };
             event.set_item(layout.names[i].bind(py), v).ok()?;
         }
+        texts.row_done();
         events.push(event);
     }
     Some(())
@@ -188,27 +196,364 @@ const LAYOUTS_MAX: usize = 64; // distinct field lists in one call; more: Python
 /// are its, or -1 when Python must read it. `loads` reads a list or an object value (orjson.loads).
 /// One list rather than one per record: a batch's ~17k lists, kept until it is read, would each
 /// count towards the cyclic GC's next collection.
+///
+/// Third, the events' values as their JSON text (`RawRows`), when every record it read shares one
+/// list of names; else None.
 #[pyfunction]
 fn read_runs<'py>(
     py: Python<'py>,
     records: Vec<Bound<'py, PyBytes>>,
     loads: Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyList>, Vec<isize>)> {
+) -> PyResult<(Bound<'py, PyList>, Vec<isize>, Option<RawRows>)> {
     let mut layouts: Vec<(&str, Layout<'_>)> = Vec::new();
     let mut last = 0;
     let mut events: Vec<Bound<'py, PyDict>> = Vec::with_capacity(records.len() * 2);
     let mut counts = Vec::with_capacity(records.len());
+    let mut texts = Texts::default();
     for record in &records {
         let before = events.len();
-        match read_run(py, record.as_bytes(), &mut layouts, &mut last, &loads, &mut events) {
+        let mark = texts.rows;
+        match read_run(py, record.as_bytes(), &mut layouts, &mut last, &loads, &mut events, &mut texts) {
             Some(()) => counts.push((events.len() - before) as isize),
             None => {
                 events.truncate(before);
+                texts.truncate(mark);
                 counts.push(-1);
             }
         }
     }
-    Ok((PyList::new(py, events)?, counts))
+    let events = PyList::new(py, events)?;
+    let raw = match texts.fields {
+        Some(fields) if !texts.mixed && !events.is_empty() => {
+            let names: Vec<String> = serde_json::from_str(fields).map_err(|e| {
+                pyo3::exceptions::PyValueError::new_err(format!("field names: {e}"))
+            })?;
+            let columns = std::mem::take(&mut texts.columns);
+            Some(RawRows { events: events.clone().unbind(), names, columns: std::sync::Mutex::new(columns) })
+        }
+        _ => {
+            spare(std::mem::take(&mut texts.columns));
+            None
+        }
+    };
+    Ok((events, counts, raw))
+}
+
+/// The JSON text of every value `read_runs` read, column by column, while it reads (a copy of the
+/// record's bytes, no parse): what `RawRows` is made of. Kept by column, not by row: the body is
+/// written column after column, and a column's values then lie side by side (written by row, each
+/// value of a 20k-event body was a cache miss: 1.8 us per event).
+#[derive(Default)]
+struct Texts<'a> {
+    /// the names of the first record read, and whether another record had others
+    fields: Option<&'a str>,
+    mixed: bool,
+    /// rows whose every value was pushed
+    rows: usize,
+    columns: Vec<Column>,
+}
+
+/// One field's values as their JSON text, separated by commas, and where each ends.
+#[derive(Default)]
+struct Column {
+    text: Vec<u8>,
+    ends: Vec<u32>,
+    /// what `RawRows.body` must look at value by value: a `""`, a `null`, a value no string
+    empty: bool,
+    null: bool,
+    other: bool,
+}
+
+impl Column {
+    fn value(&self, k: usize) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize + 1 };
+        &self.text[start..self.ends[k] as usize]
+    }
+
+    /// Keep the first `rows` values.
+    fn truncate(&mut self, rows: usize) {
+        if self.ends.len() > rows {
+            self.ends.truncate(rows);
+            self.text.truncate(self.ends.last().map(|&e| e as usize).unwrap_or(0));
+        }
+    }
+}
+
+/// Column buffers of earlier calls, their memory kept: a batch's ~30 MB of texts written into pages
+/// already touched rather than new ones.
+static SPARE: std::sync::Mutex<Vec<Column>> = std::sync::Mutex::new(Vec::new());
+const SPARE_MAX: usize = 256;
+
+impl<'a> Texts<'a> {
+    fn layout(&mut self, fields: &'a str, width: usize) {
+        match self.fields {
+            None => {
+                self.fields = Some(fields);
+                let mut spare = SPARE.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+                self.columns = (0..width).map(|_| spare.pop().unwrap_or_default()).collect();
+                if let Ok(mut s) = SPARE.lock() {
+                    s.extend(spare);
+                }
+            }
+            Some(f) if f != fields => self.mixed = true,
+            Some(_) => {}
+        }
+    }
+
+    fn push(&mut self, c: usize, raw: &str) {
+        if self.mixed {
+            return;
+        }
+        let column = &mut self.columns[c];
+        if !column.ends.is_empty() {
+            column.text.push(b',');
+        }
+        column.text.extend_from_slice(raw.as_bytes());
+        match raw.as_bytes().first() {
+            Some(b'"') => column.empty |= raw.len() == 2,
+            Some(b'n') => column.null = true,
+            _ => column.other = true,
+        }
+        // a batch is bounded far below 4 GiB (records of at most 128 KiB, a few thousand of them);
+        // past it the rows are not kept
+        match u32::try_from(column.text.len()) {
+            Ok(end) => column.ends.push(end),
+            Err(_) => self.mixed = true,
+        }
+    }
+
+    fn row_done(&mut self) {
+        self.rows += 1;
+    }
+
+    /// Forget the values of rows after the first `rows` (a record that Python reads instead).
+    fn truncate(&mut self, rows: usize) {
+        self.rows = rows;
+        for column in &mut self.columns {
+            column.truncate(rows);
+        }
+        if rows == 0 && !self.mixed {
+            self.fields = None;
+            spare(std::mem::take(&mut self.columns));
+        }
+    }
+}
+
+/// Give column buffers back for later calls (emptied, their memory kept).
+fn spare(columns: Vec<Column>) {
+    if let Ok(mut s) = SPARE.lock() {
+        for mut column in columns {
+            if s.len() >= SPARE_MAX {
+                break;
+            }
+            column.text.clear();
+            column.ends.clear();
+            column.empty = false;
+            column.null = false;
+            column.other = false;
+            s.push(column);
+        }
+    }
+}
+
+/// A batch's events as `read_runs` read them: each value's JSON text as it came (`names` the fields of
+/// every row), beside the dicts it made (`events`). The journey builder writes a batch's `events`
+/// rows from it as one `JSONColumns` body (`body`): each value copied as it came, with no column
+/// lists made of the dicts and no JSON written of them (the dicts serve the journey logic).
+#[pyclass(frozen, module = "trailmark._native")]
+struct RawRows {
+    events: Py<PyList>,
+    names: Vec<String>,
+    columns: std::sync::Mutex<Vec<Column>>,
+}
+
+impl Drop for RawRows {
+    fn drop(&mut self) {
+        if let Ok(columns) = self.columns.get_mut() {
+            spare(std::mem::take(columns));
+        }
+    }
+}
+
+/// A column's values as `RawRows.body` writes them.
+enum Kind {
+    /// as they came
+    Plain,
+    /// JSON text (a string): `null` is `"{}"`, anything else but a string makes the body None
+    Json,
+    /// a time: `""` or `null` is the given text, anything else but a string makes the body None
+    Time,
+}
+
+/// Whether a JSON text is the string `"group"` (escaped or not).
+fn is_group(v: &[u8]) -> bool {
+    v == b"\"group\""
+        || (v.first() == Some(&b'"')
+            && v.contains(&b'\\')
+            && serde_json::from_slice::<String>(v).is_ok_and(|t| t == "group"))
+}
+
+#[pymethods]
+impl RawRows {
+    /// The names of each row's values, in order.
+    #[getter]
+    fn names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.events.bind(py).len()
+    }
+
+    /// The `JSONColumns` body of `events` (dicts this read made, in the order it made them: a subset
+    /// of them) for `columns` (names of its fields, in the order written), followed by `tail`'s
+    /// members (an encoded JSON object's text of other columns, or empty), as `{"name":[values],...}`.
+    /// Each value is written as its JSON text came, but that a column of `json` (text holding JSON) is
+    /// `"{}"` for a `null`, a column of `times` is `epoch` (a JSON string) for `""` or `null`, and in
+    /// a row whose `type` is `"group"` a column of `blanks` is its given JSON text.
+    /// None when it cannot: an event it did not read (or not in its order), a column it has not, a
+    /// value of a `json` or `times` column that is no string or null.
+    #[allow(clippy::too_many_arguments)]
+    fn body<'py>(
+        &self,
+        py: Python<'py>,
+        events: Vec<Bound<'py, PyAny>>,
+        columns: Vec<String>,
+        json: Vec<String>,
+        times: Vec<String>,
+        epoch: &str,
+        blanks: std::collections::HashMap<String, String>,
+        tail: &[u8],
+    ) -> Option<Bound<'py, PyBytes>> {
+        let held = self.columns.lock().ok()?;
+        let cols = &*held;
+        // the row of each event: the events are a subsequence of the ones made, in order
+        let made = self.events.bind(py);
+        let mut rows: Vec<usize> = Vec::with_capacity(events.len());
+        let mut r = 0;
+        for ev in &events {
+            while r < made.len() && made.get_item(r).ok()?.as_ptr() != ev.as_ptr() {
+                r += 1;
+            }
+            if r == made.len() {
+                return None;
+            }
+            rows.push(r);
+            r += 1;
+        }
+        let every = rows.len() == made.len();
+        let at = |name: &str| self.names.iter().position(|n| n == name);
+        let groups: Vec<bool> = match at("type") {
+            Some(t) if !blanks.is_empty() => rows.iter().map(|&row| is_group(cols[t].value(row))).collect(),
+            _ => Vec::new(),
+        };
+        let any_group = groups.iter().any(|&g| g);
+        let epoch_text = serde_json::to_string(epoch).ok()?;
+        let mut plan = Vec::with_capacity(columns.len());
+        for name in &columns {
+            let c = at(name)?;
+            let column = &cols[c];
+            let kind = if json.contains(name) {
+                if column.other {
+                    return None;
+                }
+                Kind::Json
+            } else if times.contains(name) {
+                if column.other {
+                    return None;
+                }
+                Kind::Time
+            } else {
+                Kind::Plain
+            };
+            let blank = if any_group { blanks.get(name) } else { None };
+            // written as the column came, when nothing of it changes
+            let whole = every
+                && blank.is_none()
+                && match kind {
+                    Kind::Plain => true,
+                    Kind::Json => !column.null,
+                    Kind::Time => !column.null && !column.empty,
+                };
+            plan.push((name, column, kind, blank, whole));
+        }
+        let tail = tail.strip_prefix(b"{").and_then(|t| t.strip_suffix(b"}")).unwrap_or(b"");
+        let mut names = Vec::with_capacity(plan.len());
+        for (name, ..) in &plan {
+            names.push(serde_json::to_string(name).ok()?);
+        }
+        // written twice: once counting its bytes, once into a bytes object of that size (no buffer of
+        // ~10 MB a batch copied, and its pages touched, in between)
+        let write = |out: &mut dyn Sink| {
+            out.put(b"{");
+            for (n, (_, column, kind, blank, whole)) in plan.iter().enumerate() {
+                if n > 0 {
+                    out.put(b",");
+                }
+                out.put(names[n].as_bytes());
+                out.put(b":[");
+                if *whole {
+                    out.put(&column.text);
+                } else {
+                    for (k, &row) in rows.iter().enumerate() {
+                        if k > 0 {
+                            out.put(b",");
+                        }
+                        let v = column.value(row);
+                        match (blank, kind) {
+                            (Some(b), _) if groups[k] => out.put(b.as_bytes()),
+                            (_, Kind::Json) if v == b"null" => out.put(b"\"{}\""),
+                            (_, Kind::Time) if v == b"\"\"" || v == b"null" => out.put(epoch_text.as_bytes()),
+                            _ => out.put(v),
+                        }
+                    }
+                }
+                out.put(b"]");
+            }
+            if !tail.is_empty() {
+                if !plan.is_empty() {
+                    out.put(b",");
+                }
+                out.put(tail);
+            }
+            out.put(b"}");
+        };
+        let mut count = Count(0);
+        write(&mut count);
+        PyBytes::new_with(py, count.0, |buf| {
+            let mut fill = Fill { buf, at: 0 };
+            write(&mut fill);
+            debug_assert_eq!(fill.at, fill.buf.len());
+            Ok(())
+        })
+        .ok()
+    }
+}
+
+/// Where `RawRows.body` writes: bytes counted, or copied.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+struct Count(usize);
+
+impl Sink for Count {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
+struct Fill<'b> {
+    buf: &'b mut [u8],
+    at: usize,
+}
+
+impl Sink for Fill<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.at + bytes.len();
+        self.buf[self.at..end].copy_from_slice(bytes);
+        self.at = end;
+    }
 }
 
 /// `names`' values of `rows` (dicts) as columns, one list per name, in the order of `rows`: what
@@ -324,5 +669,6 @@ impl Drop for Gathered {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_runs, m)?)?;
     m.add_function(wrap_pyfunction!(columns, m)?)?;
+    m.add_class::<RawRows>()?;
     Ok(())
 }
