@@ -144,6 +144,9 @@ def child(
             from trailmark.runtime import raw_source
         except ImportError:  # an older checkout: none
             raw_source = None
+        skip: tuple[str, ...] = ()
+        if getattr(storage, "json_columns", False):  # as the Kafka runner reads records for a server
+            from journey_builder.core import STORED_ONLY as skip
 
         encoded = [as_records(b) for b in batches]
         del batches
@@ -151,7 +154,7 @@ def child(
         collections = _gc_clock()
         cpu, wall = time.process_time(), time.perf_counter()
         for recs in encoded:
-            ok = parse_enriched(recs).ok
+            ok = (parse_enriched(recs, skip=skip) if skip else parse_enriched(recs)).ok
             raw = raw_source(ok) if raw_source is not None else None
             builder.process([o.value for o in ok], *(() if raw is None else (raw,)))
             del ok, raw  # the batch freed before the next is read, as when nothing holds it

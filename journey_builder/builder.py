@@ -66,7 +66,7 @@ from schemas import EnrichedEvent
 from schemas.columns import rows_as_columns
 from schemas.times import epoch_ms, from_ch
 from trailmark import compiled
-from trailmark.compiled import RawRows
+from trailmark.compiled import RecordTexts
 from trailmark.settings import JourneySettings
 from trailmark.storage.base import JsonColumns, Row, Storage
 
@@ -139,16 +139,22 @@ class JourneyBuilder:
 
     # ---- public -------------------------------------------------------------------------------
 
-    def process(self, batch: Sequence[EnrichedEvent], raw: RawRows | None = None) -> Output:
-        """Derive and write everything for one batch; returns what was written (for metrics/tests),
-        of the ``events`` columns only ``message_id`` (the others are let go of once stored). The
+    def process(self, batch: Sequence[EnrichedEvent], raw: RecordTexts | None = None) -> Output:
+        """Derive and write everything for one batch; returns what was written (for metrics/tests): its
+        counters and the ``events``' messageIds (the rows are let go of once stored). The
         process's cyclic GC waits until the batch is done (``gc_paused``). ``raw``: the values of
         the batch's events as they came off the bus (``parse_enriched``), which the ``events`` rows
         are written from where the storage takes them so (``Storage.json_columns``)."""
+        if raw is not None and not self.repo.storage.json_columns:
+            if raw.slim:  # the dicts lack fields the rows are written from: made whole
+                batch = raw.full(batch) or batch  # type: ignore[assignment]  # dicts of enriched events
+            raw = None
         with gc_paused():
-            return self._process(batch, raw if self.repo.storage.json_columns else None)
+            out = self._process(batch, raw)
+            out.let_go()  # freed before the GC runs again
+            return out
 
-    def _process(self, batch: Sequence[EnrichedEvent], raw: RawRows | None) -> Output:
+    def _process(self, batch: Sequence[EnrichedEvent], raw: RecordTexts | None) -> Output:
         careful = self.cautious > 0  # a batch after a start, a rebalance or a failure (see _write)
         keys = batch_keys(batch)  # what the passes below read of each event, read once (see BatchKeys)
         new, stored, states = self._drop_seen(keys)
@@ -196,7 +202,7 @@ class JourneyBuilder:
         return out
 
     def _event_document(
-        self, raw: RawRows, events: Sequence[EnrichedEvent], keys: BatchKeys, out: Output
+        self, raw: RecordTexts, events: Sequence[EnrichedEvent], keys: BatchKeys, out: Output
     ) -> Mapping[str, Sequence[Any]] | JsonColumns:
         """The batch's ``events`` rows written from the values as they came (``event_document``), or
         as columns where they cannot be. ``out.events`` keeps the messageIds (``Output.event_count``)."""
@@ -204,6 +210,8 @@ class JourneyBuilder:
         transpose = self.core.transpose
         document = event_document(raw, events, [v for _, v in keys.visitors], built, transpose)
         if document is None:
+            if raw.slim:  # the dicts lack fields the rows are written from: made whole
+                events = raw.full(events) or events  # type: ignore[assignment]  # dicts of enriched events
             out.events = event_columns(events, built, transpose)
             return out.events
         out.events = {"message_id": [m for _, m in keys.ids]}

@@ -30,7 +30,7 @@ from journey_builder.stages import PURCHASE, STAGES, Rule, StageRules
 from schemas import EnrichedEvent, json_object, json_text
 from schemas.columns import as_columns, rows_as_columns
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
-from trailmark.compiled import RawRows
+from trailmark.compiled import RecordTexts
 
 # uuid5 namespace of session ids; ids must stay stable across versions (a redelivered batch must
 # rebuild the session it built before), so the hashing below is uuid5's, done without UUID objects.
@@ -60,6 +60,17 @@ _NOT_EVENT_COLUMNS = frozenset({"v", "previous_id", "group_id", "extra"})
 _JSON_COLUMNS = ("properties", "traits", "context")
 _TIME_COLUMNS = ("original_timestamp", "sent_at")  # storage parses RFC 3339; "" is not a time
 _CONSENT_COLUMNS = tuple(NO_CONSENT)
+STORED_ONLY = (
+    *("v", "properties", "extra", "original_timestamp", "sent_at", "received_at", "ip", "user_agent"),
+    *("page_url", "page_host", "page_query", "page_title", "content_group", "referrer", "referrer_name"),
+    *("search_term", "utm_term", "utm_content", "ua_browser_version", "ua_os_version", "ua_device_brand"),
+    *("ua_device_model", "bot_name", "geo_region", "geo_city", "geo_lat", "geo_lon", "geo_timezone", "geo_asn"),
+    *("geo_org", "phone_timezone", "enrich_errors"),
+)
+"""Enriched fields the journey builder only stores, never reads of an event: a Kafka builder on a
+ClickHouse server reads the records into dicts without them (its ``events`` rows are written from the
+records' text: ``event_document``), and makes them whole (``RecordTexts.full``) where it must write the
+rows from the dicts (``event_columns``) or dead-letter an event."""
 # the ``events`` columns ``apply`` derives (``built_columns``), whatever fields an event has of these names
 _DERIVED_COLUMNS = frozenset({"anonymous_id", "session_id", "contact_id", *_CONSENT_COLUMNS})
 # the person fields enrichment found in a group call's traits are the account's: blank in its events row
@@ -113,6 +124,8 @@ class BatchKeys:
 
     def first_of_each(self) -> list[int]:
         """Indexes of each (site, messageId)'s first event, in order."""
+        if len({m for _, m in self.ids}) == len(self.ids):  # no messageId twice (a batch's usual case):
+            return list(range(len(self.ids)))  # a set of strings costs less than one of tuples
         seen: set[tuple[str, str]] = set()
         firsts: list[int] = []
         for i, key in enumerate(self.ids):
@@ -613,6 +626,21 @@ class Output:
     skipped_no_consent: int = 0  # events of a site that drops those without analytics consent
     aggregated: int = 0  # events kept only as consent aggregates
 
+    def let_go(self) -> None:
+        """Drop the batch's derived rows once stored, keeping the counters and ``events``' messageIds
+        (``event_count``): tens of thousands of rows and tuples a batch, which the cyclic GC, held back
+        while the batch was built, would otherwise walk at its next collection (see builder.gc_paused)."""
+        self.built = []
+        self.sessions = {}
+        self.touchpoints = []
+        self.links = {}
+        self.grown = set()
+        self.contacts = {}
+        self.stages = []
+        self.accounts = {}
+        self.account_links = []
+        self.visitors = {}
+
     @property
     def identities(self) -> list[dict[str, Any]]:
         """The identities rows of the batch, in the order their links were made."""
@@ -697,7 +725,7 @@ def built_columns(
 
 
 def event_document(
-    raw: RawRows,
+    raw: RecordTexts,
     events: Sequence[Mapping[str, Any]],
     visitors: list[str],
     built: Sequence[tuple[str, str, Mapping[str, Any]]],
@@ -705,7 +733,7 @@ def event_document(
 ) -> tuple[list[str], bytes] | None:
     """The ``events`` rows of a batch (``events``, which ``raw`` read) as one ``JSONColumns`` document
     and its column names: what ``event_columns`` makes, but each enriched value written as its JSON
-    text came off the bus (``RawRows.body``), with no column lists or JSON made of the dicts; the
+    text came off the bus (``RecordTexts.body``), with no column lists or JSON made of the dicts; the
     derived columns (``built_columns``, ``visitors`` the events' ``visitor_id``) written by orjson.
     None when ``raw`` cannot (an event it did not read, a field of another form): ``event_columns``."""
     names = raw.names

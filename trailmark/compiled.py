@@ -6,8 +6,8 @@
   and shared: a batch of 20k events holds ~107k distinct values instead of ~474k, and the builder's
   later passes over them (the ``events`` columns, their JSON, freeing them) touch far less memory.
   What it does not read exactly as orjson does, it leaves to Python (-1 for the record); see
-  trailmark/native/src/lib.rs. It also keeps each value's JSON text, by column (``RawRows``), and
-  writes a batch's ``events`` rows from them as one ``JSONColumns`` document (``RawRows.body``,
+  trailmark/native/src/lib.rs. It also keeps each value's JSON text, by column (``RecordTexts``), and
+  writes a batch's ``events`` rows from them as one ``JSONColumns`` document (``RecordTexts.body``,
   ``journey_builder.core.event_document``), for a builder on a ClickHouse server.
 - ``as_columns``: ``schemas.columns.as_columns`` in one pass over the rows, for the journey
   builder's ``events`` columns (each row walked in its own key order when it has the first row's
@@ -30,13 +30,24 @@ from schemas.columns import as_columns as python_columns
 from trailmark.builds import PURE_PYTHON, build_state
 
 
-class RawRows(Protocol):
+class RecordTexts(Protocol):
     """The values of the events ``read_runs`` made, as their JSON text came in the records (see
     trailmark/native/src/lib.rs): a batch's ``events`` rows are written from it as they came."""
 
     @property
     def names(self) -> list[str]:
-        """The fields of every row, in order."""
+        """The fields of the first record's rows, in order (``body`` writes those rows)."""
+
+    @property
+    def slim(self) -> bool:
+        """Whether the dicts leave fields out (``read_runs``' ``skip``)."""
+
+    def __len__(self) -> int:
+        """How many events it made."""
+
+    def full(self, events: Sequence[Any]) -> list[dict[str, Any]] | None:
+        """``events`` (dicts it made, in the order it made them) with every field, as it makes them
+        when it leaves none out; None for an event it did not make."""
 
     def body(
         self,
@@ -55,15 +66,19 @@ class RawRows(Protocol):
         (an event it did not make, a column it has not, a value of another form)."""
 
 
-ReadRuns = Callable[[Sequence[bytes], Callable[[bytes], Any]], tuple[list[dict[str, Any]], list[int], RawRows | None]]
-"""``read_runs(records, loads)``: the records' events as dicts, in one list, for each record how
-many of them are its (-1: Python reads it), and the events' values as they came (``RawRows``;
-None unless every record read has one list of fields)."""
+class ReadRuns(Protocol):
+    def __call__(
+        self, records: Sequence[bytes], loads: Callable[[bytes], Any], skip: Sequence[str] | None = None
+    ) -> tuple[list[dict[str, Any]], list[int], RecordTexts | None]:
+        """The records' events as dicts, in one list, for each record how many of them are its (-1:
+        Python reads it), and the events' values as they came (``RecordTexts``; None when it made no
+        event). ``skip``: fields the dicts leave out (only in the ``RecordTexts``)."""
+
 
 HERE = Path(__file__).parent
 SOURCES = ("native/Cargo.toml", "native/Cargo.lock", "native/src/lib.rs")
 """What ``make native`` builds the module from, in the order their SHA-256 is taken."""
-__all__ = ["PURE_PYTHON", "RawRows", "as_columns", "native_state", "read_runs"]
+__all__ = ["PURE_PYTHON", "RecordTexts", "as_columns", "native_state", "read_runs"]
 
 
 def native_state(directory: Path = HERE) -> str:

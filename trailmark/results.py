@@ -37,7 +37,7 @@ class Ok(Generic[T]):
     key: bytes
     value: T
     # what the value was read from, for a writer that can store it as it came (the Kafka journey
-    # builder's events: trailmark.compiled.RawRows, one for the events of one read); None: nothing
+    # builder's events: trailmark.compiled.RecordTexts, one for the events of one read); None: nothing
     source: object = None
 
 

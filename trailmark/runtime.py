@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import sys
@@ -40,10 +41,11 @@ from prometheus_client import Counter, Gauge, Histogram
 from enrich import Enricher, PoisonEvent
 from enrich.companies import LookupRequests
 from journey_builder.builder import JourneyBuilder
+from journey_builder.core import STORED_ONLY
 from journey_builder.privacy import ConsentPolicies
 from schemas import JSON_TEXT_FIELDS, EnrichedEvent, RawBatch, Site, json_text, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
-from trailmark.compiled import RawRows, read_runs
+from trailmark.compiled import RecordTexts, read_runs
 from trailmark.errors import Unavailable
 from trailmark.health import StageHealth
 from trailmark.results import (
@@ -259,23 +261,25 @@ ENRICHED_RUN_MAX_EVENTS = 200
 ENRICHED_RUN_MAX_BYTES = 128 * 1024
 
 
-def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
+def parse_enriched(messages: Sequence[Message], skip: Sequence[str] = ()) -> Batch[EnrichedEvent]:
     """Enriched-topic records -> events for the journey builder. A record holds a run of one
     visitor's events (``{"fields": [...], "rows": [[...], ...]}``, what ``EnrichStage.serialized``
     writes), one event (a JSON object: what a dead-letter replay sends), or a JSON array of events
     (what trailmark wrote before the runs named their fields). JSON-object fields stay as they
     come, objects or their JSON text (``schemas.JSON_TEXT_FIELDS``): the builder takes both. Runs
     are read by the compiled reader where it is built (``trailmark.compiled``): the same dicts, the
-    strings a batch repeats shared."""
+    strings a batch repeats shared, each event's ``Ok.source`` its values as they came (``RecordTexts``),
+    and without the fields of ``skip`` (kept only there: ``BuildStage.write`` makes them whole where
+    the builder needs them so)."""
     out: Batch[EnrichedEvent] = Batch()
     ok, failed = out.ok, out.failed
     # the compiled reader's events (trailmark/compiled.py), how many are each record's (-1: read here),
     # and their values as they came (the builder writes the events rows from them: see BuildStage.write)
     events: list[dict[str, Any]] = []
     counts: list[int] = []
-    raw: RawRows | None = None
+    raw: RecordTexts | None = None
     if read_runs is not None:
-        events, counts, raw = read_runs([m.value for m in messages], orjson.loads)
+        events, counts, raw = read_runs([m.value for m in messages], orjson.loads, list(skip) or None)
     at = 0
     for i, m in enumerate(messages):
         if counts and (n := counts[i]) >= 0:
@@ -321,13 +325,29 @@ def parse_enriched(messages: Sequence[Message]) -> Batch[EnrichedEvent]:
     return out
 
 
-def raw_source(ok: Sequence[Ok[EnrichedEvent]]) -> RawRows | None:
+def whole_events(ok: Sequence[Ok[EnrichedEvent]]) -> list[EnrichedEvent]:
+    """``ok``'s events with every field: those ``parse_enriched`` read without some (``skip``) made
+    whole by their ``RecordTexts``, the others as they are."""
+    events: list[Any] = [o.value for o in ok]
+    slim: dict[int, tuple[RecordTexts, list[int]]] = {}
+    for i, o in enumerate(ok):
+        source: RecordTexts | None = o.source  # type: ignore[assignment]  # parse_enriched gives a RecordTexts or None
+        if source is not None and source.slim:
+            slim.setdefault(id(source), (source, []))[1].append(i)
+    for source, at in slim.values():
+        full = source.full([events[i] for i in at])
+        for i, event in zip(at, full or (), strict=False):  # None only for events it did not make
+            events[i] = event
+    return events
+
+
+def raw_source(ok: Sequence[Ok[EnrichedEvent]]) -> RecordTexts | None:
     """The values of ``ok``'s events as they came off the bus, when one ``parse_enriched`` read them
-    all (its compiled reader's ``RawRows``); else None."""
+    all (its compiled reader's ``RecordTexts``); else None."""
     raw = ok[0].source if ok else None
     if raw is None or any(o.source is not raw for o in ok):
         return None
-    return raw  # type: ignore[return-value]  # parse_enriched gives a RawRows or None
+    return raw  # type: ignore[return-value]  # parse_enriched gives a RecordTexts or None
 
 
 def _errors_at(names: Sequence[str]) -> int:
@@ -412,9 +432,10 @@ class BuildStage:
         if self.revoked:
             self.revoked = False
             self.builder.reset()
-        return await self._build([o.value for o in ok], raw_source(ok))
+        raw = raw_source(ok)
+        return await self._build([o.value for o in ok] if raw is not None else whole_events(ok), raw)
 
-    async def _build(self, events: list[EnrichedEvent], raw: RawRows | None = None) -> list[Failed]:
+    async def _build(self, events: list[EnrichedEvent], raw: RecordTexts | None = None) -> list[Failed]:
         if not events:
             return []
         try:
@@ -422,6 +443,8 @@ class BuildStage:
         except Unavailable:
             raise
         except Exception as exc:
+            if raw is not None and raw.slim:  # split and dead-lettered whole, as they came
+                events = raw.full(events) or events  # type: ignore[assignment]  # dicts of enriched events
             for ev in events:  # their visitors' state may be half-updated: reloaded from ClickHouse
                 self._forget(ev)
             if len(events) == 1:
@@ -720,7 +743,9 @@ def journey_runner(
         b.topic_enriched,
         b.group_journeys,
         max(1, settings.storage.batch_rows // 25),
-        parse_enriched,
+        # on a server the events rows are written from the records' text (RecordTexts): the dicts need
+        # only what the journey logic reads
+        functools.partial(parse_enriched, skip=STORED_ONLY) if storage.json_columns else parse_enriched,
         stage.write,
         linger_s=b.journeys_linger_ms / 1000,
         on_revoke=stage.on_revoke,

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from journey_builder.core import (
+    BatchKeys,
     JourneyCore,
     Output,
     SessionState,
@@ -1258,3 +1259,14 @@ def test_interaction_of(kind: str, name: str, conversion: bool, expected: str) -
 )
 def test_current_stage(stages: list[str], expected: str) -> None:
     assert current_stage(stages) == expected
+
+
+def test_the_first_event_of_each_message_id_per_site() -> None:
+    """``BatchKeys.first_of_each``: a messageId sent twice to a site keeps its first event; the same
+    messageId on two sites is two events; a batch without repeats keeps every event."""
+    ids = [("s1", "m1"), ("s1", "m2"), ("s2", "m1"), ("s1", "m1"), ("s1", "m3"), ("s2", "m1")]
+    keys = BatchKeys(ids, [("s1", "a")] * len(ids), ["t"] * len(ids), [0] * len(ids))
+    assert keys.first_of_each() == [0, 1, 2, 4]
+    unique = keys.take([0, 1, 4])
+    assert unique.first_of_each() == [0, 1, 2]
+    assert keys.take([]).first_of_each() == []

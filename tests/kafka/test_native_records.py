@@ -264,7 +264,7 @@ def test_make_native_compiled_the_reader_where_cargo_is() -> None:
     assert native.native_state() == "compiled" and BUILT
 
 
-# ---- the events rows as they came (RawRows, journey_builder.core.event_document) -------------------------
+# ---- the events rows as they came (RecordTexts, journey_builder.core.event_document) -------------------------
 
 
 def enriched(raw: list[Message]) -> list[Message]:
@@ -389,8 +389,8 @@ def test_generated_events_documents_hold_the_rows_the_columns_hold(
 @needs_reader
 def test_the_events_document_is_declined_where_it_cannot_be_written_as_it_came() -> None:
     """Then the builder writes ``event_columns`` instead: events the reader did not make (a copy, a
-    record it left to orjson) or not in its order, a JSON field or a time of another JSON type.
-    Records of two field lists come with no RawRows at all."""
+    record it left to orjson) or not in its order, a JSON field or a time of another JSON type, rows
+    of a record whose field list is not the first record's."""
     records = enriched([raw_record("a", 2), raw_record("b", 2)])
     events, raw = read(records)
     assert document(raw, events) is not None
@@ -403,7 +403,7 @@ def test_the_events_document_is_declined_where_it_cannot_be_written_as_it_came()
         evs, raw = read([run_record(names, [row])])
         assert raw is not None and document(raw, evs) is None, field
     # a record the reader leaves to orjson (a row of another width beside a whole one) is not among
-    # the RawRows' events
+    # the RecordTexts' events
     whole = [{**template, "message_id": "whole"}[n] for n in names]
     mixed = [records[0], run_record(names, [whole, whole[:3]]), records[1]]
     parsed = parse_enriched(mixed)
@@ -416,15 +416,18 @@ def test_the_events_document_is_declined_where_it_cannot_be_written_as_it_came()
     assert counts == [2, -1, 2] and raw is not None and len(raw) == len(made) == 4
     assert document(raw, made) == columns_of(made)
     assert document(raw, evs) is None
-    # two field lists in one read: no RawRows
+    # two field lists in one read: the rows of the first are written, those of another are not
     other = run_record([*names, "added"], [[*[template[n] for n in names], 1]])
-    assert native.read_runs([m.value for m in [records[0], other]], orjson.loads)[2] is None
+    made, counts, raw = native.read_runs([m.value for m in [records[0], other]], orjson.loads)
+    assert counts == [2, 1] and raw is not None and raw.names == names
+    assert document(raw, made[:2]) == columns_of(made[:2])
+    assert document(raw, made) is None and document(raw, made[2:]) is None
 
 
 @needs_reader
 def test_the_events_documents_texts_outlive_their_read_and_are_given_back() -> None:
-    """The document is made from the texts its RawRows kept, whatever became of the records; reads
-    after a RawRows is gone (its buffers reused) make their own documents right."""
+    """The document is made from the texts its RecordTexts kept, whatever became of the records; reads
+    after a RecordTexts is gone (its buffers reused) make their own documents right."""
     first = enriched([raw_record("a", 3, properties={"p": "first"})])
     events, raw = read([Message(m.topic, m.partition, m.offset, m.key, bytes(m.value)) for m in first])
     expected = columns_of(events)
@@ -436,3 +439,62 @@ def test_the_events_documents_texts_outlive_their_read_and_are_given_back() -> N
     for n in range(3):
         evs, again = read(enriched([raw_record("z", 2 + n, properties={"p": f"read {n}"})]))
         assert document(again, evs) == columns_of(evs)
+
+
+@needs_reader
+def test_dicts_without_the_stored_only_fields_are_made_whole_as_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read with ``skip`` (the Kafka builder on a server: ``STORED_ONLY``), the dicts hold the other
+    fields, the values and types a whole read gives, in its order; ``RecordTexts.full`` gives the whole
+    dicts, as orjson reads them; not for an event it did not make."""
+    records = enriched(
+        [
+            raw_record("a", 3, properties={"quote": 'say "hi"\n', "n": 2**63 + 5}),
+            raw_record("b", 2, userId="u-1", traits={"email": "b@acme.io"}, context={"consent": [1, 0, 1]}),
+        ]
+    )
+    whole, python = both(records, monkeypatch)
+    assert_same(whole, python)
+    slim = parse_enriched(records, skip=core.STORED_ONLY)
+    raw = runtime.raw_source(slim.ok)
+    assert raw is not None and raw.slim and len(raw) == len(slim.ok) == 5
+    for s, w in zip(slim.ok, whole.ok, strict=True):
+        assert same(s.value, {k: v for k, v in w.value.items() if k not in core.STORED_ONLY})
+        assert "page_url" in w.value and "page_url" not in s.value
+    events = [o.value for o in slim.ok]
+    expected = [o.value for o in python.ok]
+    for some, want in ((events, expected), (events[1::2], expected[1::2])):
+        made = raw.full(some)
+        assert made is not None and all(same(m, e) for m, e in zip(made, want, strict=True))
+    assert all(same(m, o.value) for m, o in zip(runtime.whole_events(slim.ok), python.ok, strict=True))
+    assert raw.full([dict(events[0])]) is None and raw.full([events[1], events[0]]) is None
+
+
+@needs_reader
+def test_values_the_dicts_leave_out_are_still_checked_as_read() -> None:
+    """Which records the reader leaves to orjson does not depend on the fields the dicts hold: a value
+    it would not read is checked where it is skipped too, and its record is read by Python."""
+    fields = ["keep", "skip"]
+    bad = [
+        b"18446744073709551616",
+        b"1e999",
+        b'"\\ud800"',
+        b'{"n":"\\udfff"}',
+    ]
+    good = [
+        b'{"n":18446744073709551616}',
+        b'"\\u00e9 \\n"',
+        b"-0.0",
+        b"18446744073709551615",
+        b'{"a":[1,{"b":null}]}',
+        b"[]",
+        b"true",
+    ]
+    assert native.read_runs is not None
+    for value in bad + good:
+        record = b'{"fields":["keep","skip"],"rows":[["x",' + value + b"]]}"
+        as_whole = native.read_runs([record], orjson.loads)[1]
+        as_slim = native.read_runs([record], orjson.loads, ["skip"])[1]
+        assert as_whole == as_slim == ([-1] if value in bad else [1]), value
+    events, _, raw = native.read_runs([run_record(fields, [["x", {"a": [1.5, None]}]]).value], orjson.loads, ["skip"])
+    assert events == [{"keep": "x"}] and raw is not None
+    assert raw.full(events) == [{"keep": "x", "skip": {"a": [1.5, None]}}]

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 import urllib3.exceptions
 from clickhouse_connect.driver import exceptions as ch
@@ -415,9 +416,10 @@ def test_the_kafka_builder_writes_events_rows_as_they_came(
     clickhouse_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a server the Kafka journey builder writes a batch's ``events`` rows from the values as they
-    came off the bus (one ``JSONColumns`` document: ``RawRows``) and stores exactly the rows it stores
-    from their columns, every other table alike."""
+    came off the bus (one ``JSONColumns`` document: ``RecordTexts``), its dicts without the fields it only
+    stores, and stores exactly the rows it stores from whole dicts' columns, every other table alike."""
     from journey_builder.builder import JourneyBuilder
+    from journey_builder.core import STORED_ONLY
     from tests.kafka.test_enriched_records import raw_record
     from trailmark import compiled
     from trailmark.bus.base import Message
@@ -446,9 +448,10 @@ def test_the_kafka_builder_writes_events_rows_as_they_came(
             monkeypatch.setattr(
                 store, name, lambda t, c, real=real, name=name, sent=sent: (sent.append(f"{name}:{t}"), real(t, c))
             )
-        ok = parse_enriched(records).ok
+        # as the Kafka runner reads them for a server: without the fields the builder only stores
+        ok = parse_enriched(records, skip=STORED_ONLY if how == "raw" else ()).ok
         raw = raw_source(ok)
-        assert raw is not None and len(raw) == len(ok) == 9
+        assert raw is not None and len(raw) == len(ok) == 9 and raw.slim == (how == "raw")
         JourneyBuilder(store, JourneySettings()).process([o.value for o in ok], *([raw] if how == "raw" else []))
         # (insert_columns sends its columns as a document too)
         assert "insert_json_columns:events" in sent
@@ -474,3 +477,100 @@ def test_the_kafka_builder_writes_events_rows_as_they_came(
         for s in stores.values():
             s.execute(f"DROP DATABASE IF EXISTS {s.database} SYNC")
             s.close()
+
+
+def test_an_event_failing_in_a_batch_read_without_stored_only_fields_is_dead_lettered_whole(
+    storage: Storage,
+) -> None:
+    """The journeys stage, given dicts read without the fields the builder only stores (as the Kafka
+    runner reads them for a server), dead-letters an event that fails with every field, as it came,
+    and stores the rest of its batch, on a server (rows written as they came) and on chDB (which the
+    runner does not read so for, and the builder makes whole)."""
+    import asyncio
+
+    from journey_builder.core import STORED_ONLY
+    from tests.kafka.test_enriched_records import raw_record
+    from trailmark import compiled
+    from trailmark.bus.base import Message
+    from trailmark.runtime import BuildStage, EnrichStage, parse_enriched
+    from trailmark.settings import Settings
+
+    if compiled.read_runs is None:
+        pytest.skip("trailmark/native is not built here (make native)")
+    page = {"page": {"url": "https://x.test/p?q=1"}}
+    out = EnrichStage(Settings(), {}).serialized([raw_record(v, 1, context=page) for v in "abc"])
+    bad = orjson.loads(out.ok[1].value)
+    bad["rows"][0][bad["fields"].index("timestamp")] = 1767225600000  # of the wrong type: fails alone
+    values = [out.ok[0].value, orjson.dumps(bad), out.ok[2].value]
+    records = [
+        Message("trailmark.enriched", 0, i, o.key, v) for i, (o, v) in enumerate(zip(out.ok, values, strict=True))
+    ]
+    whole = parse_enriched(records).ok[1].value
+    ok = parse_enriched(records, skip=STORED_ONLY).ok
+    assert "page_url" not in ok[1].value and "page_url" in whole
+
+    failed = asyncio.run(BuildStage(Settings(), storage, {}).write(ok))
+
+    assert [(f.kind, f.payload) for f in failed] == [("build_failed", whole)]
+    stored = storage.query(f"SELECT anonymous_id, page_url FROM {storage.database}.events ORDER BY anonymous_id")
+    assert stored == [{"anonymous_id": v, "page_url": "https://x.test/p?q=1"} for v in "ac"]
+
+
+def test_the_builder_reads_none_of_the_fields_it_only_stores(clickhouse_url: str) -> None:
+    """``STORED_ONLY`` is what the journey builder never reads of an event: on dicts without those
+    fields (a missing one raises KeyError), every path of a batch runs, an erased visitor dropped,
+    events without consent counted on an aggregating site, an alias, an identify, a group call, a
+    conversion, and the rows are written as they came."""
+    from journey_builder.builder import JourneyBuilder
+    from journey_builder.core import STORED_ONLY
+    from journey_builder.privacy import ConsentPolicies, ConsentPolicy
+    from tests.kafka.test_enriched_records import raw_record
+    from trailmark import compiled
+    from trailmark.bus.base import Message
+    from trailmark.runtime import EnrichStage, parse_enriched, raw_source
+    from trailmark.settings import JourneySettings, Settings
+    from trailmark.suppression import identifier_hash
+
+    if compiled.read_runs is None:
+        pytest.skip("trailmark/native is not built here (make native)")
+    store = ServerStorage(clickhouse_url, f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        apply_migrations(store)
+        store.insert("suppressed_identifiers", [{"site_id": "s1", "hash": identifier_hash("s1", "anon:gone")}])
+        page = {"page": {"url": "https://x.test/p?utm_source=news&utm_medium=email", "path": "/p"}}
+        out = EnrichStage(Settings(), {}).serialized(
+            [
+                raw_record("a", 2, type="page", context=page),
+                raw_record("a", 1, first=2, type="identify", userId="u-1", traits={"email": "a@acme.io"}),
+                raw_record("a", 1, first=3, event="Order Completed", properties={"revenue": 10}),
+                raw_record("b", 1, type="alias", userId="u-1", previousId="b"),
+                raw_record("c", 1, type="group", groupId="g-1", traits={"name": "Acme", "website": "acme.io"}),
+                raw_record("d", 2, context={"consent": [0, 0, 1]}),
+                raw_record(
+                    "e", 2, type="page", context={"page": {"url": "https://x.test/", "referrer": "https://r.test/"}}
+                ),
+                raw_record("gone", 1),
+            ]
+        )
+        records = [Message("trailmark.enriched", 0, i, o.key, o.value) for i, o in enumerate(out.ok)]
+        ok = parse_enriched(records, skip=STORED_ONLY).ok
+        raw = raw_source(ok)
+        assert raw is not None and raw.slim and all("page_url" not in o.value for o in ok)
+        builder = JourneyBuilder(store, JourneySettings(), ConsentPolicies(ConsentPolicy("aggregate")))
+        done = builder.process([o.value for o in ok], raw)
+        assert (done.skipped_erased, done.aggregated, done.event_count) == (1, 2, 8)
+        db = store.database
+        rows = store.query(f"SELECT anonymous_id, type, page_url FROM {db}.events ORDER BY anonymous_id, timestamp")
+        assert [(r["anonymous_id"], r["type"]) for r in rows] == [
+            *[("a", "page")] * 2,
+            ("a", "identify"),
+            ("a", "track"),
+            ("b", "alias"),
+            ("c", "group"),
+            *[("e", "page")] * 2,
+        ]
+        assert rows[0]["page_url"] == "https://x.test/p?utm_source=news&utm_medium=email"
+        assert store.query(f"SELECT contact_id FROM {db}.contacts_data") == [{"contact_id": "user:u-1"}]
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {store.database} SYNC")
+        store.close()

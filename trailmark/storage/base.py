@@ -39,7 +39,7 @@ class JsonColumns:
     """A batch of rows as one ClickHouse ``JSONColumns`` document: ``body`` is the JSON object
     ``{"name": [values], ...}`` of the columns ``names``, in that order. The Kafka journey builder
     writes a batch's ``events`` so, each value copied as it came off the bus (trailmark/native's
-    ``RawRows``), to a storage that takes the document as it is (``Storage.json_columns``)."""
+    ``RecordTexts``), to a storage that takes the document as it is (``Storage.json_columns``)."""
 
     names: list[str]
     body: bytes

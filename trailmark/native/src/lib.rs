@@ -10,9 +10,11 @@
 //! strings instead of a million, and building the events' columns, writing them as JSON and
 //! freeing them touch far less memory.
 //!
-//! As it reads, it also keeps each value's JSON text, column by column (`RawRows`): a journey builder
+//! As it reads, it also keeps each value's JSON text, column by column (`RecordTexts`): a journey builder
 //! writing to a ClickHouse server sends a batch's `events` rows as one `JSONColumns` document copied
-//! from them (`RawRows::body`), not as columns of the dicts written as JSON again.
+//! from them (`RecordTexts::body`), not as columns of the dicts written as JSON again. Such a builder's
+//! dicts leave out the fields it only stores (`read_runs`' `skip`): their values are checked as they
+//! would be read, kept only as text, and `RecordTexts::full` makes the dicts whole where needed.
 //!
 //! What it does not read exactly as orjson and `parse_enriched` do, it leaves to them: a record that
 //! is not exactly a run, names that are not distinct strings, a row that is not a list of as many
@@ -42,6 +44,8 @@ struct Run<'a> {
 /// strings seen in each field.
 struct Layout<'a> {
     names: Vec<Py<PyString>>,
+    /// which of them the dicts hold (the others are only in `RecordTexts`)
+    kept: Vec<bool>,
     errors: Option<usize>,
     seen: Vec<Seen<'a>>,
     /// every name, each None: an event's dict starts as a copy of it, its table made once at the
@@ -68,7 +72,7 @@ impl<'a> Seen<'a> {
     }
 }
 
-fn layout<'a>(py: Python<'_>, fields: &str) -> Option<Layout<'a>> {
+fn layout<'a>(py: Python<'_>, fields: &str, skip: &[String]) -> Option<Layout<'a>> {
     let names: Vec<String> = serde_json::from_str(fields).ok()?;
     let mut distinct = std::collections::HashSet::with_capacity(names.len());
     if !names.iter().all(|n| distinct.insert(n.as_str())) {
@@ -76,12 +80,33 @@ fn layout<'a>(py: Python<'_>, fields: &str) -> Option<Layout<'a>> {
     }
     let errors = names.iter().position(|n| n == "enrich_errors");
     let seen = names.iter().map(|_| Seen::default()).collect();
+    let kept: Vec<bool> = names.iter().map(|n| !skip.contains(n)).collect();
     let names: Vec<Py<PyString>> = names.iter().map(|n| PyString::intern(py, n).unbind()).collect();
     let template = PyDict::new(py);
-    for name in &names {
-        template.set_item(name.bind(py), py.None()).ok()?;
+    for (name, &keep) in names.iter().zip(&kept) {
+        if keep {
+            template.set_item(name.bind(py), py.None()).ok()?;
+        }
     }
-    Some(Layout { names, errors, seen, template: template.unbind() })
+    Some(Layout { names, kept, errors, seen, template: template.unbind() })
+}
+
+/// Whether `value` would read this JSON text (a field the dicts leave out is checked as it would be
+/// read, so that which records Python reads does not depend on which fields the dicts hold).
+fn readable<'py>(py: Python<'py>, raw: &str, loads: &Bound<'py, PyAny>) -> bool {
+    match raw.as_bytes().first() {
+        Some(b't' | b'f' | b'n') => matches!(raw, "true" | "false" | "null"),
+        Some(b'[' | b'{') => raw == "[]" || raw == "{}" || loads.call1((PyBytes::new(py, raw.as_bytes()),)).is_ok(),
+        Some(b'"') => !raw.contains('\\') || serde_json::from_str::<String>(raw).is_ok(),
+        Some(b'-' | b'0'..=b'9') => {
+            if raw.contains(['.', 'e', 'E']) {
+                raw.parse::<f64>().is_ok_and(|f| f.is_finite())
+            } else {
+                raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok()
+            }
+        }
+        _ => false,
+    }
 }
 
 /// The Python value of one JSON value, or None when Python must read the record. A string or a
@@ -144,6 +169,7 @@ fn read_run<'py, 'a>(
     loads: &Bound<'py, PyAny>,
     events: &mut Vec<Bound<'py, PyDict>>,
     texts: &mut Texts<'a>,
+    skip: &[String],
 ) -> Option<()> {
     let text = std::str::from_utf8(record).ok()?;
     let run: Run<'a> = serde_json::from_str(text).ok()?;
@@ -155,7 +181,7 @@ fn read_run<'py, 'a>(
                 if layouts.len() >= LAYOUTS_MAX {
                     return None;
                 }
-                layouts.push((fields, layout(py, fields)?));
+                layouts.push((fields, layout(py, fields, skip)?));
                 layouts.len() - 1
             }
         };
@@ -170,6 +196,12 @@ fn read_run<'py, 'a>(
         for (i, value_text) in values.into_iter().enumerate() {
             let raw = value_text.get();
             texts.push(i, raw);
+            if !layout.kept[i] {
+                if !readable(py, raw, loads) {
+                    return None;
+                }
+                continue;
+            }
             // an empty enrich_errors is an empty tuple, as parse_enriched reads it (see _errors_at)
             let errors = layout.errors == Some(i);
             let v = if errors && raw == "[]" {
@@ -197,14 +229,17 @@ const LAYOUTS_MAX: usize = 64; // distinct field lists in one call; more: Python
 /// One list rather than one per record: a batch's ~17k lists, kept until it is read, would each
 /// count towards the cyclic GC's next collection.
 ///
-/// Third, the events' values as their JSON text (`RawRows`), when every record it read shares one
-/// list of names; else None.
+/// Third, the events' values as their JSON text (`RecordTexts`). `skip`: fields the dicts leave out
+/// (their values are checked as they would be read, and kept only in the `RecordTexts`).
 #[pyfunction]
+#[pyo3(signature = (records, loads, skip=None))]
 fn read_runs<'py>(
     py: Python<'py>,
     records: Vec<Bound<'py, PyBytes>>,
     loads: Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyList>, Vec<isize>, Option<RawRows>)> {
+    skip: Option<Vec<String>>,
+) -> PyResult<(Bound<'py, PyList>, Vec<isize>, Option<RecordTexts>)> {
+    let skip = skip.unwrap_or_default();
     let mut layouts: Vec<(&str, Layout<'_>)> = Vec::new();
     let mut last = 0;
     let mut events: Vec<Bound<'py, PyDict>> = Vec::with_capacity(records.len() * 2);
@@ -212,45 +247,69 @@ fn read_runs<'py>(
     let mut texts = Texts::default();
     for record in &records {
         let before = events.len();
-        let mark = texts.rows;
-        match read_run(py, record.as_bytes(), &mut layouts, &mut last, &loads, &mut events, &mut texts) {
+        match read_run(py, record.as_bytes(), &mut layouts, &mut last, &loads, &mut events, &mut texts, &skip) {
             Some(()) => counts.push((events.len() - before) as isize),
             None => {
                 events.truncate(before);
-                texts.truncate(mark);
+                texts.truncate(before);
                 counts.push(-1);
             }
         }
     }
+    if texts.overflow {
+        // offsets past 4 GiB (a batch is far smaller): no RecordTexts, and every record read by Python,
+        // whose dicts hold every field
+        drop(events);
+        for set in std::mem::take(&mut texts.sets) {
+            spare(set.columns);
+        }
+        return Ok((PyList::empty(py), vec![-1; records.len()], None));
+    }
     let events = PyList::new(py, events)?;
-    let raw = match texts.fields {
-        Some(fields) if !texts.mixed && !events.is_empty() => {
-            let names: Vec<String> = serde_json::from_str(fields).map_err(|e| {
-                pyo3::exceptions::PyValueError::new_err(format!("field names: {e}"))
-            })?;
-            let columns = std::mem::take(&mut texts.columns);
-            Some(RawRows { events: events.clone().unbind(), names, columns: std::sync::Mutex::new(columns) })
+    let mut sets = Vec::with_capacity(texts.sets.len());
+    for set in std::mem::take(&mut texts.sets) {
+        let names: Vec<String> = serde_json::from_str(set.fields)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("field names: {e}")))?;
+        sets.push((names, std::sync::Mutex::new(set.columns)));
+    }
+    let raw = if events.is_empty() {
+        for (_, columns) in sets {
+            spare(columns.into_inner().unwrap_or_default());
         }
-        _ => {
-            spare(std::mem::take(&mut texts.columns));
-            None
-        }
+        None
+    } else {
+        Some(RecordTexts {
+            events: events.clone().unbind(),
+            sets,
+            rows: texts.rows,
+            slim: !skip.is_empty(),
+            loads: loads.clone().unbind(),
+        })
     };
     Ok((events, counts, raw))
 }
 
 /// The JSON text of every value `read_runs` read, column by column, while it reads (a copy of the
-/// record's bytes, no parse): what `RawRows` is made of. Kept by column, not by row: the body is
+/// record's bytes, no parse): what `RecordTexts` is made of. Kept by column, not by row: the body is
 /// written column after column, and a column's values then lie side by side (written by row, each
 /// value of a 20k-event body was a cache miss: 1.8 us per event).
 #[derive(Default)]
 struct Texts<'a> {
-    /// the names of the first record read, and whether another record had others
-    fields: Option<&'a str>,
-    mixed: bool,
-    /// rows whose every value was pushed
-    rows: usize,
+    /// one per list of names met, the first one's first
+    sets: Vec<Set<'a>>,
+    /// the set of the record being read
+    at: usize,
+    /// each row read whole: its set, and its place in it
+    rows: Vec<(u32, u32)>,
+    /// an offset past 4 GiB was met (see `push`)
+    overflow: bool,
+}
+
+/// The values of the rows of one list of names.
+struct Set<'a> {
+    fields: &'a str,
     columns: Vec<Column>,
+    rows: usize,
 }
 
 /// One field's values as their JSON text, separated by commas, and where each ends.
@@ -258,7 +317,7 @@ struct Texts<'a> {
 struct Column {
     text: Vec<u8>,
     ends: Vec<u32>,
-    /// what `RawRows.body` must look at value by value: a `""`, a `null`, a value no string
+    /// what `RecordTexts.body` must look at value by value: a `""`, a `null`, a value no string
     empty: bool,
     null: bool,
     other: bool,
@@ -279,64 +338,19 @@ impl Column {
     }
 }
 
-/// Column buffers of earlier calls, their memory kept: a batch's ~30 MB of texts written into pages
+/// Column buffers of earlier calls, their memory kept: a batch's ~10 MB of texts written into pages
 /// already touched rather than new ones.
 static SPARE: std::sync::Mutex<Vec<Column>> = std::sync::Mutex::new(Vec::new());
 const SPARE_MAX: usize = 256;
 
-impl<'a> Texts<'a> {
-    fn layout(&mut self, fields: &'a str, width: usize) {
-        match self.fields {
-            None => {
-                self.fields = Some(fields);
-                let mut spare = SPARE.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
-                self.columns = (0..width).map(|_| spare.pop().unwrap_or_default()).collect();
-                if let Ok(mut s) = SPARE.lock() {
-                    s.extend(spare);
-                }
-            }
-            Some(f) if f != fields => self.mixed = true,
-            Some(_) => {}
-        }
+/// Column buffers of earlier calls (emptied) for `width` columns.
+fn spare_columns(width: usize) -> Vec<Column> {
+    let mut spare = SPARE.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+    let columns = (0..width).map(|_| spare.pop().unwrap_or_default()).collect();
+    if let Ok(mut s) = SPARE.lock() {
+        s.extend(spare);
     }
-
-    fn push(&mut self, c: usize, raw: &str) {
-        if self.mixed {
-            return;
-        }
-        let column = &mut self.columns[c];
-        if !column.ends.is_empty() {
-            column.text.push(b',');
-        }
-        column.text.extend_from_slice(raw.as_bytes());
-        match raw.as_bytes().first() {
-            Some(b'"') => column.empty |= raw.len() == 2,
-            Some(b'n') => column.null = true,
-            _ => column.other = true,
-        }
-        // a batch is bounded far below 4 GiB (records of at most 128 KiB, a few thousand of them);
-        // past it the rows are not kept
-        match u32::try_from(column.text.len()) {
-            Ok(end) => column.ends.push(end),
-            Err(_) => self.mixed = true,
-        }
-    }
-
-    fn row_done(&mut self) {
-        self.rows += 1;
-    }
-
-    /// Forget the values of rows after the first `rows` (a record that Python reads instead).
-    fn truncate(&mut self, rows: usize) {
-        self.rows = rows;
-        for column in &mut self.columns {
-            column.truncate(rows);
-        }
-        if rows == 0 && !self.mixed {
-            self.fields = None;
-            spare(std::mem::take(&mut self.columns));
-        }
-    }
+    columns
 }
 
 /// Give column buffers back for later calls (emptied, their memory kept).
@@ -356,26 +370,112 @@ fn spare(columns: Vec<Column>) {
     }
 }
 
-/// A batch's events as `read_runs` read them: each value's JSON text as it came (`names` the fields of
-/// every row), beside the dicts it made (`events`). The journey builder writes a batch's `events`
-/// rows from it as one `JSONColumns` body (`body`): each value copied as it came, with no column
-/// lists made of the dicts and no JSON written of them (the dicts serve the journey logic).
-#[pyclass(frozen, module = "trailmark._native")]
-struct RawRows {
-    events: Py<PyList>,
-    names: Vec<String>,
-    columns: std::sync::Mutex<Vec<Column>>,
-}
+impl<'a> Texts<'a> {
+    /// The record being read has these names (`width` of them).
+    fn layout(&mut self, fields: &'a str, width: usize) {
+        if self.sets.get(self.at).is_some_and(|set| set.fields == fields) {
+            return;
+        }
+        self.at = match self.sets.iter().position(|set| set.fields == fields) {
+            Some(at) => at,
+            None => {
+                self.sets.push(Set { fields, columns: spare_columns(width), rows: 0 });
+                self.sets.len() - 1
+            }
+        };
+    }
 
-impl Drop for RawRows {
-    fn drop(&mut self) {
-        if let Ok(columns) = self.columns.get_mut() {
-            spare(std::mem::take(columns));
+    fn push(&mut self, c: usize, raw: &str) {
+        let column = &mut self.sets[self.at].columns[c];
+        if !column.ends.is_empty() {
+            column.text.push(b',');
+        }
+        column.text.extend_from_slice(raw.as_bytes());
+        match raw.as_bytes().first() {
+            Some(b'"') => column.empty |= raw.len() == 2,
+            Some(b'n') => column.null = true,
+            _ => column.other = true,
+        }
+        // a batch is bounded far below 4 GiB (records of at most 128 KiB, a few thousand of them)
+        match u32::try_from(column.text.len()) {
+            Ok(end) => column.ends.push(end),
+            Err(_) => {
+                self.overflow = true;
+                column.ends.push(0);
+            }
+        }
+    }
+
+    fn row_done(&mut self) {
+        let set = &mut self.sets[self.at];
+        self.rows.push((self.at as u32, set.rows as u32));
+        set.rows += 1;
+    }
+
+    /// Forget the rows after the first `rows` (a record that Python reads instead), and the values
+    /// pushed of a row not done.
+    fn truncate(&mut self, rows: usize) {
+        for &(set, _) in &self.rows[rows.min(self.rows.len())..] {
+            self.sets[set as usize].rows -= 1;
+        }
+        self.rows.truncate(rows);
+        for set in &mut self.sets {
+            for column in &mut set.columns {
+                column.truncate(set.rows);
+            }
         }
     }
 }
 
-/// A column's values as `RawRows.body` writes them.
+/// A batch's events as `read_runs` read them: each value's JSON text as it came, by list of names
+/// (`names`: the first list's), beside the dicts it made (`events`). The journey builder writes a
+/// batch's `events` rows from it as one `JSONColumns` body (`body`): each value copied as it came,
+/// with no column lists made of the dicts and no JSON written of them. Where the dicts leave fields
+/// out (`read_runs`' `skip`), `full` makes them whole.
+#[pyclass(frozen, module = "trailmark._native")]
+struct RecordTexts {
+    events: Py<PyList>,
+    /// the names of each set, and its values by column
+    sets: Vec<(Vec<String>, std::sync::Mutex<Vec<Column>>)>,
+    /// each event's set and place in it
+    rows: Vec<(u32, u32)>,
+    /// whether the dicts leave fields out
+    slim: bool,
+    /// `read_runs`' `loads`, for a list or an object value `full` reads
+    loads: Py<PyAny>,
+}
+
+impl Drop for RecordTexts {
+    fn drop(&mut self) {
+        for (_, columns) in &mut self.sets {
+            if let Ok(columns) = columns.get_mut() {
+                spare(std::mem::take(columns));
+            }
+        }
+    }
+}
+
+impl RecordTexts {
+    /// The row of each of `events` (dicts this read made, in the order it made them), or None.
+    fn rows_of(&self, py: Python<'_>, events: &[Bound<'_, PyAny>]) -> Option<Vec<usize>> {
+        let made = self.events.bind(py);
+        let mut rows: Vec<usize> = Vec::with_capacity(events.len());
+        let mut r = 0;
+        for ev in events {
+            while r < made.len() && made.get_item(r).ok()?.as_ptr() != ev.as_ptr() {
+                r += 1;
+            }
+            if r == made.len() {
+                return None;
+            }
+            rows.push(r);
+            r += 1;
+        }
+        Some(rows)
+    }
+}
+
+/// A column's values as `RecordTexts.body` writes them.
 enum Kind {
     /// as they came
     Plain,
@@ -394,11 +494,50 @@ fn is_group(v: &[u8]) -> bool {
 }
 
 #[pymethods]
-impl RawRows {
-    /// The names of each row's values, in order.
+impl RecordTexts {
+    /// The names of the values of the first record's rows, in order (`body` writes those rows).
     #[getter]
     fn names(&self) -> Vec<String> {
-        self.names.clone()
+        self.sets.first().map(|(names, _)| names.clone()).unwrap_or_default()
+    }
+
+    /// Whether the dicts leave fields out (`full` makes them whole).
+    #[getter]
+    fn slim(&self) -> bool {
+        self.slim
+    }
+
+    /// `events` (dicts this read made, in the order it made them) with every field, as the reader
+    /// makes them when it leaves none out; None for an event it did not make.
+    fn full<'py>(&self, py: Python<'py>, events: Vec<Bound<'py, PyAny>>) -> PyResult<Option<Bound<'py, PyList>>> {
+        let Some(rows) = self.rows_of(py, &events) else {
+            return Ok(None);
+        };
+        let loads = self.loads.bind(py);
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (set, k) = self.rows[row];
+            let (names, columns) = &self.sets[set as usize];
+            let columns = columns.lock().map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("poisoned"))?;
+            let event = PyDict::new(py);
+            for (name, column) in names.iter().zip(columns.iter()) {
+                let raw = std::str::from_utf8(column.value(k as usize))?;
+                let v = if name == "enrich_errors" && raw == "[]" {
+                    PyTuple::empty(py).into_any()
+                } else {
+                    match value(py, raw, &mut Seen::default(), loads) {
+                        Some(v) if name == "enrich_errors" && v.downcast::<PyList>().is_ok_and(|l| l.is_empty()) => {
+                            PyTuple::empty(py).into_any()
+                        }
+                        Some(v) => v,
+                        None => return Ok(None),
+                    }
+                };
+                event.set_item(name, v)?;
+            }
+            out.push(event);
+        }
+        Ok(Some(PyList::new(py, out)?))
     }
 
     fn __len__(&self, py: Python<'_>) -> usize {
@@ -425,24 +564,20 @@ impl RawRows {
         blanks: std::collections::HashMap<String, String>,
         tail: &[u8],
     ) -> Option<Bound<'py, PyBytes>> {
-        let held = self.columns.lock().ok()?;
+        // the events' rows: all of the first set (the first record's names)
+        let rows: Vec<usize> = self
+            .rows_of(py, &events)?
+            .into_iter()
+            .map(|row| match self.rows[row] {
+                (0, k) => Some(k as usize),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let (names, held) = self.sets.first()?;
+        let held = held.lock().ok()?;
         let cols = &*held;
-        // the row of each event: the events are a subsequence of the ones made, in order
-        let made = self.events.bind(py);
-        let mut rows: Vec<usize> = Vec::with_capacity(events.len());
-        let mut r = 0;
-        for ev in &events {
-            while r < made.len() && made.get_item(r).ok()?.as_ptr() != ev.as_ptr() {
-                r += 1;
-            }
-            if r == made.len() {
-                return None;
-            }
-            rows.push(r);
-            r += 1;
-        }
-        let every = rows.len() == made.len();
-        let at = |name: &str| self.names.iter().position(|n| n == name);
+        let every = rows.len() == cols.first().map(|c| c.ends.len()).unwrap_or(0);
+        let at = |name: &str| names.iter().position(|n| n == name);
         let groups: Vec<bool> = match at("type") {
             Some(t) if !blanks.is_empty() => rows.iter().map(|&row| is_group(cols[t].value(row))).collect(),
             _ => Vec::new(),
@@ -478,9 +613,9 @@ impl RawRows {
             plan.push((name, column, kind, blank, whole));
         }
         let tail = tail.strip_prefix(b"{").and_then(|t| t.strip_suffix(b"}")).unwrap_or(b"");
-        let mut names = Vec::with_capacity(plan.len());
+        let mut quoted = Vec::with_capacity(plan.len());
         for (name, ..) in &plan {
-            names.push(serde_json::to_string(name).ok()?);
+            quoted.push(serde_json::to_string(name).ok()?);
         }
         // written twice: once counting its bytes, once into a bytes object of that size (no buffer of
         // ~10 MB a batch copied, and its pages touched, in between)
@@ -490,7 +625,7 @@ impl RawRows {
                 if n > 0 {
                     out.put(b",");
                 }
-                out.put(names[n].as_bytes());
+                out.put(quoted[n].as_bytes());
                 out.put(b":[");
                 if *whole {
                     out.put(&column.text);
@@ -530,7 +665,7 @@ impl RawRows {
     }
 }
 
-/// Where `RawRows.body` writes: bytes counted, or copied.
+/// Where `RecordTexts.body` writes: bytes counted, or copied.
 trait Sink {
     fn put(&mut self, bytes: &[u8]);
 }
@@ -669,6 +804,6 @@ impl Drop for Gathered {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_runs, m)?)?;
     m.add_function(wrap_pyfunction!(columns, m)?)?;
-    m.add_class::<RawRows>()?;
+    m.add_class::<RecordTexts>()?;
     Ok(())
 }
