@@ -270,11 +270,11 @@ fn read_runs<'py>(
     for set in std::mem::take(&mut texts.sets) {
         let names: Vec<String> = serde_json::from_str(set.fields)
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("field names: {e}")))?;
-        sets.push((names, std::sync::Mutex::new(set.columns)));
+        sets.push((names, set.columns));
     }
     let raw = if events.is_empty() {
         for (_, columns) in sets {
-            spare(columns.into_inner().unwrap_or_default());
+            spare(columns);
         }
         None
     } else {
@@ -436,7 +436,8 @@ impl<'a> Texts<'a> {
 struct RecordTexts {
     events: Py<PyList>,
     /// the names of each set, and its values by column
-    sets: Vec<(Vec<String>, std::sync::Mutex<Vec<Column>>)>,
+    /// (never changed once made: read from any thread without a lock)
+    sets: Vec<(Vec<String>, Vec<Column>)>,
     /// each event's set and place in it
     rows: Vec<(u32, u32)>,
     /// whether the dicts leave fields out
@@ -448,9 +449,7 @@ struct RecordTexts {
 impl Drop for RecordTexts {
     fn drop(&mut self) {
         for (_, columns) in &mut self.sets {
-            if let Ok(columns) = columns.get_mut() {
-                spare(std::mem::take(columns));
-            }
+            spare(std::mem::take(columns));
         }
     }
 }
@@ -518,7 +517,6 @@ impl RecordTexts {
         for row in rows {
             let (set, k) = self.rows[row];
             let (names, columns) = &self.sets[set as usize];
-            let columns = columns.lock().map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("poisoned"))?;
             let event = PyDict::new(py);
             for (name, column) in names.iter().zip(columns.iter()) {
                 let raw = std::str::from_utf8(column.value(k as usize))?;
@@ -573,9 +571,7 @@ impl RecordTexts {
                 _ => None,
             })
             .collect::<Option<_>>()?;
-        let (names, held) = self.sets.first()?;
-        let held = held.lock().ok()?;
-        let cols = &*held;
+        let (names, cols) = self.sets.first()?;
         let every = rows.len() == cols.first().map(|c| c.ends.len()).unwrap_or(0);
         let at = |name: &str| names.iter().position(|n| n == name);
         let groups: Vec<bool> = match at("type") {
