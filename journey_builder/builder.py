@@ -146,9 +146,7 @@ class JourneyBuilder:
         the batch's events as they came off the bus (``parse_enriched``), which the ``events`` rows
         are written from where the storage takes them so (``Storage.json_columns``)."""
         if raw is not None and not self.repo.storage.json_columns:
-            if raw.slim:  # the dicts lack fields the rows are written from: made whole
-                batch = raw.full(batch) or batch  # type: ignore[assignment]  # dicts of enriched events
-            raw = None
+            batch, raw = compiled.whole(raw, list(batch)), None  # the rows are written from the dicts
         with gc_paused():
             out = self._process(batch, raw)
             out.let_go()  # freed before the GC runs again
@@ -209,10 +207,8 @@ class JourneyBuilder:
         built, out.built = out.built, []
         transpose = self.core.transpose
         document = event_document(raw, events, [v for _, v in keys.visitors], built, transpose)
-        if document is None:
-            if raw.slim:  # the dicts lack fields the rows are written from: made whole
-                events = raw.full(events) or events  # type: ignore[assignment]  # dicts of enriched events
-            out.events = event_columns(events, built, transpose)
+        if document is None:  # the rows are written from the dicts
+            out.events = event_columns(compiled.whole(raw, list(events)), built, transpose)
             return out.events
         out.events = {"message_id": [m for _, m in keys.ids]}
         return JsonColumns(*document)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from schemas.columns import as_columns as python_columns
 from trailmark.builds import PURE_PYTHON, build_state
@@ -66,6 +66,16 @@ class RecordTexts(Protocol):
         (an event it did not make, a column it has not, a value of another form)."""
 
 
+E = TypeVar("E")
+
+
+def whole(raw: RecordTexts, events: list[E]) -> list[E]:
+    """``events`` (which ``raw`` read) with every field: made whole by ``raw`` where its dicts leave
+    fields out (``slim``), else as they are (and as they are for an event it did not make)."""
+    full = raw.full(events) if raw.slim else None
+    return events if full is None else full  # type: ignore[return-value]  # the same events, whole
+
+
 class ReadRuns(Protocol):
     def __call__(
         self, records: Sequence[bytes], loads: Callable[[bytes], Any], skip: Sequence[str] | None = None
@@ -78,7 +88,7 @@ class ReadRuns(Protocol):
 HERE = Path(__file__).parent
 SOURCES = ("native/Cargo.toml", "native/Cargo.lock", "native/src/lib.rs")
 """What ``make native`` builds the module from, in the order their SHA-256 is taken."""
-__all__ = ["PURE_PYTHON", "RecordTexts", "as_columns", "native_state", "read_runs"]
+__all__ = ["PURE_PYTHON", "RecordTexts", "as_columns", "native_state", "read_runs", "whole"]
 
 
 def native_state(directory: Path = HERE) -> str:

@@ -45,7 +45,7 @@ from journey_builder.core import STORED_ONLY
 from journey_builder.privacy import ConsentPolicies
 from schemas import JSON_TEXT_FIELDS, EnrichedEvent, RawBatch, Site, json_text, unfold
 from trailmark.bus.base import BusUnavailable, Consumer, EventBus, Message
-from trailmark.compiled import RecordTexts, read_runs
+from trailmark.compiled import RecordTexts, read_runs, whole
 from trailmark.errors import Unavailable
 from trailmark.health import StageHealth
 from trailmark.results import (
@@ -335,8 +335,7 @@ def whole_events(ok: Sequence[Ok[EnrichedEvent]]) -> list[EnrichedEvent]:
         if source is not None and source.slim:
             slim.setdefault(id(source), (source, []))[1].append(i)
     for source, at in slim.values():
-        full = source.full([events[i] for i in at])
-        for i, event in zip(at, full or (), strict=False):  # None only for events it did not make
+        for i, event in zip(at, whole(source, [events[i] for i in at]), strict=True):
             events[i] = event
     return events
 
@@ -443,8 +442,8 @@ class BuildStage:
         except Unavailable:
             raise
         except Exception as exc:
-            if raw is not None and raw.slim:  # split and dead-lettered whole, as they came
-                events = raw.full(events) or events  # type: ignore[assignment]  # dicts of enriched events
+            if raw is not None:  # split and dead-lettered whole, as they came
+                events = whole(raw, events)
             for ev in events:  # their visitors' state may be half-updated: reloaded from ClickHouse
                 self._forget(ev)
             if len(events) == 1:

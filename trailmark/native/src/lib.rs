@@ -97,16 +97,58 @@ fn readable<'py>(py: Python<'py>, raw: &str, loads: &Bound<'py, PyAny>) -> bool 
     match raw.as_bytes().first() {
         Some(b't' | b'f' | b'n') => matches!(raw, "true" | "false" | "null"),
         Some(b'[' | b'{') => raw == "[]" || raw == "{}" || loads.call1((PyBytes::new(py, raw.as_bytes()),)).is_ok(),
-        Some(b'"') => !raw.contains('\\') || serde_json::from_str::<String>(raw).is_ok(),
-        Some(b'-' | b'0'..=b'9') => {
-            if raw.contains(['.', 'e', 'E']) {
-                raw.parse::<f64>().is_ok_and(|f| f.is_finite())
-            } else {
-                raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok()
-            }
-        }
+        Some(b'"') => text_of(raw).is_some(),
+        Some(b'-' | b'0'..=b'9') => number_of(raw).is_some(),
         _ => false,
     }
+}
+
+/// The text of a JSON string (`raw` starts with a quote), its escapes decoded; None when it cannot
+/// be decoded (a lone surrogate).
+fn text_of(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let inner = &raw[1..raw.len() - 1];
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(raw).ok().map(std::borrow::Cow::Owned)
+    } else {
+        Some(std::borrow::Cow::Borrowed(inner))
+    }
+}
+
+/// A JSON number as `value` reads it: a finite float, a 64-bit integer, or None (orjson's answer
+/// for an overflowing float, or an integer past 64 bits, is its own).
+enum Number {
+    Float(f64),
+    Int(i64),
+    Big(u64),
+}
+
+fn number_of(raw: &str) -> Option<Number> {
+    if raw.contains(['.', 'e', 'E']) {
+        raw.parse::<f64>().ok().filter(|f| f.is_finite()).map(Number::Float)
+    } else if let Ok(i) = raw.parse::<i64>() {
+        Some(Number::Int(i))
+    } else {
+        raw.parse::<u64>().ok().map(Number::Big)
+    }
+}
+
+/// The value of one field of an event as `parse_enriched` reads it: `value`'s, but that an empty
+/// `enrich_errors` (`errors`) is an empty tuple (see _errors_at).
+fn field_value<'py, 'a>(
+    py: Python<'py>,
+    raw: &'a str,
+    errors: bool,
+    seen: &mut Seen<'a>,
+    loads: &Bound<'py, PyAny>,
+) -> Option<Bound<'py, PyAny>> {
+    if errors && raw == "[]" {
+        return Some(PyTuple::empty(py).into_any());
+    }
+    let v = value(py, raw, seen, loads)?;
+    if errors && v.downcast::<PyList>().is_ok_and(|l| l.is_empty()) {
+        return Some(PyTuple::empty(py).into_any());
+    }
+    Some(v)
 }
 
 /// The Python value of one JSON value, or None when Python must read the record. A string or a
@@ -135,23 +177,13 @@ fn value<'py, 'a>(
         }
     }
     let v = if first == b'"' {
-        let inner = &raw[1..raw.len() - 1];
-        if inner.contains('\\') {
-            let text: String = serde_json::from_str(raw).ok()?;
-            PyString::new(py, &text).into_any()
-        } else {
-            PyString::new(py, inner).into_any()
-        }
-    } else if raw.contains(['.', 'e', 'E']) {
-        let f: f64 = raw.parse().ok()?;
-        if !f.is_finite() {
-            return None; // orjson's answer for an overflowing float is its own
-        }
-        f.into_pyobject(py).ok()?.into_any()
-    } else if let Ok(i) = raw.parse::<i64>() {
-        i.into_pyobject(py).ok()?.into_any()
+        PyString::new(py, &text_of(raw)?).into_any()
     } else {
-        raw.parse::<u64>().ok()?.into_pyobject(py).ok()?.into_any()
+        match number_of(raw)? {
+            Number::Float(f) => f.into_pyobject(py).ok()?.into_any(),
+            Number::Int(i) => i.into_pyobject(py).ok()?.into_any(),
+            Number::Big(u) => u.into_pyobject(py).ok()?.into_any(),
+        }
     };
     if keep {
         seen.values.insert(raw, v.clone().unbind());
@@ -202,18 +234,7 @@ fn read_run<'py, 'a>(
                 }
                 continue;
             }
-            // an empty enrich_errors is an empty tuple, as parse_enriched reads it (see _errors_at)
-            let errors = layout.errors == Some(i);
-            let v = if errors && raw == "[]" {
-                PyTuple::empty(py).into_any()
-            } else {
-                let v = value(py, raw, &mut layout.seen[i], loads)?;
-                if errors && v.downcast::<PyList>().is_ok_and(|l| l.is_empty()) {
-                    PyTuple::empty(py).into_any()
-                } else {
-                    v
-                }
-            };
+            let v = field_value(py, raw, layout.errors == Some(i), &mut layout.seen[i], loads)?;
             event.set_item(layout.names[i].bind(py), v).ok()?;
         }
         texts.row_done();
@@ -487,9 +508,7 @@ enum Kind {
 /// Whether a JSON text is the string `"group"` (escaped or not).
 fn is_group(v: &[u8]) -> bool {
     v == b"\"group\""
-        || (v.first() == Some(&b'"')
-            && v.contains(&b'\\')
-            && serde_json::from_slice::<String>(v).is_ok_and(|t| t == "group"))
+        || (v.first() == Some(&b'"') && std::str::from_utf8(v).ok().and_then(text_of).is_some_and(|t| t == "group"))
 }
 
 #[pymethods]
@@ -520,16 +539,8 @@ impl RecordTexts {
             let event = PyDict::new(py);
             for (name, column) in names.iter().zip(columns.iter()) {
                 let raw = std::str::from_utf8(column.value(k as usize))?;
-                let v = if name == "enrich_errors" && raw == "[]" {
-                    PyTuple::empty(py).into_any()
-                } else {
-                    match value(py, raw, &mut Seen::default(), loads) {
-                        Some(v) if name == "enrich_errors" && v.downcast::<PyList>().is_ok_and(|l| l.is_empty()) => {
-                            PyTuple::empty(py).into_any()
-                        }
-                        Some(v) => v,
-                        None => return Ok(None),
-                    }
+                let Some(v) = field_value(py, raw, name == "enrich_errors", &mut Seen::default(), loads) else {
+                    return Ok(None);
                 };
                 event.set_item(name, v)?;
             }
