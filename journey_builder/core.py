@@ -338,7 +338,10 @@ def blank_account(site_id: str, group_id: str) -> dict[str, Any]:
     }
 
 
-@dataclass(slots=True)
+# Dataclasses for their equality and text (tests), with their own ``__init__``: mypyc compiles it,
+# where the one ``dataclass`` writes is Python run by the interpreter (~0.9 us a session, ~0.3 a
+# visitor, in a builder that opens a session every third event).
+@dataclass(slots=True, init=False)
 class SessionState:
     session_id: str
     anonymous_id: str
@@ -353,23 +356,83 @@ class SessionState:
     campaign: str
     click_id_type: str
     entry_page: str
-    exit_page: str = ""
-    user_id: str = ""
-    pageviews: int = 0
-    events: int = 0
-    conversions: int = 0
-    device: str = ""
-    browser: str = ""
-    os: str = ""
-    country: str = ""
+    exit_page: str
+    user_id: str
+    pageviews: int
+    events: int
+    conversions: int
+    device: str
+    browser: str
+    os: str
+    country: str
+
+    def __init__(
+        self,
+        session_id: str,
+        anonymous_id: str,
+        start: str,
+        end: str,
+        end_ms: int,
+        campaign_key: str,
+        referrer_host: str,
+        channel: str,
+        source: str,
+        medium: str,
+        campaign: str,
+        click_id_type: str,
+        entry_page: str,
+        exit_page: str = "",
+        user_id: str = "",
+        pageviews: int = 0,
+        events: int = 0,
+        conversions: int = 0,
+        device: str = "",
+        browser: str = "",
+        os: str = "",
+        country: str = "",
+    ) -> None:
+        self.session_id = session_id
+        self.anonymous_id = anonymous_id
+        self.start = start
+        self.end = end
+        self.end_ms = end_ms
+        self.campaign_key = campaign_key
+        self.referrer_host = referrer_host
+        self.channel = channel
+        self.source = source
+        self.medium = medium
+        self.campaign = campaign
+        self.click_id_type = click_id_type
+        self.entry_page = entry_page
+        self.exit_page = exit_page
+        self.user_id = user_id
+        self.pageviews = pageviews
+        self.events = events
+        self.conversions = conversions
+        self.device = device
+        self.browser = browser
+        self.os = os
+        self.country = country
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class VisitorState:
-    session: SessionState | None = None
-    sessions: int = 0
-    contact_id: str = ""
-    stages: set[str] = field(default_factory=set)
+    session: SessionState | None
+    sessions: int
+    contact_id: str
+    stages: set[str]
+
+    def __init__(
+        self,
+        session: SessionState | None = None,
+        sessions: int = 0,
+        contact_id: str = "",
+        stages: set[str] | None = None,
+    ) -> None:
+        self.session = session
+        self.sessions = sessions
+        self.contact_id = contact_id
+        self.stages = set() if stages is None else stages
 
 
 def session_columns(sessions: Sequence[SessionState]) -> dict[str, list[Any]]:

@@ -155,6 +155,47 @@ def test_records_the_reader_declines_are_read_by_orjson(monkeypatch: pytest.Monk
     assert [f.reason for f in compiled.failed][:1] == ["not a row of 2 fields"]
 
 
+@needs_reader
+def test_records_repeating_the_names_before_in_any_form_read_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader scans only the rows of a record whose names are the record before's, byte for byte;
+    the same names in another form (spaces, the rows first, more whitespace around the record), other
+    names after them, or more after the rows are read as a whole record is, or left to orjson."""
+    first = b'{"fields":["a","b"],"rows":[["x",1]]}'
+    forms = [
+        b'{"fields":["a","b"],"rows":[["y",2],["z",3]]}',  # the common record: its names not scanned
+        b'{"fields":["a","b"],"rows":[["y",2]] }',
+        b'{"fields":["a","b"],"rows": [["y",2]]}',
+        b'{"fields":["a","b"],"rows":[["y",2]]}\n',
+        b'{ "fields":["a","b"],"rows":[["y",2]]}',
+        b'{"fields":["a", "b"],"rows":[["y",2]]}',
+        b'{"fields":["b","a"],"rows":[["y",2]]}',
+        b'{"rows":[["y",2]],"fields":["a","b"]}',
+        b'{"fields":["a","b"],"rows":[]}',
+        b'{"fields":["a","b"],"rows":[["y",2]],"rows":[["w",4]]}',
+        b'{"fields":["a","b"],"rows":[["y",2]],"more":1}',
+        b'{"fields":["a","b"],"rows":[["y",2]]}}',
+        b'{"fields":["a","b"],"rows":[["y"]]}',
+        b'{"fields":["a","b"],"fields":["b","a"],"rows":[["y",2]]}',
+    ]
+    for form in forms:
+        records = [Message("t", 0, 0, b"s1:a", first), Message("t", 0, 1, b"s1:a", form)]
+        compiled, python = both(records, monkeypatch)
+        assert_same(compiled, python)
+        assert native.read_runs is not None
+        counts = native.read_runs([first, form], orjson.loads)[1]
+        try:
+            whole = orjson.loads(form)
+        except orjson.JSONDecodeError:
+            whole = None
+        readable = (
+            isinstance(whole, dict)
+            and list(whole) in (["fields", "rows"], ["rows", "fields"])
+            and form.count(b'"rows"') == form.count(b'"fields"') == 1
+            and all(len(r) == 2 for r in whole["rows"])
+        )
+        assert counts == [1, len(whole["rows"]) if readable else -1], form  # type: ignore[index]
+
+
 JSON_SCALARS = (
     st.text(max_size=20)
     | st.integers(min_value=-(2**63), max_value=2**64 - 1)  # orjson's range (beyond it: the test above)

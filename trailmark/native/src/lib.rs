@@ -97,7 +97,8 @@ fn readable<'py>(py: Python<'py>, raw: &str, loads: &Bound<'py, PyAny>) -> bool 
     match raw.as_bytes().first() {
         Some(b't' | b'f' | b'n') => matches!(raw, "true" | "false" | "null"),
         Some(b'[' | b'{') => raw == "[]" || raw == "{}" || loads.call1((PyBytes::new(py, raw.as_bytes()),)).is_ok(),
-        Some(b'"') => text_of(raw).is_some(),
+        // the scan checked its escapes but for what a \u escape names (a lone surrogate is no text)
+        Some(b'"') => !raw.contains("\\u") || text_of(raw).is_some(),
         Some(b'-' | b'0'..=b'9') => number_of(raw).is_some(),
         _ => false,
     }
@@ -204,23 +205,29 @@ fn read_run<'py, 'a>(
     skip: &[String],
 ) -> Option<()> {
     let text = std::str::from_utf8(record).ok()?;
-    let run: Run<'a> = serde_json::from_str(text).ok()?;
-    let fields = run.fields.get();
-    if layouts.get(*last).map(|(f, _)| *f != fields).unwrap_or(true) {
-        *last = match layouts.iter().position(|(f, _)| *f == fields) {
-            Some(at) => at,
-            None => {
-                if layouts.len() >= LAYOUTS_MAX {
-                    return None;
-                }
-                layouts.push((fields, layout(py, fields, skip)?));
-                layouts.len() - 1
+    let rows = match same_fields(text, layouts.get(*last).map(|(f, _)| *f)) {
+        Some(rows) => rows,
+        None => {
+            let run: Run<'a> = serde_json::from_str(text).ok()?;
+            let fields = run.fields.get();
+            if layouts.get(*last).map(|(f, _)| *f != fields).unwrap_or(true) {
+                *last = match layouts.iter().position(|(f, _)| *f == fields) {
+                    Some(at) => at,
+                    None => {
+                        if layouts.len() >= LAYOUTS_MAX {
+                            return None;
+                        }
+                        layouts.push((fields, layout(py, fields, skip)?));
+                        layouts.len() - 1
+                    }
+                };
             }
-        };
-    }
-    let layout = &mut layouts[*last].1;
-    texts.layout(fields, layout.names.len());
-    for values in run.rows {
+            run.rows
+        }
+    };
+    let (fields, layout) = &mut layouts[*last];
+    texts.layout(*last, fields, layout.names.len());
+    for values in rows {
         if values.len() != layout.names.len() {
             return None;
         }
@@ -241,6 +248,20 @@ fn read_run<'py, 'a>(
         events.push(event);
     }
     Some(())
+}
+
+/// The rows of a record whose names are, byte for byte, those of the record before (`fields`: most
+/// records of a batch): only its rows are scanned, not its ~70 names again (nor compared with the
+/// layouts' twice). What it does not read so (any other form, whitespace around the names, a
+/// parse error) is read whole by `read_run`, which accepts the same records: the names are one
+/// complete JSON value, so the rows' text is what follows them in either reading.
+fn same_fields<'a>(text: &'a str, fields: Option<&str>) -> Option<Vec<Vec<&'a RawValue>>> {
+    let rows = text
+        .strip_prefix("{\"fields\":")?
+        .strip_prefix(fields?)?
+        .strip_prefix(",\"rows\":")?
+        .strip_suffix('}')?;
+    serde_json::from_str(rows).ok()
 }
 
 const LAYOUTS_MAX: usize = 64; // distinct field lists in one call; more: Python reads the records
@@ -392,18 +413,14 @@ fn spare(columns: Vec<Column>) {
 }
 
 impl<'a> Texts<'a> {
-    /// The record being read has these names (`width` of them).
-    fn layout(&mut self, fields: &'a str, width: usize) {
-        if self.sets.get(self.at).is_some_and(|set| set.fields == fields) {
-            return;
+    /// The record being read has the names of `read_runs`' layout `at` (`fields`, `width` of them):
+    /// the sets are made in the layouts' order, one each, so a layout's set is the one at its place.
+    fn layout(&mut self, at: usize, fields: &'a str, width: usize) {
+        if at == self.sets.len() {
+            self.sets.push(Set { fields, columns: spare_columns(width), rows: 0 });
         }
-        self.at = match self.sets.iter().position(|set| set.fields == fields) {
-            Some(at) => at,
-            None => {
-                self.sets.push(Set { fields, columns: spare_columns(width), rows: 0 });
-                self.sets.len() - 1
-            }
-        };
+        debug_assert!(self.sets[at].fields == fields);
+        self.at = at;
     }
 
     fn push(&mut self, c: usize, raw: &str) {
