@@ -369,17 +369,7 @@ class JourneyBuilder:
         if emails:
             for r in self.repo.email_contacts(emails):
                 core.email_contacts[(r["site_id"], r["email"])] = r["contact_id"]
-        wanted: set[tuple[str, str]] = set()
-        for e in identifying:
-            site, email = e["site_id"], email_of(e)
-            if e["user_id"]:
-                wanted.add((site, f"user:{e['user_id']}"))
-            if email:
-                wanted.add((site, core.email_contacts.get((site, email)) or f"email:{email}"))
-            known = core.visitors.get((site, visitor_id(e)))
-            if known is not None and known.contact_id:
-                wanted.add((site, known.contact_id))
-        missing = sorted(wanted)
+        missing = core.contacts_wanted(identifying)
         for row in self.repo.contacts(missing):
             core.contacts[(row["site_id"], row["contact_id"])] = self._parsed(row)
         for site, cid in missing:

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -310,20 +310,29 @@ def resolve_contact(user_id: str, email: str, by_email: str, known: str) -> tupl
 
 
 def blank_contact(site_id: str, contact_id: str) -> dict[str, Any]:
-    """A contact nothing is known of yet."""
-    row: dict[str, Any] = {
-        "site_id": site_id,
-        "contact_id": contact_id,
-        "user_id": "",
-        "traits": {},
-        "field_sources": {},
-        "first_seen": "",
-        "last_seen": "",
-        "country": "",
-    }
-    for f in CONTACT_FIELDS:
-        row[f] = False if f in _FLAGS else ""
-    return {**row, **NO_CONSENT, "consent_at": CH_EPOCH}
+    """A contact nothing is known of yet (a copy of ``_BLANK_CONTACT``: two for each new person a
+    batch identifies)."""
+    c = dict(_BLANK_CONTACT)
+    c["site_id"] = site_id
+    c["contact_id"] = contact_id
+    c["traits"] = {}
+    c["field_sources"] = {}
+    return c
+
+
+_BLANK_CONTACT: Final[dict[str, Any]] = {
+    "site_id": "",
+    "contact_id": "",
+    "user_id": "",
+    "traits": {},
+    "field_sources": {},
+    "first_seen": "",
+    "last_seen": "",
+    "country": "",
+    **{f: False if f in _FLAGS else "" for f in CONTACT_FIELDS},
+    **NO_CONSENT,
+    "consent_at": CH_EPOCH,
+}
 
 
 def blank_account(site_id: str, group_id: str) -> dict[str, Any]:
@@ -1063,6 +1072,22 @@ class JourneyCore:
         update_contact(c, ev, consent, olds)
         out.contacts[(site_id, contact_id)] = c  # its row is built once, at write (``Output.tables``)
         return contact_id
+
+    def contacts_wanted(self, identifying: Sequence[EnrichedEvent]) -> list[tuple[str, str]]:
+        """The (site, contact) that a batch's ``identifying`` events may touch, sorted: each one's
+        userId's and email's contact (``email_contacts`` holds those found), and its visitor's."""
+        wanted: set[tuple[str, str]] = set()
+        for e in identifying:
+            site, kind, user_id = e["site_id"], e["type"], e["user_id"]
+            email = email_of(e, kind)
+            if user_id:
+                wanted.add((site, f"user:{user_id}"))
+            if email:
+                wanted.add((site, self.email_contacts.get((site, email)) or f"email:{email}"))
+            known = self.visitors.get((site, visitor_of(e["anonymous_id"], user_id)))
+            if known is not None and known.contact_id:
+                wanted.add((site, known.contact_id))
+        return sorted(wanted)
 
     def _contact(self, site_id: str, contact_id: str, lookups: Lookups) -> dict[str, Any]:
         key = (site_id, contact_id)
