@@ -31,6 +31,7 @@ from schemas import EnrichedEvent, json_object, json_text
 from schemas.columns import as_columns, rows_as_columns
 from schemas.times import CH_EPOCH, ch_time, epoch_ms, from_ch
 from trailmark.compiled import RecordTexts
+from trailmark.compiled import session_id as native_session_id
 
 # uuid5 namespace of session ids; ids must stay stable across versions (a redelivered batch must
 # rebuild the session it built before), so the hashing below is uuid5's, done without UUID objects.
@@ -190,7 +191,10 @@ def email_of(ev: Mapping[str, Any], kind: str | None = None) -> str:
 
 
 def session_id_for(site_id: str, anon: str, message_id: str) -> str:
-    """uuid5(namespace, site|visitor|messageId) of the event that opened the session, as text."""
+    """uuid5(namespace, site|visitor|messageId) of the event that opened the session, as text: by
+    trailmark/native where it is built (``compiled.session_id``), else as follows."""
+    if native_session_id is not None:
+        return native_session_id(_NS, site_id, anon, message_id)
     h = bytearray(hashlib.sha1(_NS + f"{site_id}|{anon}|{message_id}".encode()).digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50  # version 5
     h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant

@@ -9,6 +9,7 @@
   trailmark/native/src/lib.rs. It also keeps each value's JSON text, by column (``RecordTexts``), and
   writes a batch's ``events`` rows from them as one ``JSONColumns`` document (``RecordTexts.body``,
   ``journey_builder.core.event_document``), for a builder on a ClickHouse server.
+- ``session_id``: a session's id (uuid5), as ``journey_builder.core.session_id_for`` makes it in Python.
 - ``as_columns``: ``schemas.columns.as_columns`` in one pass over the rows, for the journey
   builder's ``events`` columns (each row walked in its own key order when it has the first row's
   layout, as a batch's events do); ``schemas.columns.as_columns`` itself where it is not built.
@@ -88,7 +89,7 @@ class ReadRuns(Protocol):
 HERE = Path(__file__).parent
 SOURCES = ("native/Cargo.toml", "native/Cargo.lock", "native/src/lib.rs")
 """What ``make native`` builds the module from, in the order their SHA-256 is taken."""
-__all__ = ["PURE_PYTHON", "RecordTexts", "as_columns", "native_state", "read_runs", "whole"]
+__all__ = ["PURE_PYTHON", "RecordTexts", "as_columns", "native_state", "read_runs", "session_id", "whole"]
 
 
 def native_state(directory: Path = HERE) -> str:
@@ -115,6 +116,9 @@ read_runs: ReadRuns | None = _native.read_runs if _native is not None else None
 _columns: Callable[[list[str], Sequence[Mapping[str, Any]]], list[list[Any]]] | None = (
     _native.columns if _native is not None else None
 )
+session_id: Callable[[bytes, str, str, str], str] | None = _native.session_id if _native is not None else None
+"""The uuid5 of a namespace (16 bytes) and ``site|visitor|messageId``, as text, where the module is
+built (``journey_builder.core.session_id_for``); None: the core hashes it in Python."""
 
 
 def compiled_columns(names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:

@@ -539,3 +539,21 @@ def test_values_the_dicts_leave_out_are_still_checked_as_read() -> None:
     events, _, raw = native.read_runs([run_record(fields, [["x", {"a": [1.5, None]}]]).value], orjson.loads, ["skip"])
     assert events == [{"keep": "x"}] and raw is not None
     assert raw.full(events) == [{"keep": "x", "skip": {"a": [1.5, None]}}]
+
+
+@needs_reader
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.text(max_size=40), min_size=3, max_size=3))
+def test_the_compiled_session_ids_are_uuid5s(parts: list[str]) -> None:
+    """trailmark/native's session id is uuid5(namespace, site|visitor|messageId), as the core's Python
+    makes it; a text UTF-8 cannot hold fails as it does in Python."""
+    import uuid
+
+    assert native.session_id is not None
+    expected = str(uuid.uuid5(uuid.UUID(bytes=core._NS), "|".join(parts)))
+    assert native.session_id(core._NS, *parts) == expected
+    assert core.session_id_for(*parts) == expected
+    with pytest.raises(UnicodeEncodeError):
+        native.session_id(core._NS, parts[0], "\ud800", parts[2])
+    with pytest.raises(ValueError, match="namespace"):
+        native.session_id(b"short", *parts)

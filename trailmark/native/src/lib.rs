@@ -824,10 +824,29 @@ impl Drop for Gathered {
     }
 }
 
+/// The uuid5 of `namespace` (16 bytes) and `site_id|anon|message_id`, as text: a session's id, from
+/// the event that opens it (`journey_builder.core.session_id_for`, which does the same in Python where
+/// this is not built; ~0.3 against ~1.1 us, a third of a time-ordered batch's events opening one).
+#[pyfunction]
+fn session_id(namespace: &[u8], site_id: &str, anon: &str, message_id: &str) -> PyResult<String> {
+    let namespace = uuid::Uuid::from_slice(namespace)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("namespace: {e}")))?;
+    let mut name = Vec::with_capacity(site_id.len() + anon.len() + message_id.len() + 2);
+    for (i, part) in [site_id, anon, message_id].iter().enumerate() {
+        if i > 0 {
+            name.push(b'|');
+        }
+        name.extend_from_slice(part.as_bytes());
+    }
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Ok(uuid::Uuid::new_v5(&namespace, &name).hyphenated().encode_lower(&mut text).to_owned())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_runs, m)?)?;
     m.add_function(wrap_pyfunction!(columns, m)?)?;
+    m.add_function(wrap_pyfunction!(session_id, m)?)?;
     m.add_class::<RecordTexts>()?;
     Ok(())
 }
