@@ -27,6 +27,7 @@ use rustc_hash::FxHashMap;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use serde::de::DeserializeSeed;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -194,6 +195,7 @@ fn value<'py, 'a>(
 
 /// The events of one record, or None (see the module's text). `last` is the layout of the record
 /// before (most records of a batch share one: comparing their names' text is cheaper than hashing it).
+#[allow(clippy::too_many_arguments)]
 fn read_run<'py, 'a>(
     py: Python<'py>,
     record: &'a [u8],
@@ -205,63 +207,153 @@ fn read_run<'py, 'a>(
     skip: &[String],
 ) -> Option<()> {
     let text = std::str::from_utf8(record).ok()?;
-    let rows = match same_fields(text, layouts.get(*last).map(|(f, _)| *f)) {
-        Some(rows) => rows,
-        None => {
-            let run: Run<'a> = serde_json::from_str(text).ok()?;
-            let fields = run.fields.get();
-            if layouts.get(*last).map(|(f, _)| *f != fields).unwrap_or(true) {
-                *last = match layouts.iter().position(|(f, _)| *f == fields) {
-                    Some(at) => at,
-                    None => {
-                        if layouts.len() >= LAYOUTS_MAX {
-                            return None;
-                        }
-                        layouts.push((fields, layout(py, fields, skip)?));
-                        layouts.len() - 1
-                    }
-                };
-            }
-            run.rows
-        }
-    };
-    let (fields, layout) = &mut layouts[*last];
-    texts.layout(*last, fields, layout.names.len());
-    for values in rows {
-        if values.len() != layout.names.len() {
-            return None;
-        }
-        let event = layout.template.bind(py).copy().ok()?;
-        for (i, value_text) in values.into_iter().enumerate() {
-            let raw = value_text.get();
-            texts.push(i, raw);
-            if !layout.kept[i] {
-                if !readable(py, raw, loads) {
+    if let Some(rows) = same_fields(text, layouts.get(*last).map(|(f, _)| *f)) {
+        // the rows read as they are scanned, into the last layout
+        let (fields, layout) = &mut layouts[*last];
+        texts.layout(*last, fields, layout.names.len());
+        let mut reader = Reader { py, layout, texts, events, loads, event: None, at: 0 };
+        let mut scan = serde_json::Deserializer::from_str(rows);
+        RowsSeed(&mut reader).deserialize(&mut scan).ok()?;
+        return scan.end().ok();
+    }
+    let run: Run<'a> = serde_json::from_str(text).ok()?;
+    let fields = run.fields.get();
+    if layouts.get(*last).map(|(f, _)| *f != fields).unwrap_or(true) {
+        *last = match layouts.iter().position(|(f, _)| *f == fields) {
+            Some(at) => at,
+            None => {
+                if layouts.len() >= LAYOUTS_MAX {
                     return None;
                 }
-                continue;
+                layouts.push((fields, layout(py, fields, skip)?));
+                layouts.len() - 1
             }
-            let v = field_value(py, raw, layout.errors == Some(i), &mut layout.seen[i], loads)?;
-            event.set_item(layout.names[i].bind(py), v).ok()?;
+        };
+    }
+    let (fields, layout) = &mut layouts[*last];
+    texts.layout(*last, fields, layout.names.len());
+    let mut reader = Reader { py, layout, texts, events, loads, event: None, at: 0 };
+    for values in run.rows {
+        reader.row()?;
+        for value in values {
+            reader.value(value.get())?;
         }
-        texts.row_done();
-        events.push(event);
+        reader.row_done()?;
     }
     Some(())
 }
 
-/// The rows of a record whose names are, byte for byte, those of the record before (`fields`: most
-/// records of a batch): only its rows are scanned, not its ~70 names again (nor compared with the
-/// layouts' twice). What it does not read so (any other form, whitespace around the names, a
-/// parse error) is read whole by `read_run`, which accepts the same records: the names are one
-/// complete JSON value, so the rows' text is what follows them in either reading.
-fn same_fields<'a>(text: &'a str, fields: Option<&str>) -> Option<Vec<Vec<&'a RawValue>>> {
-    let rows = text
-        .strip_prefix("{\"fields\":")?
+/// The text of the rows of a record whose names are, byte for byte, those of the record before
+/// (`fields`: most records of a batch), which `read_run` then reads as it scans them: not its ~70
+/// names again (nor compared with the layouts' twice), nor a list of each row's values. What it
+/// does not take (any other form, whitespace around the names) is read whole by `read_run`. Both
+/// readings accept the same records: the names are one complete JSON value, so what follows them
+/// is the rows' value in either.
+fn same_fields<'a>(text: &'a str, fields: Option<&str>) -> Option<&'a str> {
+    text.strip_prefix("{\"fields\":")?
         .strip_prefix(fields?)?
         .strip_prefix(",\"rows\":")?
-        .strip_suffix('}')?;
-    serde_json::from_str(rows).ok()
+        .strip_suffix('}')
+}
+
+/// A record's rows made into events, value by value, as they are read.
+struct Reader<'s, 'py, 'a> {
+    py: Python<'py>,
+    layout: &'s mut Layout<'a>,
+    texts: &'s mut Texts<'a>,
+    events: &'s mut Vec<Bound<'py, PyDict>>,
+    loads: &'s Bound<'py, PyAny>,
+    /// the event of the row being read, and its next value's place
+    event: Option<Bound<'py, PyDict>>,
+    at: usize,
+}
+
+impl<'a> Reader<'_, '_, 'a> {
+    fn row(&mut self) -> Option<()> {
+        self.event = Some(self.layout.template.bind(self.py).copy().ok()?);
+        self.at = 0;
+        Some(())
+    }
+
+    /// The row's next value, as its JSON text; None: a value too many, or one Python must read.
+    fn value(&mut self, raw: &'a str) -> Option<()> {
+        let (i, layout) = (self.at, &mut *self.layout);
+        if i >= layout.names.len() {
+            return None;
+        }
+        self.at += 1;
+        self.texts.push(i, raw);
+        if !layout.kept[i] {
+            return readable(self.py, raw, self.loads).then_some(());
+        }
+        let v = field_value(self.py, raw, layout.errors == Some(i), &mut layout.seen[i], self.loads)?;
+        self.event.as_ref()?.set_item(layout.names[i].bind(self.py), v).ok()
+    }
+
+    /// The row read whole; None: a value too few.
+    fn row_done(&mut self) -> Option<()> {
+        if self.at != self.layout.names.len() {
+            return None;
+        }
+        self.texts.row_done();
+        self.events.push(self.event.take()?);
+        Some(())
+    }
+}
+
+/// A record's rows (`[[value, ...], ...]`) handed to a `Reader` as they are scanned. Any failure, the
+/// scan's or the reader's, fails the record (its partial rows are truncated by `read_runs`).
+struct RowsSeed<'r, 's, 'py, 'a>(&'r mut Reader<'s, 'py, 'a>);
+
+struct RowSeed<'r, 's, 'py, 'a>(&'r mut Reader<'s, 'py, 'a>);
+
+fn declined<E: serde::de::Error>() -> E {
+    E::custom("a value Python reads")
+}
+
+impl<'a> serde::de::DeserializeSeed<'a> for RowsSeed<'_, '_, '_, 'a> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'a> serde::de::Visitor<'a> for RowsSeed<'_, '_, '_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of rows")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'a>>(self, mut rows: A) -> Result<(), A::Error> {
+        while rows.next_element_seed(RowSeed(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+impl<'a> serde::de::DeserializeSeed<'a> for RowSeed<'_, '_, '_, 'a> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'a> serde::de::Visitor<'a> for RowSeed<'_, '_, '_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row: a list of values")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'a>>(self, mut values: A) -> Result<(), A::Error> {
+        self.0.row().ok_or_else(declined)?;
+        while let Some(value) = values.next_element::<&'a RawValue>()? {
+            self.0.value(value.get()).ok_or_else(declined)?;
+        }
+        self.0.row_done().ok_or_else(declined)
+    }
 }
 
 const LAYOUTS_MAX: usize = 64; // distinct field lists in one call; more: Python reads the records
