@@ -109,8 +109,9 @@ class BatchKeys:
     events (``batch_keys``).
 
     A batch's 20k dicts of ~75 values lie over ~100 MB: each pass over them reads them from all over
-    memory again. Five such passes in the builder cost ~4.4 us per event (bench/builder.py --records
-    --server, timed one by one); the keys are read once, and the passes walk these compact lists."""
+    memory again. The keys are read once, and the passes walk these compact lists: 3.5 against 5.5 us
+    per event for five passes over the dicts (bench/builder.py --records --server --time-ordered, timed
+    one by one; bench/RESULTS.md 2026-12-06)."""
 
     def __init__(
         self, ids: list[tuple[str, str]], visitors: list[tuple[str, str]], times: list[str], kinds: list[int]
