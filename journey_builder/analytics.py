@@ -394,6 +394,28 @@ def _key_names(db: str, by: str) -> str:
     )
 
 
+# The count path's rows as two numbers each (``_per_conversion``): one array of UInt64 per group costs a
+# fraction of an array of tuples (which ClickHouse keeps serialized), and the pairs sort and compare as
+# numbers. ``t`` is the row's time in ms since 1900-01-01 (DateTime64's first day: 44 bits to 2299)
+# times 2^20, plus 18 bits of its tag (a touch's session hash; 0 for a conversion) times 4, plus its
+# flags: 2 for a conversion, 1 for a direct touch. ``k`` is a touch's key hash or a conversion's
+# message hash. A touch stored twice is the same pair (counted once); two of a contact's touches at
+# the same millisecond with the same key and flags are one only if their sessions' 18 bits agree too.
+_MS_BEFORE_1970 = 2208988800000
+
+
+def _packed_time(flags: str, tag: str) -> str:
+    return (
+        f"(toUInt64(toUnixTimestamp64Milli(timestamp) + {_MS_BEFORE_1970}) * 1048576"
+        f" + bitAnd({tag}, 262143) * 4 + {flags})"
+    )
+
+
+def _unpacked_s(t: str) -> str:
+    """Epoch seconds (Float64) of a packed ``t``: the same value as the ms column divided by 1000."""
+    return f"(toFloat64(toInt64(intDiv({t}, 1048576)) - {_MS_BEFORE_1970}) / 1000)"
+
+
 def _per_conversion(
     db: str, conversions: str, model: str, by: str, *, named: bool, span: str = "", window: str = ""
 ) -> str:
@@ -406,9 +428,11 @@ def _per_conversion(
     session touches (session_touches, migration 017) of the converting devices and of the devices
     that share a contact with another (``_shared_map``, a few per cent), read once and grouped with
     the conversions by contact: a shared device by its current contact's hash, every other device by
-    its own (it is its contact). A touch stored twice counts once (arrayDistinct on its session).
-    A touch is grouped as numbers only (its time, whether its channel is direct, its key's hash):
-    strings in the grouped arrays cost a quarter of the read's CPU at 10M events. With a range, ``span``
+    its own (it is its contact). A touch stored twice counts once, and so does a conversion.
+    A touch is grouped as numbers only (its time, whether its channel is direct, its key's hash); the
+    counts (not ``named``) group each row as two UInt64 (``_packed_time``): a group's two arrays
+    of numbers cost 23-28 % less CPU at 100M events than its arrays of tuples (bench/RESULTS.md
+    2026-12-07 "attribution's rows as numbers"). With a range, ``span``
     is its condition on the conversions' ``timestamp`` and ``window`` one on session_touches' that
     holds every touch those conversions can credit: the other touches are left unread."""
     epoch = "toFloat64(toUnixTimestamp64Milli(timestamp)) / 1000"
@@ -421,29 +445,42 @@ def _per_conversion(
         f" AND kind = 'track' AND step = {{conv:String}}{span}"
     )
     shared = _shared_hashes(db)
+    touches_read = (
+        f" FROM {db}.session_touches WHERE site_id = {{s:String}}"
+        f" AND device IN (SELECT device FROM ({converting}) UNION ALL {shared}){window}"
+    )
+    direct = "channel IN ('Direct', '')"
     if named:  # every converting device's contact id too (a device alone is its own contact either way)
         identities = _shared_map(db, also=f"SELECT anonymous_id FROM ({conversions})")
-        contact = ", any(if(m.contact = 0, concat('anon:', e.anonymous_id), m.name)) AS contact_id"
-        ids, message, blank = ", anonymous_id", "message_id", "''"
-    else:
-        contact, ids, identities = "", "", _shared_map(db)
-        message, blank = "cityHash64(message_id)", "toUInt64(0)"  # the conversions are only counted
+        at = "conv.3"
+        grouped = (
+            "SELECT arrayDistinct(groupArrayIf((e.device, e.message_id, e.at), e.is_conversion)) AS conversions,"
+            " any(if(m.contact = 0, concat('anon:', e.anonymous_id), m.name)) AS contact_id,"
+            " arraySort(x -> x.1, arrayMap(x -> x.2, arrayDistinct(groupArrayIf((e.session,"
+            " (e.at, e.direct, e.key)), NOT e.is_conversion)))) AS touches"
+            " FROM (SELECT device, anonymous_id, true AS is_conversion, message_id,"
+            f" toUInt64(0) AS session, {epoch} AS at, false AS direct, toUInt64(0) AS key FROM ({conversions})"
+            f" UNION ALL SELECT device, anonymous_id, false, '', session, {epoch}, {direct},"
+            f" cityHash64({by}){touches_read}) AS e"
+        )
+    else:  # counted: each row as two numbers, conversions with flag 2
+        identities = _shared_map(db)
+        at = _unpacked_s("conv.1")
+        grouped = (
+            "SELECT arrayCompact(arraySort(arrayZip(groupArray(e.t), groupArray(e.k)))) AS rows,"
+            " arrayFilter(x -> bitAnd(x.1, 2) != 0, rows) AS conversions,"
+            f" arrayMap(x -> ({_unpacked_s('x.1')}, bitAnd(x.1, 1) = 1, x.2),"
+            " arrayFilter(x -> bitAnd(x.1, 2) = 0, rows)) AS touches"
+            f" FROM (SELECT device, {_packed_time('2', '0')} AS t, cityHash64(message_id) AS k FROM ({conversions})"
+            f" UNION ALL SELECT device, {_packed_time(f'({direct})', 'session')}, cityHash64({by}){touches_read}) AS e"
+        )
     return (
-        f"SELECT{' contact_id,' if named else ''} conv.2 AS message_id, conv.3 AS at,"
+        f"SELECT{' contact_id,' if named else ''} conv.2 AS message_id, {at} AS at,"
         f" arrayFilter(x -> x.1 >= at - {{lb:Float64}} AND x.1 <= at + 0.001, touches) AS hits,"
         f" if(empty(hits), [(at, true, cityHash64(''))], hits) AS win, length(win) AS n,"
         f" arrayMap(x -> pow(2., -greatest(0., at - x.1) / {{hl:Float64}}), win) AS decay,"
         f" {_SQL_WEIGHTS[model]} AS ws, arrayMap(x -> x.3, win) AS keys"
-        f" FROM (SELECT arrayDistinct(groupArrayIf((e.device, e.message_id, e.at), e.is_conversion))"
-        f"  AS conversions{contact},"
-        f"  arraySort(x -> x.1, arrayMap(x -> x.2, arrayDistinct(groupArrayIf((e.session,"
-        f"  (e.at, e.direct, e.key)), NOT e.is_conversion)))) AS touches"
-        f"  FROM (SELECT device{ids}, true AS is_conversion, {message} AS message_id,"
-        f"   toUInt64(0) AS session, {epoch} AS at, false AS direct, toUInt64(0) AS key FROM ({conversions})"
-        f"   UNION ALL SELECT device{ids}, false, {blank}, session, {epoch},"
-        f"   channel IN ('Direct', ''), cityHash64({by}) FROM {db}.session_touches"
-        f"   WHERE site_id = {{s:String}} AND device IN (SELECT device FROM ({converting}) UNION ALL {shared})"
-        f"{window}) AS e"
+        f" FROM ({grouped}"
         f"  LEFT ANY JOIN ({identities}) AS m ON m.device = e.device"
         f"  GROUP BY {_WHO} HAVING notEmpty(conversions)"
         f" ) ARRAY JOIN conversions AS conv"
@@ -482,7 +519,7 @@ def attribution(
     # the conversions of the persona's contacts: their touches follow (only converting contacts' are read)
     who = _only_devices(db, persona, p, "anonymous_id")
     # the conversions from step_events (migration 018) by primary key; a row stored twice (a backfill
-    # run again) counts once: _per_conversion keeps one of each (device, message, time), the rows
+    # run again) counts once: _per_conversion keeps one of each (message, time) in a contact, the rows
     # FINAL would collapse (without FINAL: 50 ms less CPU at 10M events)
     conversions = (
         f"SELECT device, anonymous_id, message_id, timestamp FROM {db}.step_events"

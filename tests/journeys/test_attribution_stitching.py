@@ -80,3 +80,19 @@ def test_linear_credits_by_hand(site: Journey) -> None:
     assert {r["key"]: r["credit"] for r in got["rows"]} == pytest.approx(
         {"Paid Search": 0.5 + 0.5 + 1 / 3, "Email": 0.5 + 0.5, "Organic Social": 0.5 + 2 / 3, "Direct": 1.5}
     )
+
+
+def test_touches_of_two_devices_at_the_same_millisecond_count_as_two(journey: Journey) -> None:
+    """Counts group each row as two numbers (analytics._packed_time): two sessions of one contact
+    that start at the same millisecond from the same channel stay two touches, as in the reference;
+    only a touch stored twice is one."""
+    j = journey
+    j.send(j.event("page", "tablet", 0, query=NEWSLETTER), j.event("identify", "tablet", 1, user_id="u9"))
+    j.send(j.event("page", "desk", 100, query=GOOGLE_AD), j.event("identify", "desk", 101, user_id="u9"))
+    j.send(j.event("page", "tv", 100, query=GOOGLE_AD), j.event("identify", "tv", 101, user_id="u9"))
+    j.send(j.event("track", "tv", 102, event="Order Completed"))
+    got = analytics.attribution(j.storage, SITE, "Order Completed", "linear", "channel", 30, 7.0)
+    assert got["total_conversions"] == 1
+    want = reference(j, "linear", 30)
+    assert want == pytest.approx({"Paid Search": 2 / 3, "Email": 1 / 3})
+    assert {r["key"]: r["credit"] for r in got["rows"]} == pytest.approx(want)
