@@ -445,6 +445,12 @@ def _per_conversion(
         f" AND kind = 'track' AND step = {{conv:String}}{span}"
     )
     shared = _shared_hashes(db)
+    if named:  # the details' conversions are a few (DETAILS_LIMIT): the touches of their contacts only
+        converting = f"SELECT device FROM ({conversions})"
+        shared = (
+            f"SELECT device FROM ({_shared_map(db)}) WHERE contact IN"
+            f" (SELECT contact FROM ({_shared_map(db)}) WHERE device IN ({converting}))"
+        )
     touches_read = (
         f" FROM {db}.session_touches WHERE site_id = {{s:String}}"
         f" AND device IN (SELECT device FROM ({converting}) UNION ALL {shared}){window}"
@@ -485,6 +491,9 @@ def _per_conversion(
         f"  GROUP BY {_WHO} HAVING notEmpty(conversions)"
         f" ) ARRAY JOIN conversions AS conv"
     )
+
+
+DETAILS_LIMIT = 10_000  # conversions listed by attribution(details=True), the first in time
 
 
 def attribution(
@@ -569,10 +578,22 @@ def attribution(
         ],
     }
     if details:
-        named = _per_conversion(db, conversions, model, by, named=True, span=where, window=window)
+        # the first DETAILS_LIMIT conversions in time, each once, chosen before their touches are read
+        # (all of them were grouped first: 1.4 s of CPU at 10M events for 10,000 listed)
+        # (found once, as a scalar, and read from it in the four places _per_conversion names them)
+        first = (
+            f"SELECT groupArray((device, anonymous_id, message_id, timestamp)) FROM (SELECT DISTINCT device,"
+            f" anonymous_id, message_id, timestamp FROM ({conversions}) ORDER BY timestamp LIMIT {DETAILS_LIMIT})"
+        )
+        listed = (
+            "SELECT c.1 AS device, c.2 AS anonymous_id, c.3 AS message_id, c.4 AS timestamp"
+            " FROM (SELECT arrayJoin(listed) AS c)"
+        )
+        named = _per_conversion(db, listed, model, by, named=True, window=window)
         convs = _q(
             storage,
-            f"SELECT contact_id, message_id, keys, ws FROM ({named}) ORDER BY at LIMIT 10000" + _NO_KEY_SETS,
+            f"WITH ({first}) AS listed SELECT contact_id, message_id, keys, ws FROM ({named}) ORDER BY at"
+            + _NO_KEY_SETS,
             p,
         )
         names = {int(r["h"]): r["name"] for r in _q(storage, _key_names(db, by), p)}

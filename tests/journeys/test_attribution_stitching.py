@@ -96,3 +96,22 @@ def test_touches_of_two_devices_at_the_same_millisecond_count_as_two(journey: Jo
     want = reference(j, "linear", 30)
     assert want == pytest.approx({"Paid Search": 2 / 3, "Email": 1 / 3})
     assert {r["key"]: r["credit"] for r in got["rows"]} == pytest.approx(want)
+
+
+def test_details_list_the_first_conversions_in_time_with_their_own_credits(
+    site: Journey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """details=true lists the first DETAILS_LIMIT conversions in time, each with the credits it has
+    when every conversion is listed; the totals still count them all."""
+    every = analytics.attribution(site.storage, SITE, "Order Completed", "linear", "channel", 30, 7.0, details=True)
+    monkeypatch.setattr(analytics, "DETAILS_LIMIT", 2)
+    got = analytics.attribution(site.storage, SITE, "Order Completed", "linear", "channel", 30, 7.0, details=True)
+    assert got["total_conversions"] == every["total_conversions"] == 5
+    assert got["rows"] == every["rows"]
+    first = site.sql(
+        "SELECT message_id FROM {db}.events WHERE site_id = 's1' AND event = 'Order Completed'"
+        " ORDER BY timestamp LIMIT 2"
+    )
+    assert [c["message_id"] for c in got["conversions"]] == [r["message_id"] for r in first]
+    by_id = {c["message_id"]: c for c in every["conversions"]}
+    assert all(c == by_id[c["message_id"]] for c in got["conversions"])
