@@ -579,8 +579,8 @@ def attribution(
     }
     if details:
         # the first DETAILS_LIMIT conversions in time, each once, chosen before their touches are read
-        # (all of them were grouped first: 1.4 s of CPU at 10M events for 10,000 listed)
-        # (found once, as a scalar, and read from it in the four places _per_conversion names them)
+        # (all of them were grouped first: 1.4 s of CPU at 10M events for 10,000 listed); found once,
+        # as a scalar, and read from it in the four places _per_conversion names them
         first = (
             f"SELECT groupArray((device, anonymous_id, message_id, timestamp)) FROM (SELECT DISTINCT device,"
             f" anonymous_id, message_id, timestamp FROM ({conversions}) ORDER BY timestamp LIMIT {DETAILS_LIMIT})"
