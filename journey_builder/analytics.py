@@ -440,17 +440,18 @@ def _per_conversion(
     # group with no conversion, which is dropped); not narrowed to a persona, whose set would be
     # built a second time. The touches read are those of these devices and of the shared ones, tested
     # against one set of both (two sets cost a third more CPU in that scan at 100M events)
-    converting = (
-        f"SELECT device FROM {db}.step_events WHERE site_id = {{s:String}}"
-        f" AND kind = 'track' AND step = {{conv:String}}{span}"
-    )
-    shared = _shared_hashes(db)
     if named:  # the details' conversions are a few (DETAILS_LIMIT): the touches of their contacts only
         converting = f"SELECT device FROM ({conversions})"
         shared = (
             f"SELECT device FROM ({_shared_map(db)}) WHERE contact IN"
             f" (SELECT contact FROM ({_shared_map(db)}) WHERE device IN ({converting}))"
         )
+    else:
+        converting = (
+            f"SELECT device FROM {db}.step_events WHERE site_id = {{s:String}}"
+            f" AND kind = 'track' AND step = {{conv:String}}{span}"
+        )
+        shared = _shared_hashes(db)
     touches_read = (
         f" FROM {db}.session_touches WHERE site_id = {{s:String}}"
         f" AND device IN (SELECT device FROM ({converting}) UNION ALL {shared}){window}"
