@@ -431,7 +431,7 @@ def _per_conversion(
     its own (it is its contact). A touch stored twice counts once, and so does a conversion.
     A touch is grouped as numbers only (its time, whether its channel is direct, its key's hash); the
     counts (not ``named``) group each row as two UInt64 (``_packed_time``): a group's two arrays
-    of numbers cost 23-28 % less CPU at 100M events than its arrays of tuples (bench/RESULTS.md
+    of numbers cost 22-24 % less CPU at 100M events than its arrays of tuples (bench/RESULTS.md
     2026-12-07 "attribution's rows as numbers"). With a range, ``span``
     is its condition on the conversions' ``timestamp`` and ``window`` one on session_touches' that
     holds every touch those conversions can credit: the other touches are left unread."""
