@@ -11,8 +11,10 @@ from typing import Any, Protocol
 
 from journey_builder.attribution import MODELS
 from journey_builder.stages import STAGES
+from trailmark import compiled
 from trailmark.errors import BadRequest
-from trailmark.storage.base import Storage
+from trailmark.settings import AnalysisSettings
+from trailmark.storage.base import QueryError, Storage
 
 
 def _q(storage: Storage, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -278,14 +280,18 @@ def funnel(
     since: str | None = None,
     until: str | None = None,
     persona: ContactSet | None = None,
+    conf: AnalysisSettings | None = None,
 ) -> dict[str, Any]:
-    """Contacts reaching each step in order within ``window_s`` (ClickHouse windowFunnel); ``persona``
-    keeps the contacts of that set.
+    """Contacts reaching each step in order within ``window_s``, as ClickHouse's windowFunnel counts
+    them; ``persona`` keeps the contacts of that set; ``conf``: the analysis limits (its defaults
+    when None).
 
     Read from step_events (migration 018): only the rows of the steps (and, by channel, the arrivals
     from a channel), from its primary key. Devices that share a contact with no other device (most)
     are grouped by device, with no identity join; the few of contacts with several devices are
-    grouped by their current contact."""
+    grouped by their current contact. Where trailmark/native is built, a funnel's rows stream out and
+    it counts the levels (``_native_levels``); else, and by channel, ClickHouse does (``_sql_levels``:
+    each contact's first arrival would take every arrival row out too, 35M more at 100M events)."""
     if not 1 <= len(steps) <= 20:
         raise BadQuery("steps: give 1 to 20 comma-separated page paths or event names")
     if by not in (None, "", "channel"):
@@ -295,36 +301,102 @@ def funnel(
     cond_list = [_step_condition(i, s, p) for i, s in enumerate(steps)]
     where = _range("timestamp", p, since, until) + _only_devices(db, persona, p, "anonymous_id")
     relevant = " OR ".join(cond_list + (["kind = 'entry'"] if by else []))
-    step_rows = (
-        f"SELECT device, kind, step, timestamp FROM {db}.step_events"
-        f" WHERE site_id = {{s:String}} AND ({relevant}){where}"
+    step_rows = f" FROM {db}.step_events WHERE site_id = {{s:String}} AND ({relevant}){where}"
+    rows = (
+        _native_levels(storage, steps, cond_list, where, p, window_s, conf or AnalysisSettings())
+        if compiled.funnel_rows is not None and not by
+        else _sql_levels(storage, cond_list, step_rows, p, bool(by))
     )
+    totals = [0] * len(steps)
+    by_channel: dict[str, list[int]] = defaultdict(lambda: [0] * len(steps))
+    for channel, level, n in rows:
+        for i in range(level):
+            totals[i] += n
+            by_channel[channel or "Direct"][i] += n
+    out_steps = [
+        {"step": s, "count": totals[i], "conversion": round(totals[i] / totals[0], 4) if totals[0] else 0.0}
+        for i, s in enumerate(steps)
+    ]
+    return {"steps": out_steps, "window_s": window_s, "by": dict(by_channel) if by else {}}
+
+
+def _sql_levels(
+    storage: Storage, cond_list: list[str], step_rows: str, p: dict[str, Any], by: bool
+) -> list[tuple[str, int, int]]:
+    """(first channel, level, contacts) by windowFunnel, the step rows read once and grouped by
+    contact: the few shared devices get theirs from the map, as two arrays given to transform() (a
+    join of every step row with the map cost ~6 % more CPU at 100M events and 10-35 % more at 10M,
+    bench/RESULTS.md 2026-12-05 "funnel and attribution at 100M")."""
+    db = storage.database
     channel = "argMinIf(step, timestamp, kind = 'entry')" if by else "''"
-    # the step rows are read once and grouped by contact: the few shared devices get theirs from the
-    # map, as two arrays given to transform() (a join of every step row with the map cost ~6 % more
-    # CPU at 100M events and 10-35 % more at 10M, bench/RESULTS.md 2026-12-05 "funnel and attribution
-    # at 100M")
     rows = _q(
         storage,
         f"WITH (SELECT (groupArray(device), groupArray(contact)) FROM ({_shared_map(db)})) AS shared"
         f" SELECT channel, level, count() AS n FROM ("
         f" SELECT {channel} AS channel,"
         f" windowFunnel({{w:UInt64}})(toDateTime(timestamp), {', '.join(cond_list)}) AS level"
-        f" FROM ({step_rows}) GROUP BY transform(device, shared.1, shared.2, device)"
+        f" FROM (SELECT device, kind, step, timestamp{step_rows})"
+        f" GROUP BY transform(device, shared.1, shared.2, device)"
         f") WHERE level > 0 GROUP BY channel, level" + _NO_KEY_SETS,
         p,
     )
-    totals = [0] * len(steps)
-    by_channel: dict[str, list[int]] = defaultdict(lambda: [0] * len(steps))
-    for r in rows:
-        for i in range(int(r["level"])):
-            totals[i] += int(r["n"])
-            by_channel[r["channel"] or "Direct"][i] += int(r["n"])
-    out_steps = [
-        {"step": s, "count": totals[i], "conversion": round(totals[i] / totals[0], 4) if totals[0] else 0.0}
-        for i, s in enumerate(steps)
-    ]
-    return {"steps": out_steps, "window_s": window_s, "by": dict(by_channel) if by else {}}
+    return [(r["channel"], int(r["level"]), int(r["n"])) for r in rows]
+
+
+# A funnel's rows as trailmark/native reads them: 16 bytes each while it counts (and twice that while
+# a bucket grows), so analysis.max_memory_bytes allows this many bytes per row.
+_NATIVE_ROW_BYTES = 32
+
+
+def _native_levels(
+    storage: Storage,
+    steps: list[str],
+    cond_list: list[str],
+    where: str,
+    p: dict[str, Any],
+    window_s: int,
+    conf: AnalysisSettings,
+) -> list[tuple[str, int, int]]:
+    """("", level, contacts) counted by trailmark/native (src/funnel.rs) from the step rows, streamed
+    in ClickHouse's Native format: each row's device hash, time in ms and the bit mask of the steps
+    it meets, one ``UNION ALL`` branch per distinct step (its rows are one range of the primary key,
+    and its mask a constant: 0.4 s of CPU less than testing every row against every step, at 100M
+    events). At 100M events (34M step rows of 14M devices) windowFunnel's hash table of per-group
+    event lists cost ~7 s of CPU; streaming the rows ~1.4 s and counting them ~2 s (bench/RESULTS.md
+    2026-12-07 "the funnel counted natively"). The shared devices (``_shared_map``) stream first:
+    the native side counts each as its contact."""
+    assert compiled.funnel_rows is not None
+    db = storage.database
+    max_rows = max(1, int(conf.max_memory_bytes) // _NATIVE_ROW_BYTES)
+    threads = max(1, int(conf.max_threads))
+    limits = {"max_execution_time": float(conf.max_execution_s), "max_threads": threads}
+    counter = compiled.funnel_rows(len(cond_list), window_s, max_rows)
+    bits: dict[str, int] = {}  # a step's condition (of its first place) -> the bits of its places
+    for i, step in enumerate(steps):
+        first = cond_list[steps.index(step)]
+        bits[first] = bits.get(first, 0) | 1 << i
+    width = 8 if len(steps) <= 8 else 16 if len(steps) <= 16 else 32
+    sql = " UNION ALL ".join(
+        f"SELECT device, toUnixTimestamp64Milli(timestamp) AS ms, toUInt{width}({mask}) AS mask"
+        f" FROM {db}.step_events WHERE site_id = {{s:String}} AND {cond}{where}"
+        for cond, mask in bits.items()
+    )
+    try:
+        with storage.native_blocks(f"SELECT device, contact FROM ({_shared_map(db)})", p, settings=limits) as blocks:
+            for block in blocks:
+                counter.shared(block)
+        with storage.native_blocks(sql, p, settings={**limits, "use_index_for_in_with_subqueries": 0}) as blocks:
+            for block in blocks:
+                counter.feed(block)
+        levels = counter.levels(threads)
+    except ValueError as exc:  # the native side's: too many rows, or bytes it cannot read
+        if counter.rows >= max_rows:
+            raise BadQuery(
+                f"this funnel reads more than {max_rows:,} step rows (analysis.max_memory_bytes);"
+                " narrow it with since/until or a persona"
+            ) from None
+        raise QueryError(f"funnel rows: {exc}") from exc
+    return [("", level, n) for level, n in enumerate(levels) if level and n]
 
 
 def paths(

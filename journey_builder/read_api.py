@@ -176,7 +176,7 @@ def read_router(
     async def stages(s: Annotated[Site, Depends(site)], persona: Persona = None) -> dict[str, Any]:
         return await run(analytics.stages, s["site_id"], chosen(persona))
 
-    @router.get("/v1/funnel", summary="Conversion per step (windowFunnel), optionally by channel")
+    @router.get("/v1/funnel", summary="Conversion per step (as windowFunnel counts it), optionally by channel")
     async def funnel(
         s: Annotated[Site, Depends(site)],
         steps: Annotated[str, Query(description="comma-separated page paths (/pricing) or event names")],
@@ -187,7 +187,9 @@ def read_router(
         persona: Persona = None,
     ) -> dict[str, Any]:
         names = [x.strip() for x in steps.split(",") if x.strip()]
-        return await run(analytics.funnel, s["site_id"], names, window, by, since, until, chosen(persona))
+        return await run(
+            analytics.funnel, s["site_id"], names, window, by, since, until, chosen(persona), conf=limits_of
+        )
 
     @router.get("/v1/paths", summary="Most common page/event sequences (Sankey links included)")
     async def paths(

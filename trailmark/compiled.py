@@ -87,9 +87,19 @@ class ReadRuns(Protocol):
 
 
 HERE = Path(__file__).parent
-SOURCES = ("native/Cargo.toml", "native/Cargo.lock", "native/src/lib.rs")
+SOURCES = ("native/Cargo.toml", "native/Cargo.lock", "native/src/lib.rs", "native/src/funnel.rs")
 """What ``make native`` builds the module from, in the order their SHA-256 is taken."""
-__all__ = ["PURE_PYTHON", "RecordTexts", "as_columns", "native_state", "read_runs", "session_id", "whole"]
+__all__ = [
+    "PURE_PYTHON",
+    "FunnelRows",
+    "RecordTexts",
+    "as_columns",
+    "funnel_rows",
+    "native_state",
+    "read_runs",
+    "session_id",
+    "whole",
+]
 
 
 def native_state(directory: Path = HERE) -> str:
@@ -119,6 +129,29 @@ _columns: Callable[[list[str], Sequence[Mapping[str, Any]]], list[list[Any]]] | 
 session_id: Callable[[bytes, str, str, str], str] | None = _native.session_id if _native is not None else None
 """The uuid5 of a namespace (16 bytes) and ``site|visitor|messageId``, as text, where the module is
 built (``journey_builder.core.session_id_for``); None: the core hashes it in Python."""
+
+
+class FunnelRows(Protocol):
+    """A funnel's step rows, kept to count its levels (trailmark/native/src/funnel.rs): the levels
+    ClickHouse's ``windowFunnel`` counts, from the rows a query streams in the Native format."""
+
+    def shared(self, data: bytes) -> None:
+        """Native bytes of (device UInt64, contact UInt64): devices counted as their contact."""
+
+    def feed(self, data: bytes) -> None:
+        """Native bytes of (device UInt64, ms Int64, mask UInt32) rows, cut anywhere."""
+
+    @property
+    def rows(self) -> int:
+        """How many step rows it holds."""
+
+    def levels(self, threads: int) -> list[int]:
+        """Groups per level reached, ``[0, level 1, ..., level steps]``; the rows are used up."""
+
+
+funnel_rows: Callable[[int, int, int], FunnelRows] | None = _native.FunnelRows if _native is not None else None
+"""``FunnelRows(steps, window_s, max_rows)`` where the module is built; None: funnels count their
+levels with ClickHouse's ``windowFunnel`` (``journey_builder.analytics.funnel``)."""
 
 
 def compiled_columns(names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import resources
@@ -74,6 +74,14 @@ class Storage(Protocol):
         one: applied before the first, ``readonly`` among them last, nothing of them outliving the
         block (the SQL endpoint's checks and its query). On chDB they share one session made for
         the block, set up once instead of once per query."""
+
+    def native_blocks(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, settings: Mapping[str, Any] | None = None
+    ) -> AbstractContextManager[Iterator[bytes]]:
+        """A read-only query's answer in ClickHouse's Native format as it comes, for a reader that
+        keeps less than the whole answer: bytes that, joined, are its blocks (chDB gives them whole,
+        a server's HTTP chunks may cut them anywhere). ``settings`` as for ``query``; leaving the
+        block before the end stops the query. Errors are ``QueryError`` / ``StorageUnavailable``."""
 
     def cancel(self, query_id: str) -> None:
         """Stop a running query started with ``query_id`` (no error if it already ended)."""

@@ -13,6 +13,7 @@ query does can reach the next request. Such queries carry their id in a leading 
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +25,8 @@ import orjson
 
 from schemas.columns import rows_as_columns
 from trailmark.storage.base import IsolatedQuery, JsonColumns, QueryError, Row, StorageUnavailable, setting_literal
+
+log = logging.getLogger("trailmark.storage")
 
 _OPEN_PATH: list[str] = []
 _QUERY_TAG = "trailmark-query:"
@@ -128,6 +131,46 @@ class ChdbStorage:
 
     @contextmanager
     def _isolated(self, settings: Mapping[str, Any], readonly: bool) -> Iterator[IsolatedQuery]:
+        """``_session``'s queries, rows as dicts."""
+        with self._session(settings, readonly) as sess:
+
+            def run(sql: str, params: Mapping[str, Any] | None = None, query_id: str | None = None) -> list[Row]:
+                if query_id is not None:
+                    sql = f"/* {_QUERY_TAG}{query_id} */ {sql}"
+                return _rows(self._run(sess, sql, params, "JSONEachRow"))
+
+            yield run
+
+    @contextmanager
+    def native_blocks(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, settings: Mapping[str, Any] | None = None
+    ) -> Iterator[Iterator[bytes]]:
+        """A streaming query on a session of its own (``_session``, read-only): each block as chDB
+        makes it (~65k rows). Leaving early cancels the query and closes the session."""
+        with self._session(settings or {}, True) as sess:
+            try:
+                encoded = {k: encode_param(v) for k, v in params.items()} if params else None
+                stream = sess.send_query(sql, "Native", params=encoded)
+            except Exception as exc:
+                raise QueryError(str(exc).strip()) from exc
+
+            def blocks() -> Iterator[bytes]:
+                try:
+                    for chunk in stream:
+                        yield chunk.bytes()
+                except Exception as exc:  # an error of the query arrives with a block
+                    raise QueryError(str(exc).strip()) from exc
+
+            try:
+                yield blocks()
+            finally:
+                try:
+                    stream.close()  # cancels what is still running (nothing, once read to the end)
+                except Exception as exc:
+                    log.debug("closing a streamed query: %s", exc)
+
+    @contextmanager
+    def _session(self, settings: Mapping[str, Any], readonly: bool) -> Iterator[Any]:
         """A session made for the block: ``USE`` the database, one ``SET`` of ``settings`` in order
         with ``readonly`` last (with ``readonly`` and none given, 2), closed after the block."""
         from chdb import session
@@ -146,13 +189,7 @@ class ChdbStorage:
             self._run(sess, f"USE {self.database}", None)
             if ordered:  # one SET, applied in order (about 1.6 ms less than a SET each)
                 self._run(sess, "SET " + ", ".join(f"{n} = {setting_literal(v)}" for n, v in ordered), None)
-
-            def run(sql: str, params: Mapping[str, Any] | None = None, query_id: str | None = None) -> list[Row]:
-                if query_id is not None:
-                    sql = f"/* {_QUERY_TAG}{query_id} */ {sql}"
-                return _rows(self._run(sess, sql, params, "JSONEachRow"))
-
-            yield run
+            yield sess
         finally:
             sess.cleanup()  # type: ignore[no-untyped-call]
 

@@ -291,6 +291,35 @@ class ServerStorage:
             raise translate(exc, merged) from exc
 
     @contextmanager
+    def native_blocks(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, settings: Mapping[str, Any] | None = None
+    ) -> Iterator[Iterator[bytes]]:
+        """The answer's body as it arrives (HTTP chunks of up to 1 MiB, cut anywhere in its blocks);
+        leaving early closes the response, and the server stops the query."""
+        merged: dict[str, Any] = {"readonly": 2, "database": self.database}
+        for name, value in (settings or {}).items():
+            merged[name] = setting_literal(value) if isinstance(value, Mapping) else value
+        try:
+            sql, small, external = bind_large(sql, params)
+            # the sync client's answer is urllib3's HTTPResponse (typed as IOBase | StreamContext)
+            body: Any = self._client.raw_stream(
+                sql, parameters=small, settings=merged, fmt="Native", external_data=external
+            )
+        except Exception as exc:
+            raise translate(exc, merged) from exc
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.stream(1 << 20)
+            except Exception as exc:
+                raise translate(exc, merged) from exc
+
+        try:
+            yield chunks()
+        finally:
+            body.close()
+
+    @contextmanager
     def isolated(self, settings: Mapping[str, Any]) -> Iterator[IsolatedQuery]:
         """Each query carries ``settings`` (URL parameters: nothing outlives it)."""
 

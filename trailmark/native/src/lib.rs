@@ -23,6 +23,8 @@
 //! as None and the record is read by Python; a list or an object value is read by the `loads` it is
 //! given (orjson's).
 
+mod funnel;
+
 use rustc_hash::FxHashMap;
 
 use pyo3::ffi;
@@ -941,5 +943,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(columns, m)?)?;
     m.add_function(wrap_pyfunction!(session_id, m)?)?;
     m.add_class::<RecordTexts>()?;
+    m.add_class::<funnel::FunnelRows>()?;
     Ok(())
 }
