@@ -290,8 +290,7 @@ def funnel(
     from a channel), from its primary key. Devices that share a contact with no other device (most)
     are grouped by device, with no identity join; the few of contacts with several devices are
     grouped by their current contact. Where trailmark/native is built, a funnel's rows stream out and
-    it counts the levels (``_native_levels``); else, and by channel, ClickHouse does (``_sql_levels``:
-    each contact's first arrival would take every arrival row out too, 35M more at 100M events)."""
+    it counts the levels (``_native_levels``); else ClickHouse does (``_sql_levels``)."""
     if not 1 <= len(steps) <= 20:
         raise BadQuery("steps: give 1 to 20 comma-separated page paths or event names")
     if by not in (None, "", "channel"):
@@ -303,8 +302,8 @@ def funnel(
     relevant = " OR ".join(cond_list + (["kind = 'entry'"] if by else []))
     step_rows = f" FROM {db}.step_events WHERE site_id = {{s:String}} AND ({relevant}){where}"
     rows = (
-        _native_levels(storage, steps, cond_list, where, p, window_s, conf or AnalysisSettings())
-        if compiled.funnel_rows is not None and not by
+        _native_levels(storage, steps, cond_list, where, p, window_s, bool(by), conf or AnalysisSettings())
+        if compiled.funnel_rows is not None
         else _sql_levels(storage, cond_list, step_rows, p, bool(by))
     )
     totals = [0] * len(steps)
@@ -355,22 +354,25 @@ def _native_levels(
     where: str,
     p: dict[str, Any],
     window_s: int,
+    by: bool,
     conf: AnalysisSettings,
 ) -> list[tuple[str, int, int]]:
-    """("", level, contacts) counted by trailmark/native (src/funnel.rs) from the step rows, streamed
+    """(first channel, level, contacts) counted by trailmark/native (src/funnel.rs) from the step rows, streamed
     in ClickHouse's Native format: each row's device hash, time in ms and the bit mask of the steps
     it meets, one ``UNION ALL`` branch per distinct step (its rows are one range of the primary key,
     and its mask a constant: 0.4 s of CPU less than testing every row against every step, at 100M
     events). At 100M events (34M step rows of 14M devices) windowFunnel's hash table of per-group
     event lists cost ~7 s of CPU; streaming the rows ~1.4 s and counting them ~2 s (bench/RESULTS.md
     2026-12-07 "the funnel counted natively"). The shared devices (``_shared_map``) stream first:
-    the native side counts each as its contact."""
+    the native side counts each as its contact. By channel, the arrivals stream last, and each
+    contact counted keeps its first (as ``argMinIf(step, timestamp, kind = 'entry')``)."""
     assert compiled.funnel_rows is not None
     db = storage.database
     max_rows = max(1, int(conf.max_memory_bytes) // _NATIVE_ROW_BYTES)
     threads = max(1, int(conf.max_threads))
     limits = {"max_execution_time": float(conf.max_execution_s), "max_threads": threads}
-    counter = compiled.funnel_rows(len(cond_list), window_s, max_rows)
+    limits_sets = {**limits, "use_index_for_in_with_subqueries": 0}  # see _NO_KEY_SETS
+    counter = compiled.funnel_rows(len(cond_list), window_s, max_rows, by)
     bits: dict[str, int] = {}  # a step's condition (of its first place) -> the bits of its places
     for i, step in enumerate(steps):
         first = cond_list[steps.index(step)]
@@ -385,14 +387,23 @@ def _native_levels(
         with storage.native_blocks(f"SELECT device, contact FROM ({_shared_map(db)})", p, settings=limits) as blocks:
             for block in blocks:
                 counter.shared(block)
-        with storage.native_blocks(sql, p, settings={**limits, "use_index_for_in_with_subqueries": 0}) as blocks:
+        with storage.native_blocks(sql, p, settings=limits_sets) as blocks:
             for block in blocks:
                 counter.feed(block)
         levels = counter.levels(threads)
+        if by:
+            arrivals = (
+                f"SELECT device, toUnixTimestamp64Milli(timestamp) AS ms, step AS channel FROM {db}.step_events"
+                f" WHERE site_id = {{s:String}} AND kind = 'entry'{where}"
+            )
+            with storage.native_blocks(arrivals, p, settings=limits_sets) as blocks:
+                for block in blocks:
+                    counter.arrivals(block)
+            return counter.channels(threads)
     except ValueError as exc:  # the native side's: too many rows, or bytes it cannot read
         if counter.rows >= max_rows:
             raise BadQuery(
-                f"this funnel reads more than {max_rows:,} step rows (analysis.max_memory_bytes);"
+                f"this funnel reads more than {max_rows:,} rows (analysis.max_memory_bytes);"
                 " narrow it with since/until or a persona"
             ) from None
         raise QueryError(f"funnel rows: {exc}") from exc

@@ -146,11 +146,20 @@ class FunnelRows(Protocol):
         """How many step rows it holds."""
 
     def levels(self, threads: int) -> list[int]:
-        """Groups per level reached, ``[0, level 1, ..., level steps]``; the rows are used up."""
+        """Groups per level reached, ``[0, level 1, ..., level steps]``; the rows are used up (by
+        channel, the groups counted are kept for ``arrivals``)."""
+
+    def arrivals(self, data: bytes) -> None:
+        """By channel, after ``levels``: Native bytes of (device UInt64, ms Int64, channel String)
+        rows, kept for ``channels`` (those of the buckets of groups counted)."""
+
+    def channels(self, threads: int) -> list[tuple[str, int, int]]:
+        """By channel: (first channel or "", level, groups) of the groups counted; the arrivals
+        are used up."""
 
 
-funnel_rows: Callable[[int, int, int], FunnelRows] | None = _native.FunnelRows if _native is not None else None
-"""``FunnelRows(steps, window_s, max_rows)`` where the module is built; None: funnels count their
+funnel_rows: Callable[[int, int, int, bool], FunnelRows] | None = _native.FunnelRows if _native is not None else None
+"""``FunnelRows(steps, window_s, max_rows, by_channel)`` where the module is built; None: funnels count their
 levels with ClickHouse's ``windowFunnel`` (``journey_builder.analytics.funnel``)."""
 
 

@@ -18,12 +18,15 @@ from trailmark.storage.base import Storage
 SITE = "s1"
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 STEPS = ["/", "/pricing", "/signup", "Signed Up"]
+CHANNELS = ["Organic Search", "Paid Search", "Email", "Referral", "Direct"]
 
 pytestmark = pytest.mark.skipif(compiled.funnel_rows is None, reason="trailmark/native is not built (make native)")
 
 
-def row(device: str, step: str, at: datetime) -> dict[str, Any]:
-    kind = "view" if step.startswith("/") else "track"
+def row(device: str, step: str, at: datetime, kind: str = "") -> dict[str, Any]:
+    """A step_events row: a page view ("/..."), a track call, or an arrival (``kind="entry"``,
+    ``step`` its channel)."""
+    kind = kind or ("view" if step.startswith("/") else "track")
     return {
         "site_id": SITE,
         "kind": kind,
@@ -36,20 +39,25 @@ def row(device: str, step: str, at: datetime) -> dict[str, Any]:
 
 
 def random_rows(seed: int, devices: int) -> list[dict[str, Any]]:
-    """Each device's steps at distinct whole seconds (windowFunnel takes the rows of one second in the
-    order it reads them; the native count in the order of their ms), minutes to days apart."""
+    """Each device's steps and arrivals at distinct whole seconds (windowFunnel takes the rows of one
+    second in the order it reads them; the native count in the order of their ms), minutes to days
+    apart."""
     rng = random.Random(seed)
     rows = []
     for d in range(devices):
         at = T0 + timedelta(seconds=rng.randrange(86400))
         for _ in range(rng.randrange(1, 9)):
             at += timedelta(seconds=rng.choice([1, 30, 600, 3000, 7200, 90000, 400000]))
-            rows.append(row(f"d{d}", rng.choice([*STEPS, "/other"]), at))
+            if rng.random() < 0.3:
+                rows.append(row(f"d{d}", rng.choice(CHANNELS), at, kind="entry"))
+            else:
+                rows.append(row(f"d{d}", rng.choice([*STEPS, "/other"]), at))
     return rows
 
 
 def both(storage: Storage, steps: list[str], window_s: int, **kw: Any) -> tuple[list[int], list[int]]:
-    """The step counts of the native funnel and of windowFunnel's."""
+    """The step counts of the native funnel and of windowFunnel's (by channel: their splits are
+    checked equal here)."""
     native = analytics.funnel(storage, SITE, steps, window_s, **kw)
     saved = compiled.funnel_rows
     compiled.funnel_rows = None
@@ -57,6 +65,7 @@ def both(storage: Storage, steps: list[str], window_s: int, **kw: Any) -> tuple[
         sql = analytics.funnel(storage, SITE, steps, window_s, **kw)
     finally:
         compiled.funnel_rows = saved
+    assert native["by"] == sql["by"], (steps, window_s, kw)
     return [s["count"] for s in native["steps"]], [s["count"] for s in sql["steps"]]
 
 
@@ -66,9 +75,16 @@ def test_levels_equal_window_funnel_on_random_rows(storage: Storage) -> None:
         for window in (60, 3600, 86400, 30 * 86400):
             native, sql = both(storage, steps, window)
             assert native == sql, (steps, window)
+            assert both(storage, steps, window, by="channel") == (native, sql)
     native, sql = both(storage, STEPS, 86400, since="2026-11-03T00:00:00Z", until="2026-11-05T00:00:00Z")
     assert native == sql
     assert native[0] > 0 and native[1] > 0
+    assert both(storage, STEPS, 86400, by="channel", since="2026-11-03T00:00:00Z") == both(
+        storage, STEPS, 86400, since="2026-11-03T00:00:00Z"
+    )
+    whole = analytics.funnel(storage, SITE, STEPS, 86400, by="channel")
+    assert set(whole["by"]) == {*CHANNELS}  # "Direct": its arrivals and the contacts with none
+    assert [sum(v[i] for v in whole["by"].values()) for i in range(4)] == [s["count"] for s in whole["steps"]]
 
 
 def test_one_row_makes_every_step_it_is_and_the_same_second_goes_by_ms(storage: Storage) -> None:
@@ -93,7 +109,7 @@ def test_one_row_makes_every_step_it_is_and_the_same_second_goes_by_ms(storage: 
 def test_a_funnel_of_more_rows_than_the_memory_limit_is_refused(storage: Storage) -> None:
     storage.insert("step_events", [row(f"d{i}", "/", T0 + timedelta(seconds=i)) for i in range(40)])
     conf = AnalysisSettings(max_memory_bytes=analytics._NATIVE_ROW_BYTES * 30)
-    with pytest.raises(analytics.BadQuery, match="more than 30 step rows .* since/until"):
+    with pytest.raises(analytics.BadQuery, match="more than 30 rows .* since/until"):
         analytics.funnel(storage, SITE, ["/"], 60, conf=conf)
     wide = AnalysisSettings(max_memory_bytes=analytics._NATIVE_ROW_BYTES * 40)
     assert analytics.funnel(storage, SITE, ["/"], 60, conf=wide)["steps"][0]["count"] == 40
@@ -133,6 +149,8 @@ def test_rows_cut_anywhere_count_the_same_and_broken_bytes_are_refused(storage: 
     mask3 = compiled.funnel_rows(1, 3600, 10**6)  # a mask with a bit past its one step
     with pytest.raises(ValueError, match="step mask"):
         mask3.feed(data)
+    with pytest.raises(ValueError, match="arrivals come after levels"):
+        compiled.funnel_rows(2, 3600, 10**6, True).arrivals(data)
     garbage = compiled.funnel_rows(2, 3600, 10**6)
     with pytest.raises(ValueError, match="columns where 3"):
         garbage.feed(b"\x05" + data[1:])
