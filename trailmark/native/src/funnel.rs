@@ -131,6 +131,24 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// A block's header: its rows, its columns checked to be `columns`.
+    fn block(&mut self, columns: u64) -> Result<usize, Cut> {
+        let found = self.varint()?;
+        let rows = usize::try_from(self.varint()?).map_err(|_| Cut::Bad("rows".into()))?;
+        if found != columns {
+            return Err(Cut::Bad(format!(
+                "{found} columns where {columns} were expected"
+            )));
+        }
+        Ok(rows)
+    }
+
+    /// A column of `rows` values of `kind`, `width` bytes each.
+    fn values(&mut self, rows: usize, kind: &str, width: usize) -> Result<&'a [u8], Cut> {
+        self.column(kind)?;
+        self.fixed(rows, width)
+    }
+
     fn fixed(&mut self, rows: usize, width: usize) -> Result<&'a [u8], Cut> {
         self.bytes(rows.checked_mul(width).ok_or(Cut::Incomplete)?)
     }
@@ -257,7 +275,10 @@ fn by_buckets<T: Send>(
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().expect("a funnel thread panicked")).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a funnel thread panicked"))
+            .collect()
     })
 }
 
@@ -270,18 +291,26 @@ impl FunnelRows {
         self.shared.get(&device).copied().unwrap_or(device)
     }
 
+    /// Keeps a row of `group` at the time of row `i` of `times` (ms since 1970), with `payload` (a
+    /// step mask or a channel code): at most `max_rows` of them.
+    fn keep(&mut self, group: u64, times: &[u8], i: usize, payload: u64) -> Result<(), Cut> {
+        self.rows += 1;
+        if self.rows > self.max_rows {
+            return Err(Cut::Bad(format!("more than {} rows", self.max_rows)));
+        }
+        let ms = u64_at(times, i) as i64;
+        let at = ms.saturating_add(MS_BEFORE_1970).clamp(0, MAX_MS) as u64;
+        self.events
+            .push(u128::from(group) << 64 | u128::from(at << PAYLOAD_BITS | payload));
+        Ok(())
+    }
+
     /// One block of `shared`: (device, contact) pairs. Returns the bytes it took.
     fn shared_block(&mut self, buf: &[u8]) -> Result<usize, Cut> {
         let mut r = Reader { buf, at: 0 };
-        let columns = r.varint()?;
-        let rows = usize::try_from(r.varint()?).map_err(|_| Cut::Bad("rows".into()))?;
-        if columns != 2 {
-            return Err(Cut::Bad(format!("{columns} columns where 2 were expected")));
-        }
-        r.column("UInt64")?;
-        let devices = r.fixed(rows, 8)?;
-        r.column("UInt64")?;
-        let contacts = r.fixed(rows, 8)?;
+        let rows = r.block(2)?;
+        let devices = r.values(rows, "UInt64", 8)?;
+        let contacts = r.values(rows, "UInt64", 8)?;
         for i in 0..rows {
             let device = u64_at(devices, i);
             let bit = device & ((1 << GUARD_BITS) - 1);
@@ -294,15 +323,9 @@ impl FunnelRows {
     /// One block of step rows. Returns the bytes it took.
     fn rows_block(&mut self, buf: &[u8]) -> Result<usize, Cut> {
         let mut r = Reader { buf, at: 0 };
-        let columns = r.varint()?;
-        let rows = usize::try_from(r.varint()?).map_err(|_| Cut::Bad("rows".into()))?;
-        if columns != 3 {
-            return Err(Cut::Bad(format!("{columns} columns where 3 were expected")));
-        }
-        r.column("UInt64")?;
-        let devices = r.fixed(rows, 8)?;
-        r.column("Int64")?;
-        let times = r.fixed(rows, 8)?;
+        let rows = r.block(3)?;
+        let devices = r.values(rows, "UInt64", 8)?;
+        let times = r.values(rows, "Int64", 8)?;
         r.text()?;
         let width = match r.text()? {
             b"UInt8" => 1,
@@ -329,15 +352,8 @@ impl FunnelRows {
                     self.steps
                 )));
             }
-            self.rows += 1;
-            if self.rows > self.max_rows {
-                return Err(Cut::Bad(format!("more than {} step rows", self.max_rows)));
-            }
-            let ms = u64_at(times, i) as i64;
-            let at = ms.saturating_add(MS_BEFORE_1970).clamp(0, MAX_MS) as u64;
             let group = self.group(u64_at(devices, i));
-            self.events
-                .push(u128::from(group) << 64 | u128::from(at << PAYLOAD_BITS | mask));
+            self.keep(group, times, i, mask)?;
         }
         Ok(r.at)
     }
@@ -346,15 +362,9 @@ impl FunnelRows {
     /// counted are kept. Returns the bytes it took.
     fn arrivals_block(&mut self, buf: &[u8]) -> Result<usize, Cut> {
         let mut r = Reader { buf, at: 0 };
-        let columns = r.varint()?;
-        let rows = usize::try_from(r.varint()?).map_err(|_| Cut::Bad("rows".into()))?;
-        if columns != 3 {
-            return Err(Cut::Bad(format!("{columns} columns where 3 were expected")));
-        }
-        r.column("UInt64")?;
-        let devices = r.fixed(rows, 8)?;
-        r.column("Int64")?;
-        let times = r.fixed(rows, 8)?;
+        let rows = r.block(3)?;
+        let devices = r.values(rows, "UInt64", 8)?;
+        let times = r.values(rows, "Int64", 8)?;
         r.column("String")?;
         let mut names = Vec::with_capacity(rows);
         for _ in 0..rows {
@@ -376,20 +386,15 @@ impl FunnelRows {
                         if code > PAYLOAD {
                             return Err(Cut::Bad("more than a million channels".into()));
                         }
-                        self.channels.push(String::from_utf8_lossy(name).into_owned());
+                        self.channels
+                            .push(String::from_utf8_lossy(name).into_owned());
                         self.codes.insert(name.to_vec(), code);
                         code
                     }
                 };
                 last = (name, code);
             }
-            self.rows += 1;
-            if self.rows > self.max_rows {
-                return Err(Cut::Bad(format!("more than {} rows", self.max_rows)));
-            }
-            let ms = u64_at(times, i) as i64;
-            let when = ms.saturating_add(MS_BEFORE_1970).clamp(0, MAX_MS) as u64;
-            self.events.push(u128::from(group) << 64 | u128::from(when << PAYLOAD_BITS | last.1));
+            self.keep(group, times, i, last.1)?;
         }
         Ok(r.at)
     }
@@ -477,7 +482,13 @@ fn sort_bucket(rows: &mut [u128], scratch: &mut Vec<u128>, slots: &mut Vec<usize
 
 /// The level of each group of one sorted bucket, counted by level (`counts[level]`); with
 /// `found`, each group at level 1 or more and its level, in the order of the groups.
-fn walk(events: &[u128], steps: usize, window_s: i64, counts: &mut [u64], found: Option<&mut (Vec<u64>, Vec<u8>)>) {
+fn walk(
+    events: &[u128],
+    steps: usize,
+    window_s: i64,
+    counts: &mut [u64],
+    found: Option<&mut (Vec<u64>, Vec<u8>)>,
+) {
     let mut found = found;
     let mut start = [NONE; MAX_STEPS];
     let mut i = 0;
@@ -579,7 +590,12 @@ impl FunnelRows {
             by_buckets(
                 events,
                 threads,
-                || (vec![0u64; steps + 1], keep.then(|| (Vec::new(), Vec::new()))),
+                || {
+                    (
+                        vec![0u64; steps + 1],
+                        keep.then(|| (Vec::new(), Vec::new())),
+                    )
+                },
                 |(counts, found), _, rows| walk(rows, steps, window_s, counts, found.as_mut()),
             )
         });
@@ -622,32 +638,39 @@ impl FunnelRows {
     /// with its groups. The arrivals are used up.
     fn channels(&mut self, py: Python<'_>, threads: usize) -> PyResult<Vec<(String, usize, u64)>> {
         if !self.pending.is_empty() {
-            return Err(PyValueError::new_err("funnel rows: the bytes end inside a block"));
+            return Err(PyValueError::new_err(
+                "funnel rows: the bytes end inside a block",
+            ));
         }
         let arrivals = std::mem::take(&mut self.events);
         self.rows = 0;
         let (found, levels, starts) = (&self.found, &self.found_levels, &self.found_starts);
         let states = py.allow_threads(|| {
-            by_buckets(arrivals, threads.clamp(1, 16), FxHashMap::default, |moved, b, rows| {
-                // rows: (group, ms, code) ascending; a group's first row is its first arrival
-                let groups = &found[starts[b]..starts[b + 1]];
-                let (mut i, mut j) = (0, 0);
-                while i < rows.len() && j < groups.len() {
-                    let group = (rows[i] >> 64) as u64;
-                    if group < groups[j] {
-                        i += 1;
-                    } else if group > groups[j] {
-                        j += 1;
-                    } else {
-                        let code = rows[i] as u64 & PAYLOAD;
-                        *moved.entry((code, levels[starts[b] + j])).or_insert(0u64) += 1;
-                        while i < rows.len() && (rows[i] >> 64) as u64 == group {
+            by_buckets(
+                arrivals,
+                threads.clamp(1, 16),
+                FxHashMap::default,
+                |moved, b, rows| {
+                    // rows: (group, ms, code) ascending; a group's first row is its first arrival
+                    let groups = &found[starts[b]..starts[b + 1]];
+                    let (mut i, mut j) = (0, 0);
+                    while i < rows.len() && j < groups.len() {
+                        let group = (rows[i] >> 64) as u64;
+                        if group < groups[j] {
                             i += 1;
+                        } else if group > groups[j] {
+                            j += 1;
+                        } else {
+                            let code = rows[i] as u64 & PAYLOAD;
+                            *moved.entry((code, levels[starts[b] + j])).or_insert(0u64) += 1;
+                            while i < rows.len() && (rows[i] >> 64) as u64 == group {
+                                i += 1;
+                            }
+                            j += 1;
                         }
-                        j += 1;
                     }
-                }
-            })
+                },
+            )
         });
         // every group counted, then those with an arrival moved from "" to their first channel
         let mut counts: FxHashMap<(u64, u8), u64> = FxHashMap::default();
