@@ -49,12 +49,12 @@ const MAX_MS: i64 = (1 << (64 - PAYLOAD_BITS)) - 1;
 pub const MAX_STEPS: usize = PAYLOAD_BITS as usize;
 /// the shared devices' guard: one bit per value of a device hash's low bits (512 KiB)
 const GUARD_BITS: u32 = 22;
-const NONE: i64 = i64::MIN;
+const NONE: u64 = u64::MAX;
 
 #[pyclass(module = "trailmark._native")]
 pub struct FunnelRows {
     steps: usize,
-    window_s: i64,
+    window_s: u64,
     shared: FxHashMap<u64, u64>,
     guard: Vec<u64>,
     /// each step row: group << 64 | ms since 1900 << 20 | mask
@@ -267,8 +267,8 @@ fn by_buckets<T: Send>(
                     while done < part.len() {
                         let b = bucket(part[done]);
                         let end = starts[b + 1] - starts[first];
-                        sort_bucket(&mut part[done..end], &mut scratch, &mut slots);
-                        each(&mut state, b, &part[done..end]);
+                        let sorted = sort_bucket(&mut part[done..end], &mut scratch, &mut slots);
+                        each(&mut state, b, sorted);
                         done = end;
                     }
                     state
@@ -433,11 +433,16 @@ impl FunnelRows {
 /// `rows` (one bucket's) sorted: by the next bits of their group's hash into about as many slots
 /// as rows (a counting sort, through `scratch`), then each slot's few rows in place; a slot of many
 /// (one group's rows) by `sort_unstable`. Several times cheaper than sorting the bucket by compares.
-fn sort_bucket(rows: &mut [u128], scratch: &mut Vec<u128>, slots: &mut Vec<usize>) {
+/// Returns the rows sorted: `rows` itself when fewer than 64, else `scratch`.
+fn sort_bucket<'a>(
+    rows: &'a mut [u128],
+    scratch: &'a mut Vec<u128>,
+    slots: &mut Vec<usize>,
+) -> &'a [u128] {
     let n = rows.len();
     if n < 64 {
         rows.sort_unstable();
-        return;
+        return rows;
     }
     let bits = (usize::BITS - n.leading_zeros() - 1).min(16);
     let shift = 128 - BUCKET_BITS - bits;
@@ -477,7 +482,7 @@ fn sort_bucket(rows: &mut [u128], scratch: &mut Vec<u128>, slots: &mut Vec<usize
         }
         from = to;
     }
-    rows.copy_from_slice(scratch);
+    scratch
 }
 
 /// The level of each group of one sorted bucket, counted by level (`counts[level]`); with
@@ -485,11 +490,13 @@ fn sort_bucket(rows: &mut [u128], scratch: &mut Vec<u128>, slots: &mut Vec<usize
 fn walk(
     events: &[u128],
     steps: usize,
-    window_s: i64,
+    window_s: u64,
     counts: &mut [u64],
     found: Option<&mut (Vec<u64>, Vec<u8>)>,
 ) {
     let mut found = found;
+    // chains' starts, in seconds since 1900 (a whole number of days before 1970: the seconds of
+    // the ms since 1970 as windowFunnel's toDateTime takes them, shifted), NONE for none
     let mut start = [NONE; MAX_STEPS];
     let mut i = 0;
     while i < events.len() {
@@ -502,16 +509,14 @@ fn walk(
             if top == steps {
                 continue;
             }
-            let second = ((key >> PAYLOAD_BITS) as i64 - MS_BEFORE_1970).div_euclid(1000);
+            let second = (key >> PAYLOAD_BITS) / 1000;
             let mut mask = key & PAYLOAD;
             while mask != 0 {
                 let step = mask.trailing_zeros() as usize; // first step first
                 mask &= mask - 1;
                 if step == 0 {
                     start[0] = second;
-                } else if start[step - 1] != NONE
-                    && second <= start[step - 1].saturating_add(window_s)
-                {
+                } else if start[step - 1] != NONE && second <= start[step - 1] + window_s {
                     start[step] = start[step - 1];
                 } else {
                     continue;
@@ -542,7 +547,7 @@ impl FunnelRows {
         }
         Ok(FunnelRows {
             steps,
-            window_s,
+            window_s: window_s.clamp(0, 1 << 40) as u64,
             shared: FxHashMap::default(),
             guard: vec![0; 1 << (GUARD_BITS - 6)],
             events: Vec::new(),
