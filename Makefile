@@ -39,9 +39,10 @@ $(NATIVE)_native.sha256: $(NATIVE).py $(STAMP)
 	fi
 
 # trailmark/native (Rust: pyo3, serde_json) built by cargo into trailmark/_native.abi3.so: the Kafka journey
-# builder's reader of enriched records (trailmark/compiled.py), and the SHA-256 of its sources beside it
-# (_native.sha256); compiled.py uses the module only while they match. No cargo, or a failed build: said once per
-# change of the sources (the record then says `none`), and the records are read by orjson.
+# builder's reader of enriched records and the funnel's level counter (trailmark/compiled.py), and the SHA-256 of
+# its sources beside it (_native.sha256); compiled.py uses the module only while they match. No cargo, or a failed
+# build: said once per change of the sources (the record then says `none`), the records are read by orjson and
+# funnels counted by ClickHouse's windowFunnel.
 trailmark/_native.sha256: $(RUST_SRC)
 	@rm -f trailmark/_native.*.so $@
 	@mkdir -p .cache

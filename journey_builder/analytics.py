@@ -342,8 +342,8 @@ def _sql_levels(
     return [(r["channel"], int(r["level"]), int(r["n"])) for r in rows]
 
 
-# A funnel's rows as trailmark/native reads them: 16 bytes each while it counts (and twice that while
-# a bucket grows), so analysis.max_memory_bytes allows this many bytes per row.
+# A funnel's rows as trailmark/native reads them: 16 bytes each, and as many again while it moves
+# them into buckets, so analysis.max_memory_bytes allows this many bytes per row.
 _NATIVE_ROW_BYTES = 32
 
 

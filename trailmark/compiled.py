@@ -13,6 +13,9 @@
 - ``as_columns``: ``schemas.columns.as_columns`` in one pass over the rows, for the journey
   builder's ``events`` columns (each row walked in its own key order when it has the first row's
   layout, as a batch's events do); ``schemas.columns.as_columns`` itself where it is not built.
+- ``funnel_rows``: a funnel's levels counted from its step rows streamed in ClickHouse's Native
+  format (``journey_builder.analytics.funnel``; trailmark/native/src/funnel.rs); where it is not
+  built, ClickHouse's ``windowFunnel`` counts them.
 
 The compiled module is used only while it matches its sources: ``make native`` builds it with cargo
 and writes the SHA-256 of its sources beside it (``_native.sha256``); when they differ, or

@@ -1,6 +1,7 @@
 //! The journey builder's compiled helpers (trailmark/compiled.py loads them): enriched run
 //! records read into events, for the Kafka journey builder (`read_runs`: trailmark/runtime.py,
-//! `parse_enriched`); dicts' values as columns (`columns`); session ids (`session_id`). The reader:
+//! `parse_enriched`); dicts' values as columns (`columns`); session ids (`session_id`); a funnel's
+//! levels from its streamed step rows (`FunnelRows`, src/funnel.rs). The reader:
 //!
 //! A run record is `{"fields":[names],"rows":[[values],...]}` (`EnrichStage.serialized`): a
 //! visitor's events, each a list of values in the order of the names. `read_runs` makes each row
