@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -299,12 +300,10 @@ def funnel(
     p: dict[str, Any] = {"s": site_id, "w": window_s}
     cond_list = [_step_condition(i, s, p) for i, s in enumerate(steps)]
     where = _range("timestamp", p, since, until) + _only_devices(db, persona, p, "anonymous_id")
-    relevant = " OR ".join(cond_list + (["kind = 'entry'"] if by else []))
-    step_rows = f" FROM {db}.step_events WHERE site_id = {{s:String}} AND ({relevant}){where}"
     rows = (
         _native_levels(storage, steps, cond_list, where, p, window_s, bool(by), conf or AnalysisSettings())
         if compiled.funnel_rows is not None
-        else _sql_levels(storage, cond_list, step_rows, p, bool(by))
+        else _sql_levels(storage, cond_list, where, p, bool(by))
     )
     totals = [0] * len(steps)
     by_channel: dict[str, list[int]] = defaultdict(lambda: [0] * len(steps))
@@ -320,13 +319,15 @@ def funnel(
 
 
 def _sql_levels(
-    storage: Storage, cond_list: list[str], step_rows: str, p: dict[str, Any], by: bool
+    storage: Storage, cond_list: list[str], where: str, p: dict[str, Any], by: bool
 ) -> list[tuple[str, int, int]]:
     """(first channel, level, contacts) by windowFunnel, the step rows read once and grouped by
     contact: the few shared devices get theirs from the map, as two arrays given to transform() (a
     join of every step row with the map cost ~6 % more CPU at 100M events and 10-35 % more at 10M,
     bench/RESULTS.md 2026-12-05 "funnel and attribution at 100M")."""
     db = storage.database
+    relevant = " OR ".join(cond_list + (["kind = 'entry'"] if by else []))
+    step_rows = f" FROM {db}.step_events WHERE site_id = {{s:String}} AND ({relevant}){where}"
     channel = "argMinIf(step, timestamp, kind = 'entry')" if by else "''"
     rows = _q(
         storage,
@@ -383,22 +384,22 @@ def _native_levels(
         f" FROM {db}.step_events WHERE site_id = {{s:String}} AND {cond}{where}"
         for cond, mask in bits.items()
     )
+
+    def stream(query: str, settings: dict[str, Any], into: Callable[[bytes], None]) -> None:
+        with storage.native_blocks(query, p, settings=settings) as blocks:
+            for block in blocks:
+                into(block)
+
     try:
-        with storage.native_blocks(f"SELECT device, contact FROM ({_shared_map(db)})", p, settings=limits) as blocks:
-            for block in blocks:
-                counter.shared(block)
-        with storage.native_blocks(sql, p, settings=limits_sets) as blocks:
-            for block in blocks:
-                counter.feed(block)
+        stream(f"SELECT device, contact FROM ({_shared_map(db)})", limits, counter.shared)
+        stream(sql, limits_sets, counter.feed)
         levels = counter.levels(threads)
         if by:
             arrivals = (
                 f"SELECT device, toUnixTimestamp64Milli(timestamp) AS ms, step AS channel FROM {db}.step_events"
                 f" WHERE site_id = {{s:String}} AND kind = 'entry'{where}"
             )
-            with storage.native_blocks(arrivals, p, settings=limits_sets) as blocks:
-                for block in blocks:
-                    counter.arrivals(block)
+            stream(arrivals, limits_sets, counter.arrivals)
             return counter.channels(threads)
     except ValueError as exc:  # the native side's: too many rows, or bytes it cannot read
         if counter.rows >= max_rows:
