@@ -170,7 +170,7 @@ fn bucket(row: u128) -> usize {
 const PART_BITS: u32 = 6;
 const PARTS: usize = 1 << PART_BITS;
 /// Rows in one segment of a part: 256 KiB.
-const SEGMENT: usize = 1 << 14;
+const SEGMENT: usize = 1 << 12;
 
 fn part(row: u128) -> usize {
     (row >> (128 - PART_BITS)) as usize
