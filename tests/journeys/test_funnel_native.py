@@ -87,6 +87,33 @@ def test_levels_equal_window_funnel_on_random_rows(storage: Storage) -> None:
     assert [sum(v[i] for v in whole["by"].values()) for i in range(4)] == [s["count"] for s in whole["steps"]]
 
 
+def test_many_rows_fill_every_part_and_bucket_and_count_the_same(storage: Storage) -> None:
+    """420k rows of 60k devices, 7 each (a fifth arrivals), at distinct seconds of a device: each of
+    the module's 64 parts holds more than one segment of rows (4,096) and its buckets more than the
+    64 rows where their counting sort starts; the counts still equal windowFunnel's, by channel
+    too."""
+    steps = ", ".join(f"'{s}'" for s in STEPS)
+    channels = ", ".join(f"'{c}'" for c in CHANNELS)
+    storage.execute(
+        f"INSERT INTO {storage.database}.step_events"
+        " (site_id, kind, step, anonymous_id, timestamp, message_id, retention_days)"
+        f" SELECT '{SITE}', multiIf(s < 3, 'view', s = 3, 'track', 'entry'),"
+        f" if(s < 4, [{steps}][s + 1], [{channels}][cityHash64(number, 3) % 5 + 1]),"
+        " concat('d', toString(number % 60000)),"
+        " toDateTime64('2026-11-02 09:00:00', 3, 'UTC') + toIntervalSecond(cityHash64(number % 60000) % 86400"
+        " + intDiv(number, 60000) * 3000 + cityHash64(number) % 2999)"
+        " + toIntervalMillisecond(cityHash64(number, 2) % 1000),"
+        " if(s = 3, toString(number), ''), 0"
+        " FROM (SELECT number, cityHash64(number, 1) % 5 AS s FROM numbers(420000))"
+    )
+    counted = storage.query(f"SELECT count() AS n FROM {storage.database}.step_events WHERE kind != 'entry'")
+    assert int(counted[0]["n"]) > 64 * 4096
+    for window in (3600, 3 * 86400):
+        native, sql = both(storage, STEPS, window)
+        assert native == sql and native[2] > 0, window
+    assert both(storage, STEPS, 86400, by="channel") == both(storage, STEPS, 86400)
+
+
 def test_one_row_makes_every_step_it_is_and_the_same_second_goes_by_ms(storage: Storage) -> None:
     storage.insert(
         "step_events",
