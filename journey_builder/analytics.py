@@ -345,7 +345,7 @@ def _sql_levels(
 
 # A funnel's rows as trailmark/native reads them: 16 bytes each as kept, and while counted each
 # thread moves one of 64 parts of them into a space of its own (1/32 of them more on two threads)
-# beside the parts' unfilled segments (16 MB at most): analysis.max_memory_bytes allows this many
+# beside the parts' unfilled segments (4 MB at most): analysis.max_memory_bytes allows this many
 # bytes per row, a third of it left for the rest of the read.
 _NATIVE_ROW_BYTES = 24
 

@@ -243,12 +243,8 @@ fn by_buckets<T: Send>(
 ) -> Vec<T> {
     let (parts, sizes) = rows.into_parts();
     let per_part = BUCKETS / PARTS;
-    let size = |p: usize| -> usize {
-        sizes[p * per_part..(p + 1) * per_part]
-            .iter()
-            .sum::<usize>()
-    };
-    let total: usize = (0..PARTS).map(size).sum();
+    let part_rows: Vec<usize> = sizes.chunks(per_part).map(|c| c.iter().sum()).collect();
+    let total: usize = part_rows.iter().sum();
     let per = total.div_ceil(threads).max(1);
     let mut shares: Vec<Vec<(usize, Vec<Vec<u128>>)>> = vec![Vec::new()];
     let mut taken = 0;
@@ -257,7 +253,7 @@ fn by_buckets<T: Send>(
             shares.push(Vec::new());
             taken = 0;
         }
-        taken += size(p);
+        taken += part_rows[p];
         shares.last_mut().expect("a share").push((p, segments));
     }
     let (sizes, make, each) = (&sizes, &make, &each);
