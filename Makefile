@@ -25,7 +25,8 @@ install: $(STAMP)
 NATIVE := journey_builder/core
 NATIVE_SO := $(NATIVE).*.so $(NATIVE)__mypyc.*.so
 RUST := trailmark/native
-RUST_SRC := $(RUST)/Cargo.toml $(RUST)/Cargo.lock $(RUST)/src/lib.rs $(RUST)/src/funnel.rs
+RUST_SRC := $(RUST)/Cargo.toml $(RUST)/Cargo.lock $(RUST)/src/lib.rs $(RUST)/src/blocks.rs $(RUST)/src/funnel.rs \
+	$(RUST)/src/attribution.rs
 native: $(NATIVE)_native.sha256 trailmark/_native.sha256
 
 $(NATIVE)_native.sha256: $(NATIVE).py $(STAMP)

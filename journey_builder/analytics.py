@@ -5,6 +5,7 @@ resolved through ``identity_map`` so identity stitching applies retroactively he
 from __future__ import annotations
 
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
@@ -343,6 +344,17 @@ def _sql_levels(
     return [(r["channel"], int(r["level"]), int(r["n"])) for r in rows]
 
 
+def _native_refusal(what: str, exc: ValueError, kept: int, max_rows: int) -> Exception:
+    """The error for a ValueError of trailmark/native's count of ``what``: more rows than
+    ``max_rows`` (a BadQuery: narrow the read), or bytes it cannot read (a QueryError)."""
+    if kept >= max_rows:
+        return BadQuery(
+            f"this {what} reads more than {max_rows:,} rows (analysis.max_memory_bytes);"
+            " narrow it with since/until or a persona"
+        )
+    return QueryError(f"{what} rows: {exc}")
+
+
 # A funnel's rows as trailmark/native reads them: 16 bytes each as kept, and while counted each
 # thread moves one of 64 parts of them into a space of its own (1/32 of them more on two threads)
 # beside the parts' unfilled segments (4 MB at most): analysis.max_memory_bytes allows this many
@@ -403,13 +415,8 @@ def _native_levels(
             )
             stream(arrivals, limits_sets, counter.arrivals)
             return counter.channels(threads)
-    except ValueError as exc:  # the native side's: too many rows, or bytes it cannot read
-        if counter.rows >= max_rows:
-            raise BadQuery(
-                f"this funnel reads more than {max_rows:,} rows (analysis.max_memory_bytes);"
-                " narrow it with since/until or a persona"
-            ) from None
-        raise QueryError(f"funnel rows: {exc}") from exc
+    except ValueError as exc:
+        raise _native_refusal("funnel", exc, counter.rows, max_rows) from exc
     return [("", level, n) for level, n in enumerate(levels) if level and n]
 
 
@@ -490,16 +497,47 @@ def _key_names(db: str, by: str) -> str:
 _MS_BEFORE_1970 = 2208988800000
 
 
-def _packed_time(flags: str, tag: str) -> str:
-    return (
-        f"(toUInt64(toUnixTimestamp64Milli(timestamp) + {_MS_BEFORE_1970}) * 1048576"
-        f" + bitAnd({tag}, 262143) * 4 + {flags})"
-    )
+def _packed_time(ms: str, flags: str, tag: str) -> str:
+    """``t`` of a row at ``ms`` (ms since 1970) with its ``flags`` and ``tag`` (the session's hash)."""
+    return f"(toUInt64({ms} + {_MS_BEFORE_1970}) * 1048576 + bitAnd({tag}, 262143) * 4 + {flags})"
 
 
 def _unpacked_s(t: str) -> str:
     """Epoch seconds (Float64) of a packed ``t``: the same value as the ms column divided by 1000."""
     return f"(toFloat64(toInt64(intDiv({t}, 1048576)) - {_MS_BEFORE_1970}) / 1000)"
+
+
+def _touches_read(db: str, converting: str, shared: str, window: str) -> str:
+    """The session touches (``FROM ...``) of the devices ``converting`` and ``shared`` name, tested
+    against one set of both (two sets cost a third more CPU in that scan at 100M events)."""
+    return (
+        f" FROM {db}.session_touches WHERE site_id = {{s:String}}"
+        f" AND device IN (SELECT device FROM ({converting}) UNION ALL {shared}){window}"
+    )
+
+
+def _counted_rows(db: str, conversions: str, by: str, span: str, window: str) -> str:
+    """The rows attribution counts, as numbers: (device, ms since 1970, session hash, flags, k)
+    (``_packed_time`` makes ``t`` of the middle three): the conversions of ``conversions`` (flag 2,
+    session 0, ``k`` their message's hash) and the session touches of the devices with a conversion
+    in the range (``span``) and of the shared devices (``_shared_hashes``), ``k`` the hash of their
+    ``by`` value. Grouped in ClickHouse (``_per_conversion``) or by trailmark/native
+    (``_native_credits``, which packs ``t`` itself: the packing cost ClickHouse 60 ms of CPU at 10M
+    events, a fifth of the stream)."""
+    converting = (
+        f"SELECT device FROM {db}.step_events WHERE site_id = {{s:String}}"
+        f" AND kind = 'track' AND step = {{conv:String}}{span}"
+    )
+    # the devices with a conversion in the range (a device alone on its contact with none would make a
+    # group with no conversion, which is dropped); not narrowed to a persona, whose set would be
+    # built a second time
+    direct = "channel IN ('Direct', '')"
+    return (
+        "SELECT device, toUnixTimestamp64Milli(timestamp) AS ms, toUInt64(0) AS session, toUInt8(2) AS flags,"
+        f" cityHash64(message_id) AS k FROM ({conversions})"
+        f" UNION ALL SELECT device, toUnixTimestamp64Milli(timestamp), session, toUInt8({direct}), cityHash64({by})"
+        + _touches_read(db, converting, _shared_hashes(db), window)
+    )
 
 
 def _per_conversion(
@@ -522,28 +560,15 @@ def _per_conversion(
     is its condition on the conversions' ``timestamp`` and ``window`` one on session_touches' that
     holds every touch those conversions can credit: the other touches are left unread."""
     epoch = "toFloat64(toUnixTimestamp64Milli(timestamp)) / 1000"
-    # the devices with a conversion in the range (a device alone on its contact with none would make a
-    # group with no conversion, which is dropped); not narrowed to a persona, whose set would be
-    # built a second time. The touches read are those of these devices and of the shared ones, tested
-    # against one set of both (two sets cost a third more CPU in that scan at 100M events)
-    if named:  # the details' conversions are a few (DETAILS_LIMIT): the touches of their contacts only
+    direct = "channel IN ('Direct', '')"
+    if named:  # every converting device's contact id too (a device alone is its own contact either way)
+        # the details' conversions are a few (DETAILS_LIMIT): the touches of their contacts only
         converting = f"SELECT device FROM ({conversions})"
         shared = (
             f"SELECT device FROM ({_shared_map(db)}) WHERE contact IN"
             f" (SELECT contact FROM ({_shared_map(db)}) WHERE device IN ({converting}))"
         )
-    else:
-        converting = (
-            f"SELECT device FROM {db}.step_events WHERE site_id = {{s:String}}"
-            f" AND kind = 'track' AND step = {{conv:String}}{span}"
-        )
-        shared = _shared_hashes(db)
-    touches_read = (
-        f" FROM {db}.session_touches WHERE site_id = {{s:String}}"
-        f" AND device IN (SELECT device FROM ({converting}) UNION ALL {shared}){window}"
-    )
-    direct = "channel IN ('Direct', '')"
-    if named:  # every converting device's contact id too (a device alone is its own contact either way)
+        touches_read = _touches_read(db, converting, shared, window)
         identities = _shared_map(db, also=f"SELECT anonymous_id FROM ({conversions})")
         at = "conv.3"
         grouped = (
@@ -560,12 +585,12 @@ def _per_conversion(
         identities = _shared_map(db)
         at = _unpacked_s("conv.1")
         grouped = (
-            "SELECT arrayCompact(arraySort(arrayZip(groupArray(e.t), groupArray(e.k)))) AS rows,"
+            f"SELECT arrayCompact(arraySort(arrayZip(groupArray({_packed_time('e.ms', 'e.flags', 'e.session')}),"
+            " groupArray(e.k)))) AS rows,"
             " arrayFilter(x -> bitAnd(x.1, 2) != 0, rows) AS conversions,"
             f" arrayMap(x -> ({_unpacked_s('x.1')}, bitAnd(x.1, 1) = 1, x.2),"
             " arrayFilter(x -> bitAnd(x.1, 2) = 0, rows)) AS touches"
-            f" FROM (SELECT device, {_packed_time('2', '0')} AS t, cityHash64(message_id) AS k FROM ({conversions})"
-            f" UNION ALL SELECT device, {_packed_time(f'({direct})', 'session')}, cityHash64({by}){touches_read}) AS e"
+            f" FROM ({_counted_rows(db, conversions, by, span, window)}) AS e"
         )
     return (
         f"SELECT{' contact_id,' if named else ''} conv.2 AS message_id, {at} AS at,"
@@ -578,6 +603,53 @@ def _per_conversion(
         f"  GROUP BY {_WHO} HAVING notEmpty(conversions)"
         f" ) ARRAY JOIN conversions AS conv"
     )
+
+
+# Attribution's rows as trailmark/native keeps them: 24 bytes each, in vectors that grow by doubling
+# (up to twice that), sorted in place; analysis.max_memory_bytes allows this many bytes per row.
+_NATIVE_CREDIT_ROW_BYTES = 48
+
+
+def _native_credits(
+    storage: Storage, counted: str, model: str, by: str, p: dict[str, Any], conf: AnalysisSettings
+) -> list[dict[str, Any]]:
+    """(key, credit, conversions) rows as the ClickHouse count makes them, counted by trailmark/native
+    (src/attribution.rs) from the rows of ``counted`` (``_counted_rows``) streamed in the Native
+    format, the shared devices' map (``_shared_map``) first. The grouping by contact and the arrays
+    per conversion cost ClickHouse 0.3-0.45 s of CPU at 10M events, of a read's 0.6-0.75 s
+    (bench/RESULTS.md 2026-12-08 "attribution counted natively")."""
+    assert compiled.attribution_rows is not None
+    db = storage.database
+    max_rows = max(1, int(conf.max_memory_bytes) // _NATIVE_CREDIT_ROW_BYTES)
+    threads = max(1, int(conf.max_threads))
+    limits = {"max_execution_time": float(conf.max_execution_s), "max_threads": threads}
+    counter = compiled.attribution_rows(max_rows)
+    started = time.monotonic()
+    try:
+        with storage.native_blocks(f"SELECT device, contact FROM ({_shared_map(db)})", p, settings=limits) as blocks:
+            for block in blocks:
+                counter.shared(block)
+        settings = {**limits, "use_index_for_in_with_subqueries": 0}  # see _NO_KEY_SETS
+        with storage.native_blocks(counted, p, settings=settings) as blocks:
+            for block in blocks:
+                counter.feed(block)
+        left = float(conf.max_execution_s) - (time.monotonic() - started)
+        credits = counter.credit(model, float(p["lb"]), float(p["hl"]), threads, max(0.0, left))
+    except TimeoutError:
+        raise BadQuery(
+            f"this attribution takes longer than {conf.max_execution_s:g} s (analysis.max_execution_s);"
+            " narrow it with since/until or a persona"
+        ) from None
+    except ValueError as exc:
+        raise _native_refusal("attribution", exc, counter.rows, max_rows) from exc
+    # the keys' hashes get their names back (a key of no name, and a conversion with no touch: none)
+    names = {int(r["h"]): r["name"] for r in _q(storage, _key_names(db, by), p)}
+    merged: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for key, credit, conversions in credits:
+        totals = merged[names.get(key) or p["none"]]
+        totals[0] += credit
+        totals[1] += conversions
+    return [{"key": k, "credit": c, "conversions": n} for k, (c, n) in merged.items()]
 
 
 DETAILS_LIMIT = 10_000  # conversions listed by attribution(details=True), the first in time
@@ -595,11 +667,14 @@ def attribution(
     until: str | None = None,
     details: bool = False,
     persona: ContactSet | None = None,
+    conf: AnalysisSettings | None = None,
 ) -> dict[str, Any]:
     """Credit per channel/source/campaign for ``conversion`` events, over the session-entry
-    touchpoints of the same contact in the lookback window before each conversion. Computed in
-    ClickHouse (arrays per conversion), so it scales with the data, not with Python loops.
-    ``persona``: only the conversions of contacts in that set (and the total is theirs)."""
+    touchpoints of the same contact in the lookback window before each conversion. The rows are
+    read in ClickHouse and counted by trailmark/native where it is built (``_native_credits``), else
+    in ClickHouse (arrays per conversion, ``_per_conversion``). ``persona``: only the conversions of
+    contacts in that set (and the total is theirs); ``conf``: the analysis limits (its defaults when
+    None)."""
     if model not in MODELS:
         raise BadQuery(f"model: use one of {', '.join(MODELS)}")
     if by not in _BY:
@@ -632,20 +707,25 @@ def attribution(
         )
     if until:
         window += " AND timestamp <= parseDateTime64BestEffort({until:String}, 3) + toIntervalSecond(1)"
-    per_conversion = _per_conversion(db, conversions, model, by, named=False, span=where, window=window)
     p["none"] = "Direct" if by == "channel" else "(none)"
-    # every conversion has one row per touch credited: counting their first touches counts them,
-    # in the same query (a second read of the conversions cost 50-60 ms of CPU at 10M events); the
-    # keys' hashes get their names back (a key of no name, and a conversion with no touch: none)
-    rows = _q(
-        storage,
-        "SELECT if(k.name = '', {none:String}, k.name) AS key, sum(r.credit) AS credit,"
-        " sum(r.conversions) AS conversions"
-        f" FROM (SELECT key, sum(w) AS credit, countIf(i = 1) AS conversions FROM ({per_conversion})"
-        f" ARRAY JOIN keys AS key, ws AS w, arrayEnumerate(ws) AS i GROUP BY key) AS r"
-        f" LEFT ANY JOIN ({_key_names(db, by)}) AS k ON k.h = r.key GROUP BY key" + _NO_KEY_SETS,
-        p,
-    )
+    if compiled.attribution_rows is not None:
+        rows = _native_credits(
+            storage, _counted_rows(db, conversions, by, where, window), model, by, p, conf or AnalysisSettings()
+        )
+    else:
+        per_conversion = _per_conversion(db, conversions, model, by, named=False, span=where, window=window)
+        # every conversion has one row per touch credited: counting their first touches counts them,
+        # in the same query (a second read of the conversions cost 50-60 ms of CPU at 10M events); the
+        # keys' hashes get their names back (a key of no name, and a conversion with no touch: none)
+        rows = _q(
+            storage,
+            "SELECT if(k.name = '', {none:String}, k.name) AS key, sum(r.credit) AS credit,"
+            " sum(r.conversions) AS conversions"
+            f" FROM (SELECT key, sum(w) AS credit, countIf(i = 1) AS conversions FROM ({per_conversion})"
+            f" ARRAY JOIN keys AS key, ws AS w, arrayEnumerate(ws) AS i GROUP BY key) AS r"
+            f" LEFT ANY JOIN ({_key_names(db, by)}) AS k ON k.h = r.key GROUP BY key" + _NO_KEY_SETS,
+            p,
+        )
     total = sum(int(r["conversions"]) for r in rows)
     out: dict[str, Any] = {
         "model": model,

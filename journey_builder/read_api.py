@@ -226,6 +226,7 @@ def read_router(
             until,
             details,
             chosen(persona),
+            conf=limits_of,
         )
 
     @router.get("/v1/pain-points", summary="Exit pages, stage drop-off, rage clicks and JS errors")

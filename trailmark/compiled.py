@@ -16,6 +16,9 @@
 - ``funnel_rows``: a funnel's levels counted from its step rows streamed in ClickHouse's Native
   format (``journey_builder.analytics.funnel``; trailmark/native/src/funnel.rs); where it is not
   built, ClickHouse's ``windowFunnel`` counts them.
+- ``attribution_rows``: attribution's credits counted from the conversions and touches streamed in
+  the Native format (``journey_builder.analytics.attribution``; trailmark/native/src/attribution.rs);
+  where it is not built, ClickHouse counts them (arrays per conversion).
 
 The compiled module is used only while it matches its sources: ``make native`` builds it with cargo
 and writes the SHA-256 of its sources beside it (``_native.sha256``); when they differ, or
@@ -90,13 +93,22 @@ class ReadRuns(Protocol):
 
 
 HERE = Path(__file__).parent
-SOURCES = ("native/Cargo.toml", "native/Cargo.lock", "native/src/lib.rs", "native/src/funnel.rs")
+SOURCES = (
+    "native/Cargo.toml",
+    "native/Cargo.lock",
+    "native/src/lib.rs",
+    "native/src/blocks.rs",
+    "native/src/funnel.rs",
+    "native/src/attribution.rs",
+)
 """What ``make native`` builds the module from, in the order their SHA-256 is taken."""
 __all__ = [
     "PURE_PYTHON",
+    "AttributionRows",
     "FunnelRows",
     "RecordTexts",
     "as_columns",
+    "attribution_rows",
     "funnel_rows",
     "native_state",
     "read_runs",
@@ -164,6 +176,33 @@ class FunnelRows(Protocol):
 funnel_rows: Callable[[int, int, int, bool], FunnelRows] | None = _native.FunnelRows if _native is not None else None
 """``FunnelRows(steps, window_s, max_rows, by_channel)`` where the module is built; None: funnels count their
 levels with ClickHouse's ``windowFunnel`` (``journey_builder.analytics.funnel``)."""
+
+
+class AttributionRows(Protocol):
+    """Attribution's rows, kept to count its credits (trailmark/native/src/attribution.rs) as
+    ``journey_builder.analytics._per_conversion`` counts them in ClickHouse."""
+
+    def shared(self, data: bytes) -> None:
+        """Native bytes of (device UInt64, contact UInt64): devices counted as their contact."""
+
+    def feed(self, data: bytes) -> None:
+        """Native bytes of (device UInt64, ms Int64, session UInt64, flags UInt8, k UInt64) rows
+        (``analytics._counted_rows``), cut anywhere."""
+
+    @property
+    def rows(self) -> int:
+        """How many rows it holds."""
+
+    def credit(
+        self, model: str, lookback_s: float, half_life_s: float, threads: int, limit_s: float
+    ) -> list[tuple[int, float, int]]:
+        """(key hash, credit, conversions first touched by it) by ``model``; TimeoutError past
+        ``limit_s`` seconds. The rows are used up."""
+
+
+attribution_rows: Callable[[int], AttributionRows] | None = _native.AttributionRows if _native is not None else None
+"""``AttributionRows(max_rows)`` where the module is built; None: attribution is counted by ClickHouse
+(``journey_builder.analytics.attribution``)."""
 
 
 def compiled_columns(names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:

@@ -39,6 +39,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
 
+use crate::blocks::{take_blocks, u64_at, Cut, Reader, SharedDevices};
+
 const BUCKET_BITS: u32 = 12;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 /// a row's time as ms since 1900-01-01 (DateTime64's first day) in the 44 bits above its payload
@@ -48,16 +50,13 @@ const PAYLOAD: u64 = (1 << PAYLOAD_BITS) - 1;
 const MAX_MS: i64 = (1 << (64 - PAYLOAD_BITS)) - 1;
 /// steps: bits of the mask (`analytics.funnel` takes at most 20)
 pub const MAX_STEPS: usize = PAYLOAD_BITS as usize;
-/// the shared devices' guard: one bit per value of a device hash's low bits (512 KiB)
-const GUARD_BITS: u32 = 22;
 const NONE: u64 = u64::MAX;
 
 #[pyclass(module = "trailmark._native")]
 pub struct FunnelRows {
     steps: usize,
     window_s: u64,
-    shared: FxHashMap<u64, u64>,
-    guard: Vec<u64>,
+    shared: SharedDevices,
     /// each step row: group << 64 | ms since 1900 << 20 | mask
     events: Rows,
     /// by channel: after `levels`, the groups at level 1 or more (ascending), their levels and
@@ -80,83 +79,6 @@ enum Blocks {
     Shared,
     Steps,
     Arrivals,
-}
-
-/// Reading a Native block: `Incomplete` when the bytes stop inside it.
-enum Cut {
-    Incomplete,
-    Bad(String),
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, Cut> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self.buf.get(self.at).ok_or(Cut::Incomplete)?;
-            self.at += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(Cut::Bad("a varint longer than 64 bits".into()))
-    }
-
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], Cut> {
-        let end = self.at.checked_add(n).ok_or(Cut::Incomplete)?;
-        let out = self.buf.get(self.at..end).ok_or(Cut::Incomplete)?;
-        self.at = end;
-        Ok(out)
-    }
-
-    fn text(&mut self) -> Result<&'a [u8], Cut> {
-        let n = self.varint()?;
-        self.bytes(usize::try_from(n).map_err(|_| Cut::Incomplete)?)
-    }
-
-    /// one column's header (name, type), its type checked against `want`
-    fn column(&mut self, want: &str) -> Result<(), Cut> {
-        self.text()?;
-        let kind = self.text()?;
-        if kind != want.as_bytes() {
-            return Err(Cut::Bad(format!(
-                "a column of type {} where {want} was expected",
-                String::from_utf8_lossy(kind)
-            )));
-        }
-        Ok(())
-    }
-
-    /// A block's header: its rows, its columns checked to be `columns`.
-    fn block(&mut self, columns: u64) -> Result<usize, Cut> {
-        let found = self.varint()?;
-        let rows = usize::try_from(self.varint()?).map_err(|_| Cut::Bad("rows".into()))?;
-        if found != columns {
-            return Err(Cut::Bad(format!(
-                "{found} columns where {columns} were expected"
-            )));
-        }
-        Ok(rows)
-    }
-
-    /// A column of `rows` values of `kind`, `width` bytes each.
-    fn values(&mut self, rows: usize, kind: &str, width: usize) -> Result<&'a [u8], Cut> {
-        self.column(kind)?;
-        self.fixed(rows, width)
-    }
-
-    fn fixed(&mut self, rows: usize, width: usize) -> Result<&'a [u8], Cut> {
-        self.bytes(rows.checked_mul(width).ok_or(Cut::Incomplete)?)
-    }
-}
-
-fn u64_at(col: &[u8], i: usize) -> u64 {
-    u64::from_le_bytes(col[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
 }
 
 fn bucket(row: u128) -> usize {
@@ -299,14 +221,6 @@ fn by_buckets<T: Send>(
 }
 
 impl FunnelRows {
-    fn group(&self, device: u64) -> u64 {
-        let bit = device & ((1 << GUARD_BITS) - 1);
-        if self.guard[(bit >> 6) as usize] & (1 << (bit & 63)) == 0 {
-            return device;
-        }
-        self.shared.get(&device).copied().unwrap_or(device)
-    }
-
     /// Keeps a row of `group` at the time of row `i` of `times` (ms since 1970), with `payload` (a
     /// step mask or a channel code): at most `max_rows` of them.
     fn keep(&mut self, group: u64, times: &[u8], i: usize, payload: u64) -> Result<(), Cut> {
@@ -321,24 +235,9 @@ impl FunnelRows {
         Ok(())
     }
 
-    /// One block of `shared`: (device, contact) pairs. Returns the bytes it took.
-    fn shared_block(&mut self, buf: &[u8]) -> Result<usize, Cut> {
-        let mut r = Reader { buf, at: 0 };
-        let rows = r.block(2)?;
-        let devices = r.values(rows, "UInt64", 8)?;
-        let contacts = r.values(rows, "UInt64", 8)?;
-        for i in 0..rows {
-            let device = u64_at(devices, i);
-            let bit = device & ((1 << GUARD_BITS) - 1);
-            self.guard[(bit >> 6) as usize] |= 1 << (bit & 63);
-            self.shared.insert(device, u64_at(contacts, i));
-        }
-        Ok(r.at)
-    }
-
     /// One block of step rows. Returns the bytes it took.
     fn rows_block(&mut self, buf: &[u8]) -> Result<usize, Cut> {
-        let mut r = Reader { buf, at: 0 };
+        let mut r = Reader::new(buf);
         let rows = r.block(3)?;
         let devices = r.values(rows, "UInt64", 8)?;
         let times = r.values(rows, "Int64", 8)?;
@@ -368,7 +267,7 @@ impl FunnelRows {
                     self.steps
                 )));
             }
-            let group = self.group(u64_at(devices, i));
+            let group = self.shared.group(u64_at(devices, i));
             self.keep(group, times, i, mask)?;
         }
         Ok(r.at)
@@ -377,7 +276,7 @@ impl FunnelRows {
     /// One block of arrivals (device UInt64, ms Int64, channel String): those of groups `levels`
     /// counted are kept. Returns the bytes it took.
     fn arrivals_block(&mut self, buf: &[u8]) -> Result<usize, Cut> {
-        let mut r = Reader { buf, at: 0 };
+        let mut r = Reader::new(buf);
         let rows = r.block(3)?;
         let devices = r.values(rows, "UInt64", 8)?;
         let times = r.values(rows, "Int64", 8)?;
@@ -389,7 +288,7 @@ impl FunnelRows {
         // the whole block is here (a channel's rows come together: its code is looked up once)
         let mut last: (&[u8], u64) = (&[], 0);
         for (i, &name) in names.iter().enumerate() {
-            let group = self.group(u64_at(devices, i));
+            let group = self.shared.group(u64_at(devices, i));
             let b = bucket(u128::from(group) << 64);
             if self.found_starts[b] == self.found_starts[b + 1] {
                 continue; // no group of its bucket was counted
@@ -417,32 +316,14 @@ impl FunnelRows {
 
     /// Every whole block of `pending` followed by `data`, the rest kept for the next call.
     fn take(&mut self, data: &[u8], blocks: Blocks) -> PyResult<()> {
-        let mut buf = std::mem::take(&mut self.pending);
-        let whole: &[u8] = if buf.is_empty() {
-            data
-        } else {
-            buf.extend_from_slice(data);
-            &buf
-        };
-        let mut at = 0;
-        while at < whole.len() {
-            let read = match blocks {
-                Blocks::Shared => self.shared_block(&whole[at..]),
-                Blocks::Steps => self.rows_block(&whole[at..]),
-                Blocks::Arrivals => self.arrivals_block(&whole[at..]),
-            };
-            match read {
-                Ok(n) => at += n,
-                Err(Cut::Incomplete) => break,
-                Err(Cut::Bad(why)) => {
-                    return Err(PyValueError::new_err(format!("funnel rows: {why}")))
-                }
-            }
-        }
-        let rest = whole[at..].to_vec();
-        buf.clear();
-        self.pending = if rest.is_empty() { buf } else { rest };
-        Ok(())
+        let mut pending = std::mem::take(&mut self.pending);
+        let read = take_blocks(&mut pending, data, |block| match blocks {
+            Blocks::Shared => self.shared.block(block),
+            Blocks::Steps => self.rows_block(block),
+            Blocks::Arrivals => self.arrivals_block(block),
+        });
+        self.pending = pending;
+        read.map_err(|why| PyValueError::new_err(format!("funnel rows: {why}")))
     }
 }
 
@@ -564,8 +445,7 @@ impl FunnelRows {
         Ok(FunnelRows {
             steps,
             window_s: window_s.clamp(0, 1 << 40) as u64,
-            shared: FxHashMap::default(),
-            guard: vec![0; 1 << (GUARD_BITS - 6)],
+            shared: SharedDevices::default(),
             events: Rows::default(),
             by_channel,
             found: Vec::new(),

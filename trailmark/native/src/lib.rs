@@ -1,7 +1,8 @@
 //! The journey builder's compiled helpers (trailmark/compiled.py loads them): enriched run
 //! records read into events, for the Kafka journey builder (`read_runs`: trailmark/runtime.py,
 //! `parse_enriched`); dicts' values as columns (`columns`); session ids (`session_id`); a funnel's
-//! levels from its streamed step rows (`FunnelRows`, src/funnel.rs). The reader:
+//! levels from its streamed step rows (`FunnelRows`, src/funnel.rs); attribution's credits from its
+//! streamed rows (`AttributionRows`, src/attribution.rs), both read by src/blocks.rs. The reader:
 //!
 //! A run record is `{"fields":[names],"rows":[[values],...]}` (`EnrichStage.serialized`): a
 //! visitor's events, each a list of values in the order of the names. `read_runs` makes each row
@@ -24,6 +25,8 @@
 //! as None and the record is read by Python; a list or an object value is read by the `loads` it is
 //! given (orjson's).
 
+mod attribution;
+mod blocks;
 mod funnel;
 
 use rustc_hash::FxHashMap;
@@ -945,5 +948,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session_id, m)?)?;
     m.add_class::<RecordTexts>()?;
     m.add_class::<funnel::FunnelRows>()?;
+    m.add_class::<attribution::AttributionRows>()?;
     Ok(())
 }
