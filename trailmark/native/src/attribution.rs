@@ -5,8 +5,9 @@
 //! Why here: at 10M events the rows are 0.9M (the conversions and the session touches of the
 //! converting contacts), but grouping them by contact in ClickHouse (`groupArray` of 200k groups,
 //! then arrays per conversion) took 0.3-0.45 s of CPU beyond reading them, most of a read's 0.6-0.75 s.
-//! Here each row is 24 bytes, kept in one of 256 buckets by its group's hash; each bucket is sorted
-//! and its groups walked once.
+//! Here each row is 24 bytes, kept as it comes in one of 256 buckets by its group's hash (in
+//! segments of 64 KiB that never move: growing one vector per bucket by copying cost 60 ms more
+//! at 100M events); each bucket is sorted (`sort_rows`) and its groups walked once.
 //!
 //! What it is given (`AttributionRows`):
 //! - `shared`: blocks of (device UInt64, contact UInt64): the devices that count as their contact
@@ -33,6 +34,8 @@ use crate::blocks::{take_blocks, u64_at, Cut, Reader, SharedDevices};
 
 const BUCKET_BITS: u32 = 8;
 const BUCKETS: usize = 1 << BUCKET_BITS;
+/// rows in one segment of a bucket: 64 KiB
+const SEGMENT: usize = 2730;
 const MS_BEFORE_1970: i64 = 2_208_988_800_000;
 /// ms since 1900 in the 44 bits above a row's session bits and flags
 const MAX_MS: i64 = (1 << 44) - 1;
@@ -200,7 +203,8 @@ impl Walk {
 #[pyclass(module = "trailmark._native")]
 pub struct AttributionRows {
     shared: SharedDevices,
-    buckets: Vec<Vec<Row>>,
+    /// each bucket's rows, in segments
+    buckets: Vec<Vec<Vec<Row>>>,
     pending: Vec<u8>,
     rows: usize,
     max_rows: usize,
@@ -234,11 +238,23 @@ impl AttributionRows {
             let t = (ms.clamp(0, MAX_MS) as u64) << 20
                 | (u64_at(sessions, i) & SESSION_BITS) << 2
                 | u64::from(flags[i] & 3);
-            self.buckets[(group >> (64 - BUCKET_BITS)) as usize].push(Row {
-                group,
-                t,
-                k: u64_at(keys, i),
-            });
+            let segments = &mut self.buckets[(group >> (64 - BUCKET_BITS)) as usize];
+            match segments.last_mut() {
+                Some(tail) if tail.len() < tail.capacity() => tail.push(Row {
+                    group,
+                    t,
+                    k: u64_at(keys, i),
+                }),
+                _ => {
+                    let mut tail = Vec::with_capacity(SEGMENT);
+                    tail.push(Row {
+                        group,
+                        t,
+                        k: u64_at(keys, i),
+                    });
+                    segments.push(tail);
+                }
+            }
         }
         Ok(r.at)
     }
@@ -320,7 +336,7 @@ impl AttributionRows {
         let threads = threads.clamp(1, 16);
         let stop = AtomicBool::new(false);
         let states: Vec<Credits> = py.allow_threads(|| {
-            let mut shares: Vec<Vec<Vec<Row>>> = (0..threads).map(|_| Vec::new()).collect();
+            let mut shares: Vec<Vec<Vec<Vec<Row>>>> = (0..threads).map(|_| Vec::new()).collect();
             for (b, rows) in buckets.into_iter().enumerate() {
                 shares[b % threads].push(rows);
             }
@@ -331,9 +347,10 @@ impl AttributionRows {
                     .map(|share| {
                         scope.spawn(move || {
                             let mut credits = Credits::default();
-                            for mut rows in share {
-                                rows.sort_unstable();
-                                if !walk.bucket(&rows, &mut credits, deadline, stop) {
+                            let (mut scratch, mut slots) = (Vec::new(), Vec::new());
+                            for segments in share {
+                                let rows = sort_rows(&segments, &mut scratch, &mut slots);
+                                if !walk.bucket(rows, &mut credits, deadline, stop) {
                                     break;
                                 }
                             }
@@ -365,4 +382,71 @@ impl AttributionRows {
         out.sort_unstable_by_key(|x| x.0);
         Ok(out)
     }
+}
+
+/// One bucket's rows (its segments) sorted, in `scratch`: by the next bits of their group's hash
+/// into about as many slots as rows (a counting sort), then each slot's few rows by compares. At
+/// 100M events (8.8M rows) 0.2 s less wall time than `sort_unstable` on the bucket.
+fn sort_rows<'a>(
+    segments: &[Vec<Row>],
+    scratch: &'a mut Vec<Row>,
+    slots: &mut Vec<usize>,
+) -> &'a [Row] {
+    let n: usize = segments.iter().map(Vec::len).sum();
+    scratch.clear();
+    if n < 64 {
+        for segment in segments {
+            scratch.extend_from_slice(segment);
+        }
+        scratch.sort_unstable();
+        return scratch;
+    }
+    let bits = (usize::BITS - n.leading_zeros() - 1).min(16);
+    let shift = 64 - BUCKET_BITS - bits;
+    let slot = |row: &Row| ((row.group >> shift) as usize) & ((1 << bits) - 1);
+    slots.clear();
+    slots.resize((1 << bits) + 1, 0);
+    for segment in segments {
+        for row in segment {
+            slots[slot(row) + 1] += 1;
+        }
+    }
+    for k in 0..(1 << bits) {
+        slots[k + 1] += slots[k];
+    }
+    scratch.resize(
+        n,
+        Row {
+            group: 0,
+            t: 0,
+            k: 0,
+        },
+    );
+    for segment in segments {
+        for row in segment {
+            let k = slot(row);
+            scratch[slots[k]] = *row;
+            slots[k] += 1;
+        }
+    }
+    let mut from = 0;
+    for k in 0..(1 << bits) {
+        let to = slots[k];
+        let part = &mut scratch[from..to];
+        if part.len() > 16 {
+            part.sort_unstable();
+        } else {
+            for i in 1..part.len() {
+                let row = part[i];
+                let mut j = i;
+                while j > 0 && part[j - 1] > row {
+                    part[j] = part[j - 1];
+                    j -= 1;
+                }
+                part[j] = row;
+            }
+        }
+        from = to;
+    }
+    scratch
 }
