@@ -17,27 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import orjson
-from machine import cpu_model, process_cpu_s  # bench/ is on sys.path when a script runs
+from machine import Phases, cpu_model, peak_rss_mib  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ["/", "/pricing", "/signup", "Signed Up"]
 WINDOW_S = 7 * 86400
-
-
-def peak_rss_mib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) // 1024
-    return 0
 
 
 def main() -> None:
@@ -56,81 +44,27 @@ def main() -> None:
         sys.exit(f"trailmark/native is not built in {args.code} (make native): nothing to time")
     site = orjson.loads((args.data / "keys.json").read_bytes())["sites"][0]["site_id"]
     storage = ChdbStorage(args.data / "clickhouse")
-    me = os.getpid()
-    marks: list[tuple[str, float, float]] = []
-    fed: list[float] = []
-
-    def mark(what: str) -> None:
-        marks.append((what, time.perf_counter(), process_cpu_s(me)))
-
-    made = compiled.funnel_rows
-
-    class Timed:
-        """The module's counter, its calls timed (the phases' ends marked)."""
-
-        def __init__(self, *a: Any) -> None:
-            self.inner = made(*a)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
-
-        def feed(self, block: bytes) -> None:
-            t = time.thread_time()
-            self.inner.feed(block)
-            fed.append(time.thread_time() - t)
-
-        def levels(self, threads: int) -> Any:
-            mark("streamed")
-            out = self.inner.levels(threads)
-            mark("counted")
-            return out
-
-    streams = storage.native_blocks
-
-    @contextmanager
-    def timed_blocks(sql: str, params: Any, *, settings: Any) -> Iterator[Any]:
-        with streams(sql, params, settings=settings) as blocks:
-            yield blocks
-        if not marks or marks[-1][0] == "start":
-            mark("map")
-
-    compiled.funnel_rows = Timed
-    storage.native_blocks = timed_blocks  # type: ignore[method-assign]
-    rounds: list[dict[str, tuple[float, float]]] = []
-    feeds: list[float] = []
+    timed = Phases()
+    compiled.funnel_rows = timed.counter(compiled.funnel_rows, "levels", "streamed", "counted")
+    timed.streams(storage)
+    phases = [
+        ("map", "start", "map"),
+        ("stream + read in", "map", "streamed"),
+        ("levels", "streamed", "counted"),
+        ("whole read", "start", "done"),
+    ]
+    if args.by:
+        phases.insert(3, ("arrivals + channels", "counted", "done"))
     try:
         for _ in range(args.rounds):
-            marks.clear()
-            fed.clear()
-            mark("start")
-            analytics.funnel(storage, site, STEPS, WINDOW_S, by=args.by)
-            mark("done")
-            at = {name: (t, c) for name, t, c in marks}
-            phases = [
-                ("map", "start", "map"),
-                ("stream + read in", "map", "streamed"),
-                ("levels", "streamed", "counted"),
-                ("whole read", "start", "done"),
-            ]
-            if args.by:
-                phases.insert(3, ("arrivals + channels", "counted", "done"))
-            rounds.append({name: (at[b][0] - at[a][0], at[b][1] - at[a][1]) for name, a, b in phases})
-            feeds.append(sum(fed))
+            timed.round(lambda: analytics.funnel(storage, site, STEPS, WINDOW_S, by=args.by), phases)
     finally:
         storage.close()
     print(
         f"Machine: {os.cpu_count()} cores, {cpu_model()}. Funnel {STEPS}, window {WINDOW_S} s"
         f"{', by channel' if args.by else ''}, read from {args.code}; {args.rounds} rounds, median (each)."
     )
-    print("| phase | wall | CPU |\n| --- | ---: | ---: |")
-    for name in rounds[0]:
-        walls = [r[name][0] for r in rounds]
-        cpus = [r[name][1] for r in rounds]
-        print(
-            f"| {name} | {statistics.median(walls):.2f} s ({', '.join(f'{w:.2f}' for w in walls)})"
-            f" | {statistics.median(cpus):.2f} s ({', '.join(f'{c:.2f}' for c in cpus)}) |"
-        )
-    print(f"| rows read into the module (its calls alone) | | {statistics.median(feeds):.2f} s |")
+    print(timed.table())
     print(f"Peak RSS of this process: {peak_rss_mib()} MiB")
 
 
