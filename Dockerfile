@@ -24,14 +24,16 @@ RUN (apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc li
      && mypyc journey_builder/core.py >/dev/null && rm -rf build \
      && sha256sum journey_builder/core.py | cut -d' ' -f1 >journey_builder/core_native.sha256) \
     || rm -f journey_builder/*.so journey_builder/core_native.sha256
-# trailmark/native (Rust), the Kafka journey builder's reader of enriched records, as `make native` builds
-# it, with the toolchain of the official Rust image; if it fails, records are read by orjson.
+# trailmark/native (Rust), the Kafka journey builder's reader of enriched records and the funnel's and
+# attribution's counters, as `make native` builds it (its record hashes trailmark/compiled.py's SOURCES, in
+# order), with the toolchain of the official Rust image; if it fails, records are read by orjson.
 COPY --from=rust:1-slim-bookworm /usr/local/cargo /usr/local/cargo
 COPY --from=rust:1-slim-bookworm /usr/local/rustup /usr/local/rustup
 RUN (export CARGO_HOME=/usr/local/cargo RUSTUP_HOME=/usr/local/rustup PATH=/usr/local/cargo/bin:$PATH \
      && cargo build -q --release --locked --manifest-path trailmark/native/Cargo.toml --target-dir /tmp/cargo \
      && cp /tmp/cargo/release/lib_native.so trailmark/_native.abi3.so \
      && cat trailmark/native/Cargo.toml trailmark/native/Cargo.lock trailmark/native/src/lib.rs \
+        trailmark/native/src/blocks.rs trailmark/native/src/funnel.rs trailmark/native/src/attribution.rs \
         | sha256sum | cut -d' ' -f1 >trailmark/_native.sha256) \
     || rm -f trailmark/_native.*.so trailmark/_native.sha256; rm -rf /tmp/cargo /usr/local/cargo /usr/local/rustup
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

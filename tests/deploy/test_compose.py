@@ -147,6 +147,23 @@ def test_the_image_runs_trailmark_as_a_non_root_user() -> None:
     assert tracked == ["ingest/static/t.js"], "the tracker must be committed for the image to serve it"
 
 
+def test_the_image_and_make_native_hash_the_compiled_module_s_sources_in_order() -> None:
+    """trailmark/compiled.py uses the Rust module where its record is the SHA-256 of SOURCES, in
+    order (or where the sources are not shipped, as in the image's wheel): the image's build hashed
+    three of them from 29b49b5 to 12-08, a record true of no sources. Both builds must hash the
+    list compiled.py checks."""
+    from trailmark.compiled import SOURCES
+
+    wanted = [f"trailmark/{f}" for f in SOURCES]
+    hashed = re.search(r"&& cat ((?:trailmark/native/\S+[\s\\]+)+)\| sha256sum", DOCKERFILE)
+    assert hashed, "the Dockerfile does not hash the module's sources"
+    assert hashed.group(1).replace("\\", " ").split() == wanted
+    makefile = (ROOT / "Makefile").read_text()
+    listed = re.search(r"^RUST_SRC := ((?:.*\\\n)*.*)$", makefile, re.M)
+    assert listed, "the Makefile lists no RUST_SRC"
+    assert listed.group(1).replace("\\", " ").replace("$(RUST)", "trailmark/native").split() == wanted
+
+
 def test_healthchecks_and_ports_match_the_listen_port() -> None:
     for name, service in STAGES.items():
         port = env_of(service)["TRAILMARK_PORT"]
