@@ -605,8 +605,10 @@ def _per_conversion(
     )
 
 
-# Attribution's rows as trailmark/native keeps them: 24 bytes each, in vectors that grow by doubling
-# (up to twice that), sorted in place; analysis.max_memory_bytes allows this many bytes per row.
+# Attribution's rows as trailmark/native keeps them: 24 bytes each, in 64 KiB segments (the buckets'
+# unfilled ones 16 MB at most), and while credited each thread copies one bucket of 256 at a time into a
+# space of its own: analysis.max_memory_bytes allows this many bytes per row, half of it left for the
+# rest of the read.
 _NATIVE_CREDIT_ROW_BYTES = 48
 
 
@@ -616,8 +618,8 @@ def _native_credits(
     """(key, credit, conversions) rows as the ClickHouse count makes them, counted by trailmark/native
     (src/attribution.rs) from the rows of ``counted`` (``_counted_rows``) streamed in the Native
     format, the shared devices' map (``_shared_map``) first. The grouping by contact and the arrays
-    per conversion cost ClickHouse 0.3-0.45 s of CPU at 10M events, of a read's 0.6-0.75 s
-    (bench/RESULTS.md 2026-12-08 "attribution counted natively")."""
+    per conversion cost ClickHouse 0.2-0.3 s of CPU at 10M events, of a read's 0.6 s; natively the
+    read takes 25-35 % less CPU (bench/RESULTS.md 2026-12-08 "Attribution counted natively")."""
     assert compiled.attribution_rows is not None
     db = storage.database
     max_rows = max(1, int(conf.max_memory_bytes) // _NATIVE_CREDIT_ROW_BYTES)

@@ -247,3 +247,29 @@ def test_rows_cut_anywhere_credit_the_same_and_bad_bytes_are_refused(storage: St
     late.feed(data)
     with pytest.raises(TimeoutError):
         late.credit("linear", 86400.0, 86400.0, 2, 0.0)
+
+
+def test_one_contact_of_many_touches_and_conversions_is_stopped_at_the_time_limit(storage: Storage) -> None:
+    """A write key can give one device 20k touches and 20k conversions within a lookback: each
+    conversion credits every touch before it (2e8 credits, seconds of work in one group). The count
+    stops at analysis.max_execution_s within the group, not after it."""
+    db = storage.database
+    storage.execute(
+        f"INSERT INTO {db}.session_touches (site_id, anonymous_id, session_id, timestamp, channel, source, medium,"
+        " campaign, retention_days)"
+        f" SELECT '{SITE}', 'big', concat('s', toString(number)),"
+        " toDateTime64('2026-10-01 09:00:00', 3, 'UTC') + toIntervalSecond(number), 'Email', '', '', '', 0"
+        " FROM numbers(20000)"
+    )
+    storage.execute(
+        f"INSERT INTO {db}.step_events (site_id, kind, step, anonymous_id, timestamp, message_id, retention_days)"
+        f" SELECT '{SITE}', 'track', '{CONVERSION}', 'big',"
+        " toDateTime64('2026-10-01 15:00:00', 3, 'UTC') + toIntervalSecond(number), concat('m', toString(number)), 0"
+        " FROM numbers(20000)"
+    )
+    args = (storage, SITE, CONVERSION, "time_decay", "channel", 30, 7.0)
+    with pytest.raises(analytics.BadQuery, match="longer than 0.3 s .* since/until"):
+        analytics.attribution(*args, conf=AnalysisSettings(max_execution_s=0.3))
+    small = analytics.attribution(*args, since="2026-10-01T20:30:00Z", conf=AnalysisSettings(max_execution_s=30))
+    assert small["total_conversions"] == 20000 - 5 * 3600 - 1800
+    assert [r["key"] for r in small["rows"]] == ["Email"]
