@@ -30,7 +30,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::blocks::{take_blocks, u64_at, Cut, Reader, SharedDevices};
+use crate::blocks::{sort_slots, take_blocks, u64_at, Cut, Reader, SharedDevices};
 
 const BUCKET_BITS: u32 = 8;
 const BUCKETS: usize = 1 << BUCKET_BITS;
@@ -451,24 +451,7 @@ fn sort_rows<'a>(
             slots[k] += 1;
         }
     }
-    let mut from = 0;
-    for k in 0..(1 << bits) {
-        let to = slots[k];
-        let part = &mut scratch[from..to];
-        if part.len() > 16 {
-            part.sort_unstable();
-        } else {
-            for i in 1..part.len() {
-                let row = part[i];
-                let mut j = i;
-                while j > 0 && part[j - 1] > row {
-                    part[j] = part[j - 1];
-                    j -= 1;
-                }
-                part[j] = row;
-            }
-        }
-        from = to;
-    }
+    // slots[k] is now where slot k ends
+    sort_slots(scratch, &slots[..1 << bits], 16);
     scratch
 }

@@ -1,7 +1,8 @@
 //! ClickHouse's Native format as a query streams it out (`Storage.native_blocks`): blocks of
 //! columns, each a header (columns, rows) and each column its name, its type and its values. chDB
 //! gives whole blocks; a server's HTTP chunks may cut them anywhere (`take_blocks` keeps the rest).
-//! Also the shared devices' map that the funnel and attribution read first (`SharedDevices`).
+//! Also the shared devices' map that the funnel and attribution read first (`SharedDevices`), and
+//! the last step of both counters' counting sorts (`sort_slots`).
 
 use rustc_hash::FxHashMap;
 
@@ -163,5 +164,29 @@ impl SharedDevices {
             self.map.insert(device, u64_at(contacts, i));
         }
         Ok(r.at)
+    }
+}
+
+/// The last step of a counting sort: each slot of `rows` (slot k ends at `ends[k]`, the first
+/// starts at 0) sorted, by `sort_unstable` when it holds more than `small` rows, else by insertion
+/// (a slot holds one group's rows, or a few groups').
+pub(crate) fn sort_slots<T: Ord + Copy>(rows: &mut [T], ends: &[usize], small: usize) {
+    let mut from = 0;
+    for &to in ends {
+        let part = &mut rows[from..to];
+        if part.len() > small {
+            part.sort_unstable();
+        } else {
+            for i in 1..part.len() {
+                let row = part[i];
+                let mut j = i;
+                while j > 0 && part[j - 1] > row {
+                    part[j] = part[j - 1];
+                    j -= 1;
+                }
+                part[j] = row;
+            }
+        }
+        from = to;
     }
 }

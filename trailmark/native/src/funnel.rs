@@ -39,7 +39,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::blocks::{take_blocks, u64_at, Cut, Reader, SharedDevices};
+use crate::blocks::{sort_slots, take_blocks, u64_at, Cut, Reader, SharedDevices};
 
 const BUCKET_BITS: u32 = 12;
 const BUCKETS: usize = 1 << BUCKET_BITS;
@@ -360,25 +360,7 @@ fn sort_bucket<'a>(
         slots[k] += 1;
     }
     // slots[k] is now where slot k ends
-    let mut from = 0;
-    for k in 0..(1 << bits) {
-        let to = slots[k];
-        let part = &mut scratch[from..to];
-        if part.len() > 24 {
-            part.sort_unstable();
-        } else {
-            for i in 1..part.len() {
-                let row = part[i];
-                let mut j = i;
-                while j > 0 && part[j - 1] > row {
-                    part[j] = part[j - 1];
-                    j -= 1;
-                }
-                part[j] = row;
-            }
-        }
-        from = to;
-    }
+    sort_slots(scratch, &slots[..1 << bits], 24);
     scratch
 }
 
